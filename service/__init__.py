@@ -1,0 +1,1 @@
+"""Online half: the BentoML service, request validation, image preprocessing, metrics."""

@@ -1,0 +1,116 @@
+"""Prometheus metrics of the service (prometheus_client; aggregated over workers by BentoML's
+multiprocess collector). Metric objects live at module level; their label values, a fixed set
+known once the models are loaded, are initialised by :class:`Recorder`."""
+
+from __future__ import annotations
+
+import numpy as np
+from prometheus_client import Counter, Gauge, Histogram
+
+from sparsity import DeadUnitTracker, ProbeResult
+from sparsity.contract import ALL_LAYERS, IRIS_LINEAR_LAYER
+
+RATIO_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))  # 0.05 .. 1.0 (+Inf implied)
+INFERENCE_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+)
+REQUEST_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
+
+ACTIVATION_SPARSITY = Histogram(
+    "activation_sparsity_ratio",
+    "Per-sample exact-zero fraction of each ReLU layer (layer 'all': across all ReLU layers)",
+    ["model", "layer"],
+    buckets=RATIO_BUCKETS,
+)
+BASELINE = Gauge(
+    "activation_sparsity_baseline_ratio",
+    "Mean per-sample exact-zero fraction on the training test set, from the model's metadata",
+    ["model", "layer"],
+    multiprocess_mode="max",
+)
+DEAD_UNITS = Gauge(
+    "activation_dead_units_ratio",
+    "Share of units that did not fire once in the last DEAD_UNIT_WINDOW samples "
+    "(the view of the worker that served most recently)",
+    ["model", "layer"],
+    multiprocess_mode="livemostrecent",
+)
+WEIGHT_SPARSITY = Gauge(
+    "model_weight_sparsity_ratio",
+    "Share of exactly-zero weights per layer",
+    ["model", "layer"],
+    multiprocess_mode="max",
+)
+CONTRIBUTION_SPARSITY = Histogram(
+    "model_input_contribution_sparsity_ratio",
+    "Per-sample share of coefficient x feature terms that are exactly zero (L1 classifier)",
+    ["model"],
+    buckets=RATIO_BUCKETS,
+)
+INFERENCE_SECONDS = Histogram(
+    "model_inference_duration_seconds",
+    "Forward pass plus sparsity measurement, per call",
+    ["model"],
+    buckets=INFERENCE_BUCKETS,
+)
+PREDICTIONS = Counter("model_predictions", "Predictions made, by predicted class", ["model", "label"])
+
+
+class Recorder:
+    """Records each call's figures; all label values are created here, at start."""
+
+    def __init__(self, mnist, iris, dead_unit_window: int) -> None:
+        self.mnist_name = mnist.tag.split(":")[0]
+        self.iris_name = iris.tag.split(":")[0]
+        layers = [layer.name for layer in mnist.layers]
+        self.dead = DeadUnitTracker({layer.name: layer.units for layer in mnist.layers}, dead_unit_window)
+        self._mnist_hist = {
+            layer: ACTIVATION_SPARSITY.labels(self.mnist_name, layer) for layer in [*layers, ALL_LAYERS]
+        }
+        self._mnist_dead = {layer: DEAD_UNITS.labels(self.mnist_name, layer) for layer in layers}
+        self._mnist_seconds = INFERENCE_SECONDS.labels(self.mnist_name)
+        self._iris_seconds = INFERENCE_SECONDS.labels(self.iris_name)
+        self._iris_contrib = CONTRIBUTION_SPARSITY.labels(self.iris_name)
+        self._mnist_classes = [PREDICTIONS.labels(self.mnist_name, c) for c in mnist.metadata["class_names"]]
+        self._iris_classes = [PREDICTIONS.labels(self.iris_name, c) for c in iris.class_names]
+
+        baseline = mnist.metadata["activation_sparsity"]
+        for layer in [*layers, ALL_LAYERS]:
+            BASELINE.labels(self.mnist_name, layer).set(baseline[layer]["mean"])
+        for layer, ratio in mnist.metadata["weight_sparsity"].items():
+            WEIGHT_SPARSITY.labels(self.mnist_name, layer).set(ratio)
+        WEIGHT_SPARSITY.labels(self.iris_name, IRIS_LINEAR_LAYER).set(
+            iris.metadata["weight_sparsity"][IRIS_LINEAR_LAYER]
+        )
+
+    def mnist(self, result: ProbeResult, seconds: float) -> None:
+        self._mnist_seconds.observe(seconds)
+        for layer, values in [*result.layer_sparsity.items(), (ALL_LAYERS, result.overall)]:
+            hist = self._mnist_hist[layer]
+            for value in values.tolist():
+                hist.observe(value)
+        for label in result.labels.tolist():
+            self._mnist_classes[label].inc()
+        self.dead.update(result.fired)
+        for layer, ratio in self.dead.ratios().items():
+            self._mnist_dead[layer].set(ratio)
+
+    def iris(self, result, seconds: float) -> None:
+        self._iris_seconds.observe(seconds)
+        for value in np.asarray(result.sparsity.contributions).tolist():
+            self._iris_contrib.observe(value)
+        for label in result.labels.tolist():
+            self._iris_classes[label].inc()

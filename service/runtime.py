@@ -1,0 +1,121 @@
+"""Loaded models: each wraps one stored model and the core's sparsity measurement for it."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from sparsity import LinearSparsity, ProbeResult, SparsityProbe, linear_sparsity
+from sparsity.contract import IRIS_CLASS_NAMES, IRIS_MODEL_FILE, MNIST_MODEL_FILE, MNIST_SHAPE
+from sparsity.validation import check_batch
+
+log = logging.getLogger(__name__)
+
+IRIS_TRUSTED_TYPES: list[str] = []
+"""Types beyond skops' own defaults that the iris file may contain. The pipeline (StandardScaler +
+LogisticRegression) needs none; a file that asks for anything else is refused."""
+
+
+class UntrustedModelError(RuntimeError):
+    pass
+
+
+def configure_tensorflow(intra: int, inter: int) -> None:
+    """Set TF thread pools; must run before TensorFlow executes anything in this process."""
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(intra)
+        tf.config.threading.set_inter_op_parallelism_threads(inter)
+    except RuntimeError as exc:  # TF already initialised (e.g. several services in one test)
+        log.warning("TensorFlow thread settings not applied: %s", exc)
+
+
+def _describe(stored, keys: tuple[str, ...]) -> dict:
+    meta = stored.info.metadata
+    return {"tag": str(stored.tag), **{k: meta.get(k) for k in keys if k in meta}}
+
+
+class MnistRuntime:
+    """The ReLU CNN with its compiled one-pass probe."""
+
+    def __init__(self, stored) -> None:
+        import keras
+
+        self.tag = str(stored.tag)
+        self.metadata = dict(stored.info.metadata)
+        model = keras.models.load_model(stored.path_of(MNIST_MODEL_FILE), compile=False)
+        self.probe = SparsityProbe(model, value_range=(0.0, 1.0), field="images")
+        self.layers = self.probe.layers
+        self.info = _describe(
+            stored,
+            (
+                "dataset",
+                "dataset_size",
+                "train_size",
+                "test_size",
+                "test_accuracy",
+                "relu_layers",
+                "activation_sparsity",
+                "dead_unit_ratio",
+                "weight_sparsity",
+                "class_names",
+                "input_shape",
+                "input_range",
+            ),
+        )
+
+    def warm_up(self) -> None:
+        """Trace the probe and run it once on a one-image and a two-image batch."""
+        for n in (1, 2):
+            self.predict(np.zeros((n, *MNIST_SHAPE), dtype=np.float32))
+
+    def predict(self, images: np.ndarray) -> ProbeResult:
+        return self.probe.run(images)
+
+
+@dataclass
+class IrisResult:
+    probabilities: np.ndarray
+    labels: np.ndarray
+    sparsity: LinearSparsity
+
+
+class IrisRuntime:
+    """The L1 logistic-regression pipeline, loaded with skops (no pickle)."""
+
+    def __init__(self, stored) -> None:
+        import skops.io
+
+        self.tag = str(stored.tag)
+        self.metadata = dict(stored.info.metadata)
+        path = stored.path_of(IRIS_MODEL_FILE)
+        untrusted = [t for t in skops.io.get_untrusted_types(file=path) if t not in IRIS_TRUSTED_TYPES]
+        if untrusted:
+            raise UntrustedModelError(f"{path} asks for types that are not trusted: {untrusted}")
+        self.model = skops.io.load(path, trusted=IRIS_TRUSTED_TYPES)
+        self.scaler = self.model.named_steps["scale"]
+        self.coef = self.model.named_steps["logreg"].coef_
+        self.class_names = list(self.metadata.get("class_names", IRIS_CLASS_NAMES))
+        self.info = _describe(
+            stored,
+            (
+                "dataset",
+                "dataset_size",
+                "train_size",
+                "test_size",
+                "test_accuracy",
+                "weight_sparsity",
+                "contribution_sparsity",
+                "feature_names",
+                "class_names",
+            ),
+        )
+
+    def predict(self, features: np.ndarray) -> IrisResult:
+        x = check_batch(features, field="features", item_shape=(self.coef.shape[1],)).astype(np.float64)
+        probabilities = self.model.predict_proba(x)
+        sparsity = linear_sparsity(self.coef, self.scaler.transform(x))
+        return IrisResult(probabilities, np.argmax(probabilities, axis=1), sparsity)

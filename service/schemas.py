@@ -1,0 +1,81 @@
+"""Request and response shapes of the HTTP API (also the OpenAPI at /docs).
+
+Validation fails fast: the first broken rule is reported, with its location, so a malformed
+1024-image batch yields one short message instead of a million.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import AllowInfNan, BaseModel, Field, Strict, ValidationError
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from sparsity.contract import MAX_BATCH, MNIST_SHAPE
+
+StrictFinite = Annotated[float, Strict(), AllowInfNan(False)]
+"""A JSON number: no strings, no booleans, no NaN/Infinity."""
+
+Pixel = Annotated[StrictFinite, Field(ge=0.0, le=1.0)]
+PixelRow = Annotated[list[Pixel], Field(min_length=MNIST_SHAPE[1], max_length=MNIST_SHAPE[1], fail_fast=True)]
+Image = Annotated[list[PixelRow], Field(min_length=MNIST_SHAPE[0], max_length=MNIST_SHAPE[0], fail_fast=True)]
+Images = Annotated[
+    list[Image],
+    Field(
+        min_length=1,
+        max_length=MAX_BATCH,
+        fail_fast=True,
+        description=f"1 to {MAX_BATCH} images, each 28 rows of 28 numbers in [0, 1] (pixel / 255), "
+        "white digit on black as in MNIST",
+    ),
+]
+IrisRow = Annotated[list[StrictFinite], Field(min_length=4, max_length=4, fail_fast=True)]
+IrisRows = Annotated[
+    list[IrisRow],
+    Field(
+        min_length=1,
+        max_length=MAX_BATCH,
+        fail_fast=True,
+        description=f"1 to {MAX_BATCH} rows of 4 numbers: sepal length, sepal width, petal length, petal width (cm)",
+    ),
+]
+
+
+class MnistSparsity(BaseModel):
+    overall: float = Field(description="zeros over activations across all ReLU layers")
+    layers: dict[str, float] = Field(description="exact-zero fraction of each ReLU layer")
+
+
+class MnistPrediction(BaseModel):
+    label: int
+    probabilities: list[float]
+    sparsity: MnistSparsity
+
+
+class MnistResponse(BaseModel):
+    model: str
+    predictions: list[MnistPrediction]
+
+
+class IrisSparsity(BaseModel):
+    weights: float = Field(description="share of exactly-zero coefficients")
+    contributions: float = Field(description="share of coefficient x feature terms that are zero")
+
+
+class IrisPrediction(BaseModel):
+    label: int
+    name: str
+    probabilities: list[float]
+    sparsity: IrisSparsity
+
+
+class IrisResponse(BaseModel):
+    model: str
+    predictions: list[IrisPrediction]
+
+
+def input_error(loc: tuple[str | int, ...], message: str) -> ValidationError:
+    """A ValidationError shaped like pydantic's own, so every 400 of the API looks the same:
+    ``{"error": ..., "detail": [{"type", "loc", "msg"}]}``."""
+    detail = InitErrorDetails(type=PydanticCustomError("invalid_input", message), loc=loc, input=None)
+    return ValidationError.from_exception_data("request", [detail])

@@ -1,0 +1,154 @@
+"""The BentoML service: predictions with per-request activation sparsity from one forward pass.
+
+Endpoints stay thin: validate, call the core through a runtime, record metrics, answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Annotated
+
+import bentoml
+import numpy as np
+from bentoml.validators import ContentType
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from service import metrics
+from service.config import Settings
+from service.middleware import RequestGuard
+from service.preprocess import image_to_mnist
+from service.runtime import IrisRuntime, MnistRuntime, configure_tensorflow
+from service.schemas import Images, IrisResponse, IrisRows, MnistResponse, input_error
+from sparsity import InvalidInputError, ProbeResult
+
+log = logging.getLogger(__name__)
+settings = Settings.from_env()
+
+
+async def _models(request: Request) -> JSONResponse:
+    service = bentoml.get_current_service()
+    return JSONResponse(service.describe_models())
+
+
+models_app = Starlette(routes=[Route("/models", _models, methods=["GET"])])
+
+
+@bentoml.asgi_app(models_app, path="/")
+@bentoml.service(
+    name="sparsity_service",
+    workers=settings.workers,
+    traffic={"timeout": 60},
+    metrics={
+        "enabled": True,
+        "namespace": "bentoml_service",
+        "duration": {"buckets": metrics.REQUEST_BUCKETS},
+    },
+)
+class SparsityService:
+    """Serves the MNIST ReLU CNN and the iris L1 classifier with activation sparsity."""
+
+    mnist_model = bentoml.models.BentoModel(settings.mnist_tag)
+    iris_model = bentoml.models.BentoModel(settings.iris_tag)
+
+    def __init__(self) -> None:
+        self._ready = False
+        configure_tensorflow(settings.tf_intra_threads, settings.tf_inter_threads)
+        self.mnist = MnistRuntime(self.mnist_model)
+        self.iris = IrisRuntime(self.iris_model)
+        self.mnist.warm_up()
+        self.recorder = metrics.Recorder(self.mnist, self.iris, settings.dead_unit_window)
+        self._ready = True
+        log.info("ready: %s and %s loaded, probe warmed up", self.mnist.tag, self.iris.tag)
+
+    def __is_ready__(self) -> bool:
+        return self._ready
+
+    def describe_models(self) -> dict:
+        return {"models": [self.mnist.info, self.iris.info]}
+
+    @bentoml.api(route="/mnist/predict")
+    def mnist_predict(self, images: Images) -> MnistResponse:
+        """Classify 1-1024 28x28 images (values in [0, 1]); each answer carries its sparsity."""
+        return self._mnist(np.asarray(images, dtype=np.float32))
+
+    @bentoml.api(route="/mnist/predict_image")
+    def mnist_predict_image(self, image: Annotated[Path, ContentType("image/*")]) -> MnistResponse:
+        """Classify one uploaded PNG or JPEG, converted MNIST-style (grey, white on black, centred)."""
+        try:
+            pixels = image_to_mnist(Path(image).read_bytes(), settings.max_image_pixels)
+        except InvalidInputError as exc:
+            raise input_error((exc.field,), exc.rule) from None
+        return self._mnist(pixels[None])
+
+    @bentoml.api(route="/iris/predict")
+    def iris_predict(self, features: IrisRows) -> IrisResponse:
+        """Classify 1-1024 iris rows; each answer carries weight and contribution sparsity."""
+        start = time.perf_counter()
+        try:
+            result = self.iris.predict(np.asarray(features, dtype=np.float64))
+        except InvalidInputError as exc:
+            raise input_error((exc.field,), exc.rule) from None
+        self.recorder.iris(result, time.perf_counter() - start)
+        names = self.iris.class_names
+        return IrisResponse.model_validate(
+            {
+                "model": self.iris.tag,
+                "predictions": [
+                    {
+                        "label": int(label),
+                        "name": names[int(label)],
+                        "probabilities": probs.tolist(),
+                        "sparsity": {
+                            "weights": result.sparsity.weights,
+                            "contributions": float(contrib),
+                        },
+                    }
+                    for label, probs, contrib in zip(
+                        result.labels,
+                        result.probabilities,
+                        result.sparsity.contributions,
+                        strict=True,
+                    )
+                ],
+            }
+        )
+
+    def _mnist(self, pixels: np.ndarray) -> MnistResponse:
+        start = time.perf_counter()
+        try:
+            result: ProbeResult = self.mnist.predict(pixels)
+        except InvalidInputError as exc:
+            raise input_error((exc.field,), exc.rule) from None
+        self.recorder.mnist(result, time.perf_counter() - start)
+        names = list(result.layer_sparsity)
+        per_layer = np.stack([result.layer_sparsity[n] for n in names], axis=1).tolist()
+        return MnistResponse.model_validate(
+            {
+                "model": self.mnist.tag,
+                "predictions": [
+                    {
+                        "label": int(label),
+                        "probabilities": probs.tolist(),
+                        "sparsity": {
+                            "overall": float(overall),
+                            "layers": dict(zip(names, layers, strict=True)),
+                        },
+                    }
+                    for label, probs, overall, layers in zip(
+                        result.labels,
+                        result.probabilities,
+                        result.overall,
+                        per_layer,
+                        strict=True,
+                    )
+                ],
+            }
+        )
+
+
+SparsityService.add_asgi_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes)

@@ -1,0 +1,148 @@
+"""One-pass activation probe for Keras ReLU models.
+
+The probe is a multi-output Keras model (predictions + every ReLU layer's output) wrapped once in a
+``tf.function`` with a fixed input signature. Zero counting and per-unit firing happen inside that
+same compiled call, so a prediction and its sparsity always come from the same forward pass.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from sparsity.validation import check_batch
+
+
+@dataclass(frozen=True)
+class ReluLayer:
+    """A layer whose output passes through a plain ReLU.
+
+    ``units`` counts conv channels or dense neurons (what can be "dead"); ``size`` counts the
+    activations one sample produces in that layer (H*W*C for a conv layer).
+    """
+
+    name: str
+    units: int
+    size: int
+
+
+def _is_plain_relu(layer: keras.layers.Layer) -> bool:
+    if isinstance(layer, keras.layers.ReLU):
+        return float(layer.negative_slope) == 0.0 and float(layer.threshold) == 0.0 and layer.max_value is None
+    activation = getattr(layer, "activation", None)
+    return activation is not None and getattr(activation, "__name__", "") == "relu"
+
+
+def find_relu_layers(model: keras.Model) -> list[ReluLayer]:
+    """Return the model's ReLU layers (Dense/Conv with ReLU activation, ReLU/Activation layers)."""
+    found = []
+    for layer in model.layers:
+        if not _is_plain_relu(layer):
+            continue
+        shape = tuple(layer.output.shape[1:])
+        found.append(ReluLayer(name=layer.name, units=int(shape[-1]), size=int(np.prod(shape))))
+    return found
+
+
+def weight_sparsity(model: keras.Model) -> dict[str, float]:
+    """Fraction of exactly-zero weights (kernel and bias) of every layer that has weights."""
+    result = {}
+    for layer in model.layers:
+        weights = [np.asarray(w) for w in layer.get_weights()]
+        total = sum(w.size for w in weights)
+        if total:
+            zeros = sum(int(np.count_nonzero(w == 0)) for w in weights)
+            result[layer.name] = zeros / total
+    return result
+
+
+@dataclass
+class ProbeResult:
+    """What one forward pass produced for a batch of N samples."""
+
+    probabilities: np.ndarray  # (N, classes) float32
+    layer_sparsity: dict[str, np.ndarray]  # layer -> (N,) zero fraction
+    overall: np.ndarray  # (N,) zeros over activations across all ReLU layers
+    fired: dict[str, np.ndarray]  # layer -> (N, units) bool: unit produced a value > 0
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.argmax(self.probabilities, axis=1)
+
+    def __len__(self) -> int:
+        return int(self.probabilities.shape[0])
+
+
+class SparsityProbe:
+    """Predictions and ReLU-layer sparsity of a Keras model from a single compiled forward pass.
+
+    Build once per model (tracing happens on the first call); ``run`` is then cheap. Input is
+    checked first: wrong shape, NaN/Infinity or values outside ``value_range`` raise
+    :class:`sparsity.InvalidInputError` and are never counted.
+    """
+
+    def __init__(
+        self,
+        model: keras.Model,
+        *,
+        value_range: tuple[float, float] | None = None,
+        field: str = "inputs",
+    ) -> None:
+        self.model = model
+        self.layers = find_relu_layers(model)
+        if not self.layers:
+            raise ValueError(f"model {model.name!r} has no ReLU layer to probe")
+        self.value_range = value_range
+        self.field = field
+        self.item_shape = tuple(int(d) for d in model.inputs[0].shape[1:])
+        outputs = [model.outputs[0]] + [model.get_layer(l.name).output for l in self.layers]
+        self._multi = keras.Model(inputs=model.inputs, outputs=outputs)
+        self._sizes = np.array([l.size for l in self.layers], dtype=np.int64)
+        self._lock = threading.Lock()
+        spec = tf.TensorSpec((None, *self.item_shape), tf.float32)
+        self._compiled = tf.function(self._forward, input_signature=[spec], reduce_retracing=True)
+
+    def _forward(self, x: tf.Tensor):
+        outs = self._multi(x, training=False)
+        probs, relu_outs = outs[0], outs[1:]
+        zeros, fired = [], []
+        for out in relu_outs:
+            n = tf.shape(out)[0]
+            flat = tf.reshape(out, tf.stack([n, -1]))
+            zeros.append(tf.reduce_sum(tf.cast(tf.equal(flat, 0.0), tf.int32), axis=1))
+            spatial = list(range(1, len(out.shape) - 1))
+            positive = out > 0.0
+            fired.append(tf.reduce_any(positive, axis=spatial) if spatial else positive)
+        return probs, zeros, fired
+
+    def run(self, x: np.ndarray) -> ProbeResult:
+        """Check ``x`` (N, *item_shape) and return predictions and sparsity for each sample."""
+        low, high = self.value_range if self.value_range else (None, None)
+        arr = check_batch(x, field=self.field, item_shape=self.item_shape, low=low, high=high)
+        with self._lock:
+            probs, zeros, fired = self._compiled(tf.convert_to_tensor(arr))
+        zero_counts = np.stack([z.numpy() for z in zeros], axis=1).astype(np.int64)  # (N, L)
+        layer_sparsity = {layer.name: zero_counts[:, i] / layer.size for i, layer in enumerate(self.layers)}
+        overall = zero_counts.sum(axis=1) / self._sizes.sum()
+        return ProbeResult(
+            probabilities=probs.numpy(),
+            layer_sparsity=layer_sparsity,
+            overall=overall,
+            fired={layer.name: f.numpy() for layer, f in zip(self.layers, fired, strict=True)},
+        )
+
+    def run_batched(self, x: np.ndarray, batch_size: int = 512) -> ProbeResult:
+        """``run`` over a large array in chunks (for evaluating a whole test set)."""
+        parts = [self.run(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+        return ProbeResult(
+            probabilities=np.concatenate([p.probabilities for p in parts]),
+            layer_sparsity={
+                name: np.concatenate([p.layer_sparsity[name] for p in parts]) for name in parts[0].layer_sparsity
+            },
+            overall=np.concatenate([p.overall for p in parts]),
+            fired={name: np.concatenate([p.fired[name] for p in parts]) for name in parts[0].fired},
+        )

