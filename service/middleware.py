@@ -69,26 +69,30 @@ class RequestGuard:
             return
 
         received = 0
+        exceeded = responded = False
+        held_start: dict | None = None
+        held_body: list[bytes] = []
 
         async def counting_receive():
-            nonlocal received
+            nonlocal received, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
+                    exceeded = True
                     raise BodyTooLarge
             return message
 
-        started = False
-        held_start: dict | None = None
-        held_body: list[bytes] = []
-
-        async def tracking_send(message):
-            # 400 bodies (rare, small) are held back to put "field: rule" into their "error".
-            nonlocal started, held_start
+        async def guarded_send(message):
+            nonlocal responded, held_start
+            if exceeded:  # whatever the app makes of the overflow (BentoML: a 500), the client gets 413
+                if message["type"] == "http.response.start" and not responded:
+                    responded = True
+                    await _respond(send, 413, error_body(too_large, "body", "body_too_large"))
+                return
             if message["type"] == "http.response.start":
-                started = True
-                if message["status"] == 400:
+                responded = True
+                if message["status"] == 400:  # rare and small: held back to name "field: rule" in "error"
                     held_start = message
                     return
             elif held_start is not None and message["type"] == "http.response.body":
@@ -104,9 +108,9 @@ class RequestGuard:
             await send(message)
 
         try:
-            await self.app(scope, counting_receive, tracking_send)
+            await self.app(scope, counting_receive, guarded_send)
         except BodyTooLarge:
-            if not started:
+            if not responded:
                 await _respond(send, 413, error_body(too_large, "body", "body_too_large"))
 
 

@@ -33,7 +33,7 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
             width, height = img.size
             if width * height > max_pixels:
                 raise InvalidInputError(
-                    FIELD, f"image is {width}x{height} pixels; at most {max_pixels} pixels are accepted"
+                    FIELD, f"image is {width}x{height} pixels, which exceeds the limit of {max_pixels} pixels"
                 )
             img.load()
             if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
@@ -43,8 +43,10 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
             grey = img.convert("L")
     except InvalidInputError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise InvalidInputError(FIELD, "must be a PNG or JPEG image within the size limit") from None
+    except UnidentifiedImageError:
+        raise InvalidInputError(FIELD, "must be a PNG or JPEG image") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InvalidInputError(FIELD, f"image dimensions exceed the limit of {max_pixels} pixels") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise InvalidInputError(FIELD, f"could not be decoded as PNG or JPEG ({exc})") from None
     return np.asarray(grey, dtype=np.float32) / 255.0

@@ -15,7 +15,7 @@ import numpy as np
 from bentoml.validators import ContentType
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, RedirectResponse
 from starlette.routing import Route
 
 from service import metrics
@@ -35,7 +35,13 @@ async def _models(request: Request) -> JSONResponse:
     return JSONResponse(service.describe_models())
 
 
-models_app = Starlette(routes=[Route("/models", _models, methods=["GET"])])
+models_app = Starlette(
+    routes=[
+        Route("/models", _models, methods=["GET"]),
+        # BentoML serves Swagger UI at / and the OpenAPI document at /docs.json
+        Route("/docs", lambda request: RedirectResponse("/"), methods=["GET"]),
+    ]
+)
 
 
 @bentoml.asgi_app(models_app, path="/")

@@ -3,25 +3,32 @@
 Pure NumPy/TensorFlow: find the ReLU layers of a Keras model, build a one-pass probe that returns
 predictions together with per-layer zero fractions, track dead units, and measure the sparsity of
 an L1 linear model. Neither ``training`` nor ``service`` code is imported here.
+
+Names are imported lazily, so ``sparsity.contract`` can be used without loading TensorFlow
+(a CLI's ``--help`` answers at once).
 """
 
-from sparsity.contract import IRIS_CLASS_NAMES, MNIST_CLASS_NAMES, MNIST_SHAPE
-from sparsity.dead_units import DeadUnitTracker
-from sparsity.errors import InvalidInputError
-from sparsity.linear import LinearSparsity, linear_sparsity
-from sparsity.probe import ProbeResult, ReluLayer, SparsityProbe, find_relu_layers, weight_sparsity
+from importlib import import_module
 
-__all__ = [
-    "IRIS_CLASS_NAMES",
-    "MNIST_CLASS_NAMES",
-    "MNIST_SHAPE",
-    "DeadUnitTracker",
-    "InvalidInputError",
-    "LinearSparsity",
-    "ProbeResult",
-    "ReluLayer",
-    "SparsityProbe",
-    "find_relu_layers",
-    "linear_sparsity",
-    "weight_sparsity",
-]
+_EXPORTS = {
+    "IRIS_CLASS_NAMES": "sparsity.contract",
+    "MNIST_CLASS_NAMES": "sparsity.contract",
+    "MNIST_SHAPE": "sparsity.contract",
+    "DeadUnitTracker": "sparsity.dead_units",
+    "InvalidInputError": "sparsity.errors",
+    "LinearSparsity": "sparsity.linear",
+    "linear_sparsity": "sparsity.linear",
+    "ProbeResult": "sparsity.probe",
+    "ReluLayer": "sparsity.probe",
+    "SparsityProbe": "sparsity.probe",
+    "find_relu_layers": "sparsity.probe",
+    "weight_sparsity": "sparsity.probe",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'sparsity' has no attribute {name!r}")

@@ -102,6 +102,7 @@ class SparsityProbe:
         outputs = [model.outputs[0]] + [model.get_layer(l.name).output for l in self.layers]
         self._multi = keras.Model(inputs=model.inputs, outputs=outputs)
         self._sizes = np.array([l.size for l in self.layers], dtype=np.int64)
+        self._unit_offsets = np.cumsum([l.units for l in self.layers])[:-1]
         self._lock = threading.Lock()
         spec = tf.TensorSpec((None, *self.item_shape), tf.float32)
         self._compiled = tf.function(self._forward, input_signature=[spec], reduce_retracing=True)
@@ -117,7 +118,8 @@ class SparsityProbe:
             spatial = list(range(1, len(out.shape) - 1))
             positive = out > 0.0
             fired.append(tf.reduce_any(positive, axis=spatial) if spatial else positive)
-        return probs, zeros, fired
+        # one tensor each: fewer device-to-host copies per call
+        return probs, tf.stack(zeros, axis=1), tf.concat(fired, axis=1)
 
     def run(self, x: np.ndarray) -> ProbeResult:
         """Check ``x`` (N, *item_shape) and return predictions and sparsity for each sample."""
@@ -125,14 +127,15 @@ class SparsityProbe:
         arr = check_batch(x, field=self.field, item_shape=self.item_shape, low=low, high=high)
         with self._lock:
             probs, zeros, fired = self._compiled(tf.convert_to_tensor(arr))
-        zero_counts = np.stack([z.numpy() for z in zeros], axis=1).astype(np.int64)  # (N, L)
+        zero_counts = zeros.numpy().astype(np.int64)  # (N, layers)
+        fired_units = np.split(fired.numpy(), self._unit_offsets, axis=1)  # (N, units) per layer
         layer_sparsity = {layer.name: zero_counts[:, i] / layer.size for i, layer in enumerate(self.layers)}
         overall = zero_counts.sum(axis=1) / self._sizes.sum()
         return ProbeResult(
             probabilities=probs.numpy(),
             layer_sparsity=layer_sparsity,
             overall=overall,
-            fired={layer.name: f.numpy() for layer, f in zip(self.layers, fired, strict=True)},
+            fired={layer.name: f for layer, f in zip(self.layers, fired_units, strict=True)},
         )
 
     def run_batched(self, x: np.ndarray, batch_size: int = 512) -> ProbeResult:

@@ -8,8 +8,8 @@ import os
 import sys
 from pathlib import Path
 
-from training.data import DATASETS
-from training.models import ARCHS
+from sparsity.contract import IRIS_MODEL_NAME, MNIST_MODEL_NAME
+from training.choices import ARCHS, DATASETS
 
 log = logging.getLogger("training")
 
@@ -69,6 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_REPORT_DIR,
         help="where each run writes its JSON report (default: reports/)",
     )
+    parser.add_argument(
+        "--if-missing",
+        action="store_true",
+        help="train only the models the store does not have yet (what 'make serve' uses)",
+    )
     parser.add_argument("--quiet", action="store_true", help="log warnings only, no progress bar")
     mnist = parser.add_argument_group("MNIST CNN")
     mnist.add_argument(
@@ -116,10 +121,17 @@ def main(argv: list[str] | None = None) -> int:
     # Imported here so that --help and bad options answer without loading TensorFlow.
     from training.iris import IrisOptions, train_iris
     from training.mnist import MnistOptions, train_mnist
+    from training.store import has_model
 
-    if args.task in ("iris", "all"):
+    wanted = {"iris": args.task in ("iris", "all"), "mnist": args.task in ("mnist", "all")}
+    if args.if_missing:
+        for task, name in (("iris", IRIS_MODEL_NAME), ("mnist", MNIST_MODEL_NAME)):
+            if wanted[task] and has_model(name):
+                log.info("%s is already in the store; not training it (make train retrains)", name)
+                wanted[task] = False
+    if wanted["iris"]:
         train_iris(IrisOptions(c=args.c, seed=args.seed), report_dir=args.report_dir)
-    if args.task in ("mnist", "all"):
+    if wanted["mnist"]:
         opts = MnistOptions(
             dataset=args.dataset,
             arch=args.arch,

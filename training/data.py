@@ -13,7 +13,7 @@ from sparsity.contract import MNIST_PIXEL_MAX, MNIST_SHAPE
 
 log = logging.getLogger(__name__)
 
-DATASETS = ("auto", "mnist", "mnist-5k")
+from training.choices import DATASETS  # noqa: E402
 
 
 @dataclass

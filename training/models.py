@@ -7,8 +7,7 @@ import keras
 from keras import layers
 
 from sparsity.contract import MNIST_CLASS_NAMES, MNIST_SHAPE
-
-ARCHS = ("cnn", "seed")
+from training.choices import ARCHS
 
 
 def _relu_kwargs(activity_l1: float, seed: int) -> dict:

@@ -1,0 +1,77 @@
+# One entry per action; `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 3000
+WORKERS ?= 1
+PROMETHEUS_PORT ?= 9090
+# The model store: $BENTOML_HOME when set, else BentoML's default (~/bentoml).
+BENTOML_HOME ?= $(HOME)/bentoml
+export BENTOML_HOME
+export PYTHONPATH := $(CURDIR)
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export BENTOML_DO_NOT_TRACK := true
+
+.PHONY: help setup setup-dev models train serve test test-fast system-deps lint format bench build monitor clean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed-train: requirements/service.txt requirements/train.txt | $(BIN)/python
+	$(BIN)/pip install --disable-pip-version-check -q -r requirements/train.txt
+	@touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed-train requirements/dev.txt
+	$(BIN)/pip install --disable-pip-version-check -q -r requirements/dev.txt
+	@touch $@
+
+setup: $(VENV)/.installed-train ## create .venv and install the pinned runtime + training dependencies
+
+setup-dev: $(VENV)/.installed-dev ## setup, plus test and lint tools
+
+models: setup ## train both models if the model store has none
+	$(BIN)/python -m training all --if-missing
+
+train: setup ## retrain both models now (options: make train ARGS="--epochs 20 --activity-l1 1e-4")
+	$(BIN)/python -m training all $(ARGS)
+
+serve: models ## serve on http://127.0.0.1:3000 (make serve PORT=3100 WORKERS=2)
+	SERVICE_WORKERS=$(WORKERS) $(BIN)/bentoml serve service.service:SparsityService --host $(HOST) --port $(PORT)
+
+system-deps: ## install the system packages the tests use (prometheus, promtool, docker-compose, wrk)
+	bash scripts/install-system-deps.sh
+
+test: setup-dev system-deps ## lint, then the whole suite (slow and integration tests included)
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+
+test-fast: setup-dev ## unit tests only (no training, no servers)
+	$(BIN)/pytest -m "not slow"
+
+lint: setup-dev ## ruff lint and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup-dev ## format the code with ruff
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: setup-dev system-deps models ## benchmark /mnist/predict against the model.predict baseline (numbers, not a test)
+	$(BIN)/python -m benchmarks.http_bench
+
+build: models ## build a bento (bentoml build); `bentoml containerize` then makes the image
+	$(BIN)/bentoml build
+
+monitor: system-deps ## local Prometheus on :9090 scraping the service (PORT, PROMETHEUS_PORT)
+	bash scripts/local-prometheus.sh $(PORT) $(PROMETHEUS_PORT)
+
+clean: ## remove caches and reports (keeps .venv and the model store)
+	rm -rf .pytest_cache .ruff_cache reports
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,35 @@
+"""Small model builders for unit tests: fixed weights, so expected zeros are known by hand."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+
+def dense_model(kernel: np.ndarray, bias: np.ndarray | None = None) -> keras.Model:
+    """Input(F) -> Dense(U, relu) with the given weights -> Dense(2, softmax)."""
+    features, units = kernel.shape
+    inputs = keras.Input(shape=(features,))
+    hidden = keras.layers.Dense(units, activation="relu", name="hidden")(inputs)
+    outputs = keras.layers.Dense(2, activation="softmax", name="out")(hidden)
+    model = keras.Model(inputs, outputs)
+    model.get_layer("hidden").set_weights([kernel, np.zeros(units) if bias is None else bias])
+    return model
+
+
+def conv_dense_model() -> keras.Model:
+    """Input(4, 4) -> Reshape -> Conv2D(2, 1x1, relu; channel 0 = +x, channel 1 = -x) -> Flatten
+    -> Dense(4, relu; unit j = +/- sum) -> Dense(2, softmax)."""
+    inputs = keras.Input(shape=(4, 4))
+    x = keras.layers.Reshape((4, 4, 1))(inputs)
+    x = keras.layers.Conv2D(2, 1, activation="relu", name="conv")(x)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(4, activation="relu", name="dense")(x)
+    outputs = keras.layers.Dense(2, activation="softmax", name="out")(x)
+    model = keras.Model(inputs, outputs)
+    model.get_layer("conv").set_weights([np.array([[[[1.0, -1.0]]]]), np.zeros(2)])
+    dense_kernel = np.zeros((32, 4))
+    dense_kernel[:, 0] = 1.0  # fires when any conv output is positive
+    dense_kernel[:, 1] = -1.0  # never fires (ReLU outputs are >= 0)
+    model.get_layer("dense").set_weights([dense_kernel, np.array([0.0, 0.0, 1.0, -1.0])])
+    return model

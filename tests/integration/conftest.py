@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from tests.integration.server import Server
+
+
+@pytest.fixture(scope="session")
+def server(trained, tmp_path_factory):
+    """A real one-worker ``bentoml serve`` on the tiny models of the session store."""
+    srv = Server(tmp_path_factory.mktemp("server") / "serve.log", workers=1)
+    try:
+        srv.wait_ready()
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="session")
+def reference(trained):
+    """An independent view of the served MNIST model: Keras outputs of every ReLU layer, no probe."""
+    import bentoml
+
+    stored = bentoml.models.get("mnist_cnn:latest")
+    model = keras.models.load_model(stored.path_of("model.keras"), compile=False)
+    names = [l["name"] for l in stored.info.metadata["relu_layers"]]
+    multi = keras.Model(model.inputs, [model.output, *[model.get_layer(n).output for n in names]])
+
+    def compute(images: np.ndarray) -> dict:
+        outs = [np.asarray(o) for o in multi(np.asarray(images, dtype=np.float32), training=False)]
+        layers = {n: (o.reshape(len(o), -1) == 0).mean(axis=1) for n, o in zip(names, outs[1:], strict=True)}
+        zeros = sum((o.reshape(len(o), -1) == 0).sum(axis=1) for o in outs[1:])
+        size = sum(o[0].size for o in outs[1:])
+        return {"probabilities": outs[0], "layers": layers, "overall": zeros / size, "tag": str(stored.tag)}
+
+    return compute
+
+
+@pytest.fixture(scope="session")
+def test_images() -> tuple[np.ndarray, np.ndarray]:
+    from training.data import load_mnist_5k
+
+    split = load_mnist_5k(seed=0)
+    return split.x_test, split.y_test

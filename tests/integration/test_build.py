@@ -1,0 +1,43 @@
+"""`bentoml build` packages the service, the core and both models, without training code."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import bentoml
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_bentoml_build_bundles_service_core_and_models(trained):
+    bentoml_cli = str(Path(sys.executable).parent / "bentoml")
+    out = subprocess.run(
+        [bentoml_cli, "build", "--output", "tag"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    bento = bentoml.get("sparsity_service:latest")
+    root = Path(bento.path)
+    manifest = yaml.safe_load((root / "bento.yaml").read_text())
+    models = {m["tag"] for s in manifest["services"] for m in s["models"]}
+    assert models == {trained["mnist"]["tag"], trained["iris"]["tag"]}
+    assert (root / "src/service/service.py").is_file()
+    assert (root / "src/sparsity/probe.py").is_file()
+    assert not (root / "src/training").exists()
+    assert not list(root.rglob("tests/*.py"))
+    requirements = (root / "env/python/requirements.txt").read_text()
+    assert re.search(r"^tensorflow[-_]cpu==2\.21\.", requirements, re.M) and "mlxtend" not in requirements
+    assert (root / "env/docker/Dockerfile").is_file()

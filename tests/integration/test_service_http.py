@@ -1,0 +1,272 @@
+"""The HTTP API against a real ``bentoml serve`` process."""
+
+from __future__ import annotations
+
+import io
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from service.preprocess import image_to_mnist
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+
+def post_json(server, path: str, payload, **kwargs) -> httpx.Response:
+    return httpx.post(f"{server.url}{path}", json=payload, timeout=60, **kwargs)
+
+
+def post_raw(server, path: str, body: bytes | str, content_type="application/json") -> httpx.Response:
+    return httpx.post(f"{server.url}{path}", content=body, headers={"content-type": content_type}, timeout=60)
+
+
+def png_bytes(a: np.ndarray, scale: int = 4) -> bytes:
+    img = Image.fromarray((a * 255).astype(np.uint8)).resize((28 * scale, 28 * scale))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def assert_ratio(value) -> None:
+    assert isinstance(value, float) and 0.0 <= value <= 1.0
+
+
+def test_readyz_answers_only_after_loading(server):
+    assert server.readyz_seen[-1] == 200
+    assert any(status != 200 for status in server.readyz_seen[:-1]), server.readyz_seen
+    assert httpx.get(f"{server.url}/livez").status_code == 200
+
+
+def test_mnist_predict_happy_path_matches_an_independent_recomputation(server, reference, test_images):
+    images = test_images[0][:5]
+    r = post_json(server, "/mnist/predict", {"images": images.tolist()})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    expected = reference(images)
+    assert body["model"] == expected["tag"]
+    assert len(body["predictions"]) == 5
+    for i, item in enumerate(body["predictions"]):
+        assert item["label"] == int(np.argmax(expected["probabilities"][i]))
+        np.testing.assert_allclose(item["probabilities"], expected["probabilities"][i], atol=1e-5)
+        assert sum(item["probabilities"]) == pytest.approx(1.0, abs=1e-5)
+        assert list(item["sparsity"]["layers"]) == ["conv1", "conv2", "dense"]
+        for layer, value in item["sparsity"]["layers"].items():
+            assert_ratio(value)
+            assert value == pytest.approx(expected["layers"][layer][i], abs=1e-6)
+        assert item["sparsity"]["overall"] == pytest.approx(expected["overall"][i], abs=1e-6)
+
+
+def test_mnist_predict_image_happy_path(server, reference, test_images):
+    digit = test_images[0][7]
+    data = png_bytes(digit)
+    r = httpx.post(f"{server.url}/mnist/predict_image", files={"image": ("digit.png", data, "image/png")}, timeout=60)
+    assert r.status_code == 200, r.text
+    (item,) = r.json()["predictions"]
+    expected = reference(image_to_mnist(data, 10**7)[None])
+    assert item["label"] == int(np.argmax(expected["probabilities"][0]))
+    assert item["sparsity"]["overall"] == pytest.approx(expected["overall"][0], abs=1e-6)
+
+
+def test_iris_predict_happy_path(server, trained):
+    rows = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [0, 0, 0, 0]]
+    r = post_json(server, "/iris/predict", {"features": rows})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model"] == trained["iris"]["tag"]
+    first, second, _ = body["predictions"]
+    assert (first["label"], first["name"]) == (0, "setosa")
+    assert (second["label"], second["name"]) == (2, "virginica")
+    coef = np.asarray(trained["iris"]["coefficients"])
+    for item in body["predictions"]:
+        assert len(item["probabilities"]) == 3
+        assert item["sparsity"]["weights"] == float(np.mean(coef == 0))
+        assert_ratio(item["sparsity"]["contributions"])
+        assert item["sparsity"]["contributions"] >= item["sparsity"]["weights"]
+
+
+def test_models_endpoint_reports_what_the_store_recorded(server, trained):
+    r = httpx.get(f"{server.url}/models", timeout=10)
+    assert r.status_code == 200
+    mnist, iris = r.json()["models"]
+    assert mnist["tag"] == trained["mnist"]["tag"] and iris["tag"] == trained["iris"]["tag"]
+    assert mnist["test_accuracy"] == trained["mnist"]["test_accuracy"]
+    assert [l["name"] for l in mnist["relu_layers"]] == ["conv1", "conv2", "dense"]
+    assert mnist["activation_sparsity"] == trained["mnist"]["activation_sparsity"]
+    assert iris["weight_sparsity"] == trained["iris"]["weight_sparsity"]
+
+
+def test_openapi_lists_the_endpoints(server):
+    paths = httpx.get(f"{server.url}/docs.json", timeout=10).json()["paths"]
+    assert {"/mnist/predict", "/mnist/predict_image", "/iris/predict"} <= set(paths)
+    assert httpx.get(f"{server.url}/docs", timeout=10, follow_redirects=True).status_code == 200
+
+
+def _image(value=0.0, rows=28, cols=28):
+    return [[value] * cols for _ in range(rows)]
+
+
+BAD_MNIST = {
+    "27x28": ({"images": [_image(rows=27)]}, "images[0]"),
+    "28x27": ({"images": [_image(cols=27)]}, "images[0][0]"),
+    "flat-784": ({"images": [[0.0] * 784]}, "images[0][0]"),
+    "3-d-per-image": ({"images": [[[[0.0]] * 28] * 28]}, "images[0][0][0]"),
+    "string": ({"images": [[["0.5"] * 28, *_image(rows=27)]]}, "images[0][0][0]"),
+    "boolean": ({"images": [[[True] * 28, *_image(rows=27)]]}, "images[0][0][0]"),
+    "above-1": ({"images": [[*_image(0.5)[:27], [0.5] * 27 + [255.0]]]}, "images[0][27][27]"),
+    "negative": ({"images": [_image(-0.1)]}, "images[0][0][0]"),
+    "n-0": ({"images": []}, "images"),
+    "n-1025": ({"images": [_image()] * 1025}, "images"),
+    "missing-field": ({"pictures": [_image()]}, "images"),
+    "null": ({"images": None}, "images"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_MNIST))
+def test_bad_mnist_json_gets_400_naming_the_field(server, case):
+    payload, field = BAD_MNIST[case]
+    r = post_json(server, "/mnist/predict", payload)
+    assert r.status_code == 400, r.text
+    body = r.json()
+    assert body["error"].startswith(field + ":"), body
+    assert body["detail"][0]["msg"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (
+            '{"images": [[[NaN' + ", 0" * 27 + "]" + (", [" + ", ".join(["0"] * 28) + "]") * 27 + "]]}",
+            "images[0][0][0]",
+        ),
+        (
+            '{"images": [[[Infinity' + ", 0" * 27 + "]" + (", [" + ", ".join(["0"] * 28) + "]") * 27 + "]]}",
+            "images[0][0][0]",
+        ),
+        ("this is not json", "body"),
+        ("", "images"),
+    ],
+    ids=["nan", "infinity", "not-json", "empty-body"],
+)
+def test_bad_raw_bodies_get_400(server, body, field):
+    r = post_raw(server, "/mnist/predict", body)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"].startswith(field + ":")
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"features": [[5.1, 3.5, 1.4]]}, "features[0]"),
+        ({"features": [[5.1, 3.5, 1.4, "x"]]}, "features[0][3]"),
+        ({"features": [[5.1, 3.5, 1.4, False]]}, "features[0][3]"),
+        ({"features": []}, "features"),
+        ({"features": [[1, 2, 3, 4]] * 1025}, "features"),
+        ({"rows": [[1, 2, 3, 4]]}, "features"),
+    ],
+)
+def test_bad_iris_json_gets_400(server, payload, field):
+    r = post_json(server, "/iris/predict", payload)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"].startswith(field + ":")
+
+
+def test_iris_nan_gets_400(server):
+    r = post_raw(server, "/iris/predict", '{"features": [[1, 2, 3, NaN]]}')
+    assert r.status_code == 400 and r.json()["error"].startswith("features[0][3]:")
+
+
+def test_oversize_body_gets_413(server):
+    r = post_raw(server, "/mnist/predict", b" " * (16 * 1024 * 1024 + 1))
+    assert r.status_code == 413
+    assert "limit" in r.json()["error"]
+
+
+def test_oversize_chunked_body_without_length_gets_413(server):
+    def chunks():
+        for _ in range(17):
+            yield b" " * (1024 * 1024)
+
+    r = httpx.post(
+        f"{server.url}/mnist/predict", content=chunks(), headers={"content-type": "application/json"}, timeout=60
+    )
+    assert r.status_code == 413
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type"),
+    [
+        ("/mnist/predict", "text/plain"),
+        ("/iris/predict", "application/x-www-form-urlencoded"),
+        ("/mnist/predict_image", "application/json"),
+    ],
+)
+def test_wrong_content_type_gets_415(server, path, content_type):
+    r = post_raw(server, path, "{}", content_type=content_type)
+    assert r.status_code == 415
+    assert "Content-Type" in r.json()["error"]
+
+
+def _truncated_png() -> bytes:
+    noise = np.random.default_rng(0).random((64, 64))
+    data = png_bytes(noise, scale=1)
+    return data[: len(data) // 2]
+
+
+def _bomb_png() -> bytes:
+    buf = io.BytesIO()
+    Image.new("1", (20000, 20000), 0).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "empty"),
+        (b"GIF89a definitely not a png", "PNG or JPEG"),
+        (_truncated_png(), "could not be decoded"),
+        (_bomb_png(), "exceed"),
+        (png_bytes(np.zeros((28, 28))), "blank"),
+    ],
+    ids=["empty", "not-an-image", "truncated-png", "decompression-bomb", "blank"],
+)
+def test_bad_uploads_get_400(server, data, message):
+    r = httpx.post(f"{server.url}/mnist/predict_image", files={"image": ("x.png", data, "image/png")}, timeout=60)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error.startswith("image") and message in error
+
+
+def test_missing_upload_field_gets_400(server):
+    r = httpx.post(f"{server.url}/mnist/predict_image", files={"picture": ("x.png", b"x", "image/png")}, timeout=60)
+    assert r.status_code == 400
+    assert r.json()["error"].startswith("image")
+
+
+def test_service_keeps_serving_after_bad_input(server, test_images):
+    for body in ("nope", '{"images": [[[NaN]]]}', ""):
+        post_raw(server, "/mnist/predict", body)
+    r = post_json(server, "/mnist/predict", {"images": test_images[0][:1].tolist()})
+    assert r.status_code == 200
+    assert httpx.get(f"{server.url}/readyz").status_code == 200
+
+
+def test_32_concurrent_requests_each_get_their_own_answer(server, reference, test_images):
+    images = test_images[0][100:132]
+    expected = reference(images)
+
+    def one(i: int) -> dict:
+        r = post_json(server, "/mnist/predict", {"images": images[i : i + 1].tolist()})
+        assert r.status_code == 200, r.text
+        return r.json()["predictions"][0]
+
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        answers = list(pool.map(one, range(32)))
+    for i, item in enumerate(answers):
+        np.testing.assert_allclose(item["probabilities"], expected["probabilities"][i], atol=1e-5)
+        assert item["sparsity"]["overall"] == pytest.approx(expected["overall"][i], abs=1e-6)
+    # the inputs differ, so the answers must too
+    assert len({json.dumps(a["sparsity"]) for a in answers}) > 16

@@ -1,0 +1,205 @@
+"""Offline training: data, tiny runs into the session store, round trips, the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import bentoml
+import keras
+import numpy as np
+import pytest
+
+from service.runtime import IrisRuntime, UntrustedModelError
+from sparsity import SparsityProbe
+from training import data
+from training.mnist import MnistOptions, evaluate, fit
+
+MNIST_FIELDS = {
+    "dataset",
+    "dataset_size",
+    "train_size",
+    "test_size",
+    "test_accuracy",
+    "activation_sparsity",
+    "dead_unit_ratio",
+    "weight_sparsity",
+    "relu_layers",
+    "class_names",
+    "options",
+    "seed",
+    "versions",
+}
+
+
+def _offline(*_args, **_kwargs):
+    raise OSError("simulated: no route to the MNIST mirror")
+
+
+def test_offline_fallback_is_taken_and_shuffled_stratified():
+    split = data.load_mnist("auto", seed=0, download=_offline)
+    assert split.name == "mnist-5k"
+    assert (len(split.x_train), len(split.x_test)) == (4000, 1000)
+    assert np.bincount(split.y_test).tolist() == [100] * 10
+    assert np.bincount(split.y_train).tolist() == [400] * 10
+    # the file is sorted by class; after shuffling no stretch of 50 labels is a single class
+    assert len(np.unique(split.y_train[:50])) > 5 and len(np.unique(split.y_test[-50:])) > 5
+    assert split.x_train.shape[1:] == (28, 28)
+    assert split.x_train.min() >= 0.0 and split.x_train.max() == 1.0
+
+
+def test_explicit_full_mnist_does_not_fall_back():
+    with pytest.raises(OSError, match="simulated"):
+        data.load_mnist("mnist", seed=0, download=_offline)
+
+
+def test_unknown_dataset_is_refused():
+    with pytest.raises(ValueError, match="dataset must be one of"):
+        data.load_mnist("cifar", seed=0)
+
+
+def test_iris_split_is_stratified_80_20():
+    split = data.load_iris(seed=0)
+    assert (len(split.x_train), len(split.x_test)) == (120, 30)
+    assert np.bincount(split.y_test).tolist() == [10, 10, 10]
+
+
+@pytest.mark.slow
+def test_mnist_metadata_has_every_field(trained, bentoml_home):
+    stored = bentoml.models.get("mnist_cnn:latest")
+    meta = stored.info.metadata
+    assert set(meta) >= MNIST_FIELDS
+    assert meta["dataset"] == "mnist-5k" and meta["dataset_size"] == 5000
+    assert (meta["train_size"], meta["test_size"]) == (1000, 1000)
+    layers = [l["name"] for l in meta["relu_layers"]]
+    assert layers == ["conv1", "conv2", "dense"]
+    assert [l["units"] for l in meta["relu_layers"]] == [32, 64, 128]
+    for layer in [*layers, "all"]:
+        stats = meta["activation_sparsity"][layer]
+        assert 0.0 <= stats["mean"] <= 1.0 and 0.0 <= stats["std"] <= 0.5
+    assert set(meta["dead_unit_ratio"]) == set(layers)
+    assert {"conv1", "conv2", "dense", "probabilities"} <= set(meta["weight_sparsity"])
+    assert meta["class_names"] == [str(d) for d in range(10)]
+    assert meta["versions"]["keras"] == keras.__version__
+    assert stored.info.labels["task"] == "mnist"
+    report = json.loads((trained["report_dir"] / "mnist_cnn.json").read_text())
+    assert report["tag"] == str(stored.tag) and report["test_accuracy"] == meta["test_accuracy"]
+    assert str(bentoml_home) in stored.path  # the store follows BENTOML_HOME
+
+
+@pytest.mark.slow
+def test_mnist_store_round_trip_reproduces_predictions_and_sparsity_exactly(trained):
+    stored = bentoml.models.get("mnist_cnn:latest")
+    model = keras.models.load_model(stored.path_of("model.keras"), compile=False)
+    split = data.load_mnist_5k(seed=0)
+    again = evaluate(model, split.x_test, split.y_test)
+    meta = stored.info.metadata
+    assert again["test_accuracy"] == meta["test_accuracy"]
+    assert again["activation_sparsity"] == meta["activation_sparsity"]
+    assert again["dead_unit_ratio"] == meta["dead_unit_ratio"]
+
+
+@pytest.mark.slow
+def test_save_load_gives_identical_outputs(tmp_path):
+    split = data.load_mnist_5k(seed=0)
+    model = fit(split, MnistOptions(epochs=1, limit=256, verbose=0))
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras", compile=False)
+    x = split.x_test[:64]
+    a = SparsityProbe(model, value_range=(0, 1)).run(x)
+    b = SparsityProbe(loaded, value_range=(0, 1)).run(x)
+    np.testing.assert_array_equal(a.probabilities, b.probabilities)
+    np.testing.assert_array_equal(a.overall, b.overall)
+    for layer in a.layer_sparsity:
+        np.testing.assert_array_equal(a.layer_sparsity[layer], b.layer_sparsity[layer])
+        np.testing.assert_array_equal(a.fired[layer], b.fired[layer])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["cnn", "seed"])
+def test_training_loop_overfits_a_small_batch(arch):
+    split = data.load_mnist_5k(seed=0)
+    model = fit(split, MnistOptions(arch=arch, epochs=40, limit=64, verbose=0))
+    x, y = split.x_train[:64], split.y_train[:64]
+    accuracy = float(np.mean(np.argmax(model(x, training=False), axis=1) == y))
+    assert accuracy >= 0.98
+
+
+@pytest.mark.slow
+def test_cnn_uses_glorot_uniform_and_optional_activity_l1():
+    from training.models import build
+
+    plain, regularised = build("cnn", 0.0), build("cnn", 1e-4)
+    for name in ("conv1", "conv2", "dense"):
+        assert isinstance(plain.get_layer(name).kernel_initializer, keras.initializers.GlorotUniform)
+        assert plain.get_layer(name).activity_regularizer is None
+        assert regularised.get_layer(name).activity_regularizer.get_config()["l1"] == pytest.approx(1e-4)
+
+
+@pytest.mark.slow
+def test_iris_model_is_sparse_accurate_and_loads_without_pickle(trained):
+    stored = bentoml.models.get("iris_l1:latest")
+    meta = stored.info.metadata
+    assert meta["test_accuracy"] >= 0.9
+    assert 0.0 < meta["weight_sparsity"]["coefficients"] < 1.0
+    runtime = IrisRuntime(stored)
+    coef = np.asarray(meta["coefficients"])
+    np.testing.assert_array_equal(runtime.coef, coef)
+    assert meta["weight_sparsity"]["coefficients"] == float(np.mean(coef == 0))
+    result = runtime.predict(np.array([[5.1, 3.5, 1.4, 0.2]]))
+    assert result.labels.tolist() == [0]
+
+
+@pytest.mark.slow
+def test_tampered_iris_file_with_untrusted_type_is_refused(trained, tmp_path):
+    import skops.io
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    stored = bentoml.models.get("iris_l1:latest")
+    model = skops.io.load(stored.path_of("model.skops"), trusted=[])
+    tampered = Pipeline([("evil", FunctionTransformer(func=subprocess.getoutput)), *model.steps])
+
+    class FakeStored:
+        tag = stored.tag
+        info = stored.info
+
+        @staticmethod
+        def path_of(name):
+            return str(tmp_path / name)
+
+    skops.io.dump(tampered, tmp_path / "model.skops")
+    with pytest.raises(UntrustedModelError, match="not trusted"):
+        IrisRuntime(FakeStored)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "training", *args], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_cli_help_explains_every_option():
+    out = _cli("--help")
+    assert out.returncode == 0
+    for option in ("--dataset", "--arch", "--epochs", "--batch-size", "--activity-l1", "--seed", "--c"):
+        assert option in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["mnist", "--epochs", "0"], "must be at least 1"),
+        (["mnist", "--epochs", "ten"], "expected a whole number"),
+        (["mnist", "--activity-l1", "-1"], "finite number >= 0"),
+        (["mnist", "--dataset", "cifar"], "invalid choice"),
+        (["resnet"], "invalid choice"),
+        (["iris", "--c", "0"], "greater than 0"),
+    ],
+)
+def test_cli_bad_values_give_a_clear_error_and_no_traceback(args, message):
+    out = _cli(*args)
+    assert out.returncode == 2
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr

@@ -1,0 +1,84 @@
+"""Dead-unit window, L1 linear sparsity, batch checks and summaries."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sparsity import DeadUnitTracker, InvalidInputError, ProbeResult, linear_sparsity
+from sparsity.summary import summarize
+from sparsity.validation import check_batch
+
+
+def _fired(rows):
+    return {"layer": np.array(rows, dtype=bool)}
+
+
+def test_dead_units_before_any_sample_are_zero():
+    assert DeadUnitTracker({"layer": 3}, window=5).ratios() == {"layer": 0.0}
+
+
+def test_dead_units_over_what_has_been_seen():
+    t = DeadUnitTracker({"layer": 4}, window=10)
+    t.update(_fired([[1, 0, 0, 0], [0, 1, 0, 0]]))
+    assert t.ratios() == {"layer": 0.5}
+
+
+def test_unit_becomes_dead_once_it_leaves_the_window():
+    t = DeadUnitTracker({"layer": 2}, window=3)
+    t.update(_fired([[1, 1]]))  # sample 0: both fire
+    t.update(_fired([[1, 0], [1, 0]]))  # samples 1-2: unit 1 silent, still inside the window
+    assert t.ratios() == {"layer": 0.0}
+    t.update(_fired([[1, 0]]))  # sample 3: window is samples 1-3, unit 1 never fired there
+    assert t.ratios() == {"layer": 0.5}
+    t.update(_fired([[0, 1]]))  # unit 1 fires again
+    assert t.ratios() == {"layer": 0.0}
+
+
+def test_dead_units_use_the_last_firing_inside_a_batch():
+    t = DeadUnitTracker({"layer": 2}, window=2)
+    t.update(_fired([[0, 1], [0, 0], [1, 0], [0, 0]]))  # window = samples 2-3
+    assert t.ratios() == {"layer": 0.5}
+
+
+def test_dead_unit_window_must_be_positive():
+    with pytest.raises(ValueError, match="window"):
+        DeadUnitTracker({"layer": 2}, window=0)
+
+
+def test_linear_sparsity_by_hand():
+    coef = np.array([[0.0, 1.0, 2.0], [0.0, 0.0, -1.0]])  # 3 of 6 weights are zero
+    x = np.array([[1.0, 1.0, 1.0], [0.0, 1.0, 0.0], [2.0, 0.0, 0.0]])
+    s = linear_sparsity(coef, x)
+    assert s.weights == 0.5
+    # row 0: zero terms where coef is zero -> 3/6; row 1: only coef[0,1]*1 nonzero -> 5/6; row 2: all zero
+    np.testing.assert_allclose(s.contributions, [3 / 6, 5 / 6, 1.0])
+
+
+def test_linear_sparsity_refuses_bad_rows():
+    coef = np.ones((3, 4))
+    with pytest.raises(InvalidInputError, match="shape"):
+        linear_sparsity(coef, np.ones((2, 3)))
+    with pytest.raises(InvalidInputError, match="finite"):
+        linear_sparsity(coef, np.array([[1.0, np.nan, 1.0, 1.0]]))
+
+
+def test_check_batch_refuses_booleans_and_reports_first_bad_index():
+    with pytest.raises(InvalidInputError, match="numbers"):
+        check_batch(np.array([[True, False]]), field="rows", item_shape=(2,))
+    with pytest.raises(InvalidInputError) as info:
+        check_batch(np.array([[0.5, 0.5], [0.5, -0.1]]), field="rows", item_shape=(2,), low=0.0, high=1.0)
+    assert info.value.field == "rows[1][1]"
+
+
+def test_summary_means_stds_and_dead_ratio():
+    result = ProbeResult(
+        probabilities=np.zeros((2, 2)),
+        layer_sparsity={"a": np.array([0.2, 0.4])},
+        overall=np.array([0.1, 0.3]),
+        fired={"a": np.array([[True, False, False], [True, True, False]])},
+    )
+    s = summarize(result)
+    assert s["activation_sparsity"]["a"] == pytest.approx({"mean": 0.3, "std": 0.1})
+    assert s["activation_sparsity"]["all"] == pytest.approx({"mean": 0.2, "std": 0.1})
+    assert s["dead_unit_ratio"] == {"a": pytest.approx(1 / 3)}

@@ -1,0 +1,102 @@
+"""Image preprocessing: MNIST-style conversion and defensive decoding."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from service.preprocess import decode_image, image_to_mnist, to_mnist
+from sparsity import InvalidInputError
+
+MAX_PIXELS = 4096 * 4096
+
+
+def _png(img: Image.Image, fmt: str = "PNG") -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def _digit(size=(120, 90), box=(30, 20, 60, 80), ink=255, paper=0, mode="L") -> Image.Image:
+    img = Image.new(mode, size, paper)
+    ImageDraw.Draw(img).rectangle(box, fill=ink)
+    return img
+
+
+def _noise() -> Image.Image:
+    return Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8))
+
+
+def _centre_of_mass(a: np.ndarray) -> tuple[float, float]:
+    ys, xs = np.indices(a.shape)
+    return float((ys * a).sum() / a.sum()), float((xs * a).sum() / a.sum())
+
+
+def test_black_on_white_and_white_on_black_twins_give_the_same_array():
+    white_on_black = image_to_mnist(_png(_digit(ink=255, paper=0)), MAX_PIXELS)
+    black_on_white = image_to_mnist(_png(_digit(ink=0, paper=255)), MAX_PIXELS)
+    np.testing.assert_array_equal(white_on_black, black_on_white)
+    assert white_on_black.shape == (28, 28)
+    assert white_on_black.dtype == np.float32
+    assert white_on_black.min() >= 0.0 and white_on_black.max() <= 1.0
+    assert white_on_black.max() > 0.9  # the digit is white
+
+
+def test_off_centre_digit_is_centred_and_fits_20x20():
+    out = image_to_mnist(_png(_digit(size=(200, 200), box=(150, 5, 190, 60))), MAX_PIXELS)
+    cy, cx = _centre_of_mass(out)
+    assert abs(cy - 13.5) <= 0.5 and abs(cx - 13.5) <= 0.5
+    rows, cols = np.flatnonzero(out.any(axis=1)), np.flatnonzero(out.any(axis=0))
+    assert rows[-1] - rows[0] + 1 <= 21 and cols[-1] - cols[0] + 1 <= 21
+    assert max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1 >= 19  # scaled up to the 20px box
+
+
+def test_colour_jpeg_and_transparent_png_are_accepted():
+    colour = _digit(mode="RGB", ink=(10, 10, 10), paper=(250, 240, 230))
+    assert image_to_mnist(_png(colour, "JPEG"), MAX_PIXELS).max() > 0.8
+    rgba = Image.new("RGBA", (60, 60), (0, 0, 0, 0))
+    ImageDraw.Draw(rgba).ellipse((15, 10, 45, 50), fill=(0, 0, 0, 255))  # black ink, transparent paper
+    out = image_to_mnist(_png(rgba), MAX_PIXELS)
+    assert out.max() > 0.8 and out[0, 0] == 0.0
+
+
+def test_already_mnist_sized_digit_keeps_its_shape():
+    a = np.zeros((28, 28), dtype=np.float32)
+    a[4:24, 10:18] = 1.0  # a 20x8 bar, already centred
+    out = to_mnist(a)
+    np.testing.assert_allclose(out, a, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "empty"),
+        (b"this is not an image at all", "PNG or JPEG"),
+        (_png(_noise())[: len(_png(_noise())) // 2], "could not be decoded"),
+        (_png(_digit(), "GIF"), "PNG or JPEG"),
+    ],
+    ids=["empty", "text", "truncated-png", "gif"],
+)
+def test_bad_files_are_refused_with_a_clear_message(data, message):
+    with pytest.raises(InvalidInputError, match=message) as info:
+        image_to_mnist(data, MAX_PIXELS)
+    assert info.value.field == "image"
+
+
+def test_enormous_dimensions_are_refused_before_decoding():
+    # a 1-bit 20000x20000 PNG compresses to a few kB but would decode to 400 MP
+    bomb = _png(Image.new("1", (20000, 20000), 0))
+    assert len(bomb) < 100_000
+    with pytest.raises(InvalidInputError, match="exceed"):
+        decode_image(bomb, MAX_PIXELS)
+    # the same check, below Pillow's own bomb threshold, names the dimensions
+    with pytest.raises(InvalidInputError, match="5000x4000 pixels, which exceeds the limit of 1000000"):
+        decode_image(_png(Image.new("1", (5000, 4000), 0)), 1_000_000)
+
+
+def test_blank_image_is_refused():
+    with pytest.raises(InvalidInputError, match="blank"):
+        image_to_mnist(_png(Image.new("L", (50, 50), 255)), MAX_PIXELS)
