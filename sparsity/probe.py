@@ -108,7 +108,7 @@ class SparsityProbe:
         self._compiled = tf.function(self._forward, input_signature=[spec], reduce_retracing=True)
 
     def _forward(self, x: tf.Tensor):
-        outs = self._multi(x, training=False)
+        outs = self._multi([x], training=False)
         probs, relu_outs = outs[0], outs[1:]
         zeros, fired = [], []
         for out in relu_outs:

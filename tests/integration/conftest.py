@@ -29,7 +29,7 @@ def reference(trained):
     multi = keras.Model(model.inputs, [model.output, *[model.get_layer(n).output for n in names]])
 
     def compute(images: np.ndarray) -> dict:
-        outs = [np.asarray(o) for o in multi(np.asarray(images, dtype=np.float32), training=False)]
+        outs = [np.asarray(o) for o in multi([np.asarray(images, dtype=np.float32)], training=False)]
         layers = {n: (o.reshape(len(o), -1) == 0).mean(axis=1) for n, o in zip(names, outs[1:], strict=True)}
         zeros = sum((o.reshape(len(o), -1) == 0).sum(axis=1) for o in outs[1:])
         size = sum(o[0].size for o in outs[1:])

@@ -1,0 +1,226 @@
+"""Generates ``dashboards/sparsity.json``, the provisioned Grafana dashboard.
+
+The JSON is committed (Grafana reads it); this script is its source. After editing, run
+``python monitoring/grafana/dashboard.py``; a test fails when the two disagree.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+DATASOURCE = {"type": "prometheus", "uid": "prometheus-sparsity"}
+OUT = Path(__file__).resolve().parent / "dashboards" / "sparsity.json"
+M = 'model="$model"'
+PREDICT = 'endpoint=~"/mnist/.*|/iris/.*"'
+
+# (title, kind, unit, width, height, description, [(expr, legend)])
+PANELS: list[tuple[str, str, str, int, int, str, list[tuple[str, str]]]] = [
+    (
+        "Request rate by endpoint",
+        "timeseries",
+        "reqps",
+        8,
+        8,
+        "Prediction requests per second, all status codes.",
+        [(f"sum by (endpoint) (rate(bentoml_service_request_total{{{PREDICT}}}[$__rate_interval]))", "{{endpoint}}")],
+    ),
+    (
+        "Error rate by endpoint",
+        "timeseries",
+        "reqps",
+        8,
+        8,
+        "4xx (bad input) and 5xx (server error) answers per second.",
+        [
+            (
+                "sum by (endpoint, http_response_code) (rate(bentoml_service_request_total"
+                f'{{{PREDICT}, http_response_code=~"4..|5.."}}[$__rate_interval]))',
+                "{{endpoint}} {{http_response_code}}",
+            )
+        ],
+    ),
+    (
+        "Request latency p50 / p95 / p99",
+        "timeseries",
+        "s",
+        8,
+        8,
+        "Whole-request latency of the prediction endpoints (BentoML's histogram).",
+        [
+            (
+                f"histogram_quantile({q}, sum by (le) "
+                f"(rate(bentoml_service_request_duration_seconds_bucket{{{PREDICT}}}[$__rate_interval])))",
+                f"p{round(q * 100)}",
+            )
+            for q in (0.5, 0.95, 0.99)
+        ],
+    ),
+    (
+        "Live activation sparsity vs training baseline",
+        "timeseries",
+        "percentunit",
+        12,
+        9,
+        "Mean per-sample exact-zero fraction of each ReLU layer (layer 'all': all ReLU layers), "
+        "against the mean measured on the training test set.",
+        [
+            (
+                f"sum by (layer) (rate(activation_sparsity_ratio_sum{{{M}}}[$__rate_interval])) / "
+                f"sum by (layer) (rate(activation_sparsity_ratio_count{{{M}}}[$__rate_interval]))",
+                "{{layer}} live",
+            ),
+            (f"max by (layer) (activation_sparsity_baseline_ratio{{{M}}})", "{{layer}} baseline"),
+        ],
+    ),
+    (
+        "Per-sample sparsity distribution (all ReLU layers)",
+        "heatmap",
+        "percentunit",
+        12,
+        9,
+        "How many samples fell in each 0.05-wide band of overall sparsity.",
+        [
+            (
+                f'sum by (le) (increase(activation_sparsity_ratio_bucket{{{M}, layer="all"}}[$__rate_interval]))',
+                "{{le}}",
+            )
+        ],
+    ),
+    (
+        "Dead units",
+        "timeseries",
+        "percentunit",
+        8,
+        8,
+        "Share of units per ReLU layer that did not fire once in the last DEAD_UNIT_WINDOW samples.",
+        [(f"max by (layer) (activation_dead_units_ratio{{{M}}})", "{{layer}}")],
+    ),
+    (
+        "Predictions per class",
+        "timeseries",
+        "short",
+        8,
+        8,
+        "Predictions per second by predicted class.",
+        [(f"sum by (label) (rate(model_predictions_total{{{M}}}[$__rate_interval]))", "{{label}}")],
+    ),
+    (
+        "Inference time (forward pass + sparsity)",
+        "timeseries",
+        "s",
+        8,
+        8,
+        "Time inside the model call, per request batch.",
+        [
+            (
+                f"histogram_quantile({q}, sum by (le) "
+                f"(rate(model_inference_duration_seconds_bucket{{{M}}}[$__rate_interval])))",
+                f"p{round(q * 100)}",
+            )
+            for q in (0.5, 0.99)
+        ],
+    ),
+    (
+        "Weight sparsity",
+        "bargauge",
+        "percentunit",
+        12,
+        8,
+        "Share of exactly-zero weights per layer (the L1 classifier: layer 'coefficients').",
+        [("max by (model, layer) (model_weight_sparsity_ratio)", "{{model}} {{layer}}")],
+    ),
+    (
+        "L1 classifier: zero coefficient x feature terms",
+        "timeseries",
+        "percentunit",
+        12,
+        8,
+        "Mean per-sample share of coefficient x feature terms that are exactly zero.",
+        [
+            (
+                "sum by (model) (rate(model_input_contribution_sparsity_ratio_sum[$__rate_interval])) / "
+                "sum by (model) (rate(model_input_contribution_sparsity_ratio_count[$__rate_interval]))",
+                "{{model}}",
+            )
+        ],
+    ),
+]
+
+
+def panel(index: int, x: int, y: int, spec) -> dict:
+    title, kind, unit, width, height, description, targets = spec
+    result = {
+        "id": index + 1,
+        "type": kind,
+        "title": title,
+        "description": description,
+        "datasource": DATASOURCE,
+        "gridPos": {"h": height, "w": width, "x": x, "y": y},
+        "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+        "options": {},
+        "targets": [
+            {
+                "refId": chr(ord("A") + i),
+                "datasource": DATASOURCE,
+                "expr": expr,
+                "legendFormat": legend,
+                **({"format": "heatmap"} if kind == "heatmap" else {}),
+            }
+            for i, (expr, legend) in enumerate(targets)
+        ],
+    }
+    if kind == "heatmap":
+        result["options"] = {"calculate": False, "yAxis": {"unit": unit}}
+    return result
+
+
+def dashboard() -> dict:
+    panels, x, y, row_height = [], 0, 0, 0
+    for i, spec in enumerate(PANELS):
+        width, height = spec[3], spec[4]
+        if x + width > 24:
+            x, y, row_height = 0, y + row_height, 0
+        panels.append(panel(i, x, y, spec))
+        x, row_height = x + width, max(row_height, height)
+    return {
+        "uid": "relu-sparsity",
+        "title": "ReLU sparsity service",
+        "description": "Activation sparsity, dead units, predictions and latency of the sparsity service",
+        "tags": ["sparsity", "bentoml"],
+        "timezone": "browser",
+        "editable": False,
+        "graphTooltip": 1,
+        "refresh": "10s",
+        "schemaVersion": 41,
+        "version": 1,
+        "time": {"from": "now-1h", "to": "now"},
+        "annotations": {"list": []},
+        "links": [],
+        "templating": {
+            "list": [
+                {
+                    "type": "query",
+                    "name": "model",
+                    "label": "Model",
+                    "datasource": DATASOURCE,
+                    "query": "label_values(model_predictions_total, model)",
+                    "refresh": 2,
+                    "includeAll": False,
+                    "multi": False,
+                    "sort": 1,
+                    "current": {"text": "mnist_cnn", "value": "mnist_cnn"},
+                }
+            ]
+        },
+        "panels": panels,
+    }
+
+
+def render() -> str:
+    return json.dumps(dashboard(), indent=2) + "\n"
+
+
+if __name__ == "__main__":
+    OUT.write_text(render())
+    print(f"wrote {OUT}")
