@@ -19,6 +19,17 @@ def _int(name: str, default: int, minimum: int = 1) -> int:
     return value
 
 
+def _bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"environment variable {name} must be true or false, got {raw!r}")
+
+
 @dataclass(frozen=True)
 class Settings:
     mnist_tag: str
@@ -29,6 +40,7 @@ class Settings:
     dead_unit_window: int
     max_body_bytes: int
     max_image_pixels: int
+    access_log: bool
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -42,4 +54,5 @@ class Settings:
             # 1024 images of 784 numbers written with up to ~20 characters each fit in 16 MiB.
             max_body_bytes=_int("MAX_BODY_BYTES", 16 * 1024 * 1024),
             max_image_pixels=_int("MAX_IMAGE_PIXELS", 4096 * 4096),
+            access_log=_bool("ACCESS_LOG", False),
         )

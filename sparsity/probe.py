@@ -7,7 +7,6 @@ same compiled call, so a prediction and its sparsity always come from the same f
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 
 import keras
@@ -103,7 +102,6 @@ class SparsityProbe:
         self._multi = keras.Model(inputs=model.inputs, outputs=outputs)
         self._sizes = np.array([l.size for l in self.layers], dtype=np.int64)
         self._unit_offsets = np.cumsum([l.units for l in self.layers])[:-1]
-        self._lock = threading.Lock()
         spec = tf.TensorSpec((None, *self.item_shape), tf.float32)
         self._compiled = tf.function(self._forward, input_signature=[spec], reduce_retracing=True)
 
@@ -125,8 +123,8 @@ class SparsityProbe:
         """Check ``x`` (N, *item_shape) and return predictions and sparsity for each sample."""
         low, high = self.value_range if self.value_range else (None, None)
         arr = check_batch(x, field=self.field, item_shape=self.item_shape, low=low, high=high)
-        with self._lock:
-            probs, zeros, fired = self._compiled(tf.convert_to_tensor(arr))
+        # a tf.function may be called from several threads at once; each call has its own outputs
+        probs, zeros, fired = self._compiled(tf.convert_to_tensor(arr))
         zero_counts = zeros.numpy().astype(np.int64)  # (N, layers)
         fired_units = np.split(fired.numpy(), self._unit_offsets, axis=1)  # (N, units) per layer
         layer_sparsity = {layer.name: zero_counts[:, i] / layer.size for i, layer in enumerate(self.layers)}

@@ -41,7 +41,7 @@ class Server:
             [
                 str(Path(sys.executable).parent / "bentoml"),
                 "serve",
-                "service.service:SparsityService",
+                target,
                 "--host",
                 "127.0.0.1",
                 "--port",
