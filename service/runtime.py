@@ -33,9 +33,21 @@ def configure_tensorflow(intra: int, inter: int) -> None:
         log.warning("TensorFlow thread settings not applied: %s", exc)
 
 
-def _describe(stored, keys: tuple[str, ...]) -> dict:
+DESCRIBED_KEYS = (
+    "dataset",
+    "dataset_size",
+    "train_size",
+    "test_size",
+    "test_accuracy",
+    "weight_sparsity",
+    "class_names",
+)
+"""Metadata that /models shows for every model; each runtime adds its own keys."""
+
+
+def _describe(stored, extra_keys: tuple[str, ...]) -> dict:
     meta = stored.info.metadata
-    return {"tag": str(stored.tag), **{k: meta.get(k) for k in keys if k in meta}}
+    return {"tag": str(stored.tag), **{k: meta[k] for k in (*DESCRIBED_KEYS, *extra_keys) if k in meta}}
 
 
 class MnistRuntime:
@@ -50,21 +62,7 @@ class MnistRuntime:
         self.probe = SparsityProbe(model, value_range=(0.0, 1.0), field="images")
         self.layers = self.probe.layers
         self.info = _describe(
-            stored,
-            (
-                "dataset",
-                "dataset_size",
-                "train_size",
-                "test_size",
-                "test_accuracy",
-                "relu_layers",
-                "activation_sparsity",
-                "dead_unit_ratio",
-                "weight_sparsity",
-                "class_names",
-                "input_shape",
-                "input_range",
-            ),
+            stored, ("relu_layers", "activation_sparsity", "dead_unit_ratio", "input_shape", "input_range")
         )
 
     def warm_up(self) -> None:
@@ -99,20 +97,7 @@ class IrisRuntime:
         self.scaler = self.model.named_steps["scale"]
         self.coef = self.model.named_steps["logreg"].coef_
         self.class_names = list(self.metadata.get("class_names", IRIS_CLASS_NAMES))
-        self.info = _describe(
-            stored,
-            (
-                "dataset",
-                "dataset_size",
-                "train_size",
-                "test_size",
-                "test_accuracy",
-                "weight_sparsity",
-                "contribution_sparsity",
-                "feature_names",
-                "class_names",
-            ),
-        )
+        self.info = _describe(stored, ("contribution_sparsity", "feature_names"))
 
     def predict(self, features: np.ndarray) -> IrisResult:
         x = check_batch(features, field="features", item_shape=(self.coef.shape[1],)).astype(np.float64)
