@@ -10,7 +10,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from sparsity import DeadUnitTracker, ProbeResult
 from sparsity.contract import ALL_LAYERS, IRIS_LINEAR_LAYER
 
-RATIO_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))  # 0.05 .. 1.0 (+Inf implied)
+RATIO_BUCKETS = tuple(round(0.05 * i, 2) for i in range(21))  # 0.0, 0.05 .. 1.0 (+Inf implied)
 INFERENCE_BUCKETS = (
     0.0001,
     0.00025,

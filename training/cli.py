@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         train_mnist(opts, report_dir=args.report_dir)
     store = os.environ.get("BENTOML_HOME", str(Path.home() / "bentoml"))
-    log.info("models saved in the BentoML store at %s/models; reports in %s", store, args.report_dir)
+    log.info("model store: %s/models; reports: %s", store, args.report_dir)
     return 0
 
 

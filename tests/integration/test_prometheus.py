@@ -174,6 +174,10 @@ def test_every_metric_exists_with_its_labels(stack, trained):
     assert {(n, "iris_l1") for n in ("setosa", "versicolor", "virginica")} <= predictions
     buckets = {r["metric"]["le"] for r in prom.query('model_inference_duration_seconds_bucket{model="mnist_cnn"}')}
     assert "0.0001" in buckets
+    ratio_buckets = {
+        r["metric"]["le"] for r in prom.query('activation_sparsity_ratio_bucket{model="mnist_cnn", layer="all"}')
+    }
+    assert {float(le) for le in ratio_buckets} == {round(0.05 * i, 2) for i in range(21)} | {float("inf")}
     request_buckets = {
         float(r["metric"]["le"])
         for r in prom.query('bentoml_service_request_duration_seconds_bucket{endpoint="/mnist/predict"}')
