@@ -13,12 +13,69 @@ CONTENT_TYPES: dict[str, tuple[str, ...]] = {
 }
 
 
+# route -> the multipart field that must be a file upload
+UPLOAD_FIELDS: dict[str, str] = {"/mnist/predict_image": "image"}
+
+
 class BodyTooLarge(Exception):
     pass
 
 
+async def _read_body(receive) -> bytes:
+    chunks, more = [], True
+    while more:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        more = message.get("more_body", False)
+    return b"".join(chunks)
+
+
+def _replay(body: bytes, receive):
+    """A receive callable that hands the already-read body to the app, then defers to the client."""
+    sent = False
+
+    async def replay():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+async def _check_upload(scope, body: bytes, field: str) -> tuple[str, str] | None:
+    """``(location, message)`` when ``field`` is not a file part of a well-formed multipart body.
+
+    BentoML treats a text value of a file field as a URL to download; it is refused here instead
+    (no server-side fetches on a client's behalf, and no 500 from the download attempt)."""
+    from starlette.datastructures import UploadFile
+    from starlette.requests import Request
+
+    async def once():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    request = Request(scope, receive=once)
+    try:
+        form = await request.form(max_files=4, max_fields=16)
+    except Exception as exc:  # any parser failure means a malformed body
+        return "body", f"malformed multipart/form-data ({exc})"
+    try:
+        value = form.get(field)
+        if value is None:
+            return field, "Field required: upload the image as a file in this multipart field"
+        if not isinstance(value, UploadFile):
+            return field, "must be an uploaded file, not a text value (URLs are not fetched)"
+    finally:
+        await form.close()
+    return None
+
+
 def error_body(message: str, loc: str, kind: str) -> bytes:
-    return json.dumps({"error": message, "detail": [{"type": kind, "loc": [loc], "msg": message}]}).encode()
+    """The API's error shape: ``error`` names the field and the rule, ``detail`` is pydantic-like."""
+    return json.dumps({"error": f"{loc}: {message}", "detail": [{"type": kind, "loc": [loc], "msg": message}]}).encode()
 
 
 def _loc(loc: list) -> str:
@@ -58,7 +115,7 @@ class RequestGuard:
         if allowed is not None:
             media_type = headers.get("content-type", "").split(";")[0].strip().lower()
             if media_type not in allowed:
-                message = f"Content-Type must be {' or '.join(allowed)}, got {media_type or 'none'!r}"
+                message = f"must be {' or '.join(allowed)}, got {media_type or 'none'!r}"
                 await _respond(send, 415, error_body(message, "Content-Type", "unsupported_media_type"))
                 return
         limit = self.max_body_bytes
@@ -108,7 +165,15 @@ class RequestGuard:
             await send(message)
 
         try:
-            await self.app(scope, counting_receive, guarded_send)
+            downstream = counting_receive
+            if scope["path"].rstrip("/") in UPLOAD_FIELDS:
+                body = await _read_body(counting_receive)
+                problem = await _check_upload(scope, body, UPLOAD_FIELDS[scope["path"].rstrip("/")])
+                if problem is not None:
+                    await _respond(send, 400, error_body(problem[1], problem[0], "invalid_input"))
+                    return
+                downstream = _replay(body, receive)
+            await self.app(scope, downstream, guarded_send)
         except BodyTooLarge:
             if not responded:
                 await _respond(send, 413, error_body(too_large, "body", "body_too_large"))

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sparsity import LinearSparsity, ProbeResult, SparsityProbe, linear_sparsity
-from sparsity.contract import IRIS_CLASS_NAMES, IRIS_MODEL_FILE, MNIST_MODEL_FILE, MNIST_SHAPE
+from sparsity.contract import IRIS_CLASS_NAMES, IRIS_FEATURE_LIMIT, IRIS_MODEL_FILE, MNIST_MODEL_FILE, MNIST_SHAPE
 from sparsity.validation import check_batch
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,14 @@ class IrisRuntime:
         self.info = _describe(stored, ("contribution_sparsity", "feature_names"))
 
     def predict(self, features: np.ndarray) -> IrisResult:
-        x = check_batch(features, field="features", item_shape=(self.coef.shape[1],)).astype(np.float64)
+        x = check_batch(
+            features,
+            field="features",
+            item_shape=(self.coef.shape[1],),
+            low=-IRIS_FEATURE_LIMIT,
+            high=IRIS_FEATURE_LIMIT,
+            dtype=np.float64,
+        )
         probabilities = self.model.predict_proba(x)
         sparsity = linear_sparsity(self.coef, self.scaler.transform(x))
         return IrisResult(probabilities, np.argmax(probabilities, axis=1), sparsity)

@@ -11,7 +11,7 @@ from typing import Annotated
 from pydantic import AllowInfNan, BaseModel, Field, Strict, ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from sparsity.contract import MAX_BATCH, MNIST_SHAPE
+from sparsity.contract import IRIS_FEATURE_LIMIT, MAX_BATCH, MNIST_SHAPE
 
 StrictFinite = Annotated[float, Strict(), AllowInfNan(False)]
 """A JSON number: no strings, no booleans, no NaN/Infinity."""
@@ -29,7 +29,8 @@ Images = Annotated[
         "white digit on black as in MNIST",
     ),
 ]
-IrisRow = Annotated[list[StrictFinite], Field(min_length=4, max_length=4, fail_fast=True)]
+IrisValue = Annotated[StrictFinite, Field(ge=-IRIS_FEATURE_LIMIT, le=IRIS_FEATURE_LIMIT)]
+IrisRow = Annotated[list[IrisValue], Field(min_length=4, max_length=4, fail_fast=True)]
 IrisRows = Annotated[
     list[IrisRow],
     Field(

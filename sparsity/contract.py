@@ -10,6 +10,8 @@ MNIST_CLASS_NAMES: tuple[str, ...] = tuple(str(d) for d in range(10))
 
 IRIS_FEATURES: tuple[str, ...] = ("sepal length", "sepal width", "petal length", "petal width")
 IRIS_CLASS_NAMES: tuple[str, ...] = ("setosa", "versicolor", "virginica")
+IRIS_FEATURE_LIMIT = 1e6
+"""Iris features (cm) must lie within +/- this: larger numbers overflow the scaled linear model."""
 
 MAX_BATCH = 1024
 """Largest number of images or rows accepted in one request."""

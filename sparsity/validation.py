@@ -14,8 +14,9 @@ def check_batch(
     item_shape: tuple[int, ...],
     low: float | None = None,
     high: float | None = None,
+    dtype: type = np.float32,
 ) -> np.ndarray:
-    """Return ``x`` as float32 after checking shape ``(N, *item_shape)``, finiteness and range.
+    """Return ``x`` as ``dtype`` (float32 by default) after checking shape ``(N, *item_shape)``, finiteness and range.
 
     Raises :class:`InvalidInputError` naming ``field`` and the broken rule, so nothing invalid is
     ever counted.
@@ -28,7 +29,7 @@ def check_batch(
         raise InvalidInputError(field, f"must have shape {expected}, got {tuple(arr.shape)}")
     if arr.shape[0] == 0:
         raise InvalidInputError(field, "must hold at least one item")
-    arr = arr.astype(np.float32, copy=False)
+    arr = arr.astype(dtype, copy=False)
     finite = np.isfinite(arr)
     if not finite.all():
         index = _first_bad(finite)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from service.runtime import IrisRuntime, UntrustedModelError
-from sparsity import SparsityProbe
+from sparsity import InvalidInputError, SparsityProbe
 from training import data
 from training.mnist import MnistOptions, evaluate, fit
 
@@ -149,6 +149,9 @@ def test_iris_model_is_sparse_accurate_and_loads_without_pickle(trained):
     assert meta["weight_sparsity"]["coefficients"] == float(np.mean(coef == 0))
     result = runtime.predict(np.array([[5.1, 3.5, 1.4, 0.2]]))
     assert result.labels.tolist() == [0]
+    # finite but huge values would overflow the scaler and the softmax: refused, never counted
+    with pytest.raises(InvalidInputError, match="within"):
+        runtime.predict(np.array([[1e308, 3.5, 1.4, 0.2]]))
 
 
 @pytest.mark.slow
