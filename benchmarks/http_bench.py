@@ -94,8 +94,9 @@ def main(argv: list[str] | None = None) -> int:
 
     results: dict[str, dict] = {}
     cases = [
-        ("service", "service.service:SparsityService", [(1, 1), (1, 4), (32, 1), (256, 1)]),
+        ("service", "service.service:SparsityService", [(1, 1), (1, 8), (32, 1), (256, 1)]),
         ("baseline model.predict", "benchmarks.baseline_service:BaselineService", [(1, 1)]),
+        ("adaptive batching (experiment)", "benchmarks.batching_service:BatchingService", [(1, 1), (1, 8)]),
     ]
     for name, target, runs in cases:
         server = Server(work / f"{name.split()[0]}.log", workers=1, target=target)
