@@ -23,9 +23,9 @@ from service import metrics
 from service.config import Settings
 from service.middleware import RequestGuard
 from service.preprocess import image_to_mnist
+from service.responses import iris_response, mnist_response, refusing_invalid_input
 from service.runtime import IrisRuntime, MnistRuntime, configure_tensorflow
-from service.schemas import Images, IrisResponse, IrisRows, MnistResponse, input_error
-from sparsity import InvalidInputError, ProbeResult
+from service.schemas import Images, IrisResponse, IrisRows, MnistResponse
 
 log = logging.getLogger(__name__)
 settings = Settings.from_env()
@@ -93,10 +93,8 @@ class SparsityService:
     @bentoml.api(route="/mnist/predict_image")
     def mnist_predict_image(self, image: Annotated[Path, ContentType("image/*")]) -> MnistResponse:
         """Classify one uploaded PNG or JPEG, converted MNIST-style (grey, white on black, centred)."""
-        try:
+        with refusing_invalid_input():
             pixels = image_to_mnist(Path(image).read_bytes(), settings.max_image_pixels)
-        except InvalidInputError as exc:
-            raise input_error((exc.field,), exc.rule) from None
         return self._mnist(pixels[None])
 
     @bentoml.api(route="/iris/predict")
@@ -104,66 +102,17 @@ class SparsityService:
         """Classify 1-1024 iris rows; each answer carries weight and contribution sparsity."""
         # a linear model on at most 1024 x 4 numbers: about a millisecond, run on the event loop
         start = time.perf_counter()
-        try:
+        with refusing_invalid_input():
             result = self.iris.predict(np.asarray(features, dtype=np.float64))
-        except InvalidInputError as exc:
-            raise input_error((exc.field,), exc.rule) from None
         self.recorder.iris(result, time.perf_counter() - start)
-        names = self.iris.class_names
-        return IrisResponse.model_validate(
-            {
-                "model": self.iris.tag,
-                "predictions": [
-                    {
-                        "label": int(label),
-                        "name": names[int(label)],
-                        "probabilities": probs.tolist(),
-                        "sparsity": {
-                            "weights": result.sparsity.weights,
-                            "contributions": float(contrib),
-                        },
-                    }
-                    for label, probs, contrib in zip(
-                        result.labels,
-                        result.probabilities,
-                        result.sparsity.contributions,
-                        strict=True,
-                    )
-                ],
-            }
-        )
+        return iris_response(self.iris.tag, self.iris.class_names, result)
 
     def _mnist(self, pixels: np.ndarray) -> MnistResponse:
         start = time.perf_counter()
-        try:
-            result: ProbeResult = self.mnist.predict(pixels)
-        except InvalidInputError as exc:
-            raise input_error((exc.field,), exc.rule) from None
+        with refusing_invalid_input():
+            result = self.mnist.predict(pixels)
         self.recorder.mnist(result, time.perf_counter() - start)
-        names = list(result.layer_sparsity)
-        per_layer = np.stack([result.layer_sparsity[n] for n in names], axis=1).tolist()
-        return MnistResponse.model_validate(
-            {
-                "model": self.mnist.tag,
-                "predictions": [
-                    {
-                        "label": int(label),
-                        "probabilities": probs.tolist(),
-                        "sparsity": {
-                            "overall": float(overall),
-                            "layers": dict(zip(names, layers, strict=True)),
-                        },
-                    }
-                    for label, probs, overall, layers in zip(
-                        result.labels,
-                        result.probabilities,
-                        result.overall,
-                        per_layer,
-                        strict=True,
-                    )
-                ],
-            }
-        )
+        return mnist_response(self.mnist.tag, result)
 
 
 SparsityService.add_asgi_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes)
