@@ -8,12 +8,10 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Annotated
 
 import anyio
 import bentoml
 import numpy as np
-from bentoml.validators import ContentType
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse
@@ -91,8 +89,11 @@ class SparsityService:
         return await anyio.to_thread.run_sync(self._mnist, pixels)
 
     @bentoml.api(route="/mnist/predict_image")
-    def mnist_predict_image(self, image: Annotated[Path, ContentType("image/*")]) -> MnistResponse:
-        """Classify one uploaded PNG or JPEG, converted MNIST-style (grey, white on black, centred)."""
+    def mnist_predict_image(self, image: Path) -> MnistResponse:
+        """Classify one uploaded PNG or JPEG, converted MNIST-style (grey, white on black, centred).
+
+        The format is read from the file's bytes, not from the part's Content-Type, so an upload
+        sent as application/octet-stream works too."""
         with refusing_invalid_input():
             pixels = image_to_mnist(Path(image).read_bytes(), settings.max_image_pixels)
         return self._mnist(pixels[None])

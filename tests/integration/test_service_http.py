@@ -71,6 +71,15 @@ def test_mnist_predict_image_happy_path(server, reference, test_images):
     assert item["sparsity"]["overall"] == pytest.approx(expected["overall"][0], abs=1e-6)
 
 
+def test_upload_format_comes_from_the_bytes_not_the_part_content_type(server, test_images):
+    data = png_bytes(test_images[0][3])
+    r = httpx.post(
+        f"{server.url}/mnist/predict_image", files={"image": ("digit", data, "application/octet-stream")}, timeout=60
+    )
+    assert r.status_code == 200, r.text
+    assert len(r.json()["predictions"]) == 1
+
+
 def test_iris_predict_happy_path(server, trained):
     rows = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [0, 0, 0, 0]]
     r = post_json(server, "/iris/predict", {"features": rows})
