@@ -37,7 +37,8 @@ IrisRows = Annotated[
         min_length=1,
         max_length=MAX_BATCH,
         fail_fast=True,
-        description=f"1 to {MAX_BATCH} rows of 4 numbers: sepal length, sepal width, petal length, petal width (cm)",
+        description=f"1 to {MAX_BATCH} rows of 4 numbers: sepal length, sepal width, petal length, petal width "
+        f"(cm), each within +/-{IRIS_FEATURE_LIMIT:g}",
     ),
 ]
 

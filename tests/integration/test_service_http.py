@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -294,3 +297,33 @@ def test_32_concurrent_requests_each_get_their_own_answer(server, reference, tes
         assert item["sparsity"]["overall"] == pytest.approx(expected["overall"][i], abs=1e-6)
     # the inputs differ, so the answers must too
     assert len({json.dumps(a["sparsity"]) for a in answers}) > 16
+
+
+def test_fuzzed_requests_from_the_openapi_never_get_a_server_error(server):
+    """schemathesis generates valid and invalid requests from /docs.json (bounded in count and time)."""
+    tool = Path(sys.executable).parent / "schemathesis"
+    out = subprocess.run(
+        [
+            str(tool),
+            "run",
+            f"{server.url}/docs.json",
+            "--checks",
+            "not_a_server_error",
+            "--max-examples",
+            "25",
+            "--max-time",
+            "60",
+            "--suppress-health-check",
+            "all",
+            "--workers",
+            "1",
+            "--seed",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert out.returncode == 0, out.stdout[-4000:]
+    assert "passed" in out.stdout and "failed" not in out.stdout.split("SUMMARY")[-1]
