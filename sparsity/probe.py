@@ -72,9 +72,6 @@ class ProbeResult:
     def labels(self) -> np.ndarray:
         return np.argmax(self.probabilities, axis=1)
 
-    def __len__(self) -> int:
-        return int(self.probabilities.shape[0])
-
 
 class SparsityProbe:
     """Predictions and ReLU-layer sparsity of a Keras model from a single compiled forward pass.
