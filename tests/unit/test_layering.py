@@ -1,0 +1,34 @@
+"""The house rules: the service imports the core, never training code; the core imports neither."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _imported_packages(package: str) -> set[str]:
+    found = set()
+    for path in (ROOT / package).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                found |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found.add(node.module.split(".")[0])
+    return found
+
+
+@pytest.mark.parametrize(
+    ("package", "forbidden"),
+    [("service", {"training", "mlxtend", "tests"}), ("sparsity", {"service", "training", "bentoml", "tests"})],
+)
+def test_package_does_not_import(package, forbidden):
+    assert not _imported_packages(package) & forbidden
+
+
+def test_the_check_sees_real_imports():
+    assert {"sparsity", "bentoml"} <= _imported_packages("service")
+    assert "sparsity" in _imported_packages("training")
