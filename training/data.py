@@ -10,10 +10,9 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from sparsity.contract import MNIST_PIXEL_MAX, MNIST_SHAPE
+from training.choices import DATASETS
 
 log = logging.getLogger(__name__)
-
-from training.choices import DATASETS  # noqa: E402
 
 
 @dataclass
