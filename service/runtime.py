@@ -56,9 +56,11 @@ class MnistRuntime:
     def __init__(self, stored) -> None:
         import keras
 
+        import sparsity.layers  # noqa: F401  registers the core's thresholded ReLU and k-WTA for loading
+
         self.tag = str(stored.tag)
         self.metadata = dict(stored.info.metadata)
-        model = keras.models.load_model(stored.path_of(MNIST_MODEL_FILE), compile=False)
+        model = keras.models.load_model(stored.path_of(MNIST_MODEL_FILE), compile=False, safe_mode=True)
         self.probe = SparsityProbe(model, value_range=(0.0, 1.0), field="images")
         self.layers = self.probe.layers
         self.info = _describe(

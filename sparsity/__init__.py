@@ -16,12 +16,15 @@ _EXPORTS = {
     "MNIST_SHAPE": "sparsity.contract",
     "DeadUnitTracker": "sparsity.dead_units",
     "InvalidInputError": "sparsity.errors",
+    "KWinners": "sparsity.layers",
     "LinearSparsity": "sparsity.linear",
     "linear_sparsity": "sparsity.linear",
     "ProbeResult": "sparsity.probe",
     "ReluLayer": "sparsity.probe",
     "SparsityProbe": "sparsity.probe",
+    "ThresholdedReLU": "sparsity.layers",
     "find_relu_layers": "sparsity.probe",
+    "is_relu_family": "sparsity.probe",
     "weight_sparsity": "sparsity.probe",
 }
 

@@ -13,12 +13,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from sparsity.layers import SPARSE_ACTIVATIONS
 from sparsity.validation import check_batch
 
 
 @dataclass(frozen=True)
 class ReluLayer:
-    """A layer whose output passes through a plain ReLU.
+    """A layer whose output is a ReLU-family activation: never negative, exact zeros where it is off.
 
     ``units`` counts conv channels or dense neurons (what can be "dead"); ``size`` counts the
     activations one sample produces in that layer (H*W*C for a conv layer).
@@ -29,18 +30,22 @@ class ReluLayer:
     size: int
 
 
-def _is_plain_relu(layer: keras.layers.Layer) -> bool:
+def is_relu_family(layer: keras.layers.Layer) -> bool:
+    """True for layers whose output is max(x, 0) or sparser: a ReLU activation, a ``keras.layers.ReLU``
+    with no negative slope, a threshold >= 0 and no cap, and the core's thresholded ReLU and k-WTA."""
+    if isinstance(layer, SPARSE_ACTIVATIONS):
+        return True
     if isinstance(layer, keras.layers.ReLU):
-        return float(layer.negative_slope) == 0.0 and float(layer.threshold) == 0.0 and layer.max_value is None
+        return float(layer.negative_slope) == 0.0 and float(layer.threshold) >= 0.0 and layer.max_value is None
     activation = getattr(layer, "activation", None)
     return activation is not None and getattr(activation, "__name__", "") == "relu"
 
 
 def find_relu_layers(model: keras.Model) -> list[ReluLayer]:
-    """Return the model's ReLU layers (Dense/Conv with ReLU activation, ReLU/Activation layers)."""
+    """Return the model's ReLU-family layers (see :func:`is_relu_family`), in model order."""
     found = []
     for layer in model.layers:
-        if not _is_plain_relu(layer):
+        if not is_relu_family(layer):
             continue
         shape = tuple(layer.output.shape[1:])
         found.append(ReluLayer(name=layer.name, units=int(shape[-1]), size=int(np.prod(shape))))

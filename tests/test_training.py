@@ -128,9 +128,9 @@ def test_training_loop_overfits_a_small_batch(arch):
 
 @pytest.mark.slow
 def test_cnn_uses_glorot_uniform_and_optional_activity_l1():
-    from training.models import build
+    from training.models import LayerSpec, build
 
-    plain, regularised = build("cnn", 0.0), build("cnn", 1e-4)
+    plain, regularised = build("cnn", LayerSpec()), build("cnn", LayerSpec(activity_l1=1e-4))
     for name in ("conv1", "conv2", "dense"):
         assert isinstance(plain.get_layer(name).kernel_initializer, keras.initializers.GlorotUniform)
         assert plain.get_layer(name).activity_regularizer is None

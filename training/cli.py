@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 from sparsity.contract import IRIS_MODEL_NAME, MNIST_MODEL_NAME
-from training.choices import ARCHS, DATASETS
+from training.choices import ARCHS, DATASETS, DESIGNS, INITS
+from training.presets import DEFAULT_PRESET, PRESETS, PROVENANCE
 
 log = logging.getLogger("training")
 
@@ -52,6 +53,26 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _density(text: str) -> float:
+    value = _positive_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
+def _describe(preset: dict) -> str:
+    return f"{preset['design']}, {preset['init']}, L1 activity {preset['activity_l1']:g}"
+
+
+def mnist_configuration(args: argparse.Namespace) -> tuple[dict, dict]:
+    """The preset's values with the given options over them, and the provenance to store."""
+    values = dict(PRESETS[args.preset])
+    overrides = {k: getattr(args, k) for k in values if getattr(args, k, None) is not None}
+    values.update(overrides)
+    provenance = {"preset": args.preset, **PROVENANCE[args.preset], "overrides": overrides}
+    return values, provenance
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m training",
@@ -59,7 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
         "(location: $BENTOML_HOME, default ~/bentoml).",
     )
     parser.add_argument(
-        "task", choices=("mnist", "iris", "all"), help="which model to train: mnist, iris or all (both)"
+        "task",
+        choices=("mnist", "iris", "all", "sweep", "prune"),
+        help="which model to train: mnist, iris or all (both); 'sweep' (accuracy against sparsity study) and "
+        "'prune' (remove units that never fire) have their own options: python -m training sweep --help",
     )
     parser.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default 0)")
     parser.add_argument(
@@ -91,10 +115,27 @@ def build_parser() -> argparse.ArgumentParser:
     mnist.add_argument("--epochs", type=_positive_int, default=15, help="training epochs (default 15)")
     mnist.add_argument("--batch-size", type=_positive_int, default=32, help="batch size (default 32)")
     mnist.add_argument(
+        "--preset",
+        choices=tuple(PRESETS),
+        default=DEFAULT_PRESET,
+        help=f"a named configuration: {DEFAULT_PRESET} (the default, chosen by the sweep: "
+        f"{_describe(PRESETS[DEFAULT_PRESET])}) or dense (the old default: {_describe(PRESETS['dense'])}); "
+        "the options below override single values of it",
+    )
+    mnist.add_argument(
         "--activity-l1",
         type=_non_negative_float,
-        default=0.0,
-        help="L1 activity regularisation on every ReLU layer; 0 turns it off (default 0)",
+        help="L1 activity regularisation on every ReLU-family layer; 0 turns it off (default: the preset's)",
+    )
+    mnist.add_argument(
+        "--init", choices=INITS, help="kernel initialiser of the ReLU-family layers (default: the preset's)"
+    )
+    mnist.add_argument("--design", choices=DESIGNS, help="activation design (default: the preset's)")
+    mnist.add_argument("--threshold", type=_positive_float, help="fatrelu: zero below this (default: the preset's)")
+    mnist.add_argument(
+        "--kwta-density",
+        type=_positive_float,
+        help="kwta: share of activations kept per layer, (0, 1] (default: the preset's)",
     )
     mnist.add_argument("--learning-rate", type=_positive_float, default=1e-3, help="Adam learning rate (default 1e-3)")
     mnist.add_argument(
@@ -111,6 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("sweep", "prune"):
+        from training import lab_cli
+
+        return lab_cli.sweep_main(argv[1:]) if argv[0] == "sweep" else lab_cli.prune_main(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,
@@ -131,18 +177,19 @@ def main(argv: list[str] | None = None) -> int:
     if wanted["iris"]:
         train_iris(IrisOptions(c=args.c, seed=args.seed), report_dir=args.report_dir)
     if wanted["mnist"]:
+        values, provenance = mnist_configuration(args)
         opts = MnistOptions(
             dataset=args.dataset,
             arch=args.arch,
             epochs=args.epochs,
             batch_size=args.batch_size,
-            activity_l1=args.activity_l1,
+            **values,
             learning_rate=args.learning_rate,
             seed=args.seed,
             limit=args.limit,
             verbose=0 if args.quiet else 1,
         )
-        train_mnist(opts, report_dir=args.report_dir)
+        train_mnist(opts, report_dir=args.report_dir, provenance=provenance)
     store = os.environ.get("BENTOML_HOME", str(Path.home() / "bentoml"))
     log.info("model store: %s/models; reports: %s", store, args.report_dir)
     return 0

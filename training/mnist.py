@@ -27,15 +27,29 @@ class MnistOptions:
     epochs: int = 15
     batch_size: int = 32
     activity_l1: float = 0.0
+    init: str = "glorot"
+    design: str = "relu"
+    threshold: float = 0.1
+    kwta_density: float = 0.1
     learning_rate: float = 1e-3
     seed: int = 0
     limit: int = 0  # 0 = all training images; >0 keeps the first N (smoke tests)
     verbose: int = 1  # Keras progress bar: 0 silent, 1 bar, 2 one line per epoch
 
+    @property
+    def layer_spec(self) -> models.LayerSpec:
+        return models.LayerSpec(
+            activity_l1=self.activity_l1,
+            init=self.init,
+            design=self.design,
+            threshold=self.threshold,
+            kwta_density=self.kwta_density,
+        )
+
 
 def fit(split: data.Split, opts: MnistOptions) -> keras.Model:
     keras.utils.set_random_seed(opts.seed)
-    model = models.build(opts.arch, opts.activity_l1, opts.seed)
+    model = models.build(opts.arch, opts.layer_spec, opts.seed)
     model.compile(
         optimizer=keras.optimizers.Adam(opts.learning_rate),
         loss="sparse_categorical_crossentropy",
@@ -55,16 +69,10 @@ def evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray) -> dict:
     return {"test_accuracy": float(np.mean(result.labels == y)), **summarize(result)}
 
 
-def train_mnist(opts: MnistOptions, report_dir: Path | None = None) -> dict:
-    """Train, evaluate and save ``mnist_cnn``; returns the report that was saved with it."""
-    start = time.perf_counter()
-    split = data.load_mnist(opts.dataset, opts.seed)
-    log.info("MNIST data: %s, %d train / %d test", split.name, len(split.x_train), len(split.x_test))
-    model = fit(split, opts)
-    train_seconds = time.perf_counter() - start
-    evaluation = evaluate(model, split.x_test, split.y_test)
+def model_metadata(model: keras.Model, split: data.Split, opts: MnistOptions, evaluation: dict) -> dict:
+    """What the store keeps with an MNIST model: data, evaluation, layers, options, versions."""
     relu = find_relu_layers(model)
-    metadata = {
+    return {
         "dataset": split.name,
         "dataset_size": split.size,
         "train_size": min(len(split.x_train), opts.limit or len(split.x_train)),
@@ -77,21 +85,42 @@ def train_mnist(opts: MnistOptions, report_dir: Path | None = None) -> dict:
         "class_names": list(MNIST_CLASS_NAMES),
         "options": asdict(opts),
         "seed": opts.seed,
-        "train_seconds": round(train_seconds, 2),
         "versions": library_versions(),
     }
-    labels = {"task": "mnist", "arch": opts.arch, "dataset": split.name}
 
+
+def save_mnist(model: keras.Model, metadata: dict, labels: dict, report_dir: Path | None) -> str:
     def write(path: Path) -> None:
         model.save(path / MNIST_MODEL_FILE)
 
-    tag = save_model(MNIST_MODEL_NAME, write, labels=labels, metadata=metadata, report_dir=report_dir)
+    return save_model(MNIST_MODEL_NAME, write, labels=labels, metadata=metadata, report_dir=report_dir)
+
+
+def train_mnist(opts: MnistOptions, report_dir: Path | None = None, provenance: dict | None = None) -> dict:
+    """Train, evaluate and save ``mnist_cnn``; returns the report that was saved with it.
+
+    ``provenance`` (where this configuration came from, e.g. the sweep that chose it) is stored as is.
+    """
+    start = time.perf_counter()
+    split = data.load_mnist(opts.dataset, opts.seed)
+    log.info("MNIST data: %s, %d train / %d test", split.name, len(split.x_train), len(split.x_test))
+    model = fit(split, opts)
+    train_seconds = time.perf_counter() - start
+    evaluation = evaluate(model, split.x_test, split.y_test)
+    metadata = {
+        **model_metadata(model, split, opts, evaluation),
+        "train_seconds": round(train_seconds, 2),
+        "provenance": provenance or {},
+    }
+    labels = {"task": "mnist", "arch": opts.arch, "dataset": split.name, "design": opts.design}
+    tag = save_mnist(model, metadata, labels, report_dir)
     log.info(
-        "saved %s: test accuracy %.4f on %d %s images, overall sparsity %.3f",
+        "saved %s: test accuracy %.4f on %d %s images, overall sparsity %.3f (%s)",
         tag,
         evaluation["test_accuracy"],
         len(split.x_test),
         split.name,
         evaluation["activation_sparsity"]["all"]["mean"],
+        ", ".join(f"{k} {v['mean']:.3f}" for k, v in evaluation["activation_sparsity"].items() if k != "all"),
     )
     return {"tag": tag, **metadata}

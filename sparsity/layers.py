@@ -1,0 +1,79 @@
+"""Sparse activation layers: a thresholded ReLU (FATReLU) and k-winners-take-all.
+
+Both are registered for Keras serialization under the ``sparsity`` package, so a model saved by
+training loads in the service (importing this module registers them). Both output exact zeros
+wherever a plain ReLU would, and more: the probe counts their zeros exactly like a ReLU's.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+from keras import ops
+
+PACKAGE = "sparsity"
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class ThresholdedReLU(keras.layers.Layer):
+    """``f(x) = x if x > threshold else 0`` with ``threshold >= 0`` (FATReLU, Kurtz et al. 2020).
+
+    With ``threshold = 0`` it is a plain ReLU. Small positive pre-activations, which carry
+    little signal, become exact zeros.
+    """
+
+    def __init__(self, threshold: float = 0.1, **kwargs) -> None:
+        super().__init__(**kwargs)
+        threshold = float(threshold)
+        if not threshold >= 0.0 or threshold == float("inf"):
+            raise ValueError(f"threshold must be a finite number >= 0, got {threshold}")
+        self.threshold = threshold
+
+    def call(self, inputs):
+        return ops.where(inputs > self.threshold, inputs, ops.zeros_like(inputs))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "threshold": self.threshold}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class KWinners(keras.layers.Layer):
+    """k-winners-take-all over each sample's whole layer output (Ahmad & Scheinkman 2019).
+
+    Keeps the ``k = ceil(density * size)`` largest values of each sample (all positions and
+    channels of a conv output together) and only those that are also > 0; everything else is an
+    exact zero. Ties with the k-th value are kept, so a sample may keep slightly more than k.
+    """
+
+    def __init__(self, density: float = 0.1, **kwargs) -> None:
+        super().__init__(**kwargs)
+        density = float(density)
+        if not 0.0 < density <= 1.0:
+            raise ValueError(f"density must be in (0, 1], got {density}")
+        self.density = density
+
+    def k_for(self, size: int) -> int:
+        return max(1, min(size, math.ceil(self.density * size - 1e-9)))
+
+    def call(self, inputs):
+        size = 1
+        for dim in inputs.shape[1:]:
+            size *= int(dim)
+        flat = ops.reshape(inputs, (-1, size))
+        kth = ops.top_k(flat, self.k_for(size), sorted=True)[0][:, -1:]
+        kept = ops.logical_and(flat >= kth, flat > 0.0)
+        return ops.reshape(ops.where(kept, flat, ops.zeros_like(flat)), ops.shape(inputs))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "density": self.density}
+
+
+SPARSE_ACTIVATIONS = (ThresholdedReLU, KWinners)
+"""Custom layers whose output is a ReLU-family activation (never negative, exact zeros)."""

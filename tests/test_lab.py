@@ -1,0 +1,131 @@
+"""The sparsity lab end to end: a --quick sweep (files, frontier, rule, resume) and prune from the CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from training.frontier import pareto_frontier, select_default
+
+pytestmark = pytest.mark.slow
+
+
+def _training(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "training", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.fixture(scope="module")
+def quick_sweep(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sweep")
+    run = _training("sweep", "--quick", "--design", "relu,fatrelu", "--out", str(out))
+    assert run.returncode == 0, run.stderr[-3000:]
+    return out, run
+
+
+def test_quick_sweep_writes_rows_points_and_the_plot(quick_sweep):
+    out, run = quick_sweep
+    summary = json.loads((out / "results.json").read_text())
+    assert len(summary["runs"]) == 2 * 2 * 2  # 2 L1 values x 2 designs x 2 seeds
+    assert {r["seed"] for r in summary["runs"]} == {0, 1}
+    assert len(summary["points"]) == 4 and all(p["seeds"] == 2 for p in summary["points"])
+    for run_row in summary["runs"]:
+        assert {"sparsity_conv1", "sparsity_conv2", "sparsity_dense", "sparsity_all", "dead_dense"} <= set(run_row)
+        assert 0.0 <= run_row["sparsity_all"] <= 1.0 and run_row["train_seconds"] > 0
+    with (out / "results.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [r["kind"] for r in rows].count("run") == 8 and [r["kind"] for r in rows].count("point") == 4
+    png = (out / "pareto.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    # one progress line per run, with an ETA, and the chosen point named at the end
+    assert run.stderr.count("ETA") == 8
+    assert "chosen by the rule" in run.stderr
+
+
+def test_frontier_and_choice_follow_from_the_csv_rows(quick_sweep):
+    out, _ = quick_sweep
+    with (out / "results.csv").open() as f:
+        points = [
+            {**r, **{k: float(r[k]) for k in ("test_accuracy_mean", "test_accuracy_std", "sparsity_all_mean")}}
+            for r in csv.DictReader(f)
+            if r["kind"] == "point"
+        ]
+    summary = json.loads((out / "results.json").read_text())
+    assert summary["chosen"] == select_default(points)["point"]
+    assert summary["frontier"] == [p["point"] for p in pareto_frontier(points)]
+
+
+def test_resume_skips_finished_runs_and_trains_only_new_ones(quick_sweep, tmp_path):
+    out, _ = quick_sweep
+    copy = tmp_path / "sweep"
+    shutil.copytree(out, copy)
+    again = _training("sweep", "--quick", "--design", "relu,fatrelu,kwta", "--l1", "0", "--out", str(copy), "--resume")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "2 to train (4 already done)" in again.stderr
+    summary = json.loads((copy / "results.json").read_text())
+    assert len(summary["runs"]) == 8 + 2  # the 8 old runs are kept; only kwta's 2 seeds were trained
+
+
+def test_sweep_options_are_checked():
+    run = _training("sweep", "--design", "relu,swish")
+    assert run.returncode == 2 and "swish not among relu, fatrelu, kwta" in run.stderr
+
+
+def test_prune_from_the_cli_saves_a_pruned_model_the_service_loads(trained, bentoml_home, tmp_path):
+    import bentoml
+
+    store = tmp_path / "store"
+    shutil.copytree(bentoml_home, store)  # the session store stays as it is for the other tests
+    parent = bentoml.models.get("mnist_cnn:latest")
+    run = _training(
+        "prune",
+        "--max-firing",
+        "0",
+        "--out",
+        str(tmp_path / "prune"),
+        "--sweep",
+        str(tmp_path / "none"),
+        env={"BENTOML_HOME": str(store)},
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads((tmp_path / "prune" / "prune.json").read_text())
+    (level,) = report["levels"]
+    assert report["parent_tag"] == str(parent.tag)
+    assert level["max_abs_probability_change_on_train_before_fine_tune"] < 1e-5
+    for row in (report["dense_reference"], report["parent"], level):
+        assert row["forward_ms_1"] > 0 and row["forward_ms_256"] > 0
+    script = (
+        "import bentoml, json, numpy as np; from service.runtime import MnistRuntime; "
+        "m = bentoml.models.get('mnist_cnn:latest'); r = MnistRuntime(m); r.warm_up(); "
+        "print(json.dumps({'labels': m.info.labels, 'parent': m.info.metadata['parent'], "
+        "'units': [l.units for l in r.layers]}))"
+    )
+    listing = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "BENTOML_HOME": str(store)},
+        check=True,
+        timeout=120,
+    )
+    info = json.loads(listing.stdout)
+    assert info["labels"]["pruned"] == "true" and info["parent"] == str(parent.tag)
+    kept = [u - level["units_removed"][n] for u, n in zip([32, 64, 128], ["conv1", "conv2", "dense"], strict=True)]
+    assert info["units"] == kept
+
+
+def test_prune_names_a_missing_model():
+    run = _training("prune", "--model", "mnist_cnn:doesnotexist", "--no-save")
+    assert run.returncode == 2 and "no model mnist_cnn:doesnotexist" in run.stderr

@@ -1,0 +1,208 @@
+"""Command lines of the sparsity lab: ``python -m training sweep`` and ``python -m training prune``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+from training.choices import DATASETS, DESIGNS, INITS
+from training.cli import (
+    DEFAULT_REPORT_DIR,
+    _density,
+    _non_negative_float,
+    _non_negative_int,
+    _positive_float,
+    _positive_int,
+)
+
+log = logging.getLogger("training")
+
+
+def _list_of(parse, choices: tuple[str, ...] | None = None):
+    """An argparse type: a comma-separated list, each item parsed by ``parse`` (or one of ``choices``)."""
+
+    def parse_list(text: str) -> list:
+        items = [item.strip() for item in text.split(",") if item.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError("expected a comma-separated list with at least one item")
+        if choices is not None:
+            bad = [item for item in items if item not in choices]
+            if bad:
+                raise argparse.ArgumentTypeError(f"{', '.join(bad)} not among {', '.join(choices)}")
+            return items
+        return [parse(item) for item in items]
+
+    return parse_list
+
+
+def _share(text: str) -> float:
+    value = _non_negative_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return value
+
+
+def sweep_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m training sweep",
+        description="Train the MNIST CNN over a grid of L1 activity strengths, initialisations and activation "
+        "designs, several seeds each; write results.csv, results.json and pareto.png. Without --l1/--init/--design "
+        "the default grid varies one family at a time around L1 1e-4 (Glorot, ReLU); with any of them, the grid "
+        "is the product of the given lists (a family not given stays at its default: L1 1e-4, glorot, relu).",
+    )
+    parser.add_argument("--l1", type=_list_of(_non_negative_float), help="L1 activity strengths, e.g. 0,1e-5,1e-4")
+    parser.add_argument("--init", type=_list_of(str, INITS), help=f"initialisations among {', '.join(INITS)}")
+    parser.add_argument("--design", type=_list_of(str, DESIGNS), help=f"activation designs among {', '.join(DESIGNS)}")
+    parser.add_argument("--threshold", type=_positive_float, default=0.05, help="fatrelu threshold (default 0.05)")
+    parser.add_argument(
+        "--kwta-density", type=_density, default=0.1, help="kwta: share of activations kept per layer (default 0.1)"
+    )
+    parser.add_argument("--seeds", type=_positive_int, default=3, help="seeds per point: 0..N-1 (default 3)")
+    parser.add_argument("--epochs", type=_positive_int, default=15, help="epochs per run (default 15)")
+    parser.add_argument("--batch-size", type=_positive_int, default=32, help="batch size (default 32)")
+    parser.add_argument("--limit", type=_non_negative_int, default=0, help="train on the first N images; 0 = all")
+    parser.add_argument("--dataset", choices=DATASETS, default="mnist-5k", help="data set (default mnist-5k)")
+    parser.add_argument(
+        "--jobs",
+        type=_positive_int,
+        default=2,
+        help="runs trained at once, one process and one TF thread each (default 2)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="a tiny grid for tests: 2 points x 2 seeds, 1 epoch, 300 images"
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="keep the finished runs in OUT/results.json, train the rest"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_REPORT_DIR / "sweep", help="output folder (default reports/sweep)"
+    )
+    return parser
+
+
+def sweep_main(argv: list[str]) -> int:
+    args = sweep_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from training.sweep import SweepConfig, default_points, product_points, run_sweep
+
+    if args.quick:
+        points = product_points(
+            args.l1 or [0.0, 1e-3], args.init or ["glorot"], args.design or ["relu"], args.threshold, args.kwta_density
+        )
+        config = SweepConfig(points, seeds=2, epochs=1, limit=300, jobs=1, description="quick grid (tests)")
+    elif args.l1 or args.init or args.design:
+        points = product_points(
+            args.l1 or [1e-4], args.init or ["glorot"], args.design or ["relu"], args.threshold, args.kwta_density
+        )
+        config = SweepConfig(points, description="product of the given lists")
+    else:
+        points = default_points(args.threshold, args.kwta_density)
+        config = SweepConfig(
+            points,
+            description="default grid: one family at a time around relu/glorot/l1=1e-4, plus each design at l1=0",
+        )
+    if not args.quick:
+        config.seeds, config.epochs, config.limit, config.jobs = args.seeds, args.epochs, args.limit, args.jobs
+    config.batch_size, config.dataset, config.out_dir = args.batch_size, args.dataset, args.out
+    summary = run_sweep(config, resume=args.resume)
+    chosen = next(p for p in summary["points"] if p["point"] == summary["chosen"])
+    log.info(
+        "chosen by the rule: %s (accuracy %.4f +/- %.4f, overall sparsity %.3f); results in %s",
+        chosen["point"],
+        chosen["test_accuracy_mean"],
+        chosen["test_accuracy_std"],
+        chosen["sparsity_all_mean"],
+        args.out,
+    )
+    return 0
+
+
+def prune_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m training prune",
+        description="Remove the conv channels and dense units of a stored MNIST CNN that fired on at most a given "
+        "share of its training images, time the forward pass against the parent and the dense default in one "
+        "process, and save each pruned model as mnist_cnn (label pruned=true, the parent's tag in its metadata). "
+        "Saving makes the last pruned model mnist_cnn:latest; serve another with MNIST_MODEL_TAG.",
+    )
+    parser.add_argument("--model", default="mnist_cnn:latest", help="the parent model's tag (default mnist_cnn:latest)")
+    parser.add_argument(
+        "--max-firing",
+        type=_list_of(_share),
+        default=[0.0],
+        help="pruning levels: remove units that fired on at most this share of training images; 0 = never fired, "
+        "exact on every input on which those units stay silent (default 0; a list makes one model each)",
+    )
+    parser.add_argument(
+        "--fine-tune-epochs", type=_non_negative_int, default=0, help="epochs of fine-tuning after pruning (default 0)"
+    )
+    parser.add_argument("--no-save", action="store_true", help="measure and report only; store nothing")
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_REPORT_DIR / "prune", help="report folder (default reports/prune)"
+    )
+    parser.add_argument(
+        "--sweep",
+        type=Path,
+        default=DEFAULT_REPORT_DIR / "sweep",
+        help="sweep folder whose plot gets the pruned "
+        "points and whose dense point gives the dense default's accuracy (default reports/sweep)",
+    )
+    return parser
+
+
+def prune_main(argv: list[str]) -> int:
+    args = prune_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import json
+
+    import tensorflow as tf
+
+    # one thread, like each service worker: the timings compare models, not thread pools
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    import bentoml
+
+    from training.plots import draw_pareto
+    from training.prune import run_prune
+    from training.sweep import Point
+
+    sweep_json = args.sweep / "results.json"
+    sweep = json.loads(sweep_json.read_text()) if sweep_json.exists() else None
+    dense = next((p for p in (sweep or {}).get("points", []) if p["point"] == Point().key), None)
+    try:
+        report = run_prune(
+            args.model,
+            args.max_firing,
+            fine_tune_epochs=args.fine_tune_epochs,
+            save=not args.no_save,
+            dense_accuracy=dense["test_accuracy_mean"] if dense else None,
+        )
+    except bentoml.exceptions.NotFound:
+        log.error("no model %s in the store: train one first (python -m training mnist)", args.model)
+        return 2
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "prune.json").write_text(json.dumps(report, indent=2) + "\n")
+    for row in [report["dense_reference"], report["parent"], *report["levels"]]:
+        accuracy = "-" if row["test_accuracy"] is None else f"{row['test_accuracy']:.4f}"
+        log.info(
+            "%-34s units %-28s params %7d  1 img %.3f ms  256 img %.2f ms  x%.2f vs dense  accuracy %s",
+            row["label"],
+            row["units"],
+            row["params"],
+            row["forward_ms_1"],
+            row["forward_ms_256"],
+            row["speedup_vs_dense_256"],
+            accuracy,
+        )
+    if sweep:
+        draw_pareto(sweep, args.sweep / "pareto.png", prune=report)
+        log.info("plot with the pruned points: %s", args.sweep / "pareto.png")
+    log.info("report: %s", args.out / "prune.json")
+    return 0

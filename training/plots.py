@@ -1,0 +1,126 @@
+"""The sweep's picture: accuracy against overall activation sparsity (and, once models have been
+pruned, forward time against accuracy)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+DESIGN_COLOURS = {"relu": "tab:blue", "fatrelu": "tab:orange", "kwta": "tab:green", "pruned": "tab:red"}
+INIT_MARKERS = {"glorot": "o", "he": "s", "normal": "^"}
+Y_WINDOW = 4.0
+"""Accuracy points shown below the best: points further down (collapsed runs) sit on the lower edge."""
+
+
+def draw_pareto(summary: dict, path: Path, prune: dict | None = None) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    points = summary["points"]
+    panels = 2 if prune and prune.get("levels") else 1
+    fig, axes = plt.subplots(1, panels, figsize=(7.5 * panels, 5.6), squeeze=False)
+    ax = axes[0][0]
+    best = max(p["test_accuracy_mean"] for p in points) * 100
+    floor = best - Y_WINDOW
+    for p in points:
+        acc, acc_sd = p["test_accuracy_mean"] * 100, p["test_accuracy_std"] * 100
+        colour = DESIGN_COLOURS.get(p["design"], "grey")
+        marker = INIT_MARKERS.get(p["init"], "x")
+        if acc < floor:  # collapsed: drawn on the lower edge, hollow, with its real accuracy
+            ax.scatter(p["sparsity_all_mean"], floor + 0.1, marker="v", s=70, facecolors="none", edgecolors=colour)
+            ax.annotate(
+                f"{acc:.0f}%",
+                (p["sparsity_all_mean"], floor + 0.1),
+                textcoords="offset points",
+                xytext=(6, -3),
+                fontsize=7,
+                color=colour,
+            )
+            continue
+        ax.errorbar(
+            p["sparsity_all_mean"],
+            acc,
+            xerr=p["sparsity_all_std"],
+            yerr=acc_sd,
+            fmt=marker,
+            color=colour,
+            ecolor=colour,
+            elinewidth=0.8,
+            capsize=2,
+            markersize=7,
+            alpha=0.9,
+        )
+    frontier = [p for p in points if p["point"] in summary.get("frontier", [])]
+    frontier = [p for p in frontier if p["test_accuracy_mean"] * 100 >= floor]
+    if frontier:
+        ax.plot(
+            [p["sparsity_all_mean"] for p in frontier],
+            [p["test_accuracy_mean"] * 100 for p in frontier],
+            "--",
+            color="black",
+            linewidth=1,
+            label="Pareto frontier",
+        )
+    by_key = {p["point"]: p for p in points}
+    for key, text, offset in (
+        (summary.get("chosen"), "chosen default", (-10, 14)),
+        (summary.get("dense_default"), "dense (old default)", (8, -14)),
+    ):
+        if key in by_key:
+            p = by_key[key]
+            ax.annotate(
+                f"{text}\n{key}",
+                (p["sparsity_all_mean"], p["test_accuracy_mean"] * 100),
+                textcoords="offset points",
+                xytext=offset,
+                fontsize=8,
+                arrowprops={"arrowstyle": "->", "linewidth": 0.8},
+                ha="right" if offset[0] < 0 else "left",
+            )
+    ax.set_ylim(floor, best + 0.6)
+    ax.set_xlabel("overall activation sparsity (share of exact zeros in ReLU-family layers)")
+    ax.set_ylabel("accuracy on the held-back digits (%)")
+    ax.set_title("Accuracy against sparsity (mean ± std over seeds)")
+    ax.grid(alpha=0.3)
+    handles = [
+        Line2D([], [], color=c, marker="o", linestyle="", label=d)
+        for d, c in DESIGN_COLOURS.items()
+        if any(p["design"] == d for p in points)
+    ]
+    handles += [
+        Line2D([], [], color="grey", marker=m, linestyle="", label=f"init {i}")
+        for i, m in INIT_MARKERS.items()
+        if any(p["init"] == i for p in points)
+    ]
+    handles += [Line2D([], [], color="black", linestyle="--", label="Pareto frontier")]
+    ax.legend(handles=handles, fontsize=8, loc="lower left")
+    if panels == 2:
+        _draw_speed(axes[0][1], prune)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _draw_speed(ax, prune: dict) -> None:
+    """Forward time (256 images) against accuracy for the dense default, the parent and each pruned model."""
+    rows = [prune["dense_reference"], prune["parent"], *prune["levels"]]
+    for row in rows:
+        if row["test_accuracy"] is None:  # the dense default's accuracy comes from the sweep, if any
+            continue
+        colour = DESIGN_COLOURS["pruned"] if row["kind"] == "pruned" else "tab:blue"
+        ax.scatter(row["forward_ms_256"], row["test_accuracy"] * 100, color=colour, s=50)
+        ax.annotate(
+            row["label"],
+            (row["forward_ms_256"], row["test_accuracy"] * 100),
+            textcoords="offset points",
+            xytext=(5, 5),
+            fontsize=8,
+        )
+    ax.set_xlabel("forward pass, 256 images (ms, same process; lower is faster)")
+    ax.set_ylabel("accuracy on the held-back digits (%)")
+    ax.set_title("Sparsity turned into speed: pruning units that never fire")
+    ax.grid(alpha=0.3)

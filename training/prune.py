@@ -1,0 +1,227 @@
+"""``python -m training prune``: remove the units that (almost) never fire, and measure the speed.
+
+A ReLU-family unit that never fires on an input contributes exact zeros to the next layer, so a
+model without it gives the same output on that input (up to float summation order). Units are
+conv channels and dense neurons; removing one also removes the next layer's weights that read it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from sparsity import SparsityProbe
+from sparsity.contract import MNIST_SHAPE
+from sparsity.layers import KWinners
+from training import models
+
+log = logging.getLogger(__name__)
+
+CNN_CHAIN = ("conv1", "conv2", "dense")
+"""The CNN's ReLU-family layers in order; each reads the previous one's units."""
+
+
+def weight_layer(model: keras.Model, name: str) -> keras.layers.Layer:
+    """The Conv2D/Dense holding the weights of the ReLU-family layer ``name``."""
+    layer = model.get_layer(name)
+    return layer if hasattr(layer, "kernel") else model.get_layer(f"{name}_pre")
+
+
+def firing_shares(model: keras.Model, x: np.ndarray) -> dict[str, np.ndarray]:
+    """Per layer, the share of samples of ``x`` on which each unit produced a value > 0."""
+    fired = SparsityProbe(model, value_range=(0.0, 1.0), field="images").run_batched(x).fired
+    return {name: f.mean(axis=0) for name, f in fired.items()}
+
+
+def keep_plan(shares: dict[str, np.ndarray], max_firing: float) -> dict[str, np.ndarray]:
+    """Indices of the units to keep: those that fired on more than ``max_firing`` of the samples.
+
+    At ``max_firing = 0`` exactly the units that never fired go. A layer always keeps at least its
+    most active unit, so the model stays a model.
+    """
+    plan = {}
+    for name, share in shares.items():
+        keep = np.flatnonzero(share > max_firing)
+        plan[name] = keep if keep.size else np.array([int(np.argmax(share))])
+    return plan
+
+
+def prune_cnn(model: keras.Model, keep: dict[str, np.ndarray], spec: models.LayerSpec, seed: int = 0) -> keras.Model:
+    """The same CNN with only the ``keep`` units of conv1, conv2 and dense, weights copied over."""
+    missing = [name for name in CNN_CHAIN if name not in keep]
+    if missing or model.name != "mnist_cnn":
+        raise ValueError(f"pruning supports the 'cnn' architecture (layers {', '.join(CNN_CHAIN)}) only")
+    widths = tuple(len(keep[name]) for name in CNN_CHAIN)
+    pruned = models.build_cnn(spec, seed, widths=widths)
+    previous = None
+    for name in CNN_CHAIN:
+        src, dst = weight_layer(model, name), weight_layer(pruned, name)
+        kernel, bias = (np.asarray(w) for w in src.get_weights())
+        out_keep = keep[name]
+        if previous is not None and kernel.ndim == 4:  # conv reading the previous conv's channels
+            kernel = kernel[:, :, previous, :]
+        elif previous is not None:  # dense reading a flattened (H, W, C) map: keep C's rows
+            channels = int(model.get_layer(CNN_CHAIN[CNN_CHAIN.index(name) - 1]).output.shape[-1])
+            spatial = kernel.shape[0] // channels
+            kernel = kernel.reshape(spatial, channels, -1)[:, previous, :].reshape(spatial * len(previous), -1)
+        dst.set_weights([kernel[..., out_keep], bias[out_keep]])
+        activation = pruned.get_layer(name)
+        if isinstance(activation, KWinners):  # keep k: the same count out of fewer units
+            old = model.get_layer(name)
+            size_old = int(np.prod(old.output.shape[1:]))
+            size_new = int(np.prod(activation.output.shape[1:]))
+            activation.density = old.k_for(size_old) / size_new
+        previous = out_keep
+    head_src, head_dst = model.get_layer("probabilities"), pruned.get_layer("probabilities")
+    kernel, bias = (np.asarray(w) for w in head_src.get_weights())
+    head_dst.set_weights([kernel[previous, :], bias])
+    return pruned
+
+
+def count_params(model: keras.Model) -> int:
+    return int(sum(np.prod(w.shape) for w in model.weights))
+
+
+@dataclass
+class Timing:
+    one_ms: float
+    batch_ms: float
+
+
+def forward_times(named: dict[str, keras.Model], batch: int = 256, repeats: int = 30) -> dict[str, Timing]:
+    """Median forward-pass time (``model(x, training=False)`` in a ``tf.function`` with a fixed input
+    signature, as the service runs it) at 1 and ``batch`` images. The models take turns within
+    every repeat, so a noisy neighbour slows them all alike."""
+    spec = tf.TensorSpec((None, *MNIST_SHAPE), tf.float32)
+    fns = {k: tf.function(lambda x, m=m: m(x, training=False), input_signature=[spec]) for k, m in named.items()}
+    rng = np.random.default_rng(0)
+    inputs = {n: tf.constant(rng.random((n, *MNIST_SHAPE), dtype=np.float32)) for n in (1, batch)}
+    samples: dict[str, dict[int, list[float]]] = {k: {1: [], batch: []} for k in fns}
+    for fn in fns.values():  # trace and warm up
+        for x in inputs.values():
+            fn(x).numpy()
+    for _ in range(repeats):
+        for key, fn in fns.items():
+            for n, x in inputs.items():
+                inner = 20 if n == 1 else 2
+                start = time.perf_counter()
+                for _ in range(inner):
+                    fn(x).numpy()
+                samples[key][n].append((time.perf_counter() - start) / inner * 1000)
+    return {k: Timing(float(np.median(v[1])), float(np.median(v[batch]))) for k, v in samples.items()}
+
+
+def _row(label: str, kind: str, model: keras.Model, timing: Timing, accuracy: float | None, dense: Timing) -> dict:
+    return {
+        "label": label,
+        "kind": kind,
+        "units": {name: int(weight_layer(model, name).get_weights()[1].shape[0]) for name in CNN_CHAIN},
+        "params": count_params(model),
+        "forward_ms_1": round(timing.one_ms, 4),
+        "forward_ms_256": round(timing.batch_ms, 3),
+        "speedup_vs_dense_1": round(dense.one_ms / timing.one_ms, 3),
+        "speedup_vs_dense_256": round(dense.batch_ms / timing.batch_ms, 3),
+        "test_accuracy": accuracy,
+    }
+
+
+def run_prune(
+    parent_tag: str,
+    max_firings: list[float],
+    fine_tune_epochs: int = 0,
+    save: bool = True,
+    dense_accuracy: float | None = None,
+) -> dict:
+    """Prune ``parent_tag`` at every level of ``max_firings``; time, evaluate and (optionally) save each."""
+    import bentoml
+
+    from training import data
+    from training.mnist import MnistOptions, evaluate, model_metadata, save_mnist
+
+    stored = bentoml.models.get(parent_tag)
+    parent = keras.models.load_model(stored.path_of("model.keras"), compile=False, safe_mode=True)
+    known = set(MnistOptions.__dataclass_fields__)
+    opts = MnistOptions(**{k: v for k, v in stored.info.metadata.get("options", {}).items() if k in known})
+    opts.verbose = 0
+    split = data.load_mnist(opts.dataset, opts.seed)
+    x_train = split.x_train[: opts.limit] if opts.limit else split.x_train
+    shares = firing_shares(parent, x_train)
+    parent_eval = evaluate(parent, split.x_test, split.y_test)
+    parent_labels = np.argmax(parent.predict(split.x_test, batch_size=512, verbose=0), axis=1)
+    parent_train_probs = parent.predict(x_train, batch_size=512, verbose=0)
+    log.info(
+        "parent %s: accuracy %.4f; firing measured on %d training images",
+        stored.tag,
+        parent_eval["test_accuracy"],
+        len(x_train),
+    )
+    pruned_models, levels = {}, []
+    for level in max_firings:
+        plan = keep_plan(shares, level)
+        model = prune_cnn(parent, plan, opts.layer_spec, opts.seed)
+        removed = {name: int(len(shares[name]) - len(plan[name])) for name in CNN_CHAIN}
+        max_diff = float(np.max(np.abs(model.predict(x_train, batch_size=512, verbose=0) - parent_train_probs)))
+        if fine_tune_epochs:
+            model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="sparse_categorical_crossentropy")
+            model.fit(
+                x_train,
+                split.y_train[: len(x_train)],
+                epochs=fine_tune_epochs,
+                batch_size=opts.batch_size,
+                shuffle=True,
+                verbose=0,
+            )
+        evaluation = evaluate(model, split.x_test, split.y_test)
+        labels = np.argmax(model.predict(split.x_test, batch_size=512, verbose=0), axis=1)
+        label = f"pruned max-firing {level:g}" + (f" +{fine_tune_epochs} ep" if fine_tune_epochs else "")
+        pruned_models[label] = model
+        levels.append(
+            {
+                "label": label,
+                "max_firing": level,
+                "fine_tune_epochs": fine_tune_epochs,
+                "units_removed": removed,
+                "max_abs_probability_change_on_train_before_fine_tune": max_diff,
+                "accuracy_change": evaluation["test_accuracy"] - parent_eval["test_accuracy"],
+                "changed_predictions": float(np.mean(labels != parent_labels)),
+                "evaluation": evaluation,
+            }
+        )
+        log.info(
+            "%s: removed %s; accuracy %.4f (%+.4f), %.2f%% of test predictions changed",
+            label,
+            removed,
+            evaluation["test_accuracy"],
+            levels[-1]["accuracy_change"],
+            100 * levels[-1]["changed_predictions"],
+        )
+    dense = models.build_cnn(models.LayerSpec(), opts.seed)  # the old default's graph: same work per image
+    timings = forward_times({"dense default": dense, "parent": parent, **pruned_models})
+    base = timings["dense default"]
+    report = {
+        "parent_tag": str(stored.tag),
+        "dense_reference": _row("dense default", "dense", dense, base, dense_accuracy, base),
+        "parent": _row(
+            f"parent {stored.tag.version[:6]}", "parent", parent, timings["parent"], parent_eval["test_accuracy"], base
+        ),
+        "levels": [],
+    }
+    for info, (label, model) in zip(levels, pruned_models.items(), strict=True):
+        row = {**_row(label, "pruned", model, timings[label], info["evaluation"]["test_accuracy"], base), **info}
+        row.pop("evaluation")
+        if save:
+            metadata = {
+                **model_metadata(model, split, opts, info["evaluation"]),
+                "pruned": {k: v for k, v in row.items() if k not in ("label", "kind")},
+                "parent": str(stored.tag),
+                "provenance": {"pruned_from": str(stored.tag), **stored.info.metadata.get("provenance", {})},
+            }
+            tags = {"task": "mnist", "arch": "cnn", "dataset": split.name, "design": opts.design, "pruned": "true"}
+            row["tag"] = save_mnist(model, metadata, tags, None)
+        report["levels"].append(row)
+    return report
