@@ -4,5 +4,6 @@ DATASETS = ("auto", "mnist", "mnist-5k")
 ARCHS = ("cnn", "seed")
 INITS = ("glorot", "he", "normal")
 """Kernel initialisers of the ReLU layers: Glorot/Xavier uniform, He normal, plain N(0, 0.01)."""
-DESIGNS = ("relu", "fatrelu", "kwta")
-"""Activation designs: plain ReLU, thresholded ReLU (FATReLU), k-winners-take-all."""
+DESIGNS = ("relu", "fatrelu", "kwta", "kwta-dense")
+"""Activation designs: plain ReLU, thresholded ReLU (FATReLU), k-winners-take-all in every layer, and
+ReLU in the conv layers with k-winners-take-all in the dense layer only."""

@@ -28,6 +28,12 @@ class LayerSpec:
     threshold: float = 0.1  # fatrelu: zero below this
     kwta_density: float = 0.1  # kwta: share of each layer's activations kept per sample
 
+    def design_of(self, layer: str) -> str:
+        """The activation design of one layer: ``kwta-dense`` is ReLU everywhere but ``dense``."""
+        if self.design == "kwta-dense":
+            return "kwta" if layer == "dense" else "relu"
+        return self.design
+
     def __post_init__(self) -> None:
         if self.init not in INITS:
             raise ValueError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
@@ -56,10 +62,11 @@ def _sparse_block(make, x: keras.KerasTensor, name: str, spec: LayerSpec, seed: 
     other designs put the weights in ``name + "_pre"`` and the activation layer under ``name``.
     """
     init = initializer(spec.init, seed)
-    if spec.design == "relu":
+    design = spec.design_of(name)
+    if design == "relu":
         return make(name=name, activation="relu", kernel_initializer=init, activity_regularizer=_regularizer(spec))(x)
     x = make(name=f"{name}_pre", kernel_initializer=init)(x)
-    if spec.design == "fatrelu":
+    if design == "fatrelu":
         return ThresholdedReLU(spec.threshold, name=name, activity_regularizer=_regularizer(spec))(x)
     return KWinners(spec.kwta_density, name=name, activity_regularizer=_regularizer(spec))(x)
 

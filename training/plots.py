@@ -5,9 +5,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-DESIGN_COLOURS = {"relu": "tab:blue", "fatrelu": "tab:orange", "kwta": "tab:green", "pruned": "tab:red"}
+from training.frontier import ACCURACY_TOLERANCE
+
+DESIGN_COLOURS = {
+    "relu": "tab:blue",
+    "fatrelu": "tab:orange",
+    "kwta": "tab:green",
+    "kwta-dense": "tab:purple",
+    "pruned": "tab:red",
+}
 INIT_MARKERS = {"glorot": "o", "he": "s", "normal": "^"}
-Y_WINDOW = 4.0
+Y_WINDOW = 2.5
 """Accuracy points shown below the best: points further down (collapsed runs) sit on the lower edge."""
 
 
@@ -31,12 +39,13 @@ def draw_pareto(summary: dict, path: Path, prune: dict | None = None) -> Path:
         if acc < floor:  # collapsed: drawn on the lower edge, hollow, with its real accuracy
             ax.scatter(p["sparsity_all_mean"], floor + 0.1, marker="v", s=70, facecolors="none", edgecolors=colour)
             ax.annotate(
-                f"{acc:.0f}%",
+                f"{p['point']}: collapsed, {acc:.0f}%",
                 (p["sparsity_all_mean"], floor + 0.1),
                 textcoords="offset points",
-                xytext=(6, -3),
+                xytext=(-8, -3),
                 fontsize=7,
                 color=colour,
+                ha="right",
             )
             continue
         ax.errorbar(
@@ -52,6 +61,14 @@ def draw_pareto(summary: dict, path: Path, prune: dict | None = None) -> Path:
             markersize=7,
             alpha=0.9,
         )
+        ax.annotate(
+            f"{p['l1']:g}",
+            (p["sparsity_all_mean"], acc),
+            textcoords="offset points",
+            xytext=(5, -10),
+            fontsize=6.5,
+            color=colour,
+        )
     frontier = [p for p in points if p["point"] in summary.get("frontier", [])]
     frontier = [p for p in frontier if p["test_accuracy_mean"] * 100 >= floor]
     if frontier:
@@ -63,10 +80,22 @@ def draw_pareto(summary: dict, path: Path, prune: dict | None = None) -> Path:
             linewidth=1,
             label="Pareto frontier",
         )
+    top = max(points, key=lambda p: p["test_accuracy_mean"])
+    margin = max(ACCURACY_TOLERANCE, top["test_accuracy_std"]) * 100
+    ax.axhspan(best - margin, best, color="gold", alpha=0.2)
+    ax.text(
+        0.01,
+        (best - floor) / (best + 0.6 - floor),
+        f" selection band: within {margin:.2f} pt of the best mean",
+        transform=ax.transAxes,
+        fontsize=7,
+        color="darkgoldenrod",
+        va="bottom",
+    )
     by_key = {p["point"]: p for p in points}
     for key, text, offset in (
-        (summary.get("chosen"), "chosen default", (-10, 14)),
-        (summary.get("dense_default"), "dense (old default)", (8, -14)),
+        (summary.get("chosen"), "chosen default", (-60, 45)),
+        (summary.get("dense_default"), "dense (old default)", (10, -35)),
     ):
         if key in by_key:
             p = by_key[key]
@@ -95,6 +124,7 @@ def draw_pareto(summary: dict, path: Path, prune: dict | None = None) -> Path:
         if any(p["init"] == i for p in points)
     ]
     handles += [Line2D([], [], color="black", linestyle="--", label="Pareto frontier")]
+    handles += [Line2D([], [], color="none", label="numbers: L1 activity strength")]
     ax.legend(handles=handles, fontsize=8, loc="lower left")
     if panels == 2:
         _draw_speed(axes[0][1], prune)

@@ -46,8 +46,8 @@ class Point:
         design = self.design
         if design == "fatrelu":
             design = f"fatrelu(t={self.threshold:g})"
-        elif design == "kwta":
-            design = f"kwta(d={self.kwta_density:g})"
+        elif design in ("kwta", "kwta-dense"):
+            design = f"{design}(d={self.kwta_density:g})"
         return f"{design}/{self.init}/l1={self.l1:g}"
 
 
@@ -146,7 +146,13 @@ class Results:
         self.csv_path = out_dir / "results.csv"
         self.runs: list[dict] = []
         if resume and self.json_path.exists():
-            self.runs = json.loads(self.json_path.read_text())["runs"]
+            previous = json.loads(self.json_path.read_text())
+            self.runs = previous["runs"]
+            grids = previous.get("description", "").split("; then ")
+            if config.description not in grids:
+                config.description = "; then ".join([*filter(None, grids), config.description])
+            else:
+                config.description = previous["description"]
             log.info("resuming: %d finished runs read from %s", len(self.runs), self.json_path)
         elif self.json_path.exists():
             log.warning("%s exists and --resume was not given: starting a new sweep over it", self.json_path)

@@ -40,8 +40,13 @@ def test_keep_plan_on_hand_made_shares():
 
 @pytest.mark.parametrize(
     "spec",
-    [LayerSpec(), LayerSpec(design="fatrelu", threshold=0.05), LayerSpec(design="kwta", kwta_density=0.3)],
-    ids=["relu", "fatrelu", "kwta"],
+    [
+        LayerSpec(),
+        LayerSpec(design="fatrelu", threshold=0.05),
+        LayerSpec(design="kwta", kwta_density=0.3),
+        LayerSpec(design="kwta-dense", kwta_density=0.3),
+    ],
+    ids=["relu", "fatrelu", "kwta", "kwta-dense"],
 )
 def test_dead_units_are_removed_and_outputs_do_not_change(spec, images):
     model = _with_dead_units(spec)
