@@ -119,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=tuple(PRESETS),
         default=DEFAULT_PRESET,
         help=f"a named configuration: {DEFAULT_PRESET} (the default, chosen by the sweep: "
-        f"{_describe(PRESETS[DEFAULT_PRESET])}) or dense (the old default: {_describe(PRESETS['dense'])}); "
+        f"{_describe(PRESETS[DEFAULT_PRESET])}), dense (the old default: {_describe(PRESETS['dense'])}) or "
+        f"every-layer (every layer >= 75%% zeros: {_describe(PRESETS['every-layer'])}); "
         "the options below override single values of it",
     )
     mnist.add_argument(

@@ -137,7 +137,18 @@ def prune_parser() -> argparse.ArgumentParser:
         "exact on every input on which those units stay silent (default 0; a list makes one model each)",
     )
     parser.add_argument(
-        "--fine-tune-epochs", type=_non_negative_int, default=0, help="epochs of fine-tuning after pruning (default 0)"
+        "--by",
+        choices=("samples", "activations"),
+        default="samples",
+        help="samples: a unit's firing share is the share of images on which it fired anywhere (default); "
+        "activations: the share of all its outputs (images x positions) that were > 0, which ranks conv "
+        "channels by how much they are used. Both remove exactly the never-firing units at --max-firing 0",
+    )
+    parser.add_argument(
+        "--fine-tune-epochs",
+        type=_non_negative_int,
+        default=0,
+        help="epochs of fine-tuning after pruning, at every level but 0 (exact as it is) (default 0)",
     )
     parser.add_argument("--no-save", action="store_true", help="measure and report only; store nothing")
     parser.add_argument(
@@ -161,6 +172,7 @@ def prune_main(argv: list[str]) -> int:
 
     import tensorflow as tf
 
+    tf.get_logger().setLevel("ERROR")  # retracing notes from timing several models are expected here
     # one thread, like each service worker: the timings compare models, not thread pools
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
@@ -178,6 +190,7 @@ def prune_main(argv: list[str]) -> int:
             args.model,
             args.max_firing,
             fine_tune_epochs=args.fine_tune_epochs,
+            by=args.by,
             save=not args.no_save,
             dense_accuracy=dense["test_accuracy_mean"] if dense else None,
         )

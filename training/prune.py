@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from sparsity import SparsityProbe
+from sparsity import SparsityProbe, find_relu_layers
 from sparsity.contract import MNIST_SHAPE
 from sparsity.layers import KWinners
 from training import models
@@ -36,6 +36,23 @@ def firing_shares(model: keras.Model, x: np.ndarray) -> dict[str, np.ndarray]:
     """Per layer, the share of samples of ``x`` on which each unit produced a value > 0."""
     fired = SparsityProbe(model, value_range=(0.0, 1.0), field="images").run_batched(x).fired
     return {name: f.mean(axis=0) for name, f in fired.items()}
+
+
+def activation_shares(model: keras.Model, x: np.ndarray, batch_size: int = 256) -> dict[str, np.ndarray]:
+    """Per layer, the share of each unit's activations (every sample and, for a conv channel, every
+    position) that were > 0: how much of the time a unit is on, not just whether it ever was."""
+    layers = [layer.name for layer in find_relu_layers(model)]
+    probe = keras.Model(model.inputs, [model.get_layer(name).output for name in layers])
+    fn = tf.function(lambda batch: probe(batch, training=False))
+    sums = {name: 0.0 for name in layers}
+    count = {name: 0 for name in layers}
+    for start in range(0, len(x), batch_size):
+        outs = fn(tf.constant(x[start : start + batch_size]))
+        for name, out in zip(layers, outs, strict=True):
+            on = tf.reshape(tf.cast(out > 0, tf.float32), (-1, out.shape[-1]))
+            sums[name] = sums[name] + tf.reduce_sum(on, axis=0).numpy()
+            count[name] += int(on.shape[0])
+    return {name: np.asarray(sums[name]) / count[name] for name in layers}
 
 
 def keep_plan(shares: dict[str, np.ndarray], max_firing: float) -> dict[str, np.ndarray]:
@@ -134,6 +151,7 @@ def run_prune(
     parent_tag: str,
     max_firings: list[float],
     fine_tune_epochs: int = 0,
+    by: str = "samples",
     save: bool = True,
     dense_accuracy: float | None = None,
 ) -> dict:
@@ -150,7 +168,7 @@ def run_prune(
     opts.verbose = 0
     split = data.load_mnist(opts.dataset, opts.seed)
     x_train = split.x_train[: opts.limit] if opts.limit else split.x_train
-    shares = firing_shares(parent, x_train)
+    shares = firing_shares(parent, x_train) if by == "samples" else activation_shares(parent, x_train)
     parent_eval = evaluate(parent, split.x_test, split.y_test)
     parent_labels = np.argmax(parent.predict(split.x_test, batch_size=512, verbose=0), axis=1)
     parent_train_probs = parent.predict(x_train, batch_size=512, verbose=0)
@@ -166,25 +184,30 @@ def run_prune(
         model = prune_cnn(parent, plan, opts.layer_spec, opts.seed)
         removed = {name: int(len(shares[name]) - len(plan[name])) for name in CNN_CHAIN}
         max_diff = float(np.max(np.abs(model.predict(x_train, batch_size=512, verbose=0) - parent_train_probs)))
-        if fine_tune_epochs:
+        epochs = fine_tune_epochs if level > 0 else 0  # level 0 is exact as it is: nothing to recover
+        if epochs:
+            keras.utils.set_random_seed(opts.seed)  # the same fine-tuning on every run
             model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="sparse_categorical_crossentropy")
             model.fit(
                 x_train,
                 split.y_train[: len(x_train)],
-                epochs=fine_tune_epochs,
+                epochs=epochs,
                 batch_size=opts.batch_size,
                 shuffle=True,
                 verbose=0,
             )
         evaluation = evaluate(model, split.x_test, split.y_test)
         labels = np.argmax(model.predict(split.x_test, batch_size=512, verbose=0), axis=1)
-        label = f"pruned max-firing {level:g}" + (f" +{fine_tune_epochs} ep" if fine_tune_epochs else "")
+        label = f"pruned {'activations' if by == 'activations' else 'max-firing'} {level:g}" + (
+            f" +{epochs} ep" if epochs else ""
+        )
         pruned_models[label] = model
         levels.append(
             {
                 "label": label,
                 "max_firing": level,
-                "fine_tune_epochs": fine_tune_epochs,
+                "by": by,
+                "fine_tune_epochs": epochs,
                 "units_removed": removed,
                 "max_abs_probability_change_on_train_before_fine_tune": max_diff,
                 "accuracy_change": evaluation["test_accuracy"] - parent_eval["test_accuracy"],

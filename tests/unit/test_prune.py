@@ -84,3 +84,18 @@ def test_only_the_cnn_architecture_is_pruned(images):
     model = build_seed_cnn(LayerSpec())
     with pytest.raises(ValueError, match="'cnn' architecture"):
         prune_cnn(model, keep_plan(firing_shares(model, images), 0.0), LayerSpec())
+
+
+def test_activation_shares_count_positions_and_samples():
+    from tests.helpers import conv_dense_model
+    from training.prune import activation_shares
+
+    x = np.zeros((2, 4, 4), dtype=np.float32)
+    x[0] = 0.5  # channel +x on at all 16 positions, channel -x at none
+    x[1].flat[:6] = 1.0  # +x on at 6 positions
+    x[1].flat[6:12] = -1.0  # -x on at 6 positions
+    shares = activation_shares(conv_dense_model(), x)
+    np.testing.assert_allclose(shares["conv"], [(16 + 6) / 32, 6 / 32])
+    np.testing.assert_allclose(shares["dense"], [1.0, 0.0, 1.0, 0.0])
+    # by samples, the -x channel fired on one image of two: a coarser view of the same unit
+    np.testing.assert_allclose(SparsityProbe(conv_dense_model()).run(x).fired["conv"].mean(axis=0), [1.0, 0.5])
