@@ -10,7 +10,7 @@ from pathlib import Path
 
 from sparsity.contract import IRIS_MODEL_NAME, MNIST_MODEL_NAME
 from training.choices import ARCHS, DATASETS, DESIGNS, INITS
-from training.presets import DEFAULT_PRESET, PRESETS, PROVENANCE
+from training.presets import DEFAULT_PRESET, PRESETS, PROVENANCE, PRUNE_AFTER
 
 log = logging.getLogger("training")
 
@@ -71,6 +71,16 @@ def mnist_configuration(args: argparse.Namespace) -> tuple[dict, dict]:
     values.update(overrides)
     provenance = {"preset": args.preset, **PROVENANCE[args.preset], "overrides": overrides}
     return values, provenance
+
+
+def prune_configuration(args: argparse.Namespace) -> dict | None:
+    """The pruning step after training: the preset's, with --prune-max-firing over it; None for none."""
+    if args.no_prune:
+        return None
+    prune = dict(PRUNE_AFTER.get(args.preset, {}))
+    if args.prune_max_firing is not None:
+        prune = {"by": "activations", "fine_tune_epochs": 2, **prune, "max_firing": args.prune_max_firing}
+    return prune or None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -138,6 +148,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_float,
         help="kwta: share of activations kept per layer, (0, 1] (default: the preset's)",
     )
+    mnist.add_argument(
+        "--prune-max-firing",
+        type=_non_negative_float,
+        help="after training, remove the units on at most this share of their activations and fine-tune for 2 "
+        "epochs; the pruned model is saved last, so it is the one served (default: the preset's: "
+        + ", ".join(f"{k} {v['max_firing']:g}" for k, v in PRUNE_AFTER.items())
+        + ", others none)",
+    )
+    mnist.add_argument("--no-prune", action="store_true", help="save the trained model only, even if the preset prunes")
     mnist.add_argument("--learning-rate", type=_positive_float, default=1e-3, help="Adam learning rate (default 1e-3)")
     mnist.add_argument(
         "--limit",
@@ -190,7 +209,30 @@ def main(argv: list[str] | None = None) -> int:
             limit=args.limit,
             verbose=0 if args.quiet else 1,
         )
-        train_mnist(opts, report_dir=args.report_dir, provenance=provenance)
+        trained = train_mnist(opts, report_dir=args.report_dir, provenance=provenance)
+        prune = prune_configuration(args)
+        if prune:
+            from training.prune import run_prune
+
+            report = run_prune(
+                trained["tag"],
+                [prune["max_firing"]],
+                fine_tune_epochs=prune["fine_tune_epochs"],
+                by=prune["by"],
+                time_models=False,
+                report_dir=args.report_dir,
+            )
+            (level,) = report["levels"]
+            log.info(
+                "pruned %s -> %s: units %s, accuracy %.4f, overall sparsity %.3f; this is mnist_cnn:latest "
+                "(serve the unpruned parent with MNIST_MODEL_TAG=%s)",
+                trained["tag"],
+                level["tag"],
+                level["units"],
+                level["test_accuracy"],
+                level["sparsity"]["all"],
+                trained["tag"],
+            )
     store = os.environ.get("BENTOML_HOME", str(Path.home() / "bentoml"))
     log.info("model store: %s/models; reports: %s", store, args.report_dir)
     return 0

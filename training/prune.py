@@ -133,18 +133,27 @@ def forward_times(named: dict[str, keras.Model], batch: int = 256, repeats: int 
     return {k: Timing(float(np.median(v[1])), float(np.median(v[batch]))) for k, v in samples.items()}
 
 
-def _row(label: str, kind: str, model: keras.Model, timing: Timing, accuracy: float | None, dense: Timing) -> dict:
-    return {
+def _row(
+    label: str, kind: str, model: keras.Model, accuracy: float | None, timing: Timing | None, dense: Timing | None
+) -> dict:
+    row = {
         "label": label,
         "kind": kind,
         "units": {name: int(weight_layer(model, name).get_weights()[1].shape[0]) for name in CNN_CHAIN},
         "params": count_params(model),
-        "forward_ms_1": round(timing.one_ms, 4),
-        "forward_ms_256": round(timing.batch_ms, 3),
-        "speedup_vs_dense_1": round(dense.one_ms / timing.one_ms, 3),
-        "speedup_vs_dense_256": round(dense.batch_ms / timing.batch_ms, 3),
         "test_accuracy": accuracy,
     }
+    if timing and dense:
+        row["forward_ms_1"] = round(timing.one_ms, 4)
+        row["forward_ms_256"] = round(timing.batch_ms, 3)
+        row["speedup_vs_dense_1"] = round(dense.one_ms / timing.one_ms, 3)
+        row["speedup_vs_dense_256"] = round(dense.batch_ms / timing.batch_ms, 3)
+    return row
+
+
+def _sparsity(evaluation: dict) -> dict[str, float]:
+    """Mean activation sparsity per layer and overall ('all') on the held-back digits."""
+    return {layer: round(stats["mean"], 4) for layer, stats in evaluation["activation_sparsity"].items()}
 
 
 def run_prune(
@@ -154,13 +163,17 @@ def run_prune(
     by: str = "samples",
     save: bool = True,
     dense_accuracy: float | None = None,
+    time_models: bool = True,
+    report_dir=None,
 ) -> dict:
-    """Prune ``parent_tag`` at every level of ``max_firings``; time, evaluate and (optionally) save each."""
+    """Prune ``parent_tag`` at every level of ``max_firings``; evaluate, time (unless ``time_models``
+    is false: training's own pruning step skips it) and (optionally) save each."""
     import bentoml
 
     from training import data
     from training.mnist import MnistOptions, evaluate, model_metadata, save_mnist
 
+    tf.get_logger().setLevel("ERROR")  # retracing notes from evaluating several models are expected here
     stored = bentoml.models.get(parent_tag)
     parent = keras.models.load_model(stored.path_of("model.keras"), compile=False, safe_mode=True)
     known = set(MnistOptions.__dataclass_fields__)
@@ -199,7 +212,7 @@ def run_prune(
         evaluation = evaluate(model, split.x_test, split.y_test)
         labels = np.argmax(model.predict(split.x_test, batch_size=512, verbose=0), axis=1)
         label = f"pruned {'activations' if by == 'activations' else 'max-firing'} {level:g}" + (
-            f" +{epochs} ep" if epochs else ""
+            f" +{epochs} ep" if epochs else " (exact)" if level == 0 else ""
         )
         pruned_models[label] = model
         levels.append(
@@ -224,19 +237,26 @@ def run_prune(
             100 * levels[-1]["changed_predictions"],
         )
     dense = models.build_cnn(models.LayerSpec(), opts.seed)  # the old default's graph: same work per image
-    timings = forward_times({"dense default": dense, "parent": parent, **pruned_models})
-    base = timings["dense default"]
+    timings = forward_times({"dense default": dense, "parent": parent, **pruned_models}) if time_models else {}
+    base = timings.get("dense default")
     report = {
         "parent_tag": str(stored.tag),
-        "dense_reference": _row("dense default", "dense", dense, base, dense_accuracy, base),
+        "dense_reference": _row("dense default", "dense", dense, dense_accuracy, base, base),
         "parent": _row(
-            f"parent {stored.tag.version[:6]}", "parent", parent, timings["parent"], parent_eval["test_accuracy"], base
+            f"parent {stored.tag.version[:6]}",
+            "parent",
+            parent,
+            parent_eval["test_accuracy"],
+            timings.get("parent"),
+            base,
         ),
         "levels": [],
     }
+    report["parent"]["sparsity"] = _sparsity(parent_eval)
     for info, (label, model) in zip(levels, pruned_models.items(), strict=True):
-        row = {**_row(label, "pruned", model, timings[label], info["evaluation"]["test_accuracy"], base), **info}
-        row.pop("evaluation")
+        accuracy = info["evaluation"]["test_accuracy"]
+        row = {**_row(label, "pruned", model, accuracy, timings.get(label), base), **info}
+        row["sparsity"] = _sparsity(row.pop("evaluation"))
         if save:
             metadata = {
                 **model_metadata(model, split, opts, info["evaluation"]),
@@ -245,6 +265,6 @@ def run_prune(
                 "provenance": {"pruned_from": str(stored.tag), **stored.info.metadata.get("provenance", {})},
             }
             tags = {"task": "mnist", "arch": "cnn", "dataset": split.name, "design": opts.design, "pruned": "true"}
-            row["tag"] = save_mnist(model, metadata, tags, None)
+            row["tag"] = save_mnist(model, metadata, tags, report_dir)
         report["levels"].append(row)
     return report
