@@ -199,6 +199,12 @@ def test_cli_help_explains_every_option():
         (["mnist", "--dataset", "cifar"], "invalid choice"),
         (["resnet"], "invalid choice"),
         (["iris", "--c", "0"], "greater than 0"),
+        (["mnist", "--kwta-density", "1.5"], "must be in (0, 1], got 1.5"),
+        (["mnist", "--kwta-density", "0"], "greater than 0"),
+        (["mnist", "--prune-max-firing", "2"], "must be in [0, 1], got 2"),
+        (["mnist", "--design", "swish"], "invalid choice"),
+        (["mnist", "--init", "zeros"], "invalid choice"),
+        (["mnist", "--preset", "fast"], "invalid choice"),
     ],
 )
 def test_cli_bad_values_give_a_clear_error_and_no_traceback(args, message):
@@ -206,3 +212,25 @@ def test_cli_bad_values_give_a_clear_error_and_no_traceback(args, message):
     assert out.returncode == 2
     assert message in out.stderr
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "values", "overrides", "prune"),
+    [
+        ([], {"activity_l1": 3e-3, "design": "relu", "init": "glorot"}, {}, 0.02),
+        (["--activity-l1", "0"], {"activity_l1": 0.0, "design": "relu"}, {"activity_l1": 0.0}, 0.02),
+        (["--preset", "dense"], {"activity_l1": 0.0, "design": "relu"}, {}, None),
+        (["--preset", "every-layer"], {"design": "kwta-dense", "kwta_density": 0.2}, {}, None),
+        (["--no-prune", "--init", "he"], {"init": "he", "activity_l1": 3e-3}, {"init": "he"}, None),
+        (["--preset", "dense", "--prune-max-firing", "0.01"], {"activity_l1": 0.0}, {}, 0.01),
+    ],
+)
+def test_presets_options_and_pruning_step(args, values, overrides, prune):
+    from training.cli import build_parser, mnist_configuration, prune_configuration
+
+    parsed = build_parser().parse_args(["mnist", *args])
+    got, provenance = mnist_configuration(parsed)
+    assert {k: got[k] for k in values} == values
+    assert provenance["overrides"] == overrides and provenance["preset"] == parsed.preset
+    step = prune_configuration(parsed)
+    assert (step["max_firing"] if step else None) == prune

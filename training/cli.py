@@ -53,11 +53,20 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _density(text: str) -> float:
-    value = _positive_float(text)
-    if value > 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
-    return value
+def _at_most_one(parse, interval: str):
+    """An argparse type: ``parse``, then at most 1 (``interval`` names the range in the message)."""
+
+    def parse_fraction(text: str) -> float:
+        value = parse(text)
+        if value > 1:
+            raise argparse.ArgumentTypeError(f"must be in {interval}, got {text}")
+        return value
+
+    return parse_fraction
+
+
+_density = _at_most_one(_positive_float, "(0, 1]")
+_share = _at_most_one(_non_negative_float, "[0, 1]")
 
 
 def _describe(preset: dict) -> str:
@@ -145,12 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
     mnist.add_argument("--threshold", type=_positive_float, help="fatrelu: zero below this (default: the preset's)")
     mnist.add_argument(
         "--kwta-density",
-        type=_positive_float,
+        type=_density,
         help="kwta: share of activations kept per layer, (0, 1] (default: the preset's)",
     )
     mnist.add_argument(
         "--prune-max-firing",
-        type=_non_negative_float,
+        type=_share,
         help="after training, remove the units on at most this share of their activations and fine-tune for 2 "
         "epochs; the pruned model is saved last, so it is the one served (default: the preset's: "
         + ", ".join(f"{k} {v['max_firing']:g}" for k, v in PRUNE_AFTER.items())

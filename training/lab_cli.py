@@ -15,6 +15,7 @@ from training.cli import (
     _non_negative_int,
     _positive_float,
     _positive_int,
+    _share,
 )
 
 log = logging.getLogger("training")
@@ -35,13 +36,6 @@ def _list_of(parse, choices: tuple[str, ...] | None = None):
         return [parse(item) for item in items]
 
     return parse_list
-
-
-def _share(text: str) -> float:
-    value = _non_negative_float(text)
-    if value > 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
-    return value
 
 
 def sweep_parser() -> argparse.ArgumentParser:
