@@ -16,7 +16,7 @@ export PYTHONPATH := $(CURDIR)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export BENTOML_DO_NOT_TRACK := true
 
-.PHONY: help setup setup-dev models train sweep prune serve test test-fast system-deps lint format bench build monitor clean
+.PHONY: help setup setup-dev models train sweep prune serve test test-fast system-deps lint format bench bench-typicality build monitor clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -71,6 +71,9 @@ format: setup-dev ## format the code with ruff
 
 bench: setup-dev system-deps models ## benchmark /mnist/predict against the model.predict baseline (numbers, not a test)
 	$(BIN)/python -m benchmarks.http_bench
+
+bench-typicality: setup-dev models ## typicality flag: false alarms, unusual inputs flagged, cost in the forward pass
+	$(BIN)/python -m benchmarks.typicality
 
 build: models ## build a bento (bentoml build); `bentoml containerize` then makes the image
 	$(BIN)/bentoml build

@@ -67,6 +67,18 @@ INFERENCE_SECONDS = Histogram(
     buckets=INFERENCE_BUCKETS,
 )
 PREDICTIONS = Counter("model_predictions", "Predictions made, by predicted class", ["model", "label"])
+TYPICALITY_BUCKETS = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0, 20.0, 50.0)
+TYPICALITY_SCORE = Histogram(
+    "model_typicality_score",
+    "Per-input typicality score (Mahalanobis distance of its profile from the reference data)",
+    ["model"],
+    buckets=TYPICALITY_BUCKETS,
+)
+ATYPICAL = Counter(
+    "model_atypical_predictions",
+    "Predictions whose input scored above the model's calibrated typicality threshold",
+    ["model"],
+)
 
 
 class Recorder:
@@ -84,6 +96,8 @@ class Recorder:
         self._mnist_seconds = INFERENCE_SECONDS.labels(self.mnist_name)
         self._iris_seconds = INFERENCE_SECONDS.labels(self.iris_name)
         self._iris_contrib = CONTRIBUTION_SPARSITY.labels(self.iris_name)
+        self._typicality = {name: TYPICALITY_SCORE.labels(name) for name in (self.mnist_name, self.iris_name)}
+        self._atypical = {name: ATYPICAL.labels(name) for name in (self.mnist_name, self.iris_name)}
         self._mnist_classes = [PREDICTIONS.labels(self.mnist_name, c) for c in mnist.metadata["class_names"]]
         self._iris_classes = [PREDICTIONS.labels(self.iris_name, c) for c in iris.class_names]
 
@@ -96,8 +110,15 @@ class Recorder:
             iris.metadata["weight_sparsity"][IRIS_LINEAR_LAYER]
         )
 
-    def mnist(self, result: ProbeResult, seconds: float) -> None:
+    def _typicality_of(self, model: str, typicality) -> None:
+        hist = self._typicality[model]
+        for score in typicality.scores.tolist():
+            hist.observe(score)
+        self._atypical[model].inc(int(np.count_nonzero(typicality.atypical)))
+
+    def mnist(self, result: ProbeResult, typicality, seconds: float) -> None:
         self._mnist_seconds.observe(seconds)
+        self._typicality_of(self.mnist_name, typicality)
         for layer, values in [*result.layer_sparsity.items(), (ALL_LAYERS, result.overall)]:
             hist = self._mnist_hist[layer]
             for value in values.tolist():
@@ -110,6 +131,7 @@ class Recorder:
 
     def iris(self, result, seconds: float) -> None:
         self._iris_seconds.observe(seconds)
+        self._typicality_of(self.iris_name, result.typicality)
         for value in np.asarray(result.sparsity.contributions).tolist():
             self._iris_contrib.observe(value)
         for label in result.labels.tolist():

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from service.runtime import IrisResult
+from service.runtime import IrisResult, Typicality
 from service.schemas import IrisResponse, MnistResponse, input_error
 from sparsity import InvalidInputError, ProbeResult
 
@@ -21,7 +21,14 @@ def refusing_invalid_input() -> Iterator[None]:
         raise input_error((exc.field,), exc.rule) from None
 
 
-def mnist_response(tag: str, result: ProbeResult) -> MnistResponse:
+def _typicality(typicality: Typicality) -> list[dict]:
+    return [
+        {"score": score, "atypical": flag}
+        for score, flag in zip(typicality.scores.tolist(), typicality.atypical.tolist(), strict=True)
+    ]
+
+
+def mnist_response(tag: str, result: ProbeResult, typicality: Typicality) -> MnistResponse:
     names = list(result.layer_sparsity)
     per_layer = np.stack([result.layer_sparsity[n] for n in names], axis=1).tolist()
     return MnistResponse.model_validate(
@@ -32,9 +39,10 @@ def mnist_response(tag: str, result: ProbeResult) -> MnistResponse:
                     "label": int(label),
                     "probabilities": probs.tolist(),
                     "sparsity": {"overall": float(overall), "layers": dict(zip(names, layers, strict=True))},
+                    "typicality": typ,
                 }
-                for label, probs, overall, layers in zip(
-                    result.labels, result.probabilities, result.overall, per_layer, strict=True
+                for label, probs, overall, layers, typ in zip(
+                    result.labels, result.probabilities, result.overall, per_layer, _typicality(typicality), strict=True
                 )
             ],
         }
@@ -51,9 +59,14 @@ def iris_response(tag: str, class_names: list[str], result: IrisResult) -> IrisR
                     "name": class_names[int(label)],
                     "probabilities": probs.tolist(),
                     "sparsity": {"weights": result.sparsity.weights, "contributions": float(contrib)},
+                    "typicality": typ,
                 }
-                for label, probs, contrib in zip(
-                    result.labels, result.probabilities, result.sparsity.contributions, strict=True
+                for label, probs, contrib, typ in zip(
+                    result.labels,
+                    result.probabilities,
+                    result.sparsity.contributions,
+                    _typicality(result.typicality),
+                    strict=True,
                 )
             ],
         }

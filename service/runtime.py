@@ -9,6 +9,7 @@ import numpy as np
 
 from sparsity import LinearSparsity, ProbeResult, SparsityProbe, linear_sparsity
 from sparsity.contract import IRIS_CLASS_NAMES, IRIS_FEATURE_LIMIT, IRIS_MODEL_FILE, MNIST_MODEL_FILE, MNIST_SHAPE
+from sparsity.typicality import TypicalityModel
 from sparsity.validation import check_batch
 
 log = logging.getLogger(__name__)
@@ -20,6 +21,32 @@ LogisticRegression) needs none; a file that asks for anything else is refused.""
 
 class UntrustedModelError(RuntimeError):
     pass
+
+
+class ModelMetadataError(RuntimeError):
+    """A stored model lacks what the service needs: refused at start with the tag and the field."""
+
+
+def _typicality(stored) -> TypicalityModel:
+    data = stored.info.metadata.get("typicality")
+    if not isinstance(data, dict):
+        raise ModelMetadataError(
+            f"{stored.tag}: metadata field 'typicality' is missing (trained before typicality existed): "
+            "retrain it with 'make train'"
+        )
+    known = set(TypicalityModel.__dataclass_fields__)
+    try:
+        return TypicalityModel.from_dict({k: v for k, v in data.items() if k in known})
+    except TypeError as exc:
+        raise ModelMetadataError(f"{stored.tag}: metadata field 'typicality' is incomplete: {exc}") from None
+
+
+@dataclass
+class Typicality:
+    """Per input: the typicality score and whether it is above the calibrated threshold."""
+
+    scores: np.ndarray
+    atypical: np.ndarray
 
 
 def configure_tensorflow(intra: int, inter: int) -> None:
@@ -63,8 +90,13 @@ class MnistRuntime:
         model = keras.models.load_model(stored.path_of(MNIST_MODEL_FILE), compile=False, safe_mode=True)
         self.probe = SparsityProbe(model, value_range=(0.0, 1.0), field="images")
         self.layers = self.probe.layers
+        self.typicality_model = _typicality(stored)
+        missing = [f for f in self.typicality_model.features if f not in {layer.name for layer in self.layers}]
+        if missing:
+            raise ModelMetadataError(f"{stored.tag}: typicality features {missing} are not ReLU layers of the model")
         self.info = _describe(
-            stored, ("relu_layers", "activation_sparsity", "dead_unit_ratio", "input_shape", "input_range")
+            stored,
+            ("relu_layers", "activation_sparsity", "dead_unit_ratio", "input_shape", "input_range", "typicality"),
         )
 
     def warm_up(self) -> None:
@@ -75,12 +107,19 @@ class MnistRuntime:
     def predict(self, images: np.ndarray) -> ProbeResult:
         return self.probe.run(images)
 
+    def typicality(self, result: ProbeResult) -> Typicality:
+        """Score each input's per-layer sparsity profile, from the forward pass that made ``result``."""
+        profiles = np.stack([result.layer_sparsity[name] for name in self.typicality_model.features], axis=1)
+        scores = self.typicality_model.scores(profiles)
+        return Typicality(scores, self.typicality_model.atypical(scores))
+
 
 @dataclass
 class IrisResult:
     probabilities: np.ndarray
     labels: np.ndarray
     sparsity: LinearSparsity
+    typicality: Typicality
 
 
 class IrisRuntime:
@@ -99,7 +138,8 @@ class IrisRuntime:
         self.scaler = self.model.named_steps["scale"]
         self.coef = self.model.named_steps["logreg"].coef_
         self.class_names = list(self.metadata.get("class_names", IRIS_CLASS_NAMES))
-        self.info = _describe(stored, ("contribution_sparsity", "feature_names"))
+        self.typicality_model = _typicality(stored)
+        self.info = _describe(stored, ("contribution_sparsity", "feature_names", "typicality"))
 
     def predict(self, features: np.ndarray) -> IrisResult:
         x = check_batch(
@@ -111,5 +151,8 @@ class IrisRuntime:
             dtype=np.float64,
         )
         probabilities = self.model.predict_proba(x)
-        sparsity = linear_sparsity(self.coef, self.scaler.transform(x))
-        return IrisResult(probabilities, np.argmax(probabilities, axis=1), sparsity)
+        scaled = self.scaler.transform(x)
+        sparsity = linear_sparsity(self.coef, scaled)
+        scores = self.typicality_model.scores(scaled)
+        typicality = Typicality(scores, self.typicality_model.atypical(scores))
+        return IrisResult(probabilities, np.argmax(probabilities, axis=1), sparsity, typicality)

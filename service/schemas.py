@@ -48,10 +48,19 @@ class MnistSparsity(BaseModel):
     layers: dict[str, float] = Field(description="exact-zero fraction of each ReLU layer")
 
 
+class Typicality(BaseModel):
+    score: float = Field(
+        description="Mahalanobis distance of this input's profile (MNIST: per-layer zero fractions; iris: "
+        "standardized features) from the reference data; higher is less typical"
+    )
+    atypical: bool = Field(description="score above the threshold calibrated at training (see /models)")
+
+
 class MnistPrediction(BaseModel):
     label: int
     probabilities: list[float]
     sparsity: MnistSparsity
+    typicality: Typicality
 
 
 class MnistResponse(BaseModel):
@@ -69,6 +78,7 @@ class IrisPrediction(BaseModel):
     name: str
     probabilities: list[float]
     sparsity: IrisSparsity
+    typicality: Typicality
 
 
 class IrisResponse(BaseModel):

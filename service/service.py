@@ -112,8 +112,9 @@ class SparsityService:
         start = time.perf_counter()
         with refusing_invalid_input():
             result = self.mnist.predict(pixels)
-        self.recorder.mnist(result, time.perf_counter() - start)
-        return mnist_response(self.mnist.tag, result)
+        typicality = self.mnist.typicality(result)
+        self.recorder.mnist(result, typicality, time.perf_counter() - start)
+        return mnist_response(self.mnist.tag, result, typicality)
 
 
 SparsityService.add_asgi_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes)

@@ -38,18 +38,24 @@ def test_promtool_check_config():
     assert out.returncode == 0, out.stdout + out.stderr
 
 
-def test_promtool_check_rules_finds_the_four_alerts():
+def test_promtool_check_rules_finds_the_five_alerts():
     out = _run(_need("promtool"), "check", "rules", str(PROM / "alerts.yml"))
     assert out.returncode == 0, out.stdout + out.stderr
     rules = yaml.safe_load((PROM / "alerts.yml").read_text())["groups"][0]["rules"]
-    assert {r["alert"] for r in rules} == {"ServiceDown", "SparsityDrift", "DeadUnitsHigh", "LatencyHigh"}
+    assert {r["alert"] for r in rules} == {
+        "ServiceDown",
+        "SparsityDrift",
+        "DeadUnitsHigh",
+        "LatencyHigh",
+        "AtypicalInputsHigh",
+    }
 
 
 def test_promtool_unit_tests_of_every_alert():
     out = _run(_need("promtool"), "test", "rules", str(PROM / "tests" / "alerts_test.yml"))
     assert out.returncode == 0, out.stdout + out.stderr
     tests = yaml.safe_load((PROM / "tests" / "alerts_test.yml").read_text())["tests"]
-    for alert in ("ServiceDown", "SparsityDrift", "DeadUnitsHigh", "LatencyHigh"):
+    for alert in ("ServiceDown", "SparsityDrift", "DeadUnitsHigh", "LatencyHigh", "AtypicalInputsHigh"):
         checks = [c for t in tests for c in t["alert_rule_test"] if c["alertname"] == alert]
         assert any(c["exp_alerts"] for c in checks), f"{alert}: no firing case"
         assert any(not c["exp_alerts"] for c in checks), f"{alert}: no quiet case"

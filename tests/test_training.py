@@ -234,3 +234,31 @@ def test_presets_options_and_pruning_step(args, values, overrides, prune):
     assert provenance["overrides"] == overrides and provenance["preset"] == parsed.preset
     step = prune_configuration(parsed)
     assert (step["max_firing"] if step else None) == prune
+
+
+@pytest.mark.slow
+def test_typicality_is_calibrated_and_flags_noise_blank_and_inverted_digits(trained):
+    from sparsity.typicality import TypicalityModel
+
+    stored = bentoml.models.get(trained["mnist"]["tag"])
+    calibration = stored.info.metadata["typicality"]
+    model = TypicalityModel.from_dict(
+        {k: v for k, v in calibration.items() if k in TypicalityModel.__dataclass_fields__}
+    )
+    assert model.features == ["conv1", "conv2", "dense"] and model.calibration_size == 500
+    assert calibration["measured_false_alarm_rate"] <= 0.05  # on the 500 held-back digits not calibrated on
+    keras_model = keras.models.load_model(stored.path_of("model.keras"), compile=False)
+    probe = SparsityProbe(keras_model, value_range=(0, 1))
+    split = data.load_mnist_5k(seed=0)
+    rng = np.random.default_rng(0)
+
+    def flagged(x: np.ndarray) -> float:
+        result = probe.run(x)
+        return float(
+            model.atypical(model.scores(np.stack([result.layer_sparsity[f] for f in model.features], 1))).mean()
+        )
+
+    assert flagged(rng.random((100, 28, 28), dtype=np.float32)) >= 0.95
+    assert flagged(np.zeros((100, 28, 28), dtype=np.float32)) >= 0.95
+    assert flagged(1.0 - split.x_test[:100]) >= 0.95
+    assert flagged(split.x_test[:500]) <= 0.05

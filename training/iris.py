@@ -14,6 +14,7 @@ from sklearn.preprocessing import StandardScaler
 
 from sparsity import linear_sparsity
 from sparsity.contract import IRIS_CLASS_NAMES, IRIS_FEATURES, IRIS_MODEL_FILE, IRIS_MODEL_NAME
+from sparsity.typicality import calibrate
 from training import data
 from training.store import save_model
 from training.versions import library_versions
@@ -54,6 +55,16 @@ def train_iris(opts: IrisOptions, report_dir: Path | None = None) -> dict:
     model = fit(split, opts)
     accuracy = float(np.mean(model.predict(split.x_test) == split.y_test))
     sp = sparsity_of(model, split.x_test)
+    scale = model.named_steps["scale"]
+    typicality = calibrate(
+        scale.transform(split.x_train),
+        scale.transform(split.x_train),
+        features=list(IRIS_FEATURES),
+        false_alarm_rate=0.01,
+        shrinkage=0.01,
+        calibration_name=f"{len(split.x_train)} training rows (standardized features)",
+    )
+    measured = float(np.mean(typicality.atypical(typicality.scores(scale.transform(split.x_test)))))
     metadata = {
         "dataset": "iris",
         "dataset_size": split.size,
@@ -66,6 +77,11 @@ def train_iris(opts: IrisOptions, report_dir: Path | None = None) -> dict:
             "std": float(np.std(sp.contributions)),
         },
         "coefficients": model.named_steps["logreg"].coef_.tolist(),
+        "typicality": {
+            **typicality.to_dict(),
+            "measured_false_alarm_rate": measured,
+            "measured_on": f"the {len(split.x_test)} held-back rows",
+        },
         "feature_names": list(IRIS_FEATURES),
         "class_names": list(IRIS_CLASS_NAMES),
         "options": asdict(opts),

@@ -145,6 +145,37 @@ PANELS: list[tuple[str, str, str, int, int, str, list[tuple[str, str]]]] = [
             )
         ],
     ),
+    (
+        "Atypical inputs",
+        "timeseries",
+        "percentunit",
+        12,
+        8,
+        "Share of predictions whose input scored above the model's calibrated typicality threshold "
+        "(calibrated to 1% false alarms on held-back data; AtypicalInputsHigh fires above 10% over 10m).",
+        [
+            (
+                "sum by (model) (rate(model_atypical_predictions_total[$__rate_interval])) / "
+                "sum by (model) (rate(model_predictions_total[$__rate_interval]))",
+                "{{model}}",
+            )
+        ],
+    ),
+    (
+        "Typicality score p50 / p99",
+        "timeseries",
+        "short",
+        12,
+        8,
+        "Per-input typicality score (distance of its sparsity profile, or iris features, from the reference data).",
+        [
+            (
+                f"histogram_quantile({q}, sum by (le) (rate(model_typicality_score_bucket{{{M}}}[$__rate_interval])))",
+                f"p{round(q * 100)}",
+            )
+            for q in (0.5, 0.99)
+        ],
+    ),
 ]
 
 

@@ -63,6 +63,31 @@ def test_mnist_predict_happy_path_matches_an_independent_recomputation(server, r
         assert item["sparsity"]["overall"] == pytest.approx(expected["overall"][i], abs=1e-6)
 
 
+def test_typicality_of_each_input_is_its_score_against_the_stored_calibration(server, trained, reference, test_images):
+    """Independent recomputation: Mahalanobis distance of each image's per-layer zero fractions from the
+    mean in the model's metadata, flagged above the stored threshold."""
+    calibration = trained["mnist"]["typicality"]
+    images = np.concatenate([test_images[0][:6], np.zeros((1, 28, 28)), 1.0 - test_images[0][:3]])
+    r = post_json(server, "/mnist/predict", {"images": images.tolist()})
+    assert r.status_code == 200, r.text
+    expected = reference(images)
+    profile = np.stack([expected["layers"][name] for name in calibration["features"]], axis=1)
+    diff = profile - np.asarray(calibration["mean"])
+    scores = np.sqrt(np.einsum("ij,jk,ik->i", diff, np.asarray(calibration["precision"]), diff))
+    for item, score in zip(r.json()["predictions"], scores, strict=True):
+        assert item["typicality"]["score"] == pytest.approx(score, rel=1e-4, abs=1e-4)
+        assert item["typicality"]["atypical"] is bool(score > calibration["threshold"])
+    assert r.json()["predictions"][6]["typicality"]["atypical"] is True  # a blank image is never typical
+
+
+def test_iris_typicality_flags_a_flower_unlike_any_training_row(server):
+    r = post_json(server, "/iris/predict", {"features": [[5.1, 3.5, 1.4, 0.2], [5.0, 9.0, 1.0, 6.0]]})
+    assert r.status_code == 200, r.text
+    typical, odd = (item["typicality"] for item in r.json()["predictions"])
+    assert typical["atypical"] is False and odd["atypical"] is True
+    assert odd["score"] > 3 * typical["score"]
+
+
 def test_mnist_predict_image_happy_path(server, reference, test_images):
     digit = test_images[0][7]
     data = png_bytes(digit)
@@ -108,6 +133,11 @@ def test_models_endpoint_reports_what_the_store_recorded(server, trained):
     assert mnist["test_accuracy"] == trained["mnist"]["test_accuracy"]
     assert [l["name"] for l in mnist["relu_layers"]] == ["conv1", "conv2", "dense"]
     assert mnist["activation_sparsity"] == trained["mnist"]["activation_sparsity"]
+    for model in (mnist, iris):  # the typicality calibration: false-alarm rate, threshold, on which data
+        calibration = model["typicality"]
+        assert calibration["false_alarm_rate"] == 0.01 and calibration["threshold"] > 0
+        assert calibration["calibration"] and calibration["calibration_size"] > 0
+        assert 0.0 <= calibration["measured_false_alarm_rate"] <= 1.0
     assert iris["weight_sparsity"] == trained["iris"]["weight_sparsity"]
 
 

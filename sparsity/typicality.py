@@ -1,0 +1,85 @@
+"""How typical an input is, from a profile the forward pass already produced.
+
+For the CNN the profile is the per-layer exact-zero fractions of one input; for the L1 classifier,
+its standardized features. The score is a Mahalanobis distance from the profiles of reference data
+(mean and a shrunk covariance, fitted offline), and the threshold is the score that a chosen share
+of held-back reference inputs exceed: the false-alarm rate. Fitting lives in training; the core
+only scores, with NumPy, in microseconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TypicalityModel:
+    """Parameters of the typicality score, stored with the model."""
+
+    features: list[str]  # the profile's columns, e.g. the ReLU layer names
+    mean: list[float]
+    precision: list[list[float]]  # inverse of the shrunk covariance
+    threshold: float  # scores above it are atypical
+    false_alarm_rate: float  # share of calibration inputs above the threshold, as asked for
+    calibration: str  # which data the threshold was calibrated on
+    calibration_size: int
+
+    def scores(self, profiles: np.ndarray) -> np.ndarray:
+        """Mahalanobis distance of each row of ``profiles`` (N, features) from the reference mean."""
+        x = np.asarray(profiles, dtype=np.float64) - np.asarray(self.mean)
+        return np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", x, np.asarray(self.precision), x), 0.0))
+
+    def atypical(self, scores: np.ndarray) -> np.ndarray:
+        return np.asarray(scores) > self.threshold
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TypicalityModel:
+        return cls(**data)
+
+
+def mahalanobis_fit(reference: np.ndarray, shrinkage: float) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and precision of ``reference`` (N, F) with the covariance shrunk toward a scaled identity
+    by ``shrinkage`` in [0, 1] (a small reference set or a near-constant column stays invertible)."""
+    reference = np.asarray(reference, dtype=np.float64)
+    if reference.ndim != 2 or len(reference) < 2:
+        raise ValueError(f"need at least 2 reference rows of shape (N, F), got {reference.shape}")
+    if not 0.0 <= shrinkage <= 1.0:
+        raise ValueError(f"shrinkage must be in [0, 1], got {shrinkage}")
+    mean = reference.mean(axis=0)
+    cov = np.atleast_2d(np.cov(reference, rowvar=False))
+    features = cov.shape[0]
+    scale = max(float(np.trace(cov)) / features, 1e-12)
+    shrunk = (1.0 - shrinkage) * cov + shrinkage * scale * np.eye(features)
+    return mean, np.linalg.inv(shrunk)
+
+
+def calibrate(
+    reference: np.ndarray,
+    calibration: np.ndarray,
+    *,
+    features: list[str],
+    false_alarm_rate: float = 0.01,
+    shrinkage: float = 0.01,
+    calibration_name: str = "",
+) -> TypicalityModel:
+    """Fit the score on ``reference`` profiles; set the threshold so that ``false_alarm_rate`` of the
+    ``calibration`` profiles score above it."""
+    if not 0.0 < false_alarm_rate < 1.0:
+        raise ValueError(f"false_alarm_rate must be in (0, 1), got {false_alarm_rate}")
+    mean, precision = mahalanobis_fit(reference, shrinkage)
+    model = TypicalityModel(
+        features=list(features),
+        mean=mean.tolist(),
+        precision=precision.tolist(),
+        threshold=float("inf"),
+        false_alarm_rate=false_alarm_rate,
+        calibration=calibration_name,
+        calibration_size=len(calibration),
+    )
+    threshold = float(np.quantile(model.scores(calibration), 1.0 - false_alarm_rate, method="higher"))
+    return TypicalityModel(**{**model.to_dict(), "threshold": threshold})
