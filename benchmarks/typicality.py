@@ -81,9 +81,8 @@ def main() -> int:
     print(f"false alarms on {calibration['measured_on']}: {100 * calibration['measured_false_alarm_rate']:.1f}%")
     print(f"{'input':24s} {'flagged':>8s} {'median score':>13s} {'softmax conf.':>14s}")
     for name, row in report["inputs"].items():
-        print(
-            f"{name:24s} {100 * row['flagged']:7.1f}% {row['median_score']:13.2f} {row['mean_softmax_confidence']:14.2f}"
-        )
+        confidence = row["mean_softmax_confidence"]
+        print(f"{name:24s} {100 * row['flagged']:7.1f}% {row['median_score']:13.2f} {confidence:14.2f}")
     for n, row in report["cost"].items():
         print(
             f"{n:4d} image(s): probe {row['probe_ms']:.3f} ms, flag {row['flag_ms'] * 1000:.1f} us "
