@@ -37,7 +37,6 @@ class Settings:
     workers: int
     tf_intra_threads: int
     tf_inter_threads: int
-    dead_unit_window: int
     max_body_bytes: int
     max_image_pixels: int
     access_log: bool
@@ -50,7 +49,6 @@ class Settings:
             workers=_int("SERVICE_WORKERS", 1),
             tf_intra_threads=_int("TF_INTRA_OP_THREADS", 1),
             tf_inter_threads=_int("TF_INTER_OP_THREADS", 1),
-            dead_unit_window=_int("DEAD_UNIT_WINDOW", 1000),
             # 1024 images of 784 numbers written with up to ~20 characters each fit in 16 MiB.
             max_body_bytes=_int("MAX_BODY_BYTES", 16 * 1024 * 1024),
             max_image_pixels=_int("MAX_IMAGE_PIXELS", 4096 * 4096),

@@ -69,7 +69,7 @@ class SparsityService:
         self.mnist = MnistRuntime(self.mnist_model)
         self.iris = IrisRuntime(self.iris_model)
         self.mnist.warm_up()
-        self.recorder = metrics.Recorder(self.mnist, self.iris, settings.dead_unit_window)
+        self.recorder = metrics.Recorder(self.mnist, self.iris)
         self._ready = True
         log.info("ready: %s and %s loaded, probe warmed up", self.mnist.tag, self.iris.tag)
 

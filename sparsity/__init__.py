@@ -1,7 +1,7 @@
 """Activation-sparsity core shared by training and serving.
 
 Pure NumPy/TensorFlow: find the ReLU layers of a Keras model, build a one-pass probe that returns
-predictions together with per-layer zero fractions, track dead units, and measure the sparsity of
+predictions together with per-layer zero fractions, and measure the sparsity of
 an L1 linear model. Neither ``training`` nor ``service`` code is imported here.
 
 Names are imported lazily, so ``sparsity.contract`` can be used without loading TensorFlow
@@ -14,7 +14,6 @@ _EXPORTS = {
     "IRIS_CLASS_NAMES": "sparsity.contract",
     "MNIST_CLASS_NAMES": "sparsity.contract",
     "MNIST_SHAPE": "sparsity.contract",
-    "DeadUnitTracker": "sparsity.dead_units",
     "InvalidInputError": "sparsity.errors",
     "KWinners": "sparsity.layers",
     "LinearSparsity": "sparsity.linear",

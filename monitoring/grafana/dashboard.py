@@ -93,8 +93,9 @@ PANELS: list[tuple[str, str, str, int, int, str, list[tuple[str, str]]]] = [
         "percentunit",
         8,
         8,
-        "Share of units per ReLU layer that did not fire once in the last DEAD_UNIT_WINDOW samples.",
-        [(f"max by (layer) (activation_dead_units_ratio{{{M}}})", "{{layer}}")],
+        "Share of units per ReLU-family layer that did not fire once over the last hour, over all workers and "
+        "replicas (recording rule activation_dead_units:ratio_1h; shown once the hour holds 1000 samples).",
+        [(f"max by (layer) (activation_dead_units:ratio_1h{{{M}}})", "{{layer}}")],
     ),
     (
         "Predictions per class",

@@ -33,7 +33,15 @@ def reference(trained):
         layers = {n: (o.reshape(len(o), -1) == 0).mean(axis=1) for n, o in zip(names, outs[1:], strict=True)}
         zeros = sum((o.reshape(len(o), -1) == 0).sum(axis=1) for o in outs[1:])
         size = sum(o[0].size for o in outs[1:])
-        return {"probabilities": outs[0], "layers": layers, "overall": zeros / size, "tag": str(stored.tag)}
+        # a unit fired on an image if its output was > 0 anywhere (conv: at any position)
+        fired = {n: (o.reshape(len(o), -1, o.shape[-1]) > 0).any(axis=1) for n, o in zip(names, outs[1:], strict=True)}
+        return {
+            "probabilities": outs[0],
+            "layers": layers,
+            "overall": zeros / size,
+            "fired": fired,
+            "tag": str(stored.tag),
+        }
 
     return compute
 

@@ -23,7 +23,8 @@ from tests.integration.server import Server, free_port
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 ROOT = Path(__file__).resolve().parents[2]
-MNIST_BATCHES = [1, 1, 1, 1, 2, 3, 5, 8, 13]  # 35 images in 9 requests
+MNIST_BATCHES = [1, 1, 1, 1, 2, 3, 5, 8, 13, 256, 256, 256, 256]  # 1059 images in 13 requests: over the
+# 1000 samples the dead-unit recording rule waits for
 IRIS_BATCHES = [1, 2, 4, 4]  # 11 rows
 N_IMAGES = sum(MNIST_BATCHES) + 1  # + one uploaded PNG
 N_MNIST_CALLS = len(MNIST_BATCHES) + 1
@@ -99,11 +100,20 @@ def stack(trained, tmp_path_factory, test_images):
         server.stop()
 
 
+def _sent_images(images: np.ndarray) -> np.ndarray:
+    """Every image the traffic below sends, in model input form (the upload after preprocessing)."""
+    from service.preprocess import image_to_mnist
+
+    upload = image_to_mnist(_png(images[-1]), 10**7)
+    return np.concatenate([np.resize(images, (sum(MNIST_BATCHES), 28, 28)), upload[None]])
+
+
 def _send_traffic(server: Server, images: np.ndarray) -> None:
     offsets = np.cumsum([0, *MNIST_BATCHES])
+    pool_of_images = np.resize(images, (sum(MNIST_BATCHES), 28, 28))
 
     def mnist(i: int) -> int:
-        batch = images[offsets[i] : offsets[i + 1]].tolist()
+        batch = pool_of_images[offsets[i] : offsets[i + 1]].tolist()
         return httpx.post(f"{server.url}/mnist/predict", json={"images": batch}, timeout=60).status_code
 
     def iris(n: int) -> int:
@@ -141,6 +151,40 @@ def test_counts_match_exactly_over_two_workers(stack):
     assert 0.0 < mean < 1.0
 
 
+def test_per_unit_firing_and_dead_units_equal_an_independent_count(stack, reference, test_images, trained):
+    """Units fired over both workers, counted by the service, summed by Prometheus: each unit's count
+    equals the count from an independent Keras run on the same images, and the recording rule's dead
+    ratio equals the share of units that fired on none of them."""
+    _, prom = stack
+    expected = reference(_sent_images(test_images[0]))
+    assert prom.wait_for('sum(activation_samples_total{model="mnist_cnn"})', N_IMAGES) == N_IMAGES
+    counts = {
+        (r["metric"]["layer"], int(r["metric"]["unit"])): float(r["value"][1])
+        for r in prom.query('sum by (layer, unit) (activation_unit_fired_total{model="mnist_cnn"})')
+    }
+    for layer, fired in expected["fired"].items():
+        assert [counts[(layer, unit)] for unit in range(fired.shape[1])] == fired.sum(axis=0).tolist(), layer
+    ratios = {}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(ratios) < len(LAYERS):  # the rule runs after a scrape
+        ratios = {r["metric"]["layer"]: float(r["value"][1]) for r in prom.query("activation_dead_units:ratio_1h")}
+        time.sleep(0.5)
+    for layer, fired in expected["fired"].items():
+        assert ratios[layer] == pytest.approx(float(np.mean(~fired.any(axis=0))), abs=1e-12), layer
+
+
+def test_typicality_is_counted_for_every_prediction(stack, reference, test_images, trained):
+    _, prom = stack
+    assert prom.wait_for('sum(model_typicality_score_count{model="mnist_cnn"})', N_IMAGES) == N_IMAGES
+    assert prom.wait_for('sum(model_typicality_score_count{model="iris_l1"})', N_IRIS) == N_IRIS
+    calibration = trained["mnist"]["typicality"]
+    layers = reference(_sent_images(test_images[0]))["layers"]
+    diff = np.stack([layers[f] for f in calibration["features"]], axis=1) - np.asarray(calibration["mean"])
+    scores = np.sqrt(np.einsum("ij,jk,ik->i", diff, np.asarray(calibration["precision"]), diff))
+    atypical = int(np.sum(scores > calibration["threshold"]))
+    assert prom.scalar('sum(model_atypical_predictions_total{model="mnist_cnn"})') == atypical
+
+
 def _labels(prom: Prometheus, metric: str) -> set[tuple[str, ...]]:
     result = prom.query(metric)
     assert result, f"{metric} is missing"
@@ -157,9 +201,15 @@ def test_every_metric_exists_with_its_labels(stack, trained):
         value = prom.scalar(f'activation_sparsity_baseline_ratio{{model="mnist_cnn", layer="{layer}"}}')
         assert value == pytest.approx(baseline[layer]["mean"], abs=1e-9)
     assert _labels(prom, "activation_sparsity_ratio_count") == layer_pairs | {("layer", "model")}
-    assert _labels(prom, "activation_dead_units_ratio") == {(l, "mnist_cnn") for l in LAYERS} | {("layer", "model")}
-    for r in prom.query("activation_dead_units_ratio"):
-        assert 0.0 <= float(r["value"][1]) <= 1.0
+    units = {
+        (layer["name"], "mnist_cnn", str(unit))
+        for layer in trained["mnist"]["relu_layers"]
+        for unit in range(layer["units"])
+    }
+    assert _labels(prom, "activation_unit_fired_total") == units | {("layer", "model", "unit")}
+    assert _labels(prom, "activation_samples_total") == {("mnist_cnn",), ("model",)}
+    assert _labels(prom, "model_typicality_score_count") == {("iris_l1",), ("mnist_cnn",), ("model",)}
+    assert _labels(prom, "model_atypical_predictions_total") == {("iris_l1",), ("mnist_cnn",), ("model",)}
     weights = _labels(prom, "model_weight_sparsity_ratio")
     assert ("coefficients", "iris_l1") in weights and ("conv1", "mnist_cnn") in weights
     assert (
@@ -214,7 +264,9 @@ def test_alert_rules_are_loaded_by_the_real_prometheus(stack):
     _, prom = stack
     groups = httpx.get(f"{prom.url}/api/v1/rules", timeout=10).json()["data"]["groups"]
     names = {rule["name"] for group in groups for rule in group["rules"]}
-    assert names == {"ServiceDown", "SparsityDrift", "DeadUnitsHigh", "LatencyHigh"}
+    alerts = {"ServiceDown", "SparsityDrift", "DeadUnitsHigh", "LatencyHigh", "AtypicalInputsHigh"}
+    records = {"activation_unit_fired:increase_1h", "activation_samples:increase_1h", "activation_dead_units:ratio_1h"}
+    assert names == alerts | records
     assert all(rule["health"] == "ok" for group in groups for rule in group["rules"])
 
 

@@ -1,49 +1,13 @@
-"""Dead-unit window, L1 linear sparsity, batch checks and summaries."""
+"""L1 linear sparsity, batch checks and summaries."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from sparsity import DeadUnitTracker, InvalidInputError, ProbeResult, linear_sparsity
+from sparsity import InvalidInputError, ProbeResult, linear_sparsity
 from sparsity.summary import summarize
 from sparsity.validation import check_batch
-
-
-def _fired(rows):
-    return {"layer": np.array(rows, dtype=bool)}
-
-
-def test_dead_units_before_any_sample_are_zero():
-    assert DeadUnitTracker({"layer": 3}, window=5).ratios() == {"layer": 0.0}
-
-
-def test_dead_units_over_what_has_been_seen():
-    t = DeadUnitTracker({"layer": 4}, window=10)
-    t.update(_fired([[1, 0, 0, 0], [0, 1, 0, 0]]))
-    assert t.ratios() == {"layer": 0.5}
-
-
-def test_unit_becomes_dead_once_it_leaves_the_window():
-    t = DeadUnitTracker({"layer": 2}, window=3)
-    t.update(_fired([[1, 1]]))  # sample 0: both fire
-    t.update(_fired([[1, 0], [1, 0]]))  # samples 1-2: unit 1 silent, still inside the window
-    assert t.ratios() == {"layer": 0.0}
-    t.update(_fired([[1, 0]]))  # sample 3: window is samples 1-3, unit 1 never fired there
-    assert t.ratios() == {"layer": 0.5}
-    t.update(_fired([[0, 1]]))  # unit 1 fires again
-    assert t.ratios() == {"layer": 0.0}
-
-
-def test_dead_units_use_the_last_firing_inside_a_batch():
-    t = DeadUnitTracker({"layer": 2}, window=2)
-    t.update(_fired([[0, 1], [0, 0], [1, 0], [0, 0]]))  # window = samples 2-3
-    assert t.ratios() == {"layer": 0.5}
-
-
-def test_dead_unit_window_must_be_positive():
-    with pytest.raises(ValueError, match="window"):
-        DeadUnitTracker({"layer": 2}, window=0)
 
 
 def test_linear_sparsity_by_hand():
