@@ -4,17 +4,9 @@ body is parsed, with the same JSON error shape as the API's 400s."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 
-# route -> content types it accepts
-CONTENT_TYPES: dict[str, tuple[str, ...]] = {
-    "/mnist/predict": ("application/json",),
-    "/iris/predict": ("application/json",),
-    "/mnist/predict_image": ("multipart/form-data",),
-}
-
-
-# route -> the multipart field that must be a file upload
-UPLOAD_FIELDS: dict[str, str] = {"/mnist/predict_image": "image"}
+from service.routes import Route
 
 
 class BodyTooLarge(Exception):
@@ -102,8 +94,9 @@ def summarise_validation_error(body: bytes) -> bytes:
 class RequestGuard:
     """Check Content-Type and Content-Length up front and count streamed bytes as they arrive."""
 
-    def __init__(self, app, max_body_bytes: int = 16 * 1024 * 1024) -> None:
+    def __init__(self, app, routes: Iterable[Route], max_body_bytes: int = 16 * 1024 * 1024) -> None:
         self.app = app
+        self.routes = {route.path: route for route in routes}
         self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope, receive, send) -> None:
@@ -111,8 +104,9 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        allowed = CONTENT_TYPES.get(scope["path"].rstrip("/"))
-        if allowed is not None:
+        route = self.routes.get(scope["path"].rstrip("/"))
+        if route is not None:
+            allowed = route.content_types
             media_type = headers.get("content-type", "").split(";")[0].strip().lower()
             if media_type not in allowed:
                 message = f"must be {' or '.join(allowed)}, got {media_type or 'none'!r}"
@@ -166,9 +160,9 @@ class RequestGuard:
 
         try:
             downstream = counting_receive
-            if scope["path"].rstrip("/") in UPLOAD_FIELDS:
+            if route is not None and route.upload_field is not None:
                 body = await _read_body(counting_receive)
-                problem = await _check_upload(scope, body, UPLOAD_FIELDS[scope["path"].rstrip("/")])
+                problem = await _check_upload(scope, body, route.upload_field)
                 if problem is not None:
                     await _respond(send, 400, error_body(problem[1], problem[0], "invalid_input"))
                     return

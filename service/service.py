@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse
 from starlette.routing import Route
 
-from service import metrics
+from service import metrics, routes
 from service.config import Settings
 from service.middleware import RequestGuard
 from service.preprocess import image_to_mnist
@@ -79,7 +79,7 @@ class SparsityService:
     def describe_models(self) -> dict:
         return {"models": [self.mnist.info, self.iris.info]}
 
-    @bentoml.api(route="/mnist/predict")
+    @bentoml.api(route=routes.MNIST_PREDICT.path)
     async def mnist_predict(self, images: Images) -> MnistResponse:
         """Classify 1-1024 28x28 images (values in [0, 1]); each answer carries its sparsity."""
         pixels = np.asarray(images, dtype=np.float32)
@@ -88,7 +88,7 @@ class SparsityService:
             return self._mnist(pixels)
         return await anyio.to_thread.run_sync(self._mnist, pixels)
 
-    @bentoml.api(route="/mnist/predict_image")
+    @bentoml.api(route=routes.MNIST_PREDICT_IMAGE.path)
     def mnist_predict_image(self, image: Path) -> MnistResponse:
         """Classify one uploaded PNG or JPEG, converted MNIST-style (grey, white on black, centred).
 
@@ -98,7 +98,7 @@ class SparsityService:
             pixels = image_to_mnist(Path(image).read_bytes(), settings.max_image_pixels)
         return self._mnist(pixels[None])
 
-    @bentoml.api(route="/iris/predict")
+    @bentoml.api(route=routes.IRIS_PREDICT.path)
     async def iris_predict(self, features: IrisRows) -> IrisResponse:
         """Classify 1-1024 iris rows; each answer carries weight and contribution sparsity."""
         # a linear model on at most 1024 x 4 numbers: about a millisecond, run on the event loop
@@ -117,4 +117,4 @@ class SparsityService:
         return mnist_response(self.mnist.tag, result, typicality)
 
 
-SparsityService.add_asgi_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes)
+SparsityService.add_asgi_middleware(RequestGuard, routes=routes.ROUTES, max_body_bytes=settings.max_body_bytes)

@@ -1,0 +1,19 @@
+"""The prediction routes, declared once: the endpoints take their paths from here and the request
+guard its content types and upload fields, so a renamed route cannot silently lose its guard."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Route:
+    path: str
+    content_types: tuple[str, ...]  # what the guard accepts (415 otherwise)
+    upload_field: str | None = None  # the multipart field that must be a file upload
+
+
+MNIST_PREDICT = Route("/mnist/predict", ("application/json",))
+MNIST_PREDICT_IMAGE = Route("/mnist/predict_image", ("multipart/form-data",), upload_field="image")
+IRIS_PREDICT = Route("/iris/predict", ("application/json",))
+ROUTES: tuple[Route, ...] = (MNIST_PREDICT, MNIST_PREDICT_IMAGE, IRIS_PREDICT)
