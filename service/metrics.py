@@ -153,17 +153,15 @@ class Recorder:
         self._iris_contrib = CONTRIBUTION_SPARSITY.labels(self.iris_name)
         self._typicality = {name: TYPICALITY_SCORE.labels(name) for name in (self.mnist_name, self.iris_name)}
         self._atypical = {name: ATYPICAL.labels(name) for name in (self.mnist_name, self.iris_name)}
-        self._mnist_classes = [PREDICTIONS.labels(self.mnist_name, c) for c in mnist.metadata["class_names"]]
+        self._mnist_classes = [PREDICTIONS.labels(self.mnist_name, c) for c in mnist.card.class_names]
         self._iris_classes = [PREDICTIONS.labels(self.iris_name, c) for c in iris.class_names]
 
-        baseline = mnist.metadata["activation_sparsity"]
+        baseline = mnist.card.activation_sparsity
         for layer in [*layers, ALL_LAYERS]:
-            BASELINE.labels(self.mnist_name, layer).set(baseline[layer]["mean"])
-        for layer, ratio in mnist.metadata["weight_sparsity"].items():
+            BASELINE.labels(self.mnist_name, layer).set(baseline[layer].mean)
+        for layer, ratio in mnist.card.weight_sparsity.items():
             WEIGHT_SPARSITY.labels(self.mnist_name, layer).set(ratio)
-        WEIGHT_SPARSITY.labels(self.iris_name, IRIS_LINEAR_LAYER).set(
-            iris.metadata["weight_sparsity"][IRIS_LINEAR_LAYER]
-        )
+        WEIGHT_SPARSITY.labels(self.iris_name, IRIS_LINEAR_LAYER).set(iris.card.weight_sparsity[IRIS_LINEAR_LAYER])
 
     def _typicality_of(self, model: str, typicality) -> None:
         hist = self._typicality[model]

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from sparsity import LinearSparsity, ProbeResult, SparsityProbe, linear_sparsity
-from sparsity.contract import IRIS_CLASS_NAMES, IRIS_FEATURE_LIMIT, IRIS_MODEL_FILE, MNIST_MODEL_FILE, MNIST_SHAPE
-from sparsity.typicality import TypicalityModel
+from sparsity.card import IrisCard, MnistCard, ModelCardError, load_card
+from sparsity.contract import IRIS_FEATURE_LIMIT, IRIS_MODEL_FILE, MNIST_MODEL_FILE, MNIST_SHAPE
 from sparsity.validation import check_batch
 
 log = logging.getLogger(__name__)
@@ -23,30 +23,33 @@ class UntrustedModelError(RuntimeError):
     pass
 
 
-class ModelMetadataError(RuntimeError):
-    """A stored model lacks what the service needs: refused at start with the tag and the field."""
-
-
-def _typicality(stored) -> TypicalityModel:
-    data = stored.info.metadata.get("typicality")
-    if not isinstance(data, dict):
-        raise ModelMetadataError(
-            f"{stored.tag}: metadata field 'typicality' is missing (trained before typicality existed): "
-            "retrain it with 'make train'"
-        )
-    known = set(TypicalityModel.__dataclass_fields__)
-    try:
-        return TypicalityModel.from_dict({k: v for k, v in data.items() if k in known})
-    except TypeError as exc:
-        raise ModelMetadataError(f"{stored.tag}: metadata field 'typicality' is incomplete: {exc}") from None
-
-
 @dataclass
 class Typicality:
     """Per input: the typicality score and whether it is above the calibrated threshold."""
 
     scores: np.ndarray
     atypical: np.ndarray
+
+
+def check_model_cards(mnist_tag: str, iris_tag: str) -> None:
+    """Refuse stored models whose model card is invalid before any worker starts: one line on stderr
+    naming the tag and the field, and exit status 2 (``bentoml serve`` imports the service first, so
+    it stops there instead of restarting failing workers forever). Reads metadata only: milliseconds.
+    A tag that is not in the store is left to BentoML, which names it."""
+    import sys
+
+    import bentoml
+
+    for tag, kind in ((mnist_tag, MnistCard), (iris_tag, IrisCard)):
+        try:
+            stored = bentoml.models.get(tag)
+        except bentoml.exceptions.NotFound:
+            continue
+        try:
+            load_card(kind, str(stored.tag), stored.info.metadata)
+        except ModelCardError as exc:
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
 
 
 def configure_tensorflow(intra: int, inter: int) -> None:
@@ -60,23 +63,6 @@ def configure_tensorflow(intra: int, inter: int) -> None:
         log.warning("TensorFlow thread settings not applied: %s", exc)
 
 
-DESCRIBED_KEYS = (
-    "dataset",
-    "dataset_size",
-    "train_size",
-    "test_size",
-    "test_accuracy",
-    "weight_sparsity",
-    "class_names",
-)
-"""Metadata that /models shows for every model; each runtime adds its own keys."""
-
-
-def _describe(stored, extra_keys: tuple[str, ...]) -> dict:
-    meta = stored.info.metadata
-    return {"tag": str(stored.tag), **{k: meta[k] for k in (*DESCRIBED_KEYS, *extra_keys) if k in meta}}
-
-
 class MnistRuntime:
     """The ReLU CNN with its compiled one-pass probe."""
 
@@ -86,18 +72,17 @@ class MnistRuntime:
         import sparsity.layers  # noqa: F401  registers the core's thresholded ReLU and k-WTA for loading
 
         self.tag = str(stored.tag)
-        self.metadata = dict(stored.info.metadata)
+        self.card = load_card(MnistCard, self.tag, stored.info.metadata)
         model = keras.models.load_model(stored.path_of(MNIST_MODEL_FILE), compile=False, safe_mode=True)
         self.probe = SparsityProbe(model, value_range=(0.0, 1.0), field="images")
         self.layers = self.probe.layers
-        self.typicality_model = _typicality(stored)
+        self.typicality_model = self.card.typicality
         missing = [f for f in self.typicality_model.features if f not in {layer.name for layer in self.layers}]
         if missing:
-            raise ModelMetadataError(f"{stored.tag}: typicality features {missing} are not ReLU layers of the model")
-        self.info = _describe(
-            stored,
-            ("relu_layers", "activation_sparsity", "dead_unit_ratio", "input_shape", "input_range", "typicality"),
-        )
+            raise ModelCardError(
+                f"model {self.tag}: metadata field 'typicality.features' names {missing}, not ReLU layers of the model"
+            )
+        self.info = {"tag": self.tag, **self.card.describe()}
 
     def warm_up(self) -> None:
         """Trace the probe and run it once on a one-image and a two-image batch."""
@@ -129,7 +114,7 @@ class IrisRuntime:
         import skops.io
 
         self.tag = str(stored.tag)
-        self.metadata = dict(stored.info.metadata)
+        self.card = load_card(IrisCard, self.tag, stored.info.metadata)
         path = stored.path_of(IRIS_MODEL_FILE)
         untrusted = [t for t in skops.io.get_untrusted_types(file=path) if t not in IRIS_TRUSTED_TYPES]
         if untrusted:
@@ -137,9 +122,9 @@ class IrisRuntime:
         self.model = skops.io.load(path, trusted=IRIS_TRUSTED_TYPES)
         self.scaler = self.model.named_steps["scale"]
         self.coef = self.model.named_steps["logreg"].coef_
-        self.class_names = list(self.metadata.get("class_names", IRIS_CLASS_NAMES))
-        self.typicality_model = _typicality(stored)
-        self.info = _describe(stored, ("contribution_sparsity", "feature_names", "typicality"))
+        self.class_names = list(self.card.class_names)
+        self.typicality_model = self.card.typicality
+        self.info = {"tag": self.tag, **self.card.describe()}
 
     def predict(self, features: np.ndarray) -> IrisResult:
         x = check_batch(

@@ -22,11 +22,12 @@ from service.config import Settings
 from service.middleware import RequestGuard
 from service.preprocess import image_to_mnist
 from service.responses import iris_response, mnist_response, refusing_invalid_input
-from service.runtime import IrisRuntime, MnistRuntime, configure_tensorflow
+from service.runtime import IrisRuntime, MnistRuntime, check_model_cards, configure_tensorflow
 from service.schemas import Images, IrisResponse, IrisRows, MnistResponse
 
 log = logging.getLogger(__name__)
 settings = Settings.from_env()
+check_model_cards(settings.mnist_tag, settings.iris_tag)
 INLINE_MAX_IMAGES = 8
 """Batches up to this size run on the event loop; larger ones in a worker thread."""
 

@@ -9,14 +9,14 @@ only scores, with NumPy, in microseconds.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import numpy as np
+from pydantic import BaseModel, ConfigDict
 
 
-@dataclass(frozen=True)
-class TypicalityModel:
-    """Parameters of the typicality score, stored with the model."""
+class TypicalityModel(BaseModel):
+    """Parameters of the typicality score, stored with the model (part of its model card)."""
+
+    model_config = ConfigDict(frozen=True)
 
     features: list[str]  # the profile's columns, e.g. the ReLU layer names
     mean: list[float]
@@ -25,6 +25,8 @@ class TypicalityModel:
     false_alarm_rate: float  # share of calibration inputs above the threshold, as asked for
     calibration: str  # which data the threshold was calibrated on
     calibration_size: int
+    measured_false_alarm_rate: float | None = None  # on data neither the model nor the calibration saw
+    measured_on: str | None = None
 
     def scores(self, profiles: np.ndarray) -> np.ndarray:
         """Mahalanobis distance of each row of ``profiles`` (N, features) from the reference mean."""
@@ -35,11 +37,11 @@ class TypicalityModel:
         return np.asarray(scores) > self.threshold
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return self.model_dump()
 
     @classmethod
     def from_dict(cls, data: dict) -> TypicalityModel:
-        return cls(**data)
+        return cls.model_validate(data)
 
 
 def mahalanobis_fit(reference: np.ndarray, shrinkage: float) -> tuple[np.ndarray, np.ndarray]:
@@ -82,4 +84,4 @@ def calibrate(
         calibration_size=len(calibration),
     )
     threshold = float(np.quantile(model.scores(calibration), 1.0 - false_alarm_rate, method="higher"))
-    return TypicalityModel(**{**model.to_dict(), "threshold": threshold})
+    return model.model_copy(update={"threshold": threshold})

@@ -41,8 +41,13 @@ def test_promtool_check_config():
 def test_promtool_check_rules_finds_the_five_alerts():
     out = _run(_need("promtool"), "check", "rules", str(PROM / "alerts.yml"))
     assert out.returncode == 0, out.stdout + out.stderr
-    rules = yaml.safe_load((PROM / "alerts.yml").read_text())["groups"][0]["rules"]
-    assert {r["alert"] for r in rules} == {
+    groups = {g["name"]: g["rules"] for g in yaml.safe_load((PROM / "alerts.yml").read_text())["groups"]}
+    assert [r["record"] for r in groups["sparsity-dead-units"]] == [
+        "activation_unit_fired:increase_1h",
+        "activation_samples:increase_1h",
+        "activation_dead_units:ratio_1h",
+    ]
+    assert {r["alert"] for r in groups["sparsity-service"]} == {
         "ServiceDown",
         "SparsityDrift",
         "DeadUnitsHigh",

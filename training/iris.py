@@ -13,6 +13,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from sparsity import linear_sparsity
+from sparsity.card import IrisCard
 from sparsity.contract import IRIS_CLASS_NAMES, IRIS_FEATURES, IRIS_MODEL_FILE, IRIS_MODEL_NAME
 from sparsity.typicality import calibrate
 from training import data
@@ -92,6 +93,7 @@ def train_iris(opts: IrisOptions, report_dir: Path | None = None) -> dict:
     def write(path: Path) -> None:
         skops.io.dump(model, path / IRIS_MODEL_FILE)
 
+    metadata = IrisCard.model_validate(metadata).metadata()  # what the service will read, checked now
     tag = save_model(IRIS_MODEL_NAME, write, labels={"task": "iris"}, metadata=metadata, report_dir=report_dir)
     log.info("saved %s: test accuracy %.4f, weight sparsity %.3f", tag, accuracy, sp.weights)
     return {"tag": tag, **metadata}

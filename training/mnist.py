@@ -11,6 +11,7 @@ import keras
 import numpy as np
 
 from sparsity import SparsityProbe, find_relu_layers, weight_sparsity
+from sparsity.card import MnistCard
 from sparsity.contract import MNIST_CLASS_NAMES, MNIST_MODEL_FILE, MNIST_MODEL_NAME, MNIST_SHAPE
 from sparsity.summary import summarize
 from sparsity.typicality import calibrate
@@ -123,10 +124,13 @@ def model_metadata(model: keras.Model, split: data.Split, opts: MnistOptions, ev
 
 
 def save_mnist(model: keras.Model, metadata: dict, labels: dict, report_dir: Path | None) -> str:
+    """Save ``model`` with ``metadata`` checked against the model card (what the service will read)."""
+
     def write(path: Path) -> None:
         model.save(path / MNIST_MODEL_FILE)
 
-    return save_model(MNIST_MODEL_NAME, write, labels=labels, metadata=metadata, report_dir=report_dir)
+    card = MnistCard.model_validate(metadata).metadata()
+    return save_model(MNIST_MODEL_NAME, write, labels=labels, metadata=card, report_dir=report_dir)
 
 
 def train_mnist(opts: MnistOptions, report_dir: Path | None = None, provenance: dict | None = None) -> dict:
@@ -156,4 +160,4 @@ def train_mnist(opts: MnistOptions, report_dir: Path | None = None, provenance: 
         evaluation["activation_sparsity"]["all"]["mean"],
         ", ".join(f"{k} {v['mean']:.3f}" for k, v in evaluation["activation_sparsity"].items() if k != "all"),
     )
-    return {"tag": tag, **metadata}
+    return {"tag": tag, **MnistCard.model_validate(metadata).metadata()}

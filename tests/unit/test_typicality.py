@@ -40,7 +40,15 @@ def test_score_is_the_mahalanobis_distance():
     reference = np.array([[0.0, 0.0], [2.0, 0.0], [0.0, 4.0], [2.0, 4.0]])
     mean, precision = mahalanobis_fit(reference, shrinkage=0.0)
     np.testing.assert_allclose(mean, [1.0, 2.0])
-    model = TypicalityModel(["x", "y"], mean.tolist(), precision.tolist(), 1.0, 0.01, "hand-made", 4)
+    model = TypicalityModel(
+        features=["x", "y"],
+        mean=mean.tolist(),
+        precision=precision.tolist(),
+        threshold=1.0,
+        false_alarm_rate=0.01,
+        calibration="hand-made",
+        calibration_size=4,
+    )
     var_x, var_y = np.var(reference, axis=0, ddof=1)
     expected = np.sqrt(1.0 / var_x + 4.0 / var_y)  # one unit away on x, two on y
     assert model.scores(np.array([[2.0, 4.0]]))[0] == pytest.approx(expected)
