@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sparsity import LinearSparsity, ProbeResult, SparsityProbe, linear_sparsity
+from sparsity import LinearSparsity, ProbeResult, SparsityProbe
 from sparsity.card import IrisCard, MnistCard, ModelCardError, load_card
 from sparsity.contract import IRIS_FEATURE_LIMIT, IRIS_MODEL_FILE, MNIST_MODEL_FILE, MNIST_SHAPE
-from sparsity.validation import check_batch
+from sparsity.linear import LinearProbe
 
 log = logging.getLogger(__name__)
 
@@ -120,24 +120,19 @@ class IrisRuntime:
         if untrusted:
             raise UntrustedModelError(f"{path} asks for types that are not trusted: {untrusted}")
         self.model = skops.io.load(path, trusted=IRIS_TRUSTED_TYPES)
-        self.scaler = self.model.named_steps["scale"]
-        self.coef = self.model.named_steps["logreg"].coef_
+        self.probe = LinearProbe(
+            self.model.named_steps["scale"],
+            self.model.named_steps["logreg"],
+            field="features",
+            limit=IRIS_FEATURE_LIMIT,
+        )
+        self.coef = self.probe.coef
         self.class_names = list(self.card.class_names)
         self.typicality_model = self.card.typicality
         self.info = {"tag": self.tag, **self.card.describe()}
 
     def predict(self, features: np.ndarray) -> IrisResult:
-        x = check_batch(
-            features,
-            field="features",
-            item_shape=(self.coef.shape[1],),
-            low=-IRIS_FEATURE_LIMIT,
-            high=IRIS_FEATURE_LIMIT,
-            dtype=np.float64,
-        )
-        probabilities = self.model.predict_proba(x)
-        scaled = self.scaler.transform(x)
-        sparsity = linear_sparsity(self.coef, scaled)
-        scores = self.typicality_model.scores(scaled)
+        result = self.probe.run(features)
+        scores = self.typicality_model.scores(result.scaled)
         typicality = Typicality(scores, self.typicality_model.atypical(scores))
-        return IrisResult(probabilities, np.argmax(probabilities, axis=1), sparsity, typicality)
+        return IrisResult(result.probabilities, result.labels, result.sparsity, typicality)

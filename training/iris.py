@@ -12,9 +12,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from sparsity import linear_sparsity
 from sparsity.card import IrisCard
-from sparsity.contract import IRIS_CLASS_NAMES, IRIS_FEATURES, IRIS_MODEL_FILE, IRIS_MODEL_NAME
+from sparsity.contract import IRIS_CLASS_NAMES, IRIS_FEATURE_LIMIT, IRIS_FEATURES, IRIS_MODEL_FILE, IRIS_MODEL_NAME
+from sparsity.linear import LinearProbe
 from sparsity.typicality import calibrate
 from training import data
 from training.store import save_model
@@ -46,26 +46,27 @@ def fit(split: data.Split, opts: IrisOptions) -> Pipeline:
     return model.fit(split.x_train, split.y_train)
 
 
-def sparsity_of(model: Pipeline, x: np.ndarray):
-    """Weight and contribution sparsity, on the features the linear model sees (scaled)."""
-    return linear_sparsity(model.named_steps["logreg"].coef_, model.named_steps["scale"].transform(x))
+def probe_of(model: Pipeline) -> LinearProbe:
+    """The core's linear probe over the fitted pipeline: the same pass the service runs."""
+    return LinearProbe(model.named_steps["scale"], model.named_steps["logreg"], limit=IRIS_FEATURE_LIMIT)
 
 
 def train_iris(opts: IrisOptions, report_dir: Path | None = None) -> dict:
     split = data.load_iris(opts.seed)
     model = fit(split, opts)
-    accuracy = float(np.mean(model.predict(split.x_test) == split.y_test))
-    sp = sparsity_of(model, split.x_test)
-    scale = model.named_steps["scale"]
+    probe = probe_of(model)
+    test, train = probe.run(split.x_test), probe.run(split.x_train)
+    accuracy = float(np.mean(test.labels == split.y_test))
+    sp = test.sparsity
     typicality = calibrate(
-        scale.transform(split.x_train),
-        scale.transform(split.x_train),
+        train.scaled,
+        train.scaled,
         features=list(IRIS_FEATURES),
         false_alarm_rate=0.01,
         shrinkage=0.01,
         calibration_name=f"{len(split.x_train)} training rows (standardized features)",
     )
-    measured = float(np.mean(typicality.atypical(typicality.scores(scale.transform(split.x_test)))))
+    measured = float(np.mean(typicality.atypical(typicality.scores(test.scaled))))
     metadata = {
         "dataset": "iris",
         "dataset_size": split.size,

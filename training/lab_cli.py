@@ -191,7 +191,7 @@ def prune_main(argv: list[str]) -> int:
     except bentoml.exceptions.NotFound:
         log.error("no model %s in the store: train one first (python -m training mnist)", args.model)
         return 2
-    except ValueError as exc:
+    except ValueError as exc:  # includes a parent whose model card is invalid
         log.error("%s", exc)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from sparsity import SparsityProbe, find_relu_layers
+from sparsity.card import MnistCard, load_card
 from sparsity.contract import MNIST_SHAPE
 from sparsity.layers import KWinners
 from training import models
@@ -177,7 +178,8 @@ def run_prune(
     stored = bentoml.models.get(parent_tag)
     parent = keras.models.load_model(stored.path_of("model.keras"), compile=False, safe_mode=True)
     known = set(MnistOptions.__dataclass_fields__)
-    opts = MnistOptions(**{k: v for k, v in stored.info.metadata.get("options", {}).items() if k in known})
+    card = load_card(MnistCard, str(stored.tag), stored.info.metadata)
+    opts = MnistOptions(**{k: v for k, v in card.options.items() if k in known})
     opts.verbose = 0
     split = data.load_mnist(opts.dataset, opts.seed)
     x_train = split.x_train[: opts.limit] if opts.limit else split.x_train
@@ -262,7 +264,7 @@ def run_prune(
                 **model_metadata(model, split, opts, info["evaluation"]),
                 "pruned": {k: v for k, v in row.items() if k not in ("label", "kind")},
                 "parent": str(stored.tag),
-                "provenance": {"pruned_from": str(stored.tag), **stored.info.metadata.get("provenance", {})},
+                "provenance": {"pruned_from": str(stored.tag), **card.provenance},
             }
             tags = {"task": "mnist", "arch": "cnn", "dataset": split.name, "design": opts.design, "pruned": "true"}
             row["tag"] = save_mnist(model, metadata, tags, report_dir)

@@ -46,3 +46,29 @@ def test_summary_means_stds_and_dead_ratio():
     assert s["activation_sparsity"]["a"] == pytest.approx({"mean": 0.3, "std": 0.1})
     assert s["activation_sparsity"]["all"] == pytest.approx({"mean": 0.2, "std": 0.1})
     assert s["dead_unit_ratio"] == {"a": pytest.approx(1 / 3)}
+
+
+def test_linear_probe_scales_once_and_measures_what_the_classifier_saw():
+    from sparsity.linear import LinearProbe
+
+    class Halve:  # a "scaler": x / 2
+        def transform(self, x):
+            return np.asarray(x) / 2
+
+    class Classifier:
+        coef_ = np.array([[1.0, 0.0], [0.0, 0.0]])
+
+        def predict_proba(self, x):
+            z = x @ self.coef_.T
+            e = np.exp(z - z.max(axis=1, keepdims=True))
+            return e / e.sum(axis=1, keepdims=True)
+
+    probe = LinearProbe(Halve(), Classifier(), field="features", limit=10.0)
+    result = probe.run(np.array([[4.0, 2.0], [0.0, 6.0]]))
+    np.testing.assert_array_equal(result.scaled, [[2.0, 1.0], [0.0, 3.0]])
+    assert result.labels.tolist() == [0, 0]  # row 1 ties: argmax takes the first class
+    assert result.sparsity.weights == 0.75
+    # row 0: only coef[0,0] * 2 is non-zero -> 3/4 zero; row 1: every term is zero
+    np.testing.assert_allclose(result.sparsity.contributions, [0.75, 1.0])
+    with pytest.raises(InvalidInputError, match=r"features\[1\]\[0\]: must be within"):
+        probe.run(np.array([[1.0, 1.0], [11.0, 0.0]]))
