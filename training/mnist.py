@@ -123,14 +123,13 @@ def model_metadata(model: keras.Model, split: data.Split, opts: MnistOptions, ev
     }
 
 
-def save_mnist(model: keras.Model, metadata: dict, labels: dict, report_dir: Path | None) -> str:
-    """Save ``model`` with ``metadata`` checked against the model card (what the service will read)."""
+def save_mnist(model: keras.Model, card: MnistCard, labels: dict, report_dir: Path | None) -> str:
+    """Save ``model`` with its model card as the metadata (what the service will validate and read)."""
 
     def write(path: Path) -> None:
         model.save(path / MNIST_MODEL_FILE)
 
-    card = MnistCard.model_validate(metadata).metadata()
-    return save_model(MNIST_MODEL_NAME, write, labels=labels, metadata=card, report_dir=report_dir)
+    return save_model(MNIST_MODEL_NAME, write, labels=labels, metadata=card.metadata(), report_dir=report_dir)
 
 
 def train_mnist(opts: MnistOptions, report_dir: Path | None = None, provenance: dict | None = None) -> dict:
@@ -144,13 +143,15 @@ def train_mnist(opts: MnistOptions, report_dir: Path | None = None, provenance: 
     model = fit(split, opts)
     train_seconds = time.perf_counter() - start
     evaluation = evaluate(model, split.x_test, split.y_test)
-    metadata = {
-        **model_metadata(model, split, opts, evaluation),
-        "train_seconds": round(train_seconds, 2),
-        "provenance": provenance or {},
-    }
+    card = MnistCard.model_validate(
+        {
+            **model_metadata(model, split, opts, evaluation),
+            "train_seconds": round(train_seconds, 2),
+            "provenance": provenance or {},
+        }
+    )
     labels = {"task": "mnist", "arch": opts.arch, "dataset": split.name, "design": opts.design}
-    tag = save_mnist(model, metadata, labels, report_dir)
+    tag = save_mnist(model, card, labels, report_dir)
     log.info(
         "saved %s: test accuracy %.4f on %d %s images, overall sparsity %.3f (%s)",
         tag,
@@ -160,4 +161,4 @@ def train_mnist(opts: MnistOptions, report_dir: Path | None = None, provenance: 
         evaluation["activation_sparsity"]["all"]["mean"],
         ", ".join(f"{k} {v['mean']:.3f}" for k, v in evaluation["activation_sparsity"].items() if k != "all"),
     )
-    return {"tag": tag, **MnistCard.model_validate(metadata).metadata()}
+    return {"tag": tag, **card.metadata()}

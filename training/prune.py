@@ -260,13 +260,15 @@ def run_prune(
         row = {**_row(label, "pruned", model, accuracy, timings.get(label), base), **info}
         row["sparsity"] = _sparsity(row.pop("evaluation"))
         if save:
-            metadata = {
-                **model_metadata(model, split, opts, info["evaluation"]),
-                "pruned": {k: v for k, v in row.items() if k not in ("label", "kind")},
-                "parent": str(stored.tag),
-                "provenance": {"pruned_from": str(stored.tag), **card.provenance},
-            }
+            pruned_card = MnistCard.model_validate(
+                {
+                    **model_metadata(model, split, opts, info["evaluation"]),
+                    "pruned": {k: v for k, v in row.items() if k not in ("label", "kind")},
+                    "parent": str(stored.tag),
+                    "provenance": {"pruned_from": str(stored.tag), **card.provenance},
+                }
+            )
             tags = {"task": "mnist", "arch": "cnn", "dataset": split.name, "design": opts.design, "pruned": "true"}
-            row["tag"] = save_mnist(model, metadata, tags, report_dir)
+            row["tag"] = save_mnist(model, pruned_card, tags, report_dir)
         report["levels"].append(row)
     return report
