@@ -95,8 +95,7 @@ class MnistRuntime:
     def typicality(self, result: ProbeResult) -> Typicality:
         """Score each input's per-layer sparsity profile, from the forward pass that made ``result``."""
         profiles = np.stack([result.layer_sparsity[name] for name in self.typicality_model.features], axis=1)
-        scores = self.typicality_model.scores(profiles)
-        return Typicality(scores, self.typicality_model.atypical(scores))
+        return Typicality(*self.typicality_model.flag(profiles))
 
 
 @dataclass
@@ -133,6 +132,5 @@ class IrisRuntime:
 
     def predict(self, features: np.ndarray) -> IrisResult:
         result = self.probe.run(features)
-        scores = self.typicality_model.scores(result.scaled)
-        typicality = Typicality(scores, self.typicality_model.atypical(scores))
+        typicality = Typicality(*self.typicality_model.flag(result.scaled))
         return IrisResult(result.probabilities, result.labels, result.sparsity, typicality)

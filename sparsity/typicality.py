@@ -36,6 +36,17 @@ class TypicalityModel(BaseModel):
     def atypical(self, scores: np.ndarray) -> np.ndarray:
         return np.asarray(scores) > self.threshold
 
+    def flag(self, profiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Scores of ``profiles`` and whether each is above the threshold."""
+        scores = self.scores(profiles)
+        return scores, self.atypical(scores)
+
+    def measured(self, profiles: np.ndarray, on: str) -> TypicalityModel:
+        """A copy that records the false-alarm rate on ``profiles``: typical inputs the calibration
+        did not see (``on`` says which)."""
+        rate = float(np.mean(self.flag(profiles)[1])) if len(profiles) else 0.0
+        return self.model_copy(update={"measured_false_alarm_rate": rate, "measured_on": on})
+
     def to_dict(self) -> dict:
         return self.model_dump()
 

@@ -66,7 +66,7 @@ def train_iris(opts: IrisOptions, report_dir: Path | None = None) -> dict:
         shrinkage=0.01,
         calibration_name=f"{len(split.x_train)} training rows (standardized features)",
     )
-    measured = float(np.mean(typicality.atypical(typicality.scores(test.scaled))))
+    typicality = typicality.measured(test.scaled, on=f"the {len(split.x_test)} held-back rows")
     metadata = {
         "dataset": "iris",
         "dataset_size": split.size,
@@ -79,11 +79,7 @@ def train_iris(opts: IrisOptions, report_dir: Path | None = None) -> dict:
             "std": float(np.std(sp.contributions)),
         },
         "coefficients": model.named_steps["logreg"].coef_.tolist(),
-        "typicality": {
-            **typicality.to_dict(),
-            "measured_false_alarm_rate": measured,
-            "measured_on": f"the {len(split.x_test)} held-back rows",
-        },
+        "typicality": typicality.to_dict(),
         "feature_names": list(IRIS_FEATURES),
         "class_names": list(IRIS_CLASS_NAMES),
         "options": asdict(opts),

@@ -91,15 +91,11 @@ def evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray, seed: int = 0) ->
         shrinkage=TYPICALITY_SHRINKAGE,
         calibration_name=f"{len(fit)} held-back digits (per-layer zero fractions)",
     )
-    measured = float(np.mean(typicality.atypical(typicality.scores(profiles[held])))) if len(held) else 0.0
+    typicality = typicality.measured(profiles[held], on=f"the other {len(held)} held-back digits")
     return {
         "test_accuracy": float(np.mean(result.labels == y)),
         **summarize(result),
-        "typicality": {
-            **typicality.to_dict(),
-            "measured_false_alarm_rate": measured,
-            "measured_on": f"the other {len(held)} held-back digits",
-        },
+        "typicality": typicality.to_dict(),
     }
 
 

@@ -69,3 +69,12 @@ def test_round_trip_through_json_keeps_the_scores(profiles):
 def test_bad_settings_are_refused(profiles, kwargs, message):
     with pytest.raises(ValueError, match=message):
         calibrate(profiles, profiles, features=["a", "b", "c"], **kwargs)
+
+
+def test_measured_records_the_false_alarm_rate_on_unseen_profiles(profiles):
+    model = calibrate(profiles[:2000], profiles[:2000], features=["a", "b", "c"])
+    scores, flags = model.flag(profiles[2000:])
+    np.testing.assert_array_equal(scores, model.scores(profiles[2000:]))
+    measured = model.measured(profiles[2000:], on="the other 2000")
+    assert measured.measured_false_alarm_rate == float(flags.mean())
+    assert measured.measured_on == "the other 2000" and measured.threshold == model.threshold
