@@ -10,8 +10,8 @@ import time
 import numpy as np
 from prometheus_client import Counter, Gauge, Histogram
 
-from sparsity import ProbeResult
 from sparsity.contract import ALL_LAYERS, IRIS_LINEAR_LAYER
+from sparsity.result import ProbeResult
 
 RATIO_BUCKETS = tuple(round(0.05 * i, 2) for i in range(21))  # 0.0, 0.05 .. 1.0 (+Inf implied)
 INFERENCE_BUCKETS = (
@@ -82,6 +82,30 @@ ATYPICAL = Counter(
     "Predictions whose input scored above the model's calibrated typicality threshold",
     ["model"],
 )
+
+
+def observe_many(histogram, values: np.ndarray) -> None:
+    """``histogram.observe(v)`` for every ``v`` in ``values``, with one write per non-empty bucket.
+
+    At 256 images a request made about 1,300 multiprocess observes (about 3 ms); this makes a
+    handful. It uses prometheus_client's histogram internals (``_upper_bounds``, ``_buckets``,
+    ``_sum``; the version is pinned), and a unit test checks the exposition equals the loop's.
+    A value goes to the first bucket whose upper bound is >= it, as ``observe`` does."""
+    values = np.asarray(values, dtype=np.float64).ravel()
+    if values.size == 0:
+        return
+    bounds = histogram._upper_bounds
+    counts = np.bincount(np.searchsorted(bounds, values, side="left"), minlength=len(bounds))
+    for i in np.flatnonzero(counts[: len(bounds)]).tolist():
+        histogram._buckets[i].inc(int(counts[i]))
+    histogram._sum.inc(float(values.sum()))
+
+
+def inc_by_label(children: list, labels: np.ndarray) -> None:
+    """``children[label].inc()`` for each label, one write per distinct label."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(children))
+    for i in np.flatnonzero(counts).tolist():
+        children[i].inc(int(counts[i]))
 
 
 FLUSH_SECONDS = 1.0
@@ -164,26 +188,19 @@ class Recorder:
         WEIGHT_SPARSITY.labels(self.iris_name, IRIS_LINEAR_LAYER).set(iris.card.weight_sparsity[IRIS_LINEAR_LAYER])
 
     def _typicality_of(self, model: str, typicality) -> None:
-        hist = self._typicality[model]
-        for score in typicality.scores.tolist():
-            hist.observe(score)
+        observe_many(self._typicality[model], typicality.scores)
         self._atypical[model].inc(int(np.count_nonzero(typicality.atypical)))
 
     def mnist(self, result: ProbeResult, typicality, seconds: float) -> None:
         self._mnist_seconds.observe(seconds)
         self._typicality_of(self.mnist_name, typicality)
         for layer, values in [*result.layer_sparsity.items(), (ALL_LAYERS, result.overall)]:
-            hist = self._mnist_hist[layer]
-            for value in values.tolist():
-                hist.observe(value)
-        for label in result.labels.tolist():
-            self._mnist_classes[label].inc()
+            observe_many(self._mnist_hist[layer], values)
+        inc_by_label(self._mnist_classes, result.labels)
         self.firing.add(result.fired)
 
     def iris(self, result, seconds: float) -> None:
         self._iris_seconds.observe(seconds)
         self._typicality_of(self.iris_name, result.typicality)
-        for value in np.asarray(result.sparsity.contributions).tolist():
-            self._iris_contrib.observe(value)
-        for label in result.labels.tolist():
-            self._iris_classes[label].inc()
+        observe_many(self._iris_contrib, result.sparsity.contributions)
+        inc_by_label(self._iris_classes, result.labels)

@@ -9,7 +9,8 @@ import numpy as np
 
 from service.runtime import IrisResult, Typicality
 from service.schemas import IrisResponse, MnistResponse, input_error
-from sparsity import InvalidInputError, ProbeResult
+from sparsity.errors import InvalidInputError
+from sparsity.result import ProbeResult
 
 
 @contextmanager

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sparsity import LinearSparsity, ProbeResult, SparsityProbe
 from sparsity.card import IrisCard, MnistCard, ModelCardError, load_card
 from sparsity.contract import IRIS_FEATURE_LIMIT, IRIS_MODEL_FILE, MNIST_MODEL_FILE, MNIST_SHAPE
-from sparsity.linear import LinearProbe
+from sparsity.linear import LinearProbe, LinearSparsity
+from sparsity.result import ProbeResult
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,7 @@ class MnistRuntime:
         import keras
 
         import sparsity.layers  # noqa: F401  registers the core's thresholded ReLU and k-WTA for loading
+        from sparsity.probe import SparsityProbe  # TensorFlow: imported in the workers only
 
         self.tag = str(stored.tag)
         self.card = load_card(MnistCard, self.tag, stored.info.metadata)

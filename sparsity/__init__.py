@@ -18,7 +18,7 @@ _EXPORTS = {
     "KWinners": "sparsity.layers",
     "LinearSparsity": "sparsity.linear",
     "linear_sparsity": "sparsity.linear",
-    "ProbeResult": "sparsity.probe",
+    "ProbeResult": "sparsity.result",
     "ReluLayer": "sparsity.probe",
     "SparsityProbe": "sparsity.probe",
     "ThresholdedReLU": "sparsity.layers",

@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from sparsity.layers import SPARSE_ACTIVATIONS
+from sparsity.result import ProbeResult
 from sparsity.validation import check_batch
 
 
@@ -62,20 +63,6 @@ def weight_sparsity(model: keras.Model) -> dict[str, float]:
             zeros = sum(int(np.count_nonzero(w == 0)) for w in weights)
             result[layer.name] = zeros / total
     return result
-
-
-@dataclass
-class ProbeResult:
-    """What one forward pass produced for a batch of N samples."""
-
-    probabilities: np.ndarray  # (N, classes) float32
-    layer_sparsity: dict[str, np.ndarray]  # layer -> (N,) zero fraction
-    overall: np.ndarray  # (N,) zeros over activations across all ReLU layers
-    fired: dict[str, np.ndarray]  # layer -> (N, units) bool: unit produced a value > 0
-
-    @property
-    def labels(self) -> np.ndarray:
-        return np.argmax(self.probabilities, axis=1)
 
 
 class SparsityProbe:

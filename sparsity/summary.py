@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from sparsity.contract import ALL_LAYERS
-from sparsity.probe import ProbeResult
+from sparsity.result import ProbeResult
 
 
 def summarize(result: ProbeResult) -> dict:

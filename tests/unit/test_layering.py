@@ -32,3 +32,17 @@ def test_package_does_not_import(package, forbidden):
 def test_the_check_sees_real_imports():
     assert {"sparsity", "bentoml"} <= _imported_packages("service")
     assert "sparsity" in _imported_packages("training")
+
+
+def test_importing_the_service_module_loads_no_tensorflow():
+    """``bentoml serve``'s supervising process imports the service module only to read its
+    configuration: TensorFlow (about 600 MB) must load in the workers alone."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, service.service; "
+        "print(sorted(m for m in ('tensorflow', 'keras', 'sklearn', 'skops') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"

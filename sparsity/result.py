@@ -1,0 +1,22 @@
+"""What one probe pass returns: plain NumPy, so code that only reads results (the service's responses
+and metrics) needs no TensorFlow."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class ProbeResult:
+    """What one forward pass produced for a batch of N samples."""
+
+    probabilities: np.ndarray  # (N, classes) float32
+    layer_sparsity: dict[str, np.ndarray]  # layer -> (N,) zero fraction
+    overall: np.ndarray  # (N,) zeros over activations across all ReLU layers
+    fired: dict[str, np.ndarray]  # layer -> (N, units) bool: unit produced a value > 0
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.argmax(self.probabilities, axis=1)
