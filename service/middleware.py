@@ -13,7 +13,7 @@ class BodyTooLarge(Exception):
     pass
 
 
-async def _read_body(receive) -> bytes:
+async def read_body(receive) -> bytes:
     chunks, more = [], True
     while more:
         message = await receive()
@@ -24,7 +24,7 @@ async def _read_body(receive) -> bytes:
     return b"".join(chunks)
 
 
-def _replay(body: bytes, receive):
+def replay_body(body: bytes, receive):
     """A receive callable that hands the already-read body to the app, then defers to the client."""
     sent = False
 
@@ -110,13 +110,13 @@ class RequestGuard:
             media_type = headers.get("content-type", "").split(";")[0].strip().lower()
             if media_type not in allowed:
                 message = f"must be {' or '.join(allowed)}, got {media_type or 'none'!r}"
-                await _respond(send, 415, error_body(message, "Content-Type", "unsupported_media_type"))
+                await respond(send, 415, error_body(message, "Content-Type", "unsupported_media_type"))
                 return
         limit = self.max_body_bytes
         too_large = f"request body exceeds the limit of {limit} bytes"
         length = headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > limit:
-            await _respond(send, 413, error_body(too_large, "body", "body_too_large"))
+            await respond(send, 413, error_body(too_large, "body", "body_too_large"))
             return
 
         received = 0
@@ -139,7 +139,7 @@ class RequestGuard:
             if exceeded:  # whatever the app makes of the overflow (BentoML: a 500), the client gets 413
                 if message["type"] == "http.response.start" and not responded:
                     responded = True
-                    await _respond(send, 413, error_body(too_large, "body", "body_too_large"))
+                    await respond(send, 413, error_body(too_large, "body", "body_too_large"))
                 return
             if message["type"] == "http.response.start":
                 responded = True
@@ -161,19 +161,19 @@ class RequestGuard:
         try:
             downstream = counting_receive
             if route is not None and route.upload_field is not None:
-                body = await _read_body(counting_receive)
+                body = await read_body(counting_receive)
                 problem = await _check_upload(scope, body, route.upload_field)
                 if problem is not None:
-                    await _respond(send, 400, error_body(problem[1], problem[0], "invalid_input"))
+                    await respond(send, 400, error_body(problem[1], problem[0], "invalid_input"))
                     return
-                downstream = _replay(body, receive)
+                downstream = replay_body(body, receive)
             await self.app(scope, downstream, guarded_send)
         except BodyTooLarge:
             if not responded:
-                await _respond(send, 413, error_body(too_large, "body", "body_too_large"))
+                await respond(send, 413, error_body(too_large, "body", "body_too_large"))
 
 
-async def _respond(send, status: int, body: bytes) -> None:
+async def respond(send, status: int, body: bytes) -> None:
     await send(
         {
             "type": "http.response.start",

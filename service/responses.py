@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import numpy as np
+import orjson
 
 from service.runtime import IrisResult, Typicality
 from service.schemas import IrisResponse, MnistResponse, input_error
@@ -29,25 +30,38 @@ def _typicality(typicality: Typicality) -> list[dict]:
     ]
 
 
-def mnist_response(tag: str, result: ProbeResult, typicality: Typicality) -> MnistResponse:
+def _mnist_body(tag: str, result: ProbeResult, typicality: Typicality) -> dict:
     names = list(result.layer_sparsity)
     per_layer = np.stack([result.layer_sparsity[n] for n in names], axis=1).tolist()
-    return MnistResponse.model_validate(
-        {
-            "model": tag,
-            "predictions": [
-                {
-                    "label": int(label),
-                    "probabilities": probs.tolist(),
-                    "sparsity": {"overall": float(overall), "layers": dict(zip(names, layers, strict=True))},
-                    "typicality": typ,
-                }
-                for label, probs, overall, layers, typ in zip(
-                    result.labels, result.probabilities, result.overall, per_layer, _typicality(typicality), strict=True
-                )
-            ],
-        }
-    )
+    return {
+        "model": tag,
+        "predictions": [
+            {
+                "label": label,
+                "probabilities": probs,
+                "sparsity": {"overall": overall, "layers": dict(zip(names, layers, strict=True))},
+                "typicality": typ,
+            }
+            for label, probs, overall, layers, typ in zip(
+                result.labels.tolist(),
+                result.probabilities.tolist(),
+                result.overall.tolist(),
+                per_layer,
+                _typicality(typicality),
+                strict=True,
+            )
+        ],
+    }
+
+
+def mnist_response(tag: str, result: ProbeResult, typicality: Typicality) -> MnistResponse:
+    return MnistResponse.model_validate(_mnist_body(tag, result, typicality))
+
+
+def mnist_response_json(tag: str, result: ProbeResult, typicality: Typicality) -> bytes:
+    """The same body as :func:`mnist_response`, serialized directly (for the routes that answer
+    without BentoML's response model). orjson: 256 predictions in well under the 3 ms of json.dumps."""
+    return orjson.dumps(_mnist_body(tag, result, typicality))
 
 
 def iris_response(tag: str, class_names: list[str], result: IrisResult) -> IrisResponse:

@@ -15,11 +15,17 @@ def apis():
 
 
 def test_every_endpoint_has_a_guarded_route_and_every_route_an_endpoint(apis):
-    assert set(apis) == {route.path for route in ROUTES}
+    assert set(apis) == {route.path for route in ROUTES if route.bentoml_api}
+
+
+def test_routes_without_an_endpoint_are_the_ones_the_fast_path_answers():
+    from service.fastpath import FastPaths
+
+    assert {route.path for route in ROUTES if not route.bentoml_api} == set(FastPaths.OWN_ROUTES)
 
 
 def test_upload_fields_are_the_endpoints_file_parameters(apis):
-    for route in ROUTES:
+    for route in (r for r in ROUTES if r.bentoml_api):
         fields = set(apis[route.path].input_spec.model_fields)
         if route.upload_field is not None:
             assert route.upload_field in fields, route
