@@ -52,7 +52,9 @@ models_app = Starlette(
     name="sparsity_service",
     workers=settings.workers,
     traffic={"timeout": 60},
-    tracing={"excluded_urls": ["/mnist/predict", "/mnist/predict_batch"]},
+    # no OpenTelemetry spans for the batch routes: its middleware wraps every body chunk (3 ms of a
+    # 256-image JSON request, measured); no exporter is configured by default anyway
+    tracing={"excluded_urls": [routes.MNIST_PREDICT.path, routes.MNIST_PREDICT_BATCH.path]},
     logging={"access": {"enabled": settings.access_log, "skip_paths": ["/metrics", "/livez", "/readyz"]}},
     metrics={
         "enabled": True,

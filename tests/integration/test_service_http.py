@@ -357,3 +357,72 @@ def test_fuzzed_requests_from_the_openapi_never_get_a_server_error(server):
     )
     assert out.returncode == 0, out.stdout[-4000:]
     assert "passed" in out.stdout and "failed" not in out.stdout.split("SUMMARY")[-1]
+
+
+def post_npy(server, array: np.ndarray, **kwargs) -> httpx.Response:
+    buf = io.BytesIO()
+    np.save(buf, array, **kwargs)
+    return post_raw(server, "/mnist/predict_batch", buf.getvalue(), content_type="application/x-npy")
+
+
+def test_npy_batch_answers_each_image_in_order_as_the_json_route_does(server, reference, test_images):
+    images = test_images[0][200:240]
+    pixels = np.rint(images * 255).astype(np.uint8)  # the uint8 form of the same digits
+    r = post_npy(server, pixels)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    expected = reference(pixels.astype(np.float32) / 255)
+    assert body["model"] == expected["tag"] and len(body["predictions"]) == 40
+    for i, item in enumerate(body["predictions"]):
+        np.testing.assert_allclose(item["probabilities"], expected["probabilities"][i], atol=1e-5)
+        assert item["sparsity"]["overall"] == pytest.approx(expected["overall"][i], abs=1e-6)
+        for layer, value in item["sparsity"]["layers"].items():
+            assert value == pytest.approx(expected["layers"][layer][i], abs=1e-6)
+    as_json = post_json(server, "/mnist/predict", {"images": (pixels.astype(np.float32) / 255).tolist()})
+    assert as_json.json() == body  # same figures, same shape, whichever route
+
+
+def test_fast_and_fully_validated_json_paths_give_identical_answers(server, test_images):
+    """A plain body takes the fast reader; an extra key sends the same images through BentoML's
+    validation. The answers must be byte-for-byte the same data."""
+    images = test_images[0][300:310].round(4).tolist()
+    fast = post_json(server, "/mnist/predict", {"images": images})
+    full = post_json(server, "/mnist/predict", {"images": images, "comment": "takes the validated path"})
+    assert fast.status_code == full.status_code == 200
+    assert fast.json() == full.json()
+
+
+@pytest.mark.parametrize(
+    ("array", "kwargs", "rule"),
+    [
+        (np.zeros((2, 28, 28), dtype=np.float64), {}, "body: dtype must be uint8 (pixels 0-255) or float32 (0-1)"),
+        (np.zeros((2, 28, 27), dtype=np.uint8), {}, "body: shape must be (N, 28, 28), got (2, 28, 27)"),
+        (np.zeros((4097, 28, 28), dtype=np.uint8), {}, "body: must hold 1 to 4096 images, got 4097"),
+        (np.array([{"x": 1}], dtype=object), {"allow_pickle": True}, "body: object arrays are refused"),
+        (np.full((1, 28, 28), 1.5, dtype=np.float32), {}, "images[0][0][0]: must be within [0.0, 1.0], got 1.5"),
+    ],
+)
+def test_bad_npy_batches_get_400_naming_the_rule(server, array, kwargs, rule):
+    r = post_npy(server, array, **kwargs)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"].startswith(rule)
+
+
+def test_npy_batch_truncated_wrong_type_and_oversize(server):
+    buf = io.BytesIO()
+    np.save(buf, np.zeros((3, 28, 28), dtype=np.uint8))
+    r = post_raw(server, "/mnist/predict_batch", buf.getvalue()[:-10], content_type="application/x-npy")
+    assert r.status_code == 400 and "data truncated" in r.json()["error"]
+    r = post_raw(server, "/mnist/predict_batch", buf.getvalue(), content_type="application/octet-stream")
+    assert r.status_code == 415 and r.json()["error"] == (
+        "Content-Type: must be application/x-npy, got 'application/octet-stream'"
+    )
+    r = post_raw(server, "/mnist/predict_batch", b"\x93NUMPY" + b" " * (16 * 1024 * 1024), "application/x-npy")
+    assert r.status_code == 413
+
+
+def test_a_4096_image_batch_is_answered(server):
+    pixels = np.random.default_rng(3).integers(0, 256, size=(4096, 28, 28), dtype=np.uint8)
+    r = post_npy(server, pixels)
+    assert r.status_code == 200, r.text
+    assert len(r.json()["predictions"]) == 4096
