@@ -16,7 +16,7 @@ export PYTHONPATH := $(CURDIR)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export BENTOML_DO_NOT_TRACK := true
 
-.PHONY: help setup setup-dev models train sweep prune serve test test-fast system-deps lint format bench bench-typicality build monitor clean
+.PHONY: help setup setup-dev models train sweep prune serve k8s-manifests test test-fast system-deps lint format bench bench-typicality build monitor clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -54,7 +54,14 @@ serve: models ## serve on http://127.0.0.1:3000 (make serve PORT=3100 WORKERS=2)
 system-deps: ## install the system packages the tests use (prometheus, promtool, docker-compose, wrk)
 	bash scripts/install-system-deps.sh
 
-test: setup-dev system-deps ## lint, then the whole suite (slow and integration tests included)
+tests/k8s/node_modules/.installed: tests/k8s/package.json tests/k8s/package-lock.json
+	npm ci --prefix tests/k8s --no-audit --no-fund --loglevel=error
+	@touch $@
+
+k8s-manifests: setup ## regenerate deploy/k8s/prometheusrule.yaml and grafana-dashboard.yaml from monitoring/
+	$(BIN)/python -m deploy.k8s.generate
+
+test: setup-dev system-deps tests/k8s/node_modules/.installed ## lint, then the whole suite (slow and integration tests included)
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
@@ -69,7 +76,7 @@ format: setup-dev ## format the code with ruff
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: setup-dev system-deps models ## benchmark /mnist/predict against the model.predict baseline (numbers, not a test)
+bench: setup-dev system-deps models ## in-process limits, 1 and 2 workers, JSON and .npy, the model.predict baseline: reports/bench.{json,png}
 	$(BIN)/python -m benchmarks.http_bench
 
 bench-typicality: setup-dev models ## typicality flag: false alarms, unusual inputs flagged, cost in the forward pass

@@ -1,20 +1,26 @@
-"""HTTP benchmark of /mnist/predict: numbers, not a pass/fail test.
+"""Benchmark of the service: numbers from one run, not a pass/fail test.
 
-Starts the real service and, in the same run, the ``model.predict`` baseline service, then drives
-both with wrk on 127.0.0.1 (bounded: a few seconds per case). Prints a table and writes
-reports/bench.json. Usage: ``make bench`` or ``python -m benchmarks.http_bench --seconds 10``.
+In one run: the in-process limits (plain forward pass vs probe at 1 and 256 images; the probe's
+images/s in one process and in two at once, as two workers would run), then the real service with
+1 and 2 workers and the ``model.predict`` baseline service over HTTP, driven by wrk on 127.0.0.1
+(bounded: a few seconds per case). wrk's latency percentiles are only reported next to a check
+against its own request rate: mean latency x requests cannot exceed duration x connections.
+Prints one table and the targets, writes ``reports/bench.json`` and ``reports/bench.png``.
+
+Usage: ``make bench`` or ``python -m benchmarks.http_bench --seconds 10``.
 """
 
 from __future__ import annotations
 
 import argparse
-import http.client
+import io
 import json
-import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,106 +28,316 @@ import numpy as np
 from tests.integration.server import Server
 
 ROOT = Path(__file__).resolve().parent.parent
+SERVICE = "service.service:SparsityService"
+BASELINE = "benchmarks.baseline_service:BaselineService"
 LUA = """
-local f = io.open("{body}", "r"); local body = f:read("*a"); f:close()
-wrk.method = "POST"; wrk.body = body; wrk.headers["Content-Type"] = "application/json"
+local f = io.open("{body}", "rb"); local body = f:read("*a"); f:close()
+wrk.method = "POST"; wrk.body = body; wrk.headers["Content-Type"] = "{content_type}"
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('WRK {{"requests": %d, "duration_us": %d, "non_2xx": %d, "socket_errors": %d, ' ..
+    '"mean_us": %f, "p50_us": %d, "p99_us": %d, "max_us": %d}}\\n', summary.requests, summary.duration,
+    e.status, e.connect + e.read + e.write + e.timeout, latency.mean, latency:percentile(50),
+    latency:percentile(99), latency.max))
+end
 """
+JSON = "application/json"
+NPY = "application/x-npy"
 
 
-def wrk(url: str, body_file: Path, seconds: int, connections: int, workdir: Path) -> dict:
-    script = workdir / f"post-{body_file.stem}.lua"
-    script.write_text(LUA.format(body=body_file))
+@dataclass(frozen=True)
+class Case:
+    label: str
+    path: str
+    body: str  # key into the bodies
+    images: int
+    connections: int
+
+
+def make_bodies(work: Path) -> dict[str, tuple[Path, str]]:
+    rng = np.random.default_rng(0)
+    bodies = {}
+    for n in (1, 32, 256):
+        path = work / f"images-{n}.json"
+        path.write_text(json.dumps({"images": rng.random((n, 28, 28)).round(4).tolist()}))
+        bodies[f"json{n}"] = (path, JSON)
+    for n in (256, 1024):
+        buf = io.BytesIO()
+        np.save(buf, rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8))
+        path = work / f"images-{n}.npy"
+        path.write_bytes(buf.getvalue())
+        bodies[f"npy{n}"] = (path, NPY)
+    return bodies
+
+
+def wrk(url: str, body: tuple[Path, str], seconds: int, connections: int, work: Path) -> dict:
+    path, content_type = body
+    script = work / f"post-{path.name}.lua"
+    script.write_text(LUA.format(body=path, content_type=content_type))
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(script), url],
         capture_output=True,
         text=True,
         timeout=seconds + 60,
         check=True,
     ).stdout
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    raw = json.loads(next(line[4:] for line in out.splitlines() if line.startswith("WRK ")))
+    duration = raw["duration_us"] / 1e6
+    busy = raw["mean_us"] / 1e6 * raw["requests"]  # seconds of latency summed over requests
     return {
-        "requests_per_second": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-        "non_2xx": int(errors.group(1)) if errors else 0,
+        "requests": raw["requests"],
+        "requests_per_second": raw["requests"] / duration,
+        "p50_ms": raw["p50_us"] / 1000,
+        "p99_ms": raw["p99_us"] / 1000,
+        "max_ms": raw["max_us"] / 1000,
+        "mean_ms": raw["mean_us"] / 1000,
+        "non_2xx": raw["non_2xx"],
+        "socket_errors": raw["socket_errors"],
+        # the load generator's check on itself: its connections cannot have been busy for longer
+        # than they existed (1% slack for the requests still in flight at the end)
+        "latency_consistent": busy <= duration * connections * 1.01,
+        "busy_share": busy / (duration * connections),
     }
 
 
-def sequential_latency(port: int, body: bytes, count: int) -> dict:
-    """Per-request latency of ``count`` sequential requests on one keep-alive connection.
+def sequential_latency(url: str, body: tuple[Path, str], seconds: float) -> dict:
+    """Latency percentiles from one keep-alive connection, one request at a time, for ``seconds``.
 
-    Measured here rather than from wrk, whose latency percentiles on these machines disagree with
-    its own request rate (a mean latency longer than the run allows).
-    """
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    headers = {"Content-Type": "application/json"}
-    times = []
+    Used where wrk's own figures fail its consistency check (seen on these machines with one
+    connection: a mean latency longer than its request rate allows). One sequential client is
+    consistent by construction: its latencies add up to no more than its run."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    path, content_type = body
+    data = path.read_bytes()
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    times: list[float] = []
+    start = time.perf_counter()
     try:
-        for _ in range(count):
-            start = time.perf_counter()
-            conn.request("POST", "/mnist/predict", body=body, headers=headers)
+        while time.perf_counter() - start < seconds:
+            t0 = time.perf_counter()
+            conn.request("POST", parts.path, body=data, headers={"Content-Type": content_type})
             response = conn.getresponse()
             response.read()
-            times.append(time.perf_counter() - start)
+            times.append(time.perf_counter() - t0)
             if response.status != 200:
                 raise RuntimeError(f"benchmark request failed with {response.status}")
     finally:
         conn.close()
-    ms = np.array(times) * 1e3
+    ms = np.array(times) * 1000
+    elapsed = time.perf_counter() - start
     return {
         "p50_ms": float(np.percentile(ms, 50)),
-        "p90_ms": float(np.percentile(ms, 90)),
         "p99_ms": float(np.percentile(ms, 99)),
-        "requests": count,
+        "max_ms": float(ms.max()),
+        "mean_ms": float(ms.mean()),
+        "latency_consistent": bool(ms.sum() / 1000 <= elapsed),
+        "busy_share": float(ms.sum() / 1000 / elapsed),
+        "latency_source": f"sequential client, {len(ms)} requests",
     }
+
+
+def inprocess(seconds: float) -> dict:
+    """Plain vs probe in one process, then the probe's 256-image images/s in one and in two processes."""
+    python = sys.executable
+
+    def result_of(proc: subprocess.Popen) -> dict:
+        out, err = proc.communicate(timeout=600)
+        lines = [line for line in out.splitlines() if line.startswith("RESULT ")]
+        if proc.returncode != 0 or not lines:
+            raise RuntimeError(f"in-process benchmark failed:\n{err[-3000:]}")
+        return json.loads(lines[-1][7:])
+
+    def spawn(*args: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            [python, "-m", "benchmarks.inprocess", *args],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    compare = result_of(spawn("compare"))
+    single = result_of(spawn("throughput", "--start-at", str(time.time() + 15), "--seconds", str(seconds)))
+    start_at = str(time.time() + 20)  # both load TensorFlow first, then measure the same seconds
+    pair = [spawn("throughput", "--start-at", start_at, "--seconds", str(seconds)) for _ in range(2)]
+    both = [result_of(p) for p in pair]
+    return {
+        **compare,
+        "probe_images_per_second_1_process": single["images_per_second"],
+        "probe_images_per_second_2_processes": sum(r["images_per_second"] for r in both),
+    }
+
+
+def memory(server: Server) -> dict:
+    """Resident MB of the supervising ``bentoml serve`` process and of each worker."""
+    import psutil
+
+    parent = psutil.Process(server.proc.pid)
+    workers = [p for p in parent.children(recursive=True) if "_bentoml_impl.worker" in " ".join(p.cmdline())]
+    return {
+        "supervisor_rss_mb": parent.memory_info().rss / 2**20,
+        "worker_rss_mb": [p.memory_info().rss / 2**20 for p in workers],
+    }
+
+
+def serve_cases(target: str, workers: int, cases: list[Case], bodies, args, work: Path) -> tuple[dict, dict]:
+    server = Server(work / f"serve-{target.split(':')[1]}-{workers}.log", workers=workers, target=target)
+    results = {}
+    try:
+        server.wait_ready()
+        for case in cases:
+            url = f"{server.url}{case.path}"
+            wrk(url, bodies[case.body], 2, case.connections, work)  # warm-up, not reported
+            r = {**wrk(url, bodies[case.body], args.seconds, case.connections, work), "images": case.images}
+            r["images_per_second"] = r["requests_per_second"] * case.images
+            r["latency_source"] = "wrk"
+            if not r["latency_consistent"]:
+                r["wrk_latency_rejected"] = {k: r[k] for k in ("p50_ms", "p99_ms", "mean_ms", "busy_share")}
+                r.update(sequential_latency(url, bodies[case.body], args.seconds))
+            r["workers"], r["connections"] = workers, case.connections
+            results[case.label] = r
+            print(_row(case.label, r), flush=True)
+        return results, memory(server)
+    finally:
+        server.stop()
+
+
+def _row(label: str, r: dict) -> str:
+    check = ("wrk" if r["latency_source"] == "wrk" else "seq") + (" ok" if r["latency_consistent"] else " INCONSISTENT")
+    errors = r["non_2xx"] + r["socket_errors"]
+    return (
+        f"{label:<44} {r['requests_per_second']:8.1f} req/s {r['images_per_second']:9.0f} img/s"
+        f"  p50 {r['p50_ms']:7.2f}  p99 {r['p99_ms']:7.2f} ms  [{check} {r['busy_share']:.2f}]  errors {errors}"
+    )
+
+
+def targets(results: dict, limits: dict) -> list[tuple[str, float, str, bool]]:
+    """(name, value, format, met) for each target of the issue, from this run's figures."""
+    two = limits["probe_images_per_second_2_processes"]
+    baseline = results["baseline model.predict, 1 worker: 1 image, 8 conn"]["requests_per_second"]
+    binary = results["2 workers: binary 256, 4 conn"]["images_per_second"] / two
+    json_share = results["2 workers: JSON 256, 4 conn"]["images_per_second"] / two
+    p99 = results["2 workers: 1 image, 8 conn"]["p99_ms"]
+    ratio = results["1 worker: 1 image, 8 conn"]["requests_per_second"] / baseline
+    return [
+        (
+            "probe overhead at 256 images (<= 15%)",
+            limits["probe_overhead_256"],
+            "{:.0%}",
+            limits["probe_overhead_256"] <= 0.15,
+        ),
+        (
+            "probe overhead at 1 image (<= 10%)",
+            limits["probe_overhead_1"],
+            "{:.0%}",
+            limits["probe_overhead_1"] <= 0.10,
+        ),
+        ("binary 256, 2 workers / in-process, 2 processes (>= 70%)", binary, "{:.0%}", binary >= 0.70),
+        ("JSON 256, 2 workers / in-process, 2 processes (>= 40%)", json_share, "{:.0%}", json_share >= 0.40),
+        ("1 image, 8 conn, 2 workers: p99 ms (<= 10)", p99, "{:.2f}", p99 <= 10),
+        ("1 image, 8 conn, 1 worker / baseline, same (>= 25x)", ratio, "{:.1f}x", ratio >= 25),
+    ]
+
+
+def plot(results: dict, limits: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(results)
+    values = [results[k]["images_per_second"] for k in labels]
+    fig, ax = plt.subplots(figsize=(10, 0.42 * len(labels) + 1.8))
+    colors = ["#8888aa" if k.startswith("baseline") else "#3b75af" if "2 workers" in k else "#6fa8dc" for k in labels]
+    ax.barh(labels, values, color=colors)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    for y, v in enumerate(values):
+        ax.text(v, y, f" {v:,.0f}", va="center", fontsize=8)
+    lines = [
+        ("plain forward, 1 process", 256 / limits["plain_ms_256"] * 1000, "#999999", ":"),
+        ("probe, 1 process", limits["probe_images_per_second_1_process"], "#d62728", "--"),
+        ("probe, 2 processes", limits["probe_images_per_second_2_processes"], "#2ca02c", "-"),
+    ]
+    for name, x, color, style in lines:
+        ax.axvline(x, color=color, linestyle=style, label=f"in-process {name}: {x:,.0f} img/s")
+    ax.set_xlabel("images per second (log scale)")
+    ax.set_title("Service throughput per case, against the in-process limits (256 images per call)")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=8, help="duration of each wrk run (default 8)")
-    parser.add_argument(
-        "--requests", type=int, default=500, help="sequential requests timed for latency percentiles (default 500)"
-    )
+    parser.add_argument("--seconds", type=int, default=6, help="duration of each wrk run (default 6)")
     parser.add_argument("--output", type=Path, default=ROOT / "reports" / "bench.json")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         parser.error("wrk is not installed: run `make system-deps`")
 
     work = Path(tempfile.mkdtemp(prefix="bench-"))
-    rng = np.random.default_rng(0)
-    bodies = {}
-    for n in (1, 32, 256):
-        bodies[n] = work / f"images-{n}.json"
-        bodies[n].write_text(json.dumps({"images": rng.random((n, 28, 28)).round(4).tolist()}))
-
-    results: dict[str, dict] = {}
-    cases = [
-        ("service", "service.service:SparsityService", [(1, 1), (1, 8), (32, 1), (256, 1)]),
-        ("baseline model.predict", "benchmarks.baseline_service:BaselineService", [(1, 1)]),
-        ("adaptive batching (experiment)", "benchmarks.batching_service:BatchingService", [(1, 1), (1, 8)]),
+    bodies = make_bodies(work)
+    print("in-process limits (one TensorFlow thread per process) ...", flush=True)
+    limits = inprocess(args.seconds)
+    print(
+        f"  plain {limits['plain_ms_1']:.3f} ms / {limits['plain_ms_256']:.2f} ms, probe {limits['probe_ms_1']:.3f} ms"
+        f" / {limits['probe_ms_256']:.2f} ms at 1 / 256 images (probe +{limits['probe_overhead_1']:.0%}"
+        f" / +{limits['probe_overhead_256']:.0%}); probe {limits['probe_images_per_second_1_process']:,.0f} img/s"
+        f" in 1 process, {limits['probe_images_per_second_2_processes']:,.0f} in 2",
+        flush=True,
+    )
+    predict, batch = "/mnist/predict", "/mnist/predict_batch"
+    two = [
+        Case("2 workers: 1 image, 1 conn", predict, "json1", 1, 1),
+        Case("2 workers: 1 image, 8 conn", predict, "json1", 1, 8),
+        Case("2 workers: JSON 32, 4 conn", predict, "json32", 32, 4),
+        Case("2 workers: JSON 256, 4 conn", predict, "json256", 256, 4),
+        Case("2 workers: binary 256, 4 conn", batch, "npy256", 256, 4),
+        Case("2 workers: binary 1024, 4 conn", batch, "npy1024", 1024, 4),
     ]
-    for name, target, runs in cases:
-        server = Server(work / f"{name.split()[0]}.log", workers=1, target=target)
-        try:
-            server.wait_ready()
-            url = f"{server.url}/mnist/predict"
-            for images, connections in runs:
-                wrk(url, bodies[images], 2, connections, work)  # warm-up, not reported
-                key = f"{name}: {images} image(s), {connections} connection(s)"
-                r = {**wrk(url, bodies[images], args.seconds, connections, work), "images": images}
-                if connections == 1:
-                    requests = max(20, args.requests // images)
-                    r.update(sequential_latency(server.port, bodies[images].read_bytes(), requests))
-                results[key] = r
-                latency = f"  p50 {r['p50_ms']:6.2f} ms  p99 {r['p99_ms']:7.2f} ms" if "p50_ms" in r else ""
-                print(
-                    f"{key:<52} {r['requests_per_second']:8.1f} req/s  {r['requests_per_second'] * images:9.1f} img/s"
-                    f"{latency}  non-2xx {r['non_2xx']}",
-                    flush=True,
-                )
-        finally:
-            server.stop()
+    one = [
+        Case("1 worker: 1 image, 1 conn", predict, "json1", 1, 1),
+        Case("1 worker: 1 image, 8 conn", predict, "json1", 1, 8),
+        Case("1 worker: JSON 256, 2 conn", predict, "json256", 256, 2),
+        Case("1 worker: binary 256, 2 conn", batch, "npy256", 256, 2),
+    ]
+    base = [
+        Case("baseline model.predict, 1 worker: 1 image, 1 conn", predict, "json1", 1, 1),
+        Case("baseline model.predict, 1 worker: 1 image, 8 conn", predict, "json1", 1, 8),
+    ]
+    print(
+        f"HTTP cases, {args.seconds:g} s each; [latency from wrk, or from a sequential client where wrk's failed its"
+        " check; busy share of the connections' time]"
+    )
+    results: dict[str, dict] = {}
+    memory_of: dict[str, dict] = {}
+    for target, workers, cases in ((SERVICE, 2, two), (SERVICE, 1, one), (BASELINE, 1, base)):
+        got, mem = serve_cases(target, workers, cases, bodies, args, work)
+        results.update(got)
+        memory_of[f"{target.split(':')[1]}, {workers} worker(s)"] = mem
+    print("resident memory:")
+    for name, mem in memory_of.items():
+        workers = ", ".join(f"{mb:.0f}" for mb in mem["worker_rss_mb"])
+        print(f"  {name:<36} supervisor {mem['supervisor_rss_mb']:5.0f} MB   workers {workers} MB")
+    print("targets:")
+    checked = targets(results, limits)
+    for name, value, fmt, ok in checked:
+        print(f"  {name:<62} {fmt.format(value):>8}  {'MET' if ok else 'NOT MET'}")
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"written to {args.output}")
+    report = {
+        "inprocess": limits,
+        "http": results,
+        "memory": memory_of,
+        "targets": {name: {"value": value, "met": ok} for name, value, _, ok in checked},
+    }
+    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    plot(results, limits, args.output.with_suffix(".png"))
+    print(f"written to {args.output} and {args.output.with_suffix('.png')}")
     return 0
 
 

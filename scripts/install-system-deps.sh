@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests use, when missing: prometheus (server + promtool),
-# docker-compose (only for `docker-compose config -q`) and wrk (benchmarks).
+# docker-compose (only for `docker-compose config -q`), wrk (benchmarks), kubectl (its kustomize
+# renders deploy/k8s) and Node.js with npm (the Kubernetes schema validator in tests/k8s).
 set -euo pipefail
 
 missing=()
@@ -8,6 +9,9 @@ command -v prometheus >/dev/null || missing+=(prometheus)
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v docker-compose >/dev/null || missing+=(docker-compose)
 command -v wrk >/dev/null || missing+=(wrk)
+command -v kubectl >/dev/null || missing+=(kubectl)
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi

@@ -426,3 +426,16 @@ def test_a_4096_image_batch_is_answered(server):
     r = post_npy(server, pixels)
     assert r.status_code == 200, r.text
     assert len(r.json()["predictions"]) == 4096
+
+
+def test_kubernetes_probes_and_scrape_path_are_routes_the_service_answers(server):
+    from tests.test_k8s import by_kind, render
+
+    objects = render()
+    (container,) = by_kind(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
+    paths = {container[p]["httpGet"]["path"] for p in ("startupProbe", "readinessProbe", "livenessProbe")}
+    paths |= {e["path"] for e in by_kind(objects, "ServiceMonitor")["spec"]["endpoints"]}
+    assert paths == {"/readyz", "/livez", "/metrics"}
+    for path in sorted(paths):
+        assert httpx.get(f"{server.url}{path}", timeout=10).status_code == 200, path
+    assert container["ports"][0]["containerPort"] == 3000  # the port a containerized bento serves on

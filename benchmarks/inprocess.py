@@ -1,0 +1,106 @@
+"""In-process limits of the served model: the plain forward pass against the probe, and the probe's
+throughput (what HTTP is compared with). Run by ``benchmarks.http_bench`` in separate processes,
+one TensorFlow thread each, as a service worker runs.
+
+``python -m benchmarks.inprocess compare``   plain vs probe at 1 and 256 images (medians, JSON)
+``python -m benchmarks.inprocess throughput --start-at T --seconds S``   probe images/s at 256
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _load(tag: str):
+    import bentoml
+    import keras
+    import tensorflow as tf
+
+    import sparsity.layers  # noqa: F401  registers the core's layers for loading
+    from sparsity.contract import MNIST_MODEL_FILE, MNIST_SHAPE
+    from sparsity.probe import SparsityProbe
+
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    stored = bentoml.models.get(tag)
+    model = keras.models.load_model(stored.path_of(MNIST_MODEL_FILE), compile=False, safe_mode=True)
+    probe = SparsityProbe(model, value_range=(0.0, 1.0), field="images")
+    spec = tf.TensorSpec((None, *MNIST_SHAPE), tf.float32)
+    plain = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+    return str(stored.tag), probe, plain
+
+
+def compare(tag: str, repeats: int) -> dict:
+    """Median ms per call of ``model(x)`` (predictions only) and of ``probe.run`` (predictions, per-layer
+    zeros, per-unit firing), both from NumPy input to NumPy output, taking turns within each repeat."""
+    import tensorflow as tf
+
+    name, probe, plain = _load(tag)
+    rng = np.random.default_rng(0)
+    inputs = {n: rng.random((n, 28, 28), dtype=np.float32) for n in (1, 256)}
+    calls = {
+        "plain": lambda x: plain(tf.convert_to_tensor(x)).numpy(),
+        "probe": probe.run,
+    }
+    for fn in calls.values():
+        for x in inputs.values():
+            fn(x)
+    samples: dict[str, dict[int, list[float]]] = {k: {n: [] for n in inputs} for k in calls}
+    for _ in range(repeats):
+        for key, fn in calls.items():
+            for n, x in inputs.items():
+                inner = 40 if n == 1 else 3
+                start = time.perf_counter()
+                for _ in range(inner):
+                    fn(x)
+                samples[key][n].append((time.perf_counter() - start) / inner * 1000)
+    out: dict = {"model": name}
+    for key in calls:
+        for n in inputs:
+            out[f"{key}_ms_{n}"] = float(np.median(samples[key][n]))
+    for n in inputs:
+        out[f"probe_overhead_{n}"] = out[f"probe_ms_{n}"] / out[f"plain_ms_{n}"] - 1
+    return out
+
+
+def throughput(tag: str, start_at: float, seconds: float, batch: int) -> dict:
+    """Images/s of ``probe.run`` on ``batch`` images, in a window that starts at ``start_at`` (so that
+    several processes measure the same seconds)."""
+    _, probe, _ = _load(tag)
+    x = np.random.default_rng(0).random((batch, 28, 28), dtype=np.float32)
+    probe.run(x)
+    time.sleep(max(0.0, start_at - time.time()))
+    calls, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        probe.run(x)
+        calls += 1
+    elapsed = time.perf_counter() - start
+    return {"images_per_second": calls * batch / elapsed, "calls": calls, "seconds": elapsed}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("mode", choices=["compare", "throughput"])
+    parser.add_argument("--tag", default="mnist_cnn:latest")
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--start-at", type=float, default=0.0)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--batch", type=int, default=256)
+    args = parser.parse_args(argv)
+    if args.mode == "compare":
+        result = compare(args.tag, args.repeats)
+    else:
+        result = throughput(args.tag, args.start_at, args.seconds, args.batch)
+    print("RESULT " + json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
