@@ -279,7 +279,7 @@ def plot(results: dict, limits: dict, path: Path) -> None:
     for name, x, color, style in lines:
         ax.axvline(x, color=color, linestyle=style, label=f"in-process {name}: {x:,.0f} img/s")
     ax.set_xlabel("images per second (log scale)")
-    ax.set_title("Service throughput per case, against the in-process limits (256 images per call)")
+    ax.set_title("Images/s per case; lines: in-process limits at 256 images per call")
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
