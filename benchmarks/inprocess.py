@@ -19,22 +19,19 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def _load(tag: str):
+    """The probe exactly as a service worker builds it (one TF thread), and the plain forward pass."""
     import bentoml
-    import keras
     import tensorflow as tf
 
-    import sparsity.layers  # noqa: F401  registers the core's layers for loading
-    from sparsity.contract import MNIST_MODEL_FILE, MNIST_SHAPE
-    from sparsity.probe import SparsityProbe
+    from service.runtime import MnistRuntime, configure_tensorflow
+    from sparsity.contract import MNIST_SHAPE
 
-    tf.config.threading.set_intra_op_parallelism_threads(1)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
-    stored = bentoml.models.get(tag)
-    model = keras.models.load_model(stored.path_of(MNIST_MODEL_FILE), compile=False, safe_mode=True)
-    probe = SparsityProbe(model, value_range=(0.0, 1.0), field="images")
+    configure_tensorflow(1, 1)
+    runtime = MnistRuntime(bentoml.models.get(tag))
+    model = runtime.probe.model
     spec = tf.TensorSpec((None, *MNIST_SHAPE), tf.float32)
     plain = tf.function(lambda x: model(x, training=False), input_signature=[spec])
-    return str(stored.tag), probe, plain
+    return runtime.tag, runtime.probe, plain
 
 
 def compare(tag: str, repeats: int) -> dict:

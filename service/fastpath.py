@@ -24,6 +24,10 @@ INLINE_MAX_BYTES = 64 * 1024
 worker thread, so the loop keeps accepting requests while a big batch is parsed and run."""
 
 
+DECODERS = {routes.MNIST_PREDICT.path: images_from_json, routes.MNIST_PREDICT_BATCH.path: decode_npy_images}
+"""Each route's body reader: an image array, ``None`` (not a plain request), or InvalidInputError."""
+
+
 class FastPaths:
     OWN_ROUTES = (routes.MNIST_PREDICT_BATCH.path,)
 
@@ -31,40 +35,30 @@ class FastPaths:
         self.app = app
 
     async def __call__(self, scope, receive, send) -> None:
-        path = scope["path"].rstrip("/") if scope["type"] == "http" else ""
-        if scope.get("method") != "POST" or path not in (routes.MNIST_PREDICT.path, routes.MNIST_PREDICT_BATCH.path):
+        decode = DECODERS.get(scope["path"].rstrip("/")) if scope["type"] == "http" else None
+        if scope.get("method") != "POST" or decode is None:
             await self.app(scope, receive, send)
             return
         body = await read_body(receive)
-        decode = images_from_json if path == routes.MNIST_PREDICT.path else decode_npy_images
-        work = _Work(decode, body)
         if len(body) <= INLINE_MAX_BYTES:
-            work()
+            answer = _answer(decode, body)
         else:
-            await anyio.to_thread.run_sync(work)
-        if work.answer is not None:
-            await respond(send, 200, work.answer)
-        elif work.refusal is not None:
-            await respond(send, 400, work.refusal)
-        else:  # not a plain images request: BentoML's endpoint validates it and names what is wrong
+            answer = await anyio.to_thread.run_sync(_answer, decode, body)
+        if answer is None:  # not a plain images request: BentoML's endpoint validates it and names what is wrong
             await self.app(scope, replay_body(body, receive), send)
+        else:
+            await respond(send, *answer)
 
 
-class _Work:
-    """Decode, predict and encode one body (run inline or in a thread)."""
+def _answer(decode, body: bytes) -> tuple[int, bytes] | None:
+    """Decode, predict and encode one body (run inline or in a thread): ``(status, JSON body)``, or
+    ``None`` when the body is for BentoML's endpoint to validate."""
+    import bentoml
 
-    def __init__(self, decode, body: bytes) -> None:
-        self.decode, self.body = decode, body
-        self.answer: bytes | None = None
-        self.refusal: bytes | None = None
-
-    def __call__(self) -> None:
-        import bentoml
-
-        try:
-            images = self.decode(self.body)
-            if images is None:
-                return
-            self.answer = bentoml.get_current_service().mnist_json(images)
-        except InvalidInputError as exc:
-            self.refusal = error_body(exc.rule, exc.field, "invalid_input")
+    try:
+        images = decode(body)
+        if images is None:
+            return None
+        return 200, bentoml.get_current_service().mnist_json(images)
+    except InvalidInputError as exc:
+        return 400, error_body(exc.rule, exc.field, "invalid_input")

@@ -17,7 +17,6 @@ from sparsity.errors import InvalidInputError
 
 MAX_NPY_IMAGES = 4096
 """Most images one ``.npy`` batch may hold."""
-NPY_MEDIA_TYPE = "application/x-npy"
 ACCEPTED_DTYPES = {np.dtype("uint8"): "uint8 (pixels 0-255)", np.dtype("<f4"): "float32 (0-1)"}
 _MAGIC = b"\x93NUMPY"
 _MAX_HEADER = 10_000
@@ -58,12 +57,13 @@ def decode_npy_images(body: bytes, max_images: int = MAX_NPY_IMAGES) -> np.ndarr
     count = shape[0]
     if not 1 <= count <= max_images:
         raise InvalidInputError("body", f"must hold 1 to {max_images} images, got {count}")
-    expected = count * MNIST_SHAPE[0] * MNIST_SHAPE[1] * dtype.itemsize
+    values = count * MNIST_SHAPE[0] * MNIST_SHAPE[1]
+    expected = values * dtype.itemsize
     got = len(body) - offset
     if got != expected:
         what = "truncated" if got < expected else "has trailing bytes"
         raise InvalidInputError("body", f"data {what}: shape {tuple(shape)} needs {expected} bytes, got {got}")
-    images = np.frombuffer(body, dtype=dtype, count=count * MNIST_SHAPE[0] * MNIST_SHAPE[1], offset=offset)
+    images = np.frombuffer(body, dtype=dtype, count=values, offset=offset)
     images = images.reshape(shape, order="F" if fortran else "C")
     if dtype == np.uint8:
         return images.astype(np.float32) / np.float32(MNIST_PIXEL_MAX)

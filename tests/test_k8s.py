@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 import yaml
 
 from deploy.k8s import generate
+from tests.tools import need_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "k8s"
@@ -25,15 +25,8 @@ NODE_VALIDATOR = ROOT / "tests" / "k8s"
 pytestmark = pytest.mark.slow  # needs kubectl, node and the npm packages (make test installs them)
 
 
-def _need(tool: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        pytest.fail(f"{tool} is not installed: `make system-deps` installs it")
-    return path
-
-
 def render() -> list[dict]:
-    out = subprocess.run([_need("kubectl"), "kustomize", str(K8S)], capture_output=True, text=True, check=True)
+    out = subprocess.run([need_tool("kubectl"), "kustomize", str(K8S)], capture_output=True, text=True, check=True)
     return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
 
 
@@ -112,7 +105,10 @@ def _node_validation(objects: list[dict]) -> subprocess.CompletedProcess:
     if not (NODE_VALIDATOR / "node_modules").is_dir():
         pytest.fail("npm packages missing: `make test` runs npm ci --prefix tests/k8s")
     return subprocess.run(
-        [_need("node"), str(NODE_VALIDATOR / "validate.mjs")], input=json.dumps(objects), capture_output=True, text=True
+        [need_tool("node"), str(NODE_VALIDATOR / "validate.mjs")],
+        input=json.dumps(objects),
+        capture_output=True,
+        text=True,
     )
 
 
@@ -134,7 +130,7 @@ def test_prometheus_rule_holds_the_alert_rules_of_alerts_yml_and_promtool_accept
     assert rule["spec"]["groups"] == alerts["groups"]
     path = tmp_path / "rules.yml"
     path.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
-    out = subprocess.run([_need("promtool"), "check", "rules", str(path)], capture_output=True, text=True)
+    out = subprocess.run([need_tool("promtool"), "check", "rules", str(path)], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "SUCCESS" in out.stdout
 

@@ -6,14 +6,14 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import jsonschema
-import pytest
 import yaml
+
+from tests.tools import need_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 PROM = ROOT / "monitoring" / "prometheus"
@@ -26,20 +26,13 @@ def _run(*cmd: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False, cwd=ROOT, env=env)
 
 
-def _need(tool: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        pytest.fail(f"{tool} is not installed: `make system-deps` installs it")
-    return path
-
-
 def test_promtool_check_config():
-    out = _run(_need("promtool"), "check", "config", str(PROM / "prometheus.yml"))
+    out = _run(need_tool("promtool"), "check", "config", str(PROM / "prometheus.yml"))
     assert out.returncode == 0, out.stdout + out.stderr
 
 
 def test_promtool_check_rules_finds_the_five_alerts():
-    out = _run(_need("promtool"), "check", "rules", str(PROM / "alerts.yml"))
+    out = _run(need_tool("promtool"), "check", "rules", str(PROM / "alerts.yml"))
     assert out.returncode == 0, out.stdout + out.stderr
     groups = {g["name"]: g["rules"] for g in yaml.safe_load((PROM / "alerts.yml").read_text())["groups"]}
     assert [r["record"] for r in groups["sparsity-dead-units"]] == [
@@ -57,7 +50,7 @@ def test_promtool_check_rules_finds_the_five_alerts():
 
 
 def test_promtool_unit_tests_of_every_alert():
-    out = _run(_need("promtool"), "test", "rules", str(PROM / "tests" / "alerts_test.yml"))
+    out = _run(need_tool("promtool"), "test", "rules", str(PROM / "tests" / "alerts_test.yml"))
     assert out.returncode == 0, out.stdout + out.stderr
     tests = yaml.safe_load((PROM / "tests" / "alerts_test.yml").read_text())["tests"]
     for alert in ("ServiceDown", "SparsityDrift", "DeadUnitsHigh", "LatencyHigh", "AtypicalInputsHigh"):
@@ -131,13 +124,13 @@ def test_dashboard_provider_path_is_where_compose_mounts_the_dashboards():
 
 def test_compose_passes_docker_compose_config():
     env = {**os.environ, "GRAFANA_ADMIN_PASSWORD": "only-for-this-test"}
-    out = _run(_need("docker-compose"), "-f", "docker-compose.yml", "config", "-q", env=env)
+    out = _run(need_tool("docker-compose"), "-f", "docker-compose.yml", "config", "-q", env=env)
     assert out.returncode == 0, out.stderr
 
 
 def test_compose_refuses_to_start_grafana_without_a_password():
     env = {k: v for k, v in os.environ.items() if k != "GRAFANA_ADMIN_PASSWORD"}
-    out = _run(_need("docker-compose"), "-f", "docker-compose.yml", "config", "-q", env=env)
+    out = _run(need_tool("docker-compose"), "-f", "docker-compose.yml", "config", "-q", env=env)
     assert out.returncode != 0
     assert "GRAFANA_ADMIN_PASSWORD" in out.stderr
 
