@@ -16,7 +16,7 @@ export PYTHONPATH := $(CURDIR)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export BENTOML_DO_NOT_TRACK := true
 
-.PHONY: help setup setup-dev models train sweep prune serve k8s-manifests test test-fast system-deps lint format bench bench-typicality build monitor clean
+.PHONY: help setup setup-dev models train sweep prune serve k8s-manifests test test-fast test-container soak system-deps lint format bench bench-typicality build monitor clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -65,8 +65,14 @@ test: setup-dev system-deps tests/k8s/node_modules/.installed ## lint, then the 
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
-test-fast: setup-dev ## unit tests only (no training, no servers)
-	$(BIN)/pytest -m "not slow"
+test-fast: setup-dev ## unit tests only: no training, no servers, no system packages (no promtool, docker-compose, podman)
+	$(BIN)/pytest -m "not slow and not system"
+
+test-container: setup ## build the image with podman, docker-compose up service + Prometheus, check them, tear down (root)
+	bash scripts/test-container.sh
+
+soak: setup-dev models ## 2 workers, 8 connections, mixed valid and invalid traffic for SOAK_SECONDS (300): reports/soak.json
+	$(BIN)/python -m benchmarks.soak --seconds $${SOAK_SECONDS:-300}
 
 lint: setup-dev ## ruff lint and format check
 	$(BIN)/ruff check .

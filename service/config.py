@@ -1,33 +1,111 @@
-"""Service settings, read from the environment once at start."""
+"""Service settings, read from the environment once at start and validated: a bad value stops the
+service with one line naming the variable, the value and the rule (see ``service.service``).
+
+Every setting, its default and its rule are in :data:`SETTINGS`; the README's table lists them.
+"""
 
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
+
+MiB = 1024 * 1024
 
 
-def _int(name: str, default: int, minimum: int = 1) -> int:
-    raw = os.environ.get(name, "")
-    if not raw.strip():
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"environment variable {name} must be a whole number, got {raw!r}") from None
-    if value < minimum:
-        raise ValueError(f"environment variable {name} must be >= {minimum}, got {value}")
+class SettingsError(ValueError):
+    """One environment setting has a value outside its rule."""
+
+    def __init__(self, name: str, raw: str, rule: str) -> None:
+        super().__init__(f"environment variable {name}={raw!r} is invalid: {rule}")
+        self.name, self.raw, self.rule = name, raw, rule
+
+
+def whole(lo: int, hi: int) -> Callable[[str], int]:
+    rule = f"must be a whole number from {lo} to {hi}"
+
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw.strip().replace("_", ""))
+        except ValueError:
+            raise ValueError(rule) from None
+        if not lo <= value <= hi:
+            raise ValueError(rule)
+        return value
+
+    return parse
+
+
+def seconds(lo: float, hi: float) -> Callable[[str], float]:
+    rule = f"must be a number of seconds from {lo:g} to {hi:g}"
+
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(rule) from None
+        if not lo <= value <= hi:  # also refuses nan
+            raise ValueError(rule)
+        return value
+
+    return parse
+
+
+def boolean(raw: str) -> bool:
+    text = raw.strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be one of true, false, 1, 0, yes, no, on, off")
+
+
+_TAG = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?(?::[A-Za-z0-9](?:[A-Za-z0-9._-]{0,127}))?$")
+
+
+def model_tag(raw: str) -> str:
+    value = raw.strip()
+    if not _TAG.match(value):
+        raise ValueError("must be a BentoML model tag: name[:version], lower-case name (for example mnist_cnn:latest)")
     return value
 
 
-def _bool(name: str, default: bool) -> bool:
-    raw = os.environ.get(name, "").strip().lower()
-    if not raw:
-        return default
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    if raw in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"environment variable {name} must be true or false, got {raw!r}")
+@dataclass(frozen=True)
+class Setting:
+    env: str
+    field: str
+    default: Any
+    parse: Callable[[str], Any]
+    doc: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("MNIST_MODEL_TAG", "mnist_tag", "mnist_cnn:latest", model_tag, "the CNN to serve"),
+    Setting("IRIS_MODEL_TAG", "iris_tag", "iris_l1:latest", model_tag, "the iris classifier to serve"),
+    Setting("SERVICE_WORKERS", "workers", 1, whole(1, 64), "worker processes (each loads both models)"),
+    Setting("TF_INTRA_OP_THREADS", "tf_intra_threads", 1, whole(1, 256), "TensorFlow threads inside one op"),
+    Setting("TF_INTER_OP_THREADS", "tf_inter_threads", 1, whole(1, 256), "TensorFlow ops run in parallel"),
+    # 1024 images of 784 numbers written with up to ~20 characters each fit in 16 MiB.
+    Setting("MAX_BODY_BYTES", "max_body_bytes", 16 * MiB, whole(1024, 1024 * MiB), "larger bodies get 413"),
+    Setting(
+        "MAX_DRAIN_BYTES",
+        "max_drain_bytes",
+        64 * MiB,
+        whole(0, 4096 * MiB),
+        "a refused body up to this size is read to its end so the client reads the 4xx",
+    ),
+    Setting(
+        "BODY_TIMEOUT_SECONDS",
+        "body_timeout",
+        30.0,
+        seconds(0.1, 3600),
+        "a body not complete this long after its headers gets 408 and the connection is closed",
+    ),
+    Setting("MAX_IMAGE_PIXELS", "max_image_pixels", 4096 * 4096, whole(784, 2**28), "larger uploads get 400"),
+    Setting("ACCESS_LOG", "access_log", False, boolean, "one log line per request"),
+)
 
 
 @dataclass(frozen=True)
@@ -38,19 +116,24 @@ class Settings:
     tf_intra_threads: int
     tf_inter_threads: int
     max_body_bytes: int
+    max_drain_bytes: int
+    body_timeout: float
     max_image_pixels: int
     access_log: bool
 
     @classmethod
-    def from_env(cls) -> Settings:
-        return cls(
-            mnist_tag=os.environ.get("MNIST_MODEL_TAG", "mnist_cnn:latest"),
-            iris_tag=os.environ.get("IRIS_MODEL_TAG", "iris_l1:latest"),
-            workers=_int("SERVICE_WORKERS", 1),
-            tf_intra_threads=_int("TF_INTRA_OP_THREADS", 1),
-            tf_inter_threads=_int("TF_INTER_OP_THREADS", 1),
-            # 1024 images of 784 numbers written with up to ~20 characters each fit in 16 MiB.
-            max_body_bytes=_int("MAX_BODY_BYTES", 16 * 1024 * 1024),
-            max_image_pixels=_int("MAX_IMAGE_PIXELS", 4096 * 4096),
-            access_log=_bool("ACCESS_LOG", False),
-        )
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        """Read every setting; unset or empty means the default. Raises SettingsError on the first
+        bad value."""
+        environ = os.environ if environ is None else environ
+        values = {}
+        for setting in SETTINGS:
+            raw = environ.get(setting.env, "")
+            if not raw.strip():
+                values[setting.field] = setting.default
+                continue
+            try:
+                values[setting.field] = setting.parse(raw)
+            except ValueError as exc:
+                raise SettingsError(setting.env, raw, str(exc)) from None
+        return cls(**values)

@@ -7,20 +7,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from service.preflight import IRIS_TRUSTED_TYPES, ModelRefused
 from sparsity.card import IrisCard, MnistCard, ModelCardError, load_card
 from sparsity.contract import IRIS_FEATURE_LIMIT, IRIS_MODEL_FILE, MNIST_MODEL_FILE, MNIST_SHAPE
 from sparsity.linear import LinearProbe, LinearSparsity
 from sparsity.result import ProbeResult
 
 log = logging.getLogger(__name__)
-
-IRIS_TRUSTED_TYPES: list[str] = []
-"""Types beyond skops' own defaults that the iris file may contain. The pipeline (StandardScaler +
-LogisticRegression) needs none; a file that asks for anything else is refused."""
-
-
-class UntrustedModelError(RuntimeError):
-    pass
 
 
 @dataclass
@@ -29,27 +22,6 @@ class Typicality:
 
     scores: np.ndarray
     atypical: np.ndarray
-
-
-def check_model_cards(mnist_tag: str, iris_tag: str) -> None:
-    """Refuse stored models whose model card is invalid before any worker starts: one line on stderr
-    naming the tag and the field, and exit status 2 (``bentoml serve`` imports the service first, so
-    it stops there instead of restarting failing workers forever). Reads metadata only: milliseconds.
-    A tag that is not in the store is left to BentoML, which names it."""
-    import sys
-
-    import bentoml
-
-    for tag, kind in ((mnist_tag, MnistCard), (iris_tag, IrisCard)):
-        try:
-            stored = bentoml.models.get(tag)
-        except bentoml.exceptions.NotFound:
-            continue
-        try:
-            load_card(kind, str(stored.tag), stored.info.metadata)
-        except ModelCardError as exc:
-            print(f"error: {exc}", file=sys.stderr, flush=True)
-            raise SystemExit(2) from None
 
 
 def configure_tensorflow(intra: int, inter: int) -> None:
@@ -118,7 +90,7 @@ class IrisRuntime:
         path = stored.path_of(IRIS_MODEL_FILE)
         untrusted = [t for t in skops.io.get_untrusted_types(file=path) if t not in IRIS_TRUSTED_TYPES]
         if untrusted:
-            raise UntrustedModelError(f"{path} asks for types that are not trusted: {untrusted}")
+            raise ModelRefused(f"{path} asks for types that are not trusted: {untrusted}")
         self.model = skops.io.load(path, trusted=IRIS_TRUSTED_TYPES)
         self.probe = LinearProbe(
             self.model.named_steps["scale"],

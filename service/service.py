@@ -6,6 +6,7 @@ Endpoints stay thin: validate, call the core through a runtime, record metrics, 
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -17,18 +18,25 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse
 from starlette.routing import Route
 
-from service import metrics, routes
-from service.config import Settings
+from service import metrics, routes, watchdog
+from service.config import Settings, SettingsError
 from service.fastpath import FastPaths
 from service.middleware import RequestGuard
+from service.preflight import check_stored_models
 from service.preprocess import image_to_mnist
 from service.responses import iris_response, mnist_response, mnist_response_json, refusing_invalid_input
-from service.runtime import IrisRuntime, MnistRuntime, check_model_cards, configure_tensorflow
+from service.runtime import IrisRuntime, MnistRuntime, configure_tensorflow
 from service.schemas import Images, IrisResponse, IrisRows, MnistResponse
 
 log = logging.getLogger(__name__)
-settings = Settings.from_env()
-check_model_cards(settings.mnist_tag, settings.iris_tag)
+try:
+    settings = Settings.from_env()
+except SettingsError as exc:  # one line and exit status 2, in the supervisor, before any worker starts
+    print(f"error: {exc}", file=sys.stderr, flush=True)
+    raise SystemExit(2) from None
+IN_WORKER = bentoml.server_context.worker_index is not None
+# the file audit runs once, in the supervisor (or a test's process); workers load with the same rules
+check_stored_models(settings.mnist_tag, settings.iris_tag, audit_files=not IN_WORKER)
 INLINE_MAX_IMAGES = 8
 """Batches up to this size run on the event loop; larger ones in a worker thread."""
 
@@ -70,6 +78,8 @@ class SparsityService:
 
     def __init__(self) -> None:
         self._ready = False
+        if IN_WORKER:
+            watchdog.exit_with_parent()
         configure_tensorflow(settings.tf_intra_threads, settings.tf_inter_threads)
         self.mnist = MnistRuntime(self.mnist_model)
         self.iris = IrisRuntime(self.iris_model)
@@ -130,5 +140,11 @@ class SparsityService:
         return result, typicality
 
 
-SparsityService.add_asgi_middleware(RequestGuard, routes=routes.ROUTES, max_body_bytes=settings.max_body_bytes)
+SparsityService.add_asgi_middleware(
+    RequestGuard,
+    routes=routes.ROUTES,
+    max_body_bytes=settings.max_body_bytes,
+    max_drain_bytes=settings.max_drain_bytes,
+    body_timeout=settings.body_timeout,
+)
 SparsityService.add_asgi_middleware(FastPaths)  # inside the guard: 415 and 413 are answered before it reads

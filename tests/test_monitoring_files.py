@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import jsonschema
+import pytest
 import yaml
 
 from tests.tools import need_tool
@@ -26,11 +27,13 @@ def _run(*cmd: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False, cwd=ROOT, env=env)
 
 
+@pytest.mark.system
 def test_promtool_check_config():
     out = _run(need_tool("promtool"), "check", "config", str(PROM / "prometheus.yml"))
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+@pytest.mark.system
 def test_promtool_check_rules_finds_the_five_alerts():
     out = _run(need_tool("promtool"), "check", "rules", str(PROM / "alerts.yml"))
     assert out.returncode == 0, out.stdout + out.stderr
@@ -49,6 +52,7 @@ def test_promtool_check_rules_finds_the_five_alerts():
     }
 
 
+@pytest.mark.system
 def test_promtool_unit_tests_of_every_alert():
     out = _run(need_tool("promtool"), "test", "rules", str(PROM / "tests" / "alerts_test.yml"))
     assert out.returncode == 0, out.stdout + out.stderr
@@ -122,12 +126,14 @@ def test_dashboard_provider_path_is_where_compose_mounts_the_dashboards():
     assert "./monitoring/grafana/provisioning:/etc/grafana/provisioning:ro" in mounts
 
 
+@pytest.mark.system
 def test_compose_passes_docker_compose_config():
     env = {**os.environ, "GRAFANA_ADMIN_PASSWORD": "only-for-this-test"}
     out = _run(need_tool("docker-compose"), "-f", "docker-compose.yml", "config", "-q", env=env)
     assert out.returncode == 0, out.stderr
 
 
+@pytest.mark.system
 def test_compose_refuses_to_start_grafana_without_a_password():
     env = {k: v for k, v in os.environ.items() if k != "GRAFANA_ADMIN_PASSWORD"}
     out = _run(need_tool("docker-compose"), "-f", "docker-compose.yml", "config", "-q", env=env)

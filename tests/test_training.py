@@ -11,7 +11,8 @@ import keras
 import numpy as np
 import pytest
 
-from service.runtime import IrisRuntime, UntrustedModelError
+from service.preflight import ModelRefused
+from service.runtime import IrisRuntime
 from sparsity import InvalidInputError, SparsityProbe
 from training import data
 from training.mnist import MnistOptions, evaluate, fit
@@ -173,7 +174,7 @@ def test_tampered_iris_file_with_untrusted_type_is_refused(trained, tmp_path):
             return str(tmp_path / name)
 
     skops.io.dump(tampered, tmp_path / "model.skops")
-    with pytest.raises(UntrustedModelError, match="not trusted"):
+    with pytest.raises(ModelRefused, match="not trusted"):
         IrisRuntime(FakeStored)
 
 

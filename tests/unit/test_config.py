@@ -1,0 +1,59 @@
+"""Every environment setting is typed and range-checked; a bad value names the variable, the value
+and the rule (the real start of the service with a bad value is in tests/integration)."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.config import SETTINGS, Settings, SettingsError
+
+BAD = {
+    "MNIST_MODEL_TAG": ["MNIST:latest", "mnist cnn", ":latest"],
+    "IRIS_MODEL_TAG": ["iris/l1", "iris:"],
+    "SERVICE_WORKERS": ["0", "65", "two", "1.5"],
+    "TF_INTRA_OP_THREADS": ["0", "-1", "many"],
+    "TF_INTER_OP_THREADS": ["0", "257"],
+    "MAX_BODY_BYTES": ["100", "16MB", str(2**31)],
+    "MAX_DRAIN_BYTES": ["-1", "lots"],
+    "BODY_TIMEOUT_SECONDS": ["0", "nan", "3601", "soon"],
+    "MAX_IMAGE_PIXELS": ["10", "big"],
+    "ACCESS_LOG": ["maybe", "2"],
+}
+
+
+def test_every_setting_has_bad_values_under_test():
+    assert {s.env for s in SETTINGS} == set(BAD)
+
+
+@pytest.mark.parametrize(("name", "raw"), [(n, v) for n, values in BAD.items() for v in values])
+def test_a_bad_value_names_variable_value_and_rule(name, raw):
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({name: raw})
+    message = str(caught.value)
+    assert message.startswith(f"environment variable {name}={raw!r} is invalid: must ")
+    assert "\n" not in message
+    assert caught.value.name == name and caught.value.raw == raw
+
+
+def test_defaults_when_unset_or_blank():
+    defaults = Settings.from_env({})
+    assert defaults == Settings.from_env({s.env: "  " for s in SETTINGS})
+    assert defaults.workers == 1 and defaults.body_timeout == 30.0
+    assert defaults.max_body_bytes == 16 * 1024 * 1024 and defaults.max_drain_bytes == 64 * 1024 * 1024
+    assert defaults.mnist_tag == "mnist_cnn:latest" and defaults.access_log is False
+
+
+def test_good_values_are_parsed_to_their_types():
+    settings = Settings.from_env(
+        {
+            "MNIST_MODEL_TAG": "mnist_cnn:ahplpzxlhgqpkax4",
+            "SERVICE_WORKERS": " 4 ",
+            "MAX_BODY_BYTES": "1_048_576",
+            "BODY_TIMEOUT_SECONDS": "2.5",
+            "MAX_DRAIN_BYTES": "0",
+            "ACCESS_LOG": "On",
+        }
+    )
+    assert settings.mnist_tag == "mnist_cnn:ahplpzxlhgqpkax4"
+    assert settings.workers == 4 and settings.max_body_bytes == 1_048_576
+    assert settings.body_timeout == 2.5 and settings.max_drain_bytes == 0 and settings.access_log is True
