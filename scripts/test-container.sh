@@ -21,7 +21,7 @@ venv=${VENV:-.venv}
 image_tag=${SERVICE_IMAGE_TAG:-0.1.0}
 image="relu-sparsity-service:$image_tag"
 work=${CONTAINER_WORK_DIR:-/tmp/sparsity-container-test}
-sock=/run/podman/podman.sock
+sock=$work/podman.sock  # a socket of our own: a stale or foreign /run/podman/podman.sock is never used
 project=sparsitycontainertest
 standins=${CONTAINER_STANDINS:-auto}
 mkdir -p "$work" reports
@@ -118,20 +118,30 @@ size_bytes=$(podman image inspect "$image" --format '{{.Size}}')
 say "image built in ${build_seconds} s: $(awk -v b="$size_bytes" 'BEGIN {printf "%.2f GB", b / 1e9}')"
 
 # 4. docker-compose (the project's file, unchanged) against podman's socket: service + Prometheus
-if [ ! -S "$sock" ]; then
-  mkdir -p "$(dirname "$sock")"
-  nohup podman system service --time=0 "unix://$sock" >"$work/podman-service.log" 2>&1 &
-  for _ in $(seq 40); do [ -S "$sock" ] && break; sleep 0.25; done
-fi
+# podman's Docker-compatible API, started here and stopped on exit. Readiness is an answered /_ping,
+# not the socket file: a file left by a killed service refuses connections (it once failed CI so).
 export DOCKER_HOST="unix://$sock"
+podman_service=""
 export GRAFANA_ADMIN_PASSWORD=${GRAFANA_ADMIN_PASSWORD:-not-started-here}
 export SERVICE_IMAGE_TAG=$image_tag
 compose() { docker-compose -p "$project" "$@"; }
 cleanup() {
   compose logs --no-color >"$work/compose-logs.txt" 2>&1 || true
   compose down -v >/dev/null 2>&1 || true
+  [ -z "$podman_service" ] || kill "$podman_service" 2>/dev/null || true
+  rm -f "$sock"
 }
 trap cleanup EXIT
+rm -f "$sock"
+podman system service --time=0 "unix://$sock" >"$work/podman-service.log" 2>&1 &
+podman_service=$!
+for _ in $(seq 80); do
+  [ "$(curl -s --max-time 2 --unix-socket "$sock" http://d/_ping 2>/dev/null)" = OK ] && break
+  kill -0 "$podman_service" 2>/dev/null || { cat "$work/podman-service.log"; fail "podman system service exited"; }
+  sleep 0.25
+done
+[ "$(curl -s --max-time 2 --unix-socket "$sock" http://d/_ping 2>/dev/null)" = OK ] \
+  || { cat "$work/podman-service.log"; fail "podman system service did not answer on $sock within 20 s"; }
 t_up=$(date +%s)
 compose up -d service prometheus >"$work/compose.log" 2>&1 || { cat "$work/compose.log"; fail "docker-compose up"; }
 

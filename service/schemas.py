@@ -91,3 +91,24 @@ def input_error(loc: tuple[str | int, ...], message: str) -> ValidationError:
     ``{"error": ..., "detail": [{"type", "loc", "msg"}]}``."""
     detail = InitErrorDetails(type=PydanticCustomError("invalid_input", message), loc=loc, input=None)
     return ValidationError.from_exception_data("request", [detail])
+
+
+class ErrorItem(BaseModel):
+    type: str = Field(
+        description="the broken rule, machine-readable: e.g. less_than_equal, json_invalid, body_too_large"
+    )
+    loc: list[str | int] = Field(
+        description="where: field names and list indexes (images, 0, 3, 4); 'body' or [] for the body as a whole, "
+        "'Content-Type' for the header"
+    )
+    msg: str = Field(description="the rule, in words")
+
+
+class Error(BaseModel):
+    """The body of every refusal (400, 408, 413, 415)."""
+
+    error: str = Field(
+        description="one line naming the field and the rule, e.g. 'images[0][3][4]: Input should be less than or "
+        "equal to 1'"
+    )
+    detail: list[ErrorItem] = Field(description="each broken rule (validation stops at the first one)")

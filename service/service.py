@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse
 from starlette.routing import Route
 
-from service import metrics, routes, watchdog
+from service import __version__, metrics, openapi, routes, watchdog
 from service.config import Settings, SettingsError
 from service.fastpath import FastPaths
 from service.middleware import RequestGuard
@@ -148,3 +148,7 @@ SparsityService.add_asgi_middleware(
     body_timeout=settings.body_timeout,
 )
 SparsityService.add_asgi_middleware(FastPaths)  # inside the guard: 415 and 413 are answered before it reads
+SparsityService.add_asgi_middleware(
+    openapi.OpenAPIDocument,
+    build=lambda: openapi.fix_document(SparsityService.openapi_spec.asdict(), version=__version__),
+)

@@ -1,0 +1,165 @@
+"""service.openapi.fix_document on a document shaped like BentoML 1.4's (the served one is tested in
+tests/integration/test_openapi.py)."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+
+import pytest
+from openapi_spec_validator import validate
+from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
+
+from service import __version__
+from service.openapi import REFUSALS, fix_document
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _bentoml_operation(name: str, body_schema: dict, media: str, response_title: str) -> dict:
+    """One @bentoml.api operation as BentoML 1.4 writes it (int status keys included)."""
+    return {
+        "post": {
+            "responses": {
+                200: {
+                    "description": "Successful Response",
+                    "content": {"application/json": {"schema": {"type": "object", "title": response_title}}},
+                },
+                400: {
+                    "description": "Bad Request",
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/InvalidArgument"}}},
+                },
+                404: {
+                    "description": "Not Found",
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/NotFound"}}},
+                },
+                500: {
+                    "description": "Internal Server Error",
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/InternalServerError"}}},
+                },
+            },
+            "tags": ["Service APIs"],
+            "x-bentoml-name": name,
+            "requestBody": {"content": {media: {"schema": body_schema}}},
+            "operationId": f"sparsity_service__{name}",
+        }
+    }
+
+
+def _generated() -> dict:
+    image_input = {
+        "type": "object",
+        "title": "mnist_predict_image__Input",
+        "required": ["image"],
+        "properties": {"image": {"format": "binary", "title": "Image", "type": "file"}},
+    }
+    images_input = {"type": "object", "title": "Input", "properties": {"images": {"type": "array"}}}
+    error = {"type": "object", "properties": {"error": {"type": "string"}, "detail": {"type": "string"}}}
+    return {
+        "openapi": "3.0.2",
+        "info": {"title": "sparsity_service", "version": "None", "description": "BentoML advert"},
+        "servers": [{"url": "."}],
+        "tags": [{"name": "Service APIs"}, {"name": "Infrastructure"}],
+        "paths": {
+            "/readyz": {"get": {"responses": {"200": {"description": "ok"}}, "tags": ["Infrastructure"]}},
+            "/mnist/predict": _bentoml_operation(
+                "mnist_predict", images_input, "application/json", "MnistResponseIODescriptor"
+            ),
+            "/mnist/predict_image": _bentoml_operation(
+                "mnist_predict_image",
+                dict(image_input, title="Input"),
+                "multipart/form-data",
+                "MnistResponseIODescriptor",
+            ),
+        },
+        "components": {
+            "schemas": {
+                "mnist_predict_image__Input": image_input,
+                "TaskStatusResponse": {
+                    "type": "object",
+                    "properties": {"executed_at": {"anyOf": [{"type": "string"}, {"type": "null"}]}},
+                },
+                "InvalidArgument": error,
+                "NotFound": error,
+                "InternalServerError": error,
+            }
+        },
+    }
+
+
+def test_the_generated_shape_is_refused_by_the_validator_and_the_fixed_one_passes():
+    with pytest.raises(OpenAPIValidationError, match="file"):
+        validate(json.loads(json.dumps(_generated())))  # as served: JSON turns the int status keys into strings
+    validate(fix_document(_generated(), version="1.2.3"))
+
+
+def test_a_file_upload_becomes_a_binary_string():
+    doc = fix_document(_generated(), version="1")
+    body = doc["paths"]["/mnist/predict_image"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    request = doc["components"]["schemas"][body["$ref"].rsplit("/", 1)[1]]
+    assert request["properties"]["image"]["type"] == "string"
+    assert request["properties"]["image"]["format"] == "binary"
+    assert '"type": "file"' not in str(doc).replace("'", '"')
+
+
+def test_each_post_route_lists_exactly_its_responses_with_the_one_error_schema():
+    doc = fix_document(_generated(), version="1")
+    for path in ("/mnist/predict", "/mnist/predict_image", "/mnist/predict_batch"):
+        responses = doc["paths"][path]["post"]["responses"]
+        assert set(responses) == {"200", *REFUSALS} == {"200", "400", "408", "413", "415"}
+        for status in REFUSALS:
+            schema = responses[status]["content"]["application/json"]["schema"]
+            assert schema == {"$ref": "#/components/schemas/Error"}
+    error = doc["components"]["schemas"]["Error"]
+    assert error["required"] == ["error", "detail"]
+    assert error["properties"]["detail"]["items"] == {"$ref": "#/components/schemas/ErrorItem"}
+    for gone in (
+        "InvalidArgument",
+        "NotFound",
+        "InternalServerError",
+        "TaskStatusResponse",
+        "mnist_predict_image__Input",
+    ):
+        assert gone not in doc["components"]["schemas"]
+
+
+def test_operations_get_named_schemas_ids_tags_and_examples():
+    doc = fix_document(_generated(), version="1")
+    op = doc["paths"]["/mnist/predict"]["post"]
+    assert op["operationId"] == "mnist_predict" and op["tags"] == ["service"]
+    content = op["requestBody"]["content"]["application/json"]
+    assert content["schema"] == {"$ref": "#/components/schemas/MnistPredictRequest"}
+    image = content["example"]["images"][0]
+    assert len(image) == 28 and all(len(row) == 28 for row in image) and 0 < sum(map(sum, image)) < 784
+    ok = op["responses"]["200"]["content"]["application/json"]["schema"]
+    assert ok == {"$ref": "#/components/schemas/MnistResponse"}
+    assert "MnistResponseIODescriptor" not in doc["components"]["schemas"]
+    assert [tag["name"] for tag in doc["tags"]] == ["service", "Infrastructure"]
+
+
+def test_the_routes_bentoml_does_not_know_are_added():
+    doc = fix_document(_generated(), version="1")
+    batch = doc["paths"]["/mnist/predict_batch"]["post"]
+    assert batch["requestBody"]["content"]["application/x-npy"]["schema"] == {"type": "string", "format": "binary"}
+    models = doc["paths"]["/models"]["get"]
+    assert set(models["responses"]) == {"200"}
+    listing = doc["components"]["schemas"]["ModelsResponse"]["properties"]["models"]["items"]["oneOf"]
+    mnist = doc["components"]["schemas"]["MnistModelInfo"]
+    assert {"$ref": "#/components/schemas/MnistModelInfo"} in listing
+    assert {"tag", "activation_sparsity", "relu_layers", "typicality"} <= set(mnist["required"])
+    assert "options" not in mnist["properties"]  # only what /models shows, not the whole card
+
+
+def test_null_alternatives_become_nullable():
+    doc = fix_document(_generated(), version="1")
+    typicality = doc["components"]["schemas"]["TypicalityModel"]["properties"]["measured_on"]
+    assert typicality.get("nullable") is True and typicality["type"] == "string" and "anyOf" not in typicality
+    assert "'type': 'null'" not in str(doc)
+
+
+def test_info_carries_the_project_version():
+    doc = fix_document(_generated(), version=__version__)
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert doc["info"]["version"] == project["version"] == __version__
+    assert "BentoML advert" not in doc["info"]["description"]
