@@ -72,7 +72,8 @@ def error_body(message: str, loc: str, kind: str) -> bytes:
     return json.dumps({"error": f"{loc}: {message}", "detail": [{"type": kind, "loc": [loc], "msg": message}]}).encode()
 
 
-def _loc(loc: list) -> str:
+def location(loc: list) -> str:
+    """pydantic's ``loc`` as the API names it: ``images[0][3]``, ``features``, or ``body``."""
     text = ""
     for part in loc:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
@@ -85,7 +86,7 @@ def summarise_validation_error(body: bytes) -> bytes:
     try:
         data = json.loads(body)
         detail = data["detail"]
-        data["error"] = "; ".join(f"{_loc(d['loc'])}: {d['msg']}" for d in detail)
+        data["error"] = "; ".join(f"{location(d['loc'])}: {d['msg']}" for d in detail)
         for d in detail:
             d.pop("url", None)
     except (ValueError, KeyError, TypeError):

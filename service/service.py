@@ -5,7 +5,6 @@ Endpoints stay thin: validate, call the core through a runtime, record metrics, 
 
 from __future__ import annotations
 
-import logging
 import sys
 import time
 from pathlib import Path
@@ -18,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse
 from starlette.routing import Route
 
-from service import __version__, metrics, openapi, routes, watchdog
+from service import __version__, logs, metrics, openapi, routes, watchdog
 from service.config import Settings, SettingsError
 from service.fastpath import FastPaths
 from service.middleware import RequestGuard
@@ -28,13 +27,13 @@ from service.responses import iris_response, mnist_response, mnist_response_json
 from service.runtime import IrisRuntime, MnistRuntime, configure_tensorflow
 from service.schemas import Images, IrisResponse, IrisRows, MnistResponse
 
-log = logging.getLogger(__name__)
 try:
     settings = Settings.from_env()
 except SettingsError as exc:  # one line and exit status 2, in the supervisor, before any worker starts
     print(f"error: {exc}", file=sys.stderr, flush=True)
     raise SystemExit(2) from None
 IN_WORKER = bentoml.server_context.worker_index is not None
+logs.configure()
 # the file audit runs once, in the supervisor (or a test's process); workers load with the same rules
 check_stored_models(settings.mnist_tag, settings.iris_tag, audit_files=not IN_WORKER)
 INLINE_MAX_IMAGES = 8
@@ -86,7 +85,7 @@ class SparsityService:
         self.mnist.warm_up()
         self.recorder = metrics.Recorder(self.mnist, self.iris)
         self._ready = True
-        log.info("ready: %s and %s loaded, probe warmed up", self.mnist.tag, self.iris.tag)
+        logs.log_summary(self.mnist.info, self.iris.info, settings.workers, bentoml.server_context.worker_index)
 
     def __is_ready__(self) -> bool:
         return self._ready

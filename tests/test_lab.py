@@ -5,12 +5,14 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 
 import pytest
 
+from sparsity import logs
 from training.frontier import pareto_frontier, select_default
 
 pytestmark = pytest.mark.slow
@@ -150,3 +152,19 @@ def test_training_mnist_with_the_default_preset_saves_the_parent_then_the_pruned
     report = json.loads((reports / "mnist_cnn.json").read_text())
     assert report["provenance"]["preset"] == "dense" and report["options"]["activity_l1"] == 0.0
     assert "pruned" not in report and [layer["units"] for layer in report["relu_layers"]] == [32, 64, 128]
+
+
+def test_training_into_a_log_writes_one_formatted_line_per_epoch_and_no_progress_bar(tmp_path):
+    """Not a terminal (a pipe, as under make serve > log or CI): Keras' redrawn bar would write escape
+    codes and carriage returns; instead each epoch is one log line in the project's format."""
+    args = ("--dataset", "mnist-5k", "--preset", "dense", "--epochs", "3", "--limit", "300")
+    run = _training("mnist", *args, "--report-dir", str(tmp_path / "r"), env={"BENTOML_HOME": str(tmp_path / "s")})
+    assert run.returncode == 0, run.stderr[-3000:]
+    output = run.stdout + run.stderr
+    assert "\x1b" not in output and "\r" not in output and "━" not in output
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert lines and all(re.match(logs.LINE_PATTERN, line) for line in lines), lines
+    epochs = [line for line in lines if "[training.mnist] epoch " in line]
+    assert [re.search(r"epoch (\d)/3: ", line).group(1) for line in epochs] == ["1", "2", "3"]
+    assert all(re.search(r"accuracy 0\.\d{4}, loss \d+\.\d{4} \(\d+\.\d s", line) for line in epochs), epochs
+    assert "ETA" in epochs[0] and "ETA" not in epochs[-1]

@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from sparsity import logs
 from sparsity.contract import IRIS_MODEL_NAME, MNIST_MODEL_NAME
 from training.choices import ARCHS, DATASETS, DESIGNS, INITS
 from training.presets import DEFAULT_PRESET, PRESETS, PROVENANCE, PRUNE_AFTER
@@ -187,10 +188,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return lab_cli.sweep_main(argv[1:]) if argv[0] == "sweep" else lab_cli.prune_main(argv[1:])
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.configure(logging.WARNING if args.quiet else logging.INFO)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # Imported here so that --help and bad options answer without loading TensorFlow.
     from training.iris import IrisOptions, train_iris
@@ -216,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
             learning_rate=args.learning_rate,
             seed=args.seed,
             limit=args.limit,
-            verbose=0 if args.quiet else 1,
+            verbose=0 if args.quiet else None,  # Keras' bar on a terminal, else one log line per epoch
         )
         trained = train_mnist(opts, report_dir=args.report_dir, provenance=provenance)
         prune = prune_configuration(args)

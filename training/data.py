@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,7 +35,9 @@ class Split:
 def _download_mnist() -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     import keras
 
-    return keras.datasets.mnist.load_data()
+    log.info("loading full MNIST through keras.datasets (downloaded once, then cached in ~/.keras/datasets)")
+    with contextlib.redirect_stdout(io.StringIO()):  # Keras prints "Downloading data from ..." and a progress bar
+        return keras.datasets.mnist.load_data()
 
 
 def _scale(images: np.ndarray) -> np.ndarray:

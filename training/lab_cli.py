@@ -7,6 +7,7 @@ import logging
 import os
 from pathlib import Path
 
+from sparsity import logs
 from training.choices import DATASETS, DESIGNS, INITS
 from training.cli import (
     DEFAULT_REPORT_DIR,
@@ -78,7 +79,7 @@ def sweep_parser() -> argparse.ArgumentParser:
 
 def sweep_main(argv: list[str]) -> int:
     args = sweep_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from training.sweep import SweepConfig, default_points, product_points, run_sweep
 
@@ -160,7 +161,7 @@ def prune_parser() -> argparse.ArgumentParser:
 
 def prune_main(argv: list[str]) -> int:
     args = prune_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import json
 

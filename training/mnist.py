@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,7 +37,9 @@ class MnistOptions:
     learning_rate: float = 1e-3
     seed: int = 0
     limit: int = 0  # 0 = all training images; >0 keeps the first N (smoke tests)
-    verbose: int = 1  # Keras progress bar: 0 silent, 1 bar, 2 one line per epoch
+    verbose: int | None = None
+    """Progress while fitting: None = Keras' bar on a terminal, else one log line per epoch;
+    0 silent; 1 Keras' bar; 2 one log line per epoch."""
 
     @property
     def layer_spec(self) -> models.LayerSpec:
@@ -60,8 +63,36 @@ def fit(split: data.Split, opts: MnistOptions) -> keras.Model:
     x, y = split.x_train, split.y_train
     if opts.limit:
         x, y = x[: opts.limit], y[: opts.limit]
-    model.fit(x, y, epochs=opts.epochs, batch_size=opts.batch_size, shuffle=True, verbose=opts.verbose)
+    verbose = opts.verbose
+    if verbose is None:
+        verbose = 1 if sys.stdout.isatty() else 2
+    callbacks = [EpochLog(opts.epochs)] if verbose == 2 else []
+    bar = 1 if verbose == 1 else 0
+    model.fit(x, y, epochs=opts.epochs, batch_size=opts.batch_size, shuffle=True, verbose=bar, callbacks=callbacks)
     return model
+
+
+class EpochLog(keras.callbacks.Callback):
+    """One log line per finished epoch (what a log file or CI needs instead of Keras' redrawn bar):
+    ``epoch 3/15: loss 0.4859, accuracy 0.9430 (5.2 s, ETA 1m02s)``."""
+
+    def __init__(self, epochs: int) -> None:
+        super().__init__()
+        self.epochs = epochs
+        self.started = self.epoch_started = 0.0
+
+    def on_train_begin(self, logs=None) -> None:
+        self.started = time.monotonic()
+
+    def on_epoch_begin(self, epoch: int, logs=None) -> None:
+        self.epoch_started = time.monotonic()
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        now = time.monotonic()
+        metrics = ", ".join(f"{name} {float(value):.4f}" for name, value in (logs or {}).items())
+        left = (now - self.started) / (epoch + 1) * (self.epochs - epoch - 1)
+        eta = f", ETA {int(left // 60)}m{int(left % 60):02d}s" if left else ""
+        log.info("epoch %d/%d: %s (%.1f s%s)", epoch + 1, self.epochs, metrics, now - self.epoch_started, eta)
 
 
 TYPICALITY_FALSE_ALARM_RATE = 0.01
@@ -113,7 +144,7 @@ def model_metadata(model: keras.Model, split: data.Split, opts: MnistOptions, ev
         "input_shape": list(MNIST_SHAPE),
         "input_range": [0.0, 1.0],
         "class_names": list(MNIST_CLASS_NAMES),
-        "options": asdict(opts),
+        "options": {name: value for name, value in asdict(opts).items() if name != "verbose"},  # not a model fact
         "seed": opts.seed,
         "versions": library_versions(),
     }

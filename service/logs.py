@@ -1,0 +1,96 @@
+"""The service's log: BentoML's format for every line, a start-up summary, one line per refusal.
+
+- BentoML's server logging passes only WARNING and above from loggers other than its own, so the
+  service's INFO lines would be lost; :func:`configure` lets them through BentoML's handler, in its
+  format: ``<time> [INFO] [entry_service:sparsity_service:1] ...``.
+- Once a worker is ready it says which models and tags it loaded, their training-time sparsity
+  baselines, where it listens and how many workers serve (:func:`log_summary`).
+- BentoML logs every refused request (invalid input, answered 400) as an ERROR with a 20-line
+  traceback, as if the server had failed. :class:`RefusalsAsOneLine` turns each into one INFO line
+  naming the route, the status and the broken rule; real server errors keep their traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+
+log = logging.getLogger(__name__)
+
+
+BENTOML_HTTP_LOGGER = "bentoml._internal.server.http_app"
+"""Where BentoML logs "Exception on <path> [<method>]" for every failed or refused request."""
+
+
+def configure() -> None:
+    logging.getLogger("service").setLevel(logging.INFO)
+    http = logging.getLogger(BENTOML_HTTP_LOGGER)
+    if not any(isinstance(f, RefusalsAsOneLine) for f in http.filters):
+        http.addFilter(RefusalsAsOneLine())
+
+
+def refusal_status(exc: BaseException | None) -> int | None:
+    """The 4xx status a request was refused with, or None for anything else (a server error)."""
+    from bentoml.exceptions import BentoMLException
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        return 400
+    if isinstance(exc, BentoMLException) and exc.error_code.value < 500:
+        return int(exc.error_code.value)
+    return None
+
+
+class RefusalsAsOneLine(logging.Filter):
+    """``Exception on /iris/predict [POST]`` + traceback, for a refused request, becomes
+    ``refused /iris/predict [POST] with 400: features[0]: List should have at least 4 items ...``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        status = refusal_status(exc)
+        if status is None:
+            return True
+        from pydantic import ValidationError
+
+        from service.middleware import location
+
+        if isinstance(exc, ValidationError):
+            reason = "; ".join(f"{location(e['loc'])}: {e['msg']}" for e in exc.errors(include_input=False))
+        else:
+            reason = str(exc)
+        what = record.getMessage().replace("Exception on ", "", 1)
+        record.msg, record.args = "refused %s with %d: %s", (what, status, reason)
+        record.levelno, record.levelname = logging.INFO, "INFO"
+        record.exc_info = record.exc_text = None
+        return True
+
+
+def listening_addresses() -> list[str]:
+    """The TCP addresses this process listens on (a worker inherits the server's socket)."""
+    import psutil
+
+    connections = psutil.Process().net_connections(kind="tcp")
+    return sorted({f"{c.laddr.ip}:{c.laddr.port}" for c in connections if c.status == psutil.CONN_LISTEN})
+
+
+def summary(mnist: dict, iris: dict, workers: int, worker_index: int | None, addresses: list[str]) -> list[str]:
+    """The start-up summary, one log line per fact, from the models' ``/models`` entries."""
+    where = ", ".join(f"http://{address}" for address in addresses) or "an unknown address"
+    worker = f"worker {worker_index} of {workers}" if worker_index is not None else f"in-process ({workers} configured)"
+    baseline = ", ".join(f"{layer} {stats['mean']:.3f}" for layer, stats in mnist["activation_sparsity"].items())
+    dead = ", ".join(f"{layer} {ratio:.3f}" for layer, ratio in mnist["dead_unit_ratio"].items())
+    parent = f"; pruned from {mnist['parent']}" if mnist.get("parent") else ""
+    weights = ", ".join(f"{name} {value:.3f}" for name, value in iris["weight_sparsity"].items())
+    return [
+        f"ready: {worker}, listening on {where}",
+        f"model {mnist['tag']} ({mnist['dataset']}, test accuracy {mnist['test_accuracy']:.4f}{parent}): "
+        f"activation sparsity baseline {baseline}; dead units {dead}",
+        f"model {iris['tag']} ({iris['dataset']}, test accuracy {iris['test_accuracy']:.4f}): "
+        f"weight sparsity {weights}; contribution sparsity baseline {iris['contribution_sparsity']['mean']:.3f}",
+    ]
+
+
+def log_summary(mnist: dict, iris: dict, workers: int, worker_index: int | None) -> None:
+    """Worker 1 (or an in-process service) logs the whole summary; other workers only their ready line."""
+    lines = summary(mnist, iris, workers, worker_index, listening_addresses())
+    for line in lines if worker_index in (None, 1) else lines[:1]:
+        log.info("%s", line)
