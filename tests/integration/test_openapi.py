@@ -205,3 +205,27 @@ def test_a_refusal_reads_through_the_generated_error_type(server, generated_clie
     assert refused.parsed.error.startswith("features[0]: ") and "4" in refused.parsed.error
     (item,) = refused.parsed.detail
     assert item.loc == ["features", 0] and item.type_ == "too_short"
+
+
+def test_bentomls_own_client_calls_the_routes_and_raises_invalid_argument(server, tmp_path, test_images):
+    """The README's first way to call the service from Python."""
+    import bentoml
+    from bentoml.exceptions import InvalidArgument
+
+    images = test_images[0][:2].tolist()
+    digit = tmp_path / "digit.png"
+    digit.write_bytes(png_bytes(test_images[0][7]))
+    with bentoml.SyncHTTPClient(server.url) as client:
+        assert (
+            client.mnist_predict(images=images)
+            == httpx.post(f"{server.url}/mnist/predict", json={"images": images}, timeout=60).json()
+        )
+        from_image = client.mnist_predict_image(image=digit)
+        assert from_image["predictions"][0]["sparsity"]["layers"].keys() == {"conv1", "conv2", "dense"}
+        rows = [[5.1, 3.5, 1.4, 0.2]]
+        assert (
+            client.iris_predict(features=rows)
+            == httpx.post(f"{server.url}/iris/predict", json={"features": rows}, timeout=60).json()
+        )
+        with pytest.raises(InvalidArgument, match=r"features\[0\]: List should have at least 4 items"):
+            client.iris_predict(features=[[5.1, 3.5, 1.4]])

@@ -122,4 +122,6 @@ def test_run_batched_matches_run(probe):
     whole, chunked = probe.run(x), probe.run_batched(x, batch_size=3)
     np.testing.assert_array_equal(whole.overall, chunked.overall)
     np.testing.assert_array_equal(whole.fired["conv"], chunked.fired["conv"])
-    np.testing.assert_array_equal(whole.probabilities, chunked.probabilities)
+    # a batch of 3 and one of 10 may take different oneDNN kernels: probabilities agree to float32
+    # rounding (1 ulp was seen), not bit for bit
+    np.testing.assert_allclose(whole.probabilities, chunked.probabilities, rtol=1e-6, atol=1e-7)
