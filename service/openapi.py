@@ -225,7 +225,8 @@ def fix_document(generated: dict, *, version: str) -> dict:
 
 
 class OpenAPIDocument:
-    """ASGI middleware answering ``GET /docs.json`` with ``build()``'s document, built on first use."""
+    """ASGI middleware answering ``GET /docs.json`` (and ``HEAD``) with ``build()``'s document, built on first
+    use and kept: the document only changes with the code."""
 
     def __init__(self, app, build: Callable[[], dict]) -> None:
         self.app = app
@@ -233,11 +234,11 @@ class OpenAPIDocument:
         self.body: bytes | None = None
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http" or scope.get("method") != "GET" or scope["path"] != DOCUMENT_PATH:
+        if scope["type"] != "http" or scope.get("method") not in ("GET", "HEAD") or scope["path"] != DOCUMENT_PATH:
             await self.app(scope, receive, send)
             return
         if self.body is None:
             self.body = json.dumps(self.build()).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(self.body)).encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": self.body})
+        await send({"type": "http.response.body", "body": self.body if scope["method"] == "GET" else b""})

@@ -7,12 +7,13 @@ import json
 import tomllib
 from pathlib import Path
 
+import anyio
 import pytest
 from openapi_spec_validator import validate
 from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
 
 from service import __version__
-from service.openapi import REFUSALS, fix_document
+from service.openapi import REFUSALS, OpenAPIDocument, fix_document
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -163,3 +164,36 @@ def test_info_carries_the_project_version():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert doc["info"]["version"] == project["version"] == __version__
     assert "BentoML advert" not in doc["info"]["description"]
+
+
+def _call(app, method: str, path: str) -> list[dict]:
+    sent: list[dict] = []
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    anyio.run(app, {"type": "http", "method": method, "path": path, "headers": []}, receive, send)
+    return sent
+
+
+def test_the_middleware_serves_the_built_document_once_and_passes_the_rest_on():
+    builds, passed = [], []
+
+    async def downstream(scope, receive, send):
+        passed.append(scope["path"])
+
+    app = OpenAPIDocument(downstream, build=lambda: builds.append(1) or {"openapi": "3.0.3"})
+    for _ in range(2):
+        start, body = _call(app, "GET", "/docs.json")
+        assert start["status"] == 200 and json.loads(body["body"]) == {"openapi": "3.0.3"}
+    start, body = _call(app, "HEAD", "/docs.json")
+    assert body["body"] == b"" and dict(start["headers"])[b"content-length"] == b"%d" % len(
+        json.dumps({"openapi": "3.0.3"})
+    )
+    assert builds == [1]  # built on first use, then kept
+    _call(app, "GET", "/models")
+    _call(app, "POST", "/docs.json")
+    assert passed == ["/models", "/docs.json"]
