@@ -153,7 +153,7 @@ def _extra_paths() -> dict:
             "responses": {"200": {"description": "Successful Response", "content": _json(_ref("ModelsResponse"))}},
         }
     }
-    return {routes.MNIST_PREDICT_BATCH.path: batch, "/models": models}
+    return {routes.MNIST_PREDICT_BATCH.path: batch, routes.MODELS_PATH: models}
 
 
 def _name_operation(operation: dict, schemas: dict) -> None:

@@ -19,3 +19,5 @@ MNIST_PREDICT_IMAGE = Route("/mnist/predict_image", ("multipart/form-data",), up
 MNIST_PREDICT_BATCH = Route("/mnist/predict_batch", ("application/x-npy",), bentoml_api=False)
 IRIS_PREDICT = Route("/iris/predict", ("application/json",))
 ROUTES: tuple[Route, ...] = (MNIST_PREDICT, MNIST_PREDICT_IMAGE, MNIST_PREDICT_BATCH, IRIS_PREDICT)
+MODELS_PATH = "/models"
+"""GET: the served models' cards (a Starlette route of the service, documented by service.openapi)."""

@@ -47,7 +47,7 @@ async def _models(request: Request) -> JSONResponse:
 
 models_app = Starlette(
     routes=[
-        Route("/models", _models, methods=["GET"]),
+        Route(routes.MODELS_PATH, _models, methods=["GET"]),
         # BentoML serves Swagger UI at / and the OpenAPI document at /docs.json
         Route("/docs", lambda request: RedirectResponse("/"), methods=["GET"]),
     ]
