@@ -3,9 +3,10 @@
 # service and Prometheus from the project's docker-compose.yml (docker-compose 1.29 talks to podman's
 # Docker-compatible socket), check what a user relies on, tear everything down.
 #
-# Checks: /readyz answers 200; the service runs as a non-root user; a prediction answers with its
-# sparsity; a 413 reaches a urllib client; Prometheus scrapes the container (up == 1 and sparsity
-# samples); every alert rule of monitoring/prometheus/alerts.yml is loaded. Grafana is not started:
+# Checks: /readyz answers 200; the service runs as a non-root user; its log has the start-up summary;
+# a prediction answers with its sparsity; a 413 reaches a urllib client; Prometheus scrapes the
+# container (up == 1 and sparsity samples); every alert rule of monitoring/prometheus/alerts.yml is
+# loaded. Grafana is not started:
 # it cannot run on these machines (its files are validated by the test suite instead).
 #
 # Where Docker Hub cannot be reached (as here), the two upstream images are replaced by local
@@ -158,6 +159,11 @@ container=$(podman ps --filter "label=com.docker.compose.project=$project" --fil
 uid=$(podman exec "$container" id -u)
 [ "$uid" != 0 ] || fail "the service container runs as root"
 say "the service runs as uid $uid"
+compose logs --no-color service >"$work/service-log.txt" 2>&1 || true
+summary=$(grep -o '\] model mnist_cnn:[^ ]* ([^)]*)' "$work/service-log.txt" | head -1 || true)
+[ -n "$summary" ] && grep -q '\] ready: worker 1 of ' "$work/service-log.txt" \
+  || { tail -20 "$work/service-log.txt"; fail "the service's log has no start-up summary"; }
+say "start-up summary in the service's log:${summary#]}"
 
 # 5. what a client sees, and what Prometheus sees: one Python script, JSON out
 "$venv/bin/python" - "$uid" "$size_bytes" "$build_seconds" "$ready_seconds" >"$work/result.json" <<'EOF' || { cat "$work/result.json"; fail "container checks"; }
