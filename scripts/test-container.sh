@@ -6,8 +6,8 @@
 # Checks: /readyz answers 200; the service runs as a non-root user; its log has the start-up summary;
 # a prediction answers with its sparsity; a 413 reaches a urllib client; Prometheus scrapes the
 # container (up == 1 and sparsity samples); every alert rule of monitoring/prometheus/alerts.yml is
-# loaded. Grafana is not started:
-# it cannot run on these machines (its files are validated by the test suite instead).
+# loaded. Grafana is not started: it cannot run on these machines (its files are validated by the
+# test suite instead).
 #
 # Where Docker Hub cannot be reached (as here), the two upstream images are replaced by local
 # stand-ins under the same names: python:3.11-slim (Debian bookworm's Python 3.11, made with
