@@ -13,12 +13,14 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from urllib.parse import urlparse
 
 import httpx
 import numpy as np
 import psutil
 import pytest
 
+from sparsity import logs
 from tests.integration.server import Server
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -30,8 +32,9 @@ FORTY_MB = 40 * 1024 * 1024
 
 @pytest.fixture(scope="module")
 def pair(trained, tmp_path_factory):
-    """Two workers; a 1 MiB body limit and a 2 s body deadline, so the tests stay short."""
-    env = {"MAX_BODY_BYTES": str(LIMIT), "BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT)}
+    """Two workers; a 1 MiB body limit and a 2 s body deadline, so the tests stay short. Started without
+    TF_CPP_MIN_LOG_LEVEL: the service sets its own default (its log is checked below)."""
+    env = {"MAX_BODY_BYTES": str(LIMIT), "BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT), "TF_CPP_MIN_LOG_LEVEL": ""}
     srv = Server(tmp_path_factory.mktemp("pair") / "serve.log", workers=2, env=env)
     try:
         srv.wait_ready()
@@ -65,7 +68,7 @@ def _one_image() -> bytes:
     return json.dumps({"images": np.zeros((1, 28, 28)).tolist()}).encode()
 
 
-# --- clients that are not curl ---------------------------------------------------------------------
+# --- clients that are not curl --------------------------------------------------------------------
 
 
 def test_urllib_reads_the_413_of_a_40_mb_body(pair):
@@ -189,6 +192,36 @@ def _read_response(sock: socket.socket) -> bytes:
             break
         body += chunk
     return head + b"\r\n\r\n" + body
+
+
+# --- what the log says, after the clients above ---------------------------------------------------
+
+
+def test_the_log_is_one_format_with_a_start_up_summary_and_one_line_per_refusal(pair):
+    for _ in range(4):
+        r = httpx.post(f"{pair.url}/iris/predict", json={"features": [[1, 2, 3]]}, timeout=30)
+        assert r.status_code == 400
+    time.sleep(0.5)
+    text = pair.log_text()
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert [line for line in lines if not re.match(logs.LINE_PATTERN, line)] == []
+    assert "Traceback" not in text and "[ERROR]" not in text
+
+    port = urlparse(pair.url).port
+    for worker in (1, 2):
+        assert f"[entry_service:sparsity_service:{worker}] ready: worker {worker} of 2, listening on " in text
+    assert f"listening on http://127.0.0.1:{port}" in text
+    mnist, iris = httpx.get(f"{pair.url}/models", timeout=30).json()["models"]
+    (line,) = [line for line in lines if f"] model {mnist['tag']} (" in line]  # worker 1 only
+    for layer, stats in mnist["activation_sparsity"].items():
+        assert f"{layer} {stats['mean']:.3f}" in line
+    assert f"test accuracy {mnist['test_accuracy']:.4f}" in line
+    (line,) = [line for line in lines if f"] model {iris['tag']} (" in line]
+    assert f"contribution sparsity baseline {iris['contribution_sparsity']['mean']:.3f}" in line
+
+    refused = [line for line in lines if "] refused /iris/predict [POST] with 400: " in line]
+    assert len(refused) == 4 and all("[INFO]" in line for line in refused)
+    assert all("features[0]: List should have at least 4 items after validation, not 3" in line for line in refused)
 
 
 # --- a worker dies under load -----------------------------------------------------------------------
