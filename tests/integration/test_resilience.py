@@ -68,7 +68,7 @@ def _one_image() -> bytes:
     return json.dumps({"images": np.zeros((1, 28, 28)).tolist()}).encode()
 
 
-# --- clients that are not curl --------------------------------------------------------------------
+# --- clients that are not curl ----------------------------------------------------------------------
 
 
 def test_urllib_reads_the_413_of_a_40_mb_body(pair):
@@ -194,7 +194,7 @@ def _read_response(sock: socket.socket) -> bytes:
     return head + b"\r\n\r\n" + body
 
 
-# --- what the log says, after the clients above ---------------------------------------------------
+# --- what the log says, after the clients above -----------------------------------------------------
 
 
 def test_the_log_is_one_format_with_a_start_up_summary_and_one_line_per_refusal(pair):
