@@ -1,9 +1,21 @@
-"""Small model builders for unit tests: fixed weights, so expected zeros are known by hand."""
+"""Small model builders for unit tests (fixed weights, so expected zeros are known by hand), and
+digits as PNG uploads."""
 
 from __future__ import annotations
 
+import io
+
 import keras
 import numpy as np
+from PIL import Image
+
+
+def png_bytes(a: np.ndarray, scale: int = 4) -> bytes:
+    """A 28x28 image in [0, 1] as a PNG, enlarged ``scale`` times (an upload is any size)."""
+    img = Image.fromarray((a * 255).astype(np.uint8)).resize((28 * scale, 28 * scale))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def dense_model(kernel: np.ndarray, bias: np.ndarray | None = None) -> keras.Model:

@@ -13,20 +13,14 @@ import sys
 import pytest
 
 from sparsity import logs
+from tests.tools import run_in_project
 from training.frontier import pareto_frontier, select_default
 
 pytestmark = pytest.mark.slow
 
 
 def _training(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "training", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        env={**os.environ, **(env or {})},
-    )
+    return run_in_project([sys.executable, "-m", "training", *args], env=env, timeout=timeout)
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ import pytest
 from service.preflight import ModelRefused
 from service.runtime import IrisRuntime
 from sparsity import InvalidInputError, SparsityProbe
+from tests.tools import run_in_project
 from training import data
 from training.mnist import MnistOptions, evaluate, fit
 
@@ -179,9 +180,7 @@ def test_tampered_iris_file_with_untrusted_type_is_refused(trained, tmp_path):
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "training", *args], capture_output=True, text=True, timeout=120, check=False
-    )
+    return run_in_project([sys.executable, "-m", "training", *args], timeout=120)
 
 
 def test_cli_help_explains_every_option():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -12,22 +11,14 @@ import bentoml
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.tools import run_in_project
 
 
 @pytest.mark.slow
 @pytest.mark.integration
 def test_bentoml_build_bundles_service_core_and_models(trained):
     bentoml_cli = str(Path(sys.executable).parent / "bentoml")
-    out = subprocess.run(
-        [bentoml_cli, "build", "--output", "tag"],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    out = run_in_project([bentoml_cli, "build", "--output", "tag"])
     assert out.returncode == 0, out.stderr[-3000:]
     bento = bentoml.get("sparsity_service:latest")
     root = Path(bento.path)

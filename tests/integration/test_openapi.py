@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib
 import io
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,10 +15,10 @@ import pytest
 from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate
 
-from tests.integration.test_service_http import png_bytes
+from tests.helpers import png_bytes
+from tests.tools import ROOT, run_in_project
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
-ROOT = Path(__file__).resolve().parents[2]
 POST_ROUTES = ("/mnist/predict", "/mnist/predict_image", "/mnist/predict_batch", "/iris/predict")
 
 
@@ -121,7 +120,7 @@ def generated_client(server, tmp_path_factory):
     """``openapi-python-client generate`` on the served document, imported from a temporary folder."""
     out_dir = tmp_path_factory.mktemp("client")
     tool = Path(sys.executable).parent / "openapi-python-client"
-    run = subprocess.run(
+    run = run_in_project(
         [
             str(tool),
             "generate",
@@ -134,11 +133,8 @@ def generated_client(server, tmp_path_factory):
             "--output-path",
             str(out_dir / "sparsity_client"),
         ],
-        capture_output=True,
-        text=True,
+        env={"PATH": f"{tool.parent}{os.pathsep}{os.environ.get('PATH', '')}"},  # for its ruff post-hooks
         timeout=180,
-        check=False,
-        env={**os.environ, "PATH": f"{tool.parent}{os.pathsep}{os.environ.get('PATH', '')}"},  # its ruff hooks
     )
     assert run.returncode == 0, run.stdout + run.stderr
     assert "Warning" not in run.stdout and "will not be generated" not in run.stdout, run.stdout  # nothing skipped

@@ -3,7 +3,6 @@ dashboard panel query, promtool on a real scrape."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
@@ -16,8 +15,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from PIL import Image
 
+from tests.helpers import png_bytes
 from tests.integration.server import Server, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -77,12 +76,6 @@ class Prometheus:
         self._log.close()
 
 
-def _png(digit: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray((digit * 255).astype(np.uint8)).resize((84, 84)).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 @pytest.fixture(scope="module")
 def stack(trained, tmp_path_factory, test_images):
     work = tmp_path_factory.mktemp("monitoring")
@@ -104,7 +97,7 @@ def _sent_images(images: np.ndarray) -> np.ndarray:
     """Every image the traffic below sends, in model input form (the upload after preprocessing)."""
     from service.preprocess import image_to_mnist
 
-    upload = image_to_mnist(_png(images[-1]), 10**7)
+    upload = image_to_mnist(png_bytes(images[-1], scale=3), 10**7)
     return np.concatenate([np.resize(images, (sum(MNIST_BATCHES), 28, 28)), upload[None]])
 
 
@@ -123,7 +116,9 @@ def _send_traffic(server: Server, images: np.ndarray) -> None:
     with ThreadPoolExecutor(max_workers=6) as pool:  # concurrent, so both workers take requests
         codes = list(pool.map(mnist, range(len(MNIST_BATCHES)))) + list(pool.map(iris, IRIS_BATCHES))
     upload = httpx.post(
-        f"{server.url}/mnist/predict_image", files={"image": ("d.png", _png(images[-1]), "image/png")}, timeout=60
+        f"{server.url}/mnist/predict_image",
+        files={"image": ("d.png", png_bytes(images[-1], scale=3), "image/png")},
+        timeout=60,
     )
     codes.append(upload.status_code)
     assert codes == [200] * len(codes)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,9 +14,10 @@ import pytest
 from PIL import Image
 
 from service.preprocess import image_to_mnist
+from tests.helpers import png_bytes
+from tests.tools import run_in_project
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def post_json(server, path: str, payload, **kwargs) -> httpx.Response:
@@ -27,13 +26,6 @@ def post_json(server, path: str, payload, **kwargs) -> httpx.Response:
 
 def post_raw(server, path: str, body: bytes | str, content_type="application/json") -> httpx.Response:
     return httpx.post(f"{server.url}{path}", content=body, headers={"content-type": content_type}, timeout=60)
-
-
-def png_bytes(a: np.ndarray, scale: int = 4) -> bytes:
-    img = Image.fromarray((a * 255).astype(np.uint8)).resize((28 * scale, 28 * scale))
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def assert_ratio(value) -> None:
@@ -337,7 +329,7 @@ def test_fuzzed_requests_get_only_the_answers_the_openapi_document_promises(serv
     .npy bodies for the batch route come from tests/integration/schemathesis_hooks.py."""
     tool = Path(sys.executable).parent / "schemathesis"
     checks = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
-    out = subprocess.run(
+    out = run_in_project(
         [
             str(tool),
             "run",
@@ -355,11 +347,7 @@ def test_fuzzed_requests_get_only_the_answers_the_openapi_document_promises(serv
             "--seed",
             "1",
         ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        env={**os.environ, "SCHEMATHESIS_HOOKS": "tests.integration.schemathesis_hooks", "PYTHONPATH": str(ROOT)},
+        env={"SCHEMATHESIS_HOOKS": "tests.integration.schemathesis_hooks"},
     )
     summary = out.stdout.split("SUMMARY")[-1]
     assert out.returncode == 0, out.stdout[-4000:]

@@ -5,28 +5,18 @@ latency). ``make soak`` runs the same code for five minutes."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 
 import pytest
 
-from tests.integration.server import ROOT
+from tests.tools import run_in_project
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
 def test_one_minute_soak_passes(trained, tmp_path):
     report = tmp_path / "soak.json"
-    out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.soak", "--seconds", "60", "--report", str(report)],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    out = run_in_project([sys.executable, "-m", "benchmarks.soak", "--seconds", "60", "--report", str(report)])
     table = out.stdout[out.stdout.find("criterion") :]
     print(table)
     result = json.loads(report.read_text())
