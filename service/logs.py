@@ -14,6 +14,12 @@ from __future__ import annotations
 
 import logging
 
+import psutil
+from bentoml.exceptions import BentoMLException
+from pydantic import ValidationError
+
+from service.middleware import location
+
 log = logging.getLogger(__name__)
 
 
@@ -30,9 +36,6 @@ def configure() -> None:
 
 def refusal_status(exc: BaseException | None) -> int | None:
     """The 4xx status a request was refused with, or None for anything else (a server error)."""
-    from bentoml.exceptions import BentoMLException
-    from pydantic import ValidationError
-
     if isinstance(exc, ValidationError):
         return 400
     if isinstance(exc, BentoMLException) and exc.error_code.value < 500:
@@ -49,10 +52,6 @@ class RefusalsAsOneLine(logging.Filter):
         status = refusal_status(exc)
         if status is None:
             return True
-        from pydantic import ValidationError
-
-        from service.middleware import location
-
         if isinstance(exc, ValidationError):
             reason = "; ".join(f"{location(e['loc'])}: {e['msg']}" for e in exc.errors(include_input=False))
         else:
@@ -66,8 +65,6 @@ class RefusalsAsOneLine(logging.Filter):
 
 def listening_addresses() -> list[str]:
     """The TCP addresses this process listens on (a worker inherits the server's socket)."""
-    import psutil
-
     connections = psutil.Process().net_connections(kind="tcp")
     return sorted({f"{c.laddr.ip}:{c.laddr.port}" for c in connections if c.status == psutil.CONN_LISTEN})
 

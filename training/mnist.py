@@ -17,6 +17,7 @@ from sparsity.contract import MNIST_CLASS_NAMES, MNIST_MODEL_FILE, MNIST_MODEL_N
 from sparsity.summary import summarize
 from sparsity.typicality import calibrate
 from training import data, models
+from training.progress import duration
 from training.store import save_model
 from training.versions import library_versions
 
@@ -91,7 +92,7 @@ class EpochLog(keras.callbacks.Callback):
         now = time.monotonic()
         metrics = ", ".join(f"{name} {float(value):.4f}" for name, value in (logs or {}).items())
         left = (now - self.started) / (epoch + 1) * (self.epochs - epoch - 1)
-        eta = f", ETA {int(left // 60)}m{int(left % 60):02d}s" if left else ""
+        eta = f", ETA {duration(left)}" if left else ""
         log.info("epoch %d/%d: %s (%.1f s%s)", epoch + 1, self.epochs, metrics, now - self.epoch_started, eta)
 
 

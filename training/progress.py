@@ -11,7 +11,7 @@ import time
 from typing import TextIO
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
     seconds = int(round(seconds))
     minutes, seconds = divmod(seconds, 60)
     hours, minutes = divmod(minutes, 60)
@@ -41,8 +41,8 @@ class Progress:
         current = ", ".join(self.current) if self.current else "-"
         return (
             f"[{bar}] {self.done}/{self.total} | now: {current} | "
-            f"elapsed {_duration(time.monotonic() - self.started)} | "
-            f"ETA {_duration(eta) if eta is not None else '?'}"
+            f"elapsed {duration(time.monotonic() - self.started)} | "
+            f"ETA {duration(eta) if eta is not None else '?'}"
         )
 
     def start(self, item: str) -> None:
