@@ -39,6 +39,8 @@ def compare(tag: str, repeats: int) -> dict:
     zeros, per-unit firing), both from NumPy input to NumPy output, taking turns within each repeat."""
     import tensorflow as tf
 
+    from training.timing import median_ms_in_turns
+
     name, probe, plain = _load(tag)
     rng = np.random.default_rng(0)
     inputs = {n: rng.random((n, 28, 28), dtype=np.float32) for n in (1, 256)}
@@ -46,22 +48,11 @@ def compare(tag: str, repeats: int) -> dict:
         "plain": lambda x: plain(tf.convert_to_tensor(x)).numpy(),
         "probe": probe.run,
     }
-    for fn in calls.values():
-        for x in inputs.values():
-            fn(x)
-    samples: dict[str, dict[int, list[float]]] = {k: {n: [] for n in inputs} for k in calls}
-    for _ in range(repeats):
-        for key, fn in calls.items():
-            for n, x in inputs.items():
-                inner = 40 if n == 1 else 3
-                start = time.perf_counter()
-                for _ in range(inner):
-                    fn(x)
-                samples[key][n].append((time.perf_counter() - start) / inner * 1000)
+    medians = median_ms_in_turns(calls, inputs, inner={1: 40, 256: 3}, repeats=repeats)
     out: dict = {"model": name}
     for key in calls:
         for n in inputs:
-            out[f"{key}_ms_{n}"] = float(np.median(samples[key][n]))
+            out[f"{key}_ms_{n}"] = medians[key][n]
     for n in inputs:
         out[f"probe_overhead_{n}"] = out[f"probe_ms_{n}"] / out[f"plain_ms_{n}"] - 1
     return out

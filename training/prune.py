@@ -8,7 +8,6 @@ conv channels and dense neurons; removing one also removes the next layer's weig
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 
 import keras
@@ -20,6 +19,7 @@ from sparsity.card import MnistCard, load_card
 from sparsity.contract import MNIST_SHAPE
 from sparsity.layers import KWinners
 from training import models
+from training.timing import median_ms_in_turns
 
 log = logging.getLogger(__name__)
 
@@ -119,19 +119,9 @@ def forward_times(named: dict[str, keras.Model], batch: int = 256, repeats: int 
     fns = {k: tf.function(lambda x, m=m: m(x, training=False), input_signature=[spec]) for k, m in named.items()}
     rng = np.random.default_rng(0)
     inputs = {n: tf.constant(rng.random((n, *MNIST_SHAPE), dtype=np.float32)) for n in (1, batch)}
-    samples: dict[str, dict[int, list[float]]] = {k: {1: [], batch: []} for k in fns}
-    for fn in fns.values():  # trace and warm up
-        for x in inputs.values():
-            fn(x).numpy()
-    for _ in range(repeats):
-        for key, fn in fns.items():
-            for n, x in inputs.items():
-                inner = 20 if n == 1 else 2
-                start = time.perf_counter()
-                for _ in range(inner):
-                    fn(x).numpy()
-                samples[key][n].append((time.perf_counter() - start) / inner * 1000)
-    return {k: Timing(float(np.median(v[1])), float(np.median(v[batch]))) for k, v in samples.items()}
+    calls = {k: (lambda x, fn=fn: fn(x).numpy()) for k, fn in fns.items()}
+    medians = median_ms_in_turns(calls, inputs, inner={1: 20, batch: 2}, repeats=repeats)
+    return {k: Timing(v[1], v[batch]) for k, v in medians.items()}
 
 
 def _row(
