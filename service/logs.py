@@ -69,25 +69,34 @@ def listening_addresses() -> list[str]:
     return sorted({f"{c.laddr.ip}:{c.laddr.port}" for c in connections if c.status == psutil.CONN_LISTEN})
 
 
-def summary(mnist: dict, iris: dict, workers: int, worker_index: int | None, addresses: list[str]) -> list[str]:
+def model_line(info: dict) -> str:
+    """One served model, from its ``/models`` entry: tag, kind, accuracy and baselines."""
+    accuracy = f", accuracy {info['test_accuracy']:.4f}" if info.get("test_accuracy") is not None else ""
+    head = f"model {info['tag']} ({info['kind']}{', ' + info['dataset'] if info.get('dataset') else ''}{accuracy}"
+    head += f"; pruned from {info['parent']})" if info.get("parent") else ")"
+    if info["kind"] == "linear":
+        weights = ", ".join(f"{name} {value:.3f}" for name, value in info["weight_sparsity"].items())
+        contributions = info["contribution_sparsity"]["mean"]
+        return f"{head}: weight sparsity {weights}; contribution sparsity baseline {contributions:.3f}"
+    baseline = ", ".join(f"{layer} {stats['mean']:.3f}" for layer, stats in info["activation_sparsity"].items())
+    dead = ", ".join(f"{layer} {ratio:.3f}" for layer, ratio in info["dead_unit_ratio"].items())
+    return f"{head}: activation sparsity baseline {baseline}; dead units {dead}"
+
+
+def summary(
+    models: list[dict], refused: list[dict], workers: int, worker_index: int | None, addresses: list[str]
+) -> list[str]:
     """The start-up summary, one log line per fact, from the models' ``/models`` entries."""
     where = ", ".join(f"http://{address}" for address in addresses) or "an unknown address"
     worker = f"worker {worker_index} of {workers}" if worker_index is not None else f"in-process ({workers} configured)"
-    baseline = ", ".join(f"{layer} {stats['mean']:.3f}" for layer, stats in mnist["activation_sparsity"].items())
-    dead = ", ".join(f"{layer} {ratio:.3f}" for layer, ratio in mnist["dead_unit_ratio"].items())
-    parent = f"; pruned from {mnist['parent']}" if mnist.get("parent") else ""
-    weights = ", ".join(f"{name} {value:.3f}" for name, value in iris["weight_sparsity"].items())
-    return [
-        f"ready: {worker}, listening on {where}",
-        f"model {mnist['tag']} ({mnist['dataset']}, test accuracy {mnist['test_accuracy']:.4f}{parent}): "
-        f"activation sparsity baseline {baseline}; dead units {dead}",
-        f"model {iris['tag']} ({iris['dataset']}, test accuracy {iris['test_accuracy']:.4f}): "
-        f"weight sparsity {weights}; contribution sparsity baseline {iris['contribution_sparsity']['mean']:.3f}",
-    ]
+    lines = [f"ready: {worker}, listening on {where}; serving {len(models)} model(s), {len(refused)} refused"]
+    lines += [model_line(info) for info in models]
+    lines += [f"refused: {item['reason']}" for item in refused]
+    return lines
 
 
-def log_summary(mnist: dict, iris: dict, workers: int, worker_index: int | None) -> None:
+def log_summary(models: list[dict], refused: list[dict], workers: int, worker_index: int | None) -> None:
     """Worker 1 (or an in-process service) logs the whole summary; other workers only their ready line."""
-    lines = summary(mnist, iris, workers, worker_index, listening_addresses())
+    lines = summary(models, refused, workers, worker_index, listening_addresses())
     for line in lines if worker_index in (None, 1) else lines[:1]:
         log.info("%s", line)

@@ -10,8 +10,8 @@ import time
 import numpy as np
 from prometheus_client import Counter, Gauge, Histogram
 
-from sparsity.contract import ALL_LAYERS, IRIS_LINEAR_LAYER
-from sparsity.result import ProbeResult
+from sparsity.card import KerasReluCard
+from sparsity.contract import ALL_LAYERS
 
 RATIO_BUCKETS = tuple(round(0.05 * i, 2) for i in range(21))  # 0.0, 0.05 .. 1.0 (+Inf implied)
 INFERENCE_BUCKETS = (
@@ -155,52 +155,52 @@ class FiringCounts:
             self.flush()
 
 
+class ModelMetrics:
+    """The label children of one served model, all created at start (label values are a fixed set)."""
+
+    def __init__(self, runtime) -> None:
+        name, card = runtime.name, runtime.card
+        self.seconds = INFERENCE_SECONDS.labels(name)
+        self.typicality = TYPICALITY_SCORE.labels(name)
+        self.atypical = ATYPICAL.labels(name)
+        self.classes = [PREDICTIONS.labels(name, c) for c in runtime.class_names]
+        for layer, ratio in card.weight_sparsity.items():
+            WEIGHT_SPARSITY.labels(name, layer).set(ratio)
+        self.layers: dict = {}
+        self.firing: FiringCounts | None = None
+        self.contributions = None
+        if isinstance(card, KerasReluCard):
+            self.layers = {layer: ACTIVATION_SPARSITY.labels(name, layer) for layer in [*runtime.layers, ALL_LAYERS]}
+            for layer in self.layers:
+                BASELINE.labels(name, layer).set(card.activation_sparsity[layer].mean)
+            self.firing = FiringCounts(
+                SAMPLES.labels(name),
+                {
+                    layer.name: [UNIT_FIRED.labels(name, layer.name, str(unit)) for unit in range(layer.units)]
+                    for layer in card.relu_layers
+                },
+            )
+        else:
+            self.contributions = CONTRIBUTION_SPARSITY.labels(name)
+
+    def record(self, prediction, seconds: float) -> None:
+        self.seconds.observe(seconds)
+        observe_many(self.typicality, prediction.scores)
+        self.atypical.inc(int(np.count_nonzero(prediction.atypical)))
+        inc_by_label(self.classes, prediction.labels)
+        if self.firing is not None:
+            for layer, values in [*prediction.layer_sparsity.items(), (ALL_LAYERS, prediction.overall)]:
+                observe_many(self.layers[layer], values)
+            self.firing.add(prediction.fired)
+        if self.contributions is not None:
+            observe_many(self.contributions, prediction.contributions)
+
+
 class Recorder:
-    """Records each call's figures; all label values are created here, at start."""
+    """Records each call's figures, per served model (the ``model`` label is the model's name)."""
 
-    def __init__(self, mnist, iris) -> None:
-        self.mnist_name = mnist.tag.split(":")[0]
-        self.iris_name = iris.tag.split(":")[0]
-        layers = [layer.name for layer in mnist.layers]
-        self._mnist_hist = {
-            layer: ACTIVATION_SPARSITY.labels(self.mnist_name, layer) for layer in [*layers, ALL_LAYERS]
-        }
-        self.firing = FiringCounts(
-            SAMPLES.labels(self.mnist_name),
-            {
-                layer.name: [UNIT_FIRED.labels(self.mnist_name, layer.name, str(unit)) for unit in range(layer.units)]
-                for layer in mnist.layers
-            },
-        )
-        self._mnist_seconds = INFERENCE_SECONDS.labels(self.mnist_name)
-        self._iris_seconds = INFERENCE_SECONDS.labels(self.iris_name)
-        self._iris_contrib = CONTRIBUTION_SPARSITY.labels(self.iris_name)
-        self._typicality = {name: TYPICALITY_SCORE.labels(name) for name in (self.mnist_name, self.iris_name)}
-        self._atypical = {name: ATYPICAL.labels(name) for name in (self.mnist_name, self.iris_name)}
-        self._mnist_classes = [PREDICTIONS.labels(self.mnist_name, c) for c in mnist.card.class_names]
-        self._iris_classes = [PREDICTIONS.labels(self.iris_name, c) for c in iris.class_names]
+    def __init__(self, runtimes) -> None:
+        self.models = {runtime.name: ModelMetrics(runtime) for runtime in runtimes}
 
-        baseline = mnist.card.activation_sparsity
-        for layer in [*layers, ALL_LAYERS]:
-            BASELINE.labels(self.mnist_name, layer).set(baseline[layer].mean)
-        for layer, ratio in mnist.card.weight_sparsity.items():
-            WEIGHT_SPARSITY.labels(self.mnist_name, layer).set(ratio)
-        WEIGHT_SPARSITY.labels(self.iris_name, IRIS_LINEAR_LAYER).set(iris.card.weight_sparsity[IRIS_LINEAR_LAYER])
-
-    def _typicality_of(self, model: str, typicality) -> None:
-        observe_many(self._typicality[model], typicality.scores)
-        self._atypical[model].inc(int(np.count_nonzero(typicality.atypical)))
-
-    def mnist(self, result: ProbeResult, typicality, seconds: float) -> None:
-        self._mnist_seconds.observe(seconds)
-        self._typicality_of(self.mnist_name, typicality)
-        for layer, values in [*result.layer_sparsity.items(), (ALL_LAYERS, result.overall)]:
-            observe_many(self._mnist_hist[layer], values)
-        inc_by_label(self._mnist_classes, result.labels)
-        self.firing.add(result.fired)
-
-    def iris(self, result, seconds: float) -> None:
-        self._iris_seconds.observe(seconds)
-        self._typicality_of(self.iris_name, result.typicality)
-        observe_many(self._iris_contrib, result.sparsity.contributions)
-        inc_by_label(self._iris_classes, result.labels)
+    def record(self, runtime, prediction, seconds: float) -> None:
+        self.models[runtime.name].record(prediction, seconds)

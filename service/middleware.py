@@ -4,11 +4,11 @@ body is parsed, with the same JSON error shape as the API's 400s."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable
 
 import anyio
 
-from service.routes import Route
+from service.routes import RouteSpec, match
 
 
 class BodyTooLarge(Exception):
@@ -113,13 +113,13 @@ class RequestGuard:
     def __init__(
         self,
         app,
-        routes: Iterable[Route],
+        route_of: Callable[[str], RouteSpec | None] = lambda path: (match(path) or (None,))[0],
         max_body_bytes: int = 16 * 1024 * 1024,
         max_drain_bytes: int = 64 * 1024 * 1024,
         body_timeout: float = 30.0,
     ) -> None:
         self.app = app
-        self.routes = {route.path: route for route in routes}
+        self.route_of = route_of
         self.max_body_bytes = max_body_bytes
         self.max_drain_bytes = max_drain_bytes
         self.body_timeout = body_timeout
@@ -201,7 +201,7 @@ class RequestGuard:
                 return
             await send(message)
 
-        route = self.routes.get(scope["path"].rstrip("/"))
+        route = self.route_of(scope["path"])
         if route is not None:
             allowed = route.content_types
             media_type = headers.get("content-type", "").split(";")[0].strip().lower()
@@ -242,10 +242,11 @@ class RequestGuard:
             return
 
 
-async def respond(send, status: int, body: bytes, close: bool = False) -> None:
-    """A JSON answer; ``close`` asks the server to close the connection once it is sent."""
+async def respond(send, status: int, body: bytes, close: bool = False, head: bool = False) -> None:
+    """A JSON answer; ``close`` asks the server to close the connection once it is sent; ``head``: the
+    headers only (a HEAD request)."""
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if close:
         headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": "http.response.body", "body": b"" if head else body})

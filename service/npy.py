@@ -1,4 +1,4 @@
-"""Read a NumPy ``.npy`` body (as written by ``numpy.save``) of MNIST images, never unpickling.
+"""Read a NumPy ``.npy`` body (as written by ``numpy.save``) of a model's inputs, never unpickling.
 
 Only the header is parsed (``numpy.lib.format``'s reader: a Python literal, evaluated safely);
 the data is then viewed in place with ``numpy.frombuffer``. Object arrays, other dtypes and
@@ -12,12 +12,11 @@ import io
 
 import numpy as np
 
-from sparsity.contract import MNIST_PIXEL_MAX, MNIST_SHAPE
+from sparsity.contract import MAX_NPY_ITEMS
 from sparsity.errors import InvalidInputError
 
-MAX_NPY_IMAGES = 4096
-"""Most images one ``.npy`` batch may hold."""
-ACCEPTED_DTYPES = {np.dtype("uint8"): "uint8 (pixels 0-255)", np.dtype("<f4"): "float32 (0-1)"}
+ACCEPTED_DTYPES = {np.dtype("uint8"): "uint8 (pixels 0-255)", np.dtype("<f4"): "float32 (in the input range)"}
+PIXEL_MAX = 255.0
 _MAGIC = b"\x93NUMPY"
 _MAX_HEADER = 10_000
 
@@ -42,29 +41,38 @@ def _header(body: bytes) -> tuple[tuple, bool, np.dtype, int]:
     return shape, fortran, dtype, stream.tell()
 
 
-def decode_npy_images(body: bytes, max_images: int = MAX_NPY_IMAGES) -> np.ndarray:
-    """Return the images of a ``.npy`` body as float32 (N, 28, 28) in [0, 1].
+def decode_npy(
+    body: bytes,
+    item_shape: tuple[int, ...],
+    value_range: tuple[float, float],
+    max_items: int = MAX_NPY_ITEMS,
+) -> np.ndarray:
+    """The items of a ``.npy`` body as float32 (N, *item_shape).
 
-    Accepts dtype uint8 (divided by 255) or little-endian float32 already in [0, 1] (the range is
-    checked by the probe, which names the first bad pixel)."""
+    Accepts little-endian float32, already in the model's input range (checked by the probe, which names
+    the first bad value), or uint8 pixels 0-255, scaled linearly onto the input range (for a [0, 1] model,
+    ``pixel / 255``)."""
     shape, fortran, dtype, offset = _header(body)
     if dtype.hasobject:
         raise InvalidInputError("body", "object arrays are refused (a .npy body is never unpickled)")
     if dtype not in ACCEPTED_DTYPES:
         raise InvalidInputError("body", f"dtype must be {' or '.join(ACCEPTED_DTYPES.values())}, got {dtype.str}")
-    if len(shape) != 3 or tuple(shape[1:]) != MNIST_SHAPE:
-        raise InvalidInputError("body", f"shape must be (N, 28, 28), got {tuple(shape)}")
+    if len(shape) != len(item_shape) + 1 or tuple(shape[1:]) != tuple(item_shape):
+        expected = "(N, " + ", ".join(str(d) for d in item_shape) + ")"
+        raise InvalidInputError("body", f"shape must be {expected}, got {tuple(shape)}")
     count = shape[0]
-    if not 1 <= count <= max_images:
-        raise InvalidInputError("body", f"must hold 1 to {max_images} images, got {count}")
-    values = count * MNIST_SHAPE[0] * MNIST_SHAPE[1]
+    if not 1 <= count <= max_items:
+        raise InvalidInputError("body", f"must hold 1 to {max_items} items, got {count}")
+    values = count * int(np.prod(item_shape))
     expected = values * dtype.itemsize
     got = len(body) - offset
     if got != expected:
         what = "truncated" if got < expected else "has trailing bytes"
         raise InvalidInputError("body", f"data {what}: shape {tuple(shape)} needs {expected} bytes, got {got}")
-    images = np.frombuffer(body, dtype=dtype, count=values, offset=offset)
-    images = images.reshape(shape, order="F" if fortran else "C")
+    items = np.frombuffer(body, dtype=dtype, count=values, offset=offset)
+    items = items.reshape(shape, order="F" if fortran else "C")
     if dtype == np.uint8:
-        return images.astype(np.float32) / np.float32(MNIST_PIXEL_MAX)
-    return np.ascontiguousarray(images)
+        low, high = value_range
+        scaled = items.astype(np.float32) / np.float32(PIXEL_MAX / (high - low))  # [0, 1]: exactly pixel / 255
+        return scaled + np.float32(low) if low else scaled
+    return np.ascontiguousarray(items)

@@ -4,7 +4,8 @@ BentoML 1.4 generates the document from the ``@bentoml.api`` signatures. What it
 this service, and what :func:`fix_document` does about each:
 
 1. A file upload is typed ``type: file`` (OpenAPI 2; 3.0 has no such type, and validators and
-   client generators refuse the document): it becomes ``type: string, format: binary``.
+   client generators refuse the document): it becomes ``type: string, format: binary``. A ``const``
+   (a card's ``kind``) becomes a one-value ``enum``.
 2. An optional value is ``anyOf: [X, {type: "null"}]`` (JSON Schema; 3.0 has no null type): it
    becomes ``X`` with ``nullable: true``.
 3. Every operation lists 404 and 500, none lists 408, 413 or 415, and the error body is described
@@ -14,11 +15,12 @@ this service, and what :func:`fix_document` does about each:
    and BentoML's validation errors as ``RequestGuard`` rewrites them). No 503: a worker takes
    connections only once its models are loaded (``__init__`` runs before it serves).
 4. Operations are tagged "Service APIs"; request and response schemas are inlined under generic titles (``Input``,
-   ``MnistResponseIODescriptor``): they become named components (``MnistPredictRequest``,
-   ``MnistResponse``) so that generated clients get readable names, and each ``operationId`` is the
+   ``PredictResponseIODescriptor``): they become named components (``MnistPredictRequest``,
+   ``PredictResponse``) so that generated clients get readable names, and each ``operationId`` is the
    endpoint's name (``mnist_predict``) rather than ``sparsity_service__mnist_predict``, under the tag
    ``service``.
-5. Routes served outside ``@bentoml.api`` are missing: ``POST /mnist/predict_batch`` (``.npy``)
+5. Routes served outside ``@bentoml.api`` are missing: every model's ``/models/{name}/...`` routes,
+   ``GET /models/{name}``, ``POST /mnist/predict_batch`` (``.npy``)
    and ``GET /models`` (schemas from the model cards of :mod:`sparsity.card`) are added.
 6. Request bodies get examples; ``info`` gets the project's title, version and description
    instead of BentoML's advert and ``version: "None"``; components nothing refers to are dropped.
@@ -35,18 +37,22 @@ from typing import Any
 from pydantic.json_schema import models_json_schema
 
 from service import routes
-from service.npy import ACCEPTED_DTYPES, MAX_NPY_IMAGES
-from service.schemas import Error, IrisResponse, MnistResponse
-from sparsity.card import IrisCard, MnistCard, ModelCard
+from service.npy import ACCEPTED_DTYPES
+from service.schemas import Error, PredictResponse
+from sparsity.card import KerasReluCard, LinearCard, ModelCard
+from sparsity.contract import MAX_BATCH, MAX_NPY_ITEMS
 
 DOCUMENT_PATH = "/docs.json"
 OPENAPI_VERSION = "3.0.3"
 TITLE = "ReLU sparsity service"
 DESCRIPTION = (
-    "Predictions from a ReLU CNN (MNIST) and an L1 logistic regression (iris), each answered with the "
-    "activation sparsity of its own forward pass: the fraction of exact zeros in every ReLU layer "
-    "(MNIST), or the share of zero coefficient-times-feature terms (iris), plus a typicality score.\n\n"
-    "Every refusal (400, 408, 413, 415) has the same body, the `Error` schema: `error` is one line "
+    "Predictions from every registered model (Keras classifiers whose hidden layers are ReLU-family, and "
+    "linear classifiers), each answered with the activation sparsity of its own forward pass: the fraction "
+    "of exact zeros in every ReLU-family layer, or the share of zero coefficient-times-feature terms, plus "
+    "a typicality score. `GET /models` lists the served models; each has `/models/{name}/predict` (JSON), "
+    "`/models/{name}/predict_batch` (.npy) and, for picture models, `/models/{name}/predict_image`. The "
+    "`/mnist/*` and `/iris/predict` routes are aliases of `mnist_cnn`'s and `iris_l1`'s.\n\n"
+    "Every refusal (400, 404, 408, 413, 415) has the same body, the `Error` schema: `error` is one line "
     "naming the field and the rule, `detail` lists it as `{type, loc, msg}`."
 )
 API_TAG = "service"
@@ -54,6 +60,7 @@ API_TAG = "service"
 generated Python client)."""
 REFUSALS = {
     "400": "Invalid input: a field, a value or the body breaks a rule (named in `error`)",
+    "404": "No model of that name is served (`GET /models` lists them), or it takes no pictures (predict_image)",
     "408": "The request body did not arrive within BODY_TIMEOUT_SECONDS (the connection is closed)",
     "413": "The request body is larger than MAX_BODY_BYTES",
     "415": "The Content-Type is not the one this route accepts",
@@ -94,9 +101,12 @@ def _card_schema(card: type[ModelCard], title: str, what: str) -> tuple[dict, di
     """The schema of one entry of ``GET /models`` (``{"tag", **card.describe()}``), and its $defs."""
     schema = card.model_json_schema(mode="serialization", ref_template="#/components/schemas/{model}")
     public = set(card.PUBLIC)
-    properties = {"tag": {"type": "string", "description": "the model's tag in the BentoML store"}}
+    properties = {
+        "name": {"type": "string", "description": "the model's name: its routes are /models/{name}/..."},
+        "tag": {"type": "string", "description": "the model's tag in the BentoML store"},
+    }
     properties |= {name: value for name, value in schema["properties"].items() if name in public}
-    required = ["tag", *(name for name in schema.get("required", []) if name in public)]
+    required = ["name", "tag", *(name for name in schema.get("required", []) if name in public)]
     entry = {"type": "object", "title": title, "description": what, "properties": properties, "required": required}
     return entry, schema.get("$defs", {})
 
@@ -104,56 +114,145 @@ def _card_schema(card: type[ModelCard], title: str, what: str) -> tuple[dict, di
 def component_schemas() -> dict[str, dict]:
     """The named schemas this service defines itself (pydantic models and model cards)."""
     _, top = models_json_schema(
-        [(model, "serialization") for model in (MnistResponse, IrisResponse, Error)],
+        [(model, "serialization") for model in (PredictResponse, Error)],
         ref_template="#/components/schemas/{model}",
     )
     schemas = dict(top["$defs"])
-    mnist, mnist_defs = _card_schema(MnistCard, "MnistModelInfo", "The MNIST CNN's card and training baselines")
-    iris, iris_defs = _card_schema(IrisCard, "IrisModelInfo", "The iris classifier's card and training baselines")
-    schemas |= mnist_defs | iris_defs | {"MnistModelInfo": mnist, "IrisModelInfo": iris}
+    keras, keras_defs = _card_schema(KerasReluCard, "KerasReluModelInfo", "A Keras ReLU model's card and baselines")
+    linear, linear_defs = _card_schema(LinearCard, "LinearModelInfo", "A linear classifier's card and baselines")
+    schemas |= keras_defs | linear_defs | {"KerasReluModelInfo": keras, "LinearModelInfo": linear}
+    schemas["ModelInfo"] = {
+        "title": "ModelInfo",
+        "description": "One served model's card (by its kind)",
+        "oneOf": [_ref("KerasReluModelInfo"), _ref("LinearModelInfo")],
+    }
     schemas["ModelsResponse"] = {
         "type": "object",
         "title": "ModelsResponse",
-        "required": ["models"],
+        "required": ["models", "refused"],
         "properties": {
-            "models": {
+            "models": {"type": "array", "description": "the served models, by name", "items": _ref("ModelInfo")},
+            "refused": {
                 "type": "array",
-                "description": "the served models: the MNIST CNN, then the iris classifier",
-                "items": {"oneOf": [_ref("MnistModelInfo"), _ref("IrisModelInfo")]},
+                "description": "stored models that are not served, and why (one line each)",
+                "items": {
+                    "type": "object",
+                    "required": ["tag", "reason"],
+                    "properties": {"tag": {"type": "string"}, "reason": {"type": "string"}},
+                },
+            },
+        },
+    }
+    schemas["PredictRequest"] = {
+        "type": "object",
+        "title": "PredictRequest",
+        "required": ["inputs"],
+        "additionalProperties": False,
+        "properties": {
+            "inputs": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": MAX_BATCH,
+                "description": f"1 to {MAX_BATCH} inputs, each nested lists of numbers of the model's input_shape, "
+                "within its input_range (both on its card: GET /models/{name})",
+                "items": {"type": "array", "items": {}},
             }
         },
     }
     return schemas
 
 
+NAME_PARAMETER = {
+    "name": "name",
+    "in": "path",
+    "required": True,
+    "description": "the model's name (GET /models lists them)",
+    "schema": {"type": "string"},
+    "example": "mnist_cnn",
+}
+
+
+def _post(operation_id: str, description: str, content: dict, example: Any = None, name: bool = True) -> dict:
+    body: dict = {"required": True, "content": content}
+    if example is not None:
+        next(iter(content.values()))["example"] = example
+    operation = {
+        "tags": [API_TAG],
+        "operationId": operation_id,
+        "description": description,
+        "requestBody": body,
+        "responses": {"200": {"description": "Successful Response", "content": _json(_ref("PredictResponse"))}}
+        | _refusals(),
+    }
+    if name:
+        operation["parameters"] = [NAME_PARAMETER]
+    return {"post": operation}
+
+
 def _extra_paths() -> dict:
-    """The routes answered outside ``@bentoml.api``: the .npy batch route and /models."""
+    """The routes answered outside ``@bentoml.api``: every model's routes, the alias .npy route and /models."""
     dtypes = " or ".join(ACCEPTED_DTYPES.values())
-    batch = {
-        "post": {
-            "tags": [API_TAG],
-            "operationId": "mnist_predict_batch",
-            "description": f"Classify 1-{MAX_NPY_IMAGES} images sent as one NumPy `.npy` file (as written by "
-            f"`numpy.save`) of shape (N, 28, 28), dtype {dtypes}; never unpickled. The answer is that of "
-            "/mnist/predict, in the same order. The fast route for large batches.",
-            "requestBody": {
-                "required": True,
-                "content": {"application/x-npy": {"schema": {"type": "string", "format": "binary"}}},
-            },
-            "responses": {"200": {"description": "Successful Response", "content": _json(_ref("MnistResponse"))}}
-            | _refusals(),
+    npy = {"application/x-npy": {"schema": {"type": "string", "format": "binary"}}}
+    upload = {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["image"],
+                "properties": {"image": {"type": "string", "format": "binary", "description": "a PNG or JPEG"}},
+            }
         }
     }
+    batch_text = (
+        f"1-{MAX_NPY_ITEMS} inputs sent as one NumPy `.npy` file (as written by `numpy.save`) of shape "
+        f"(N, *input_shape), dtype {dtypes}; uint8 pixels are scaled onto the input range; never unpickled. "
+        "The fast route for large batches."
+    )
     models = {
         "get": {
             "tags": [API_TAG],
             "operationId": "list_models",
-            "description": "The served models' tags, test accuracy and training-time sparsity baselines "
-            "(the figures Prometheus compares live sparsity with), and their typicality calibration.",
+            "description": "The served models' cards: tags, accuracy, sparsity baselines (what Prometheus compares "
+            "live sparsity with), typicality calibration; and the stored models that are not served, with why.",
             "responses": {"200": {"description": "Successful Response", "content": _json(_ref("ModelsResponse"))}},
         }
     }
-    return {routes.MNIST_PREDICT_BATCH.path: batch, routes.MODELS_PATH: models}
+    card = {
+        "get": {
+            "tags": [API_TAG],
+            "operationId": "get_model",
+            "description": "One served model's card.",
+            "parameters": [NAME_PARAMETER],
+            "responses": {
+                "200": {"description": "Successful Response", "content": _json(_ref("ModelInfo"))},
+                "404": {"description": REFUSALS["404"], "content": _json(_ref("Error"))},
+            },
+        }
+    }
+    generic = routes.MODEL_ROUTES
+    return {
+        routes.MNIST_PREDICT_BATCH.path: _post(
+            "mnist_predict_batch",
+            f"Classify with mnist_cnn {batch_text} The same as /models/mnist_cnn/predict_batch.",
+            npy,
+            name=False,
+        ),
+        routes.MODELS_PATH: models,
+        routes.MODELS_PATH + "/{name}": card,
+        generic["predict"].path: _post(
+            "predict",
+            f"Classify 1-{MAX_BATCH} inputs with the model `name`; each answer carries the sparsity of its own "
+            "forward pass and its typicality.",
+            _json(_ref("PredictRequest")),
+            {"inputs": EXAMPLES["mnist_predict"]["images"]},
+        ),
+        generic["predict_batch"].path: _post("predict_batch", f"Classify {batch_text}", npy),
+        generic["predict_image"].path: _post(
+            "predict_image",
+            "Classify one uploaded PNG or JPEG with a picture model (input (H, W), (H, W, 1) or (H, W, 3)), "
+            "converted by the step its card declares (`preprocessing`: resize, or mnist-digit).",
+            upload,
+        ),
+    }
 
 
 def _name_operation(operation: dict, schemas: dict) -> None:
@@ -172,7 +271,7 @@ def _name_operation(operation: dict, schemas: dict) -> None:
         if response not in schemas:
             raise ValueError(f"{name}: response schema {response!r} is not one of the service's own schemas")
         content["schema"] = _ref(response)
-    operation["responses"] = {"200": ok, **_refusals()}
+    operation["responses"] = {"200": ok, **_refusals()}  # 404: the alias's model is not served
     operation["operationId"] = name
     operation["tags"] = [API_TAG]
 
@@ -183,6 +282,8 @@ def _openapi30(node: Any) -> None:
         if node.get("type") == "file":
             node["type"] = "string"
             node["format"] = "binary"
+        if "const" in node:  # a Literal (a card's kind): 3.0 has enum, not const
+            node["enum"] = [node.pop("const")]
         for key in ("anyOf", "oneOf"):
             options = node.get(key)
             if isinstance(options, list) and {"type": "null"} in options:

@@ -1,8 +1,12 @@
-"""Turn an uploaded PNG/JPEG into a 28x28 MNIST-style image in [0, 1].
+"""Turn an uploaded PNG/JPEG into one input of a picture model, by the step its card declares.
 
-MNIST digits are white on black, scaled to fit a 20x20 box (aspect kept) and centred in 28x28 by
-their centre of mass. Uploads are decoded defensively: size checked from the header before any
-pixel is decoded, truncated or non-image data refused with a clear message.
+- ``resize`` (the default): the picture resized to the input's height and width (grey, or RGB for
+  three channels), its pixels scaled from 0-255 onto the model's input range.
+- ``mnist-digit``: what MNIST did to its digits: white on black, scaled to fit a 20x20 box (aspect
+  kept) and centred in 28x28 by the centre of mass, in [0, 1].
+
+Uploads are decoded defensively: size checked from the header before any pixel is decoded,
+truncated or non-image data refused with a clear message.
 """
 
 from __future__ import annotations
@@ -13,8 +17,10 @@ import warnings
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from sparsity.contract import MNIST_SHAPE
 from sparsity.errors import InvalidInputError
+
+MNIST_SHAPE = (28, 28)
+"""The ``mnist-digit`` step's output: an MNIST digit's height and width."""
 
 FIELD = "image"
 ALLOWED_FORMATS = ("PNG", "JPEG")
@@ -22,8 +28,9 @@ DIGIT_BOX = 20
 INK_THRESHOLD = 0.1  # pixels above this (after inversion, in [0, 1]) count as part of the digit
 
 
-def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
-    """Decode PNG/JPEG bytes to a grey float array in [0, 1] (0 = black)."""
+def decode_image(data: bytes, max_pixels: int, mode: str = "L") -> np.ndarray:
+    """Decode PNG/JPEG bytes to a float array in [0, 1] (0 = black): grey (``mode`` L, (H, W)) or RGB
+    (``mode`` RGB, (H, W, 3))."""
     if not data:
         raise InvalidInputError(FIELD, "the uploaded file is empty")
     try:
@@ -40,7 +47,7 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
                 rgba = img.convert("RGBA")
                 white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
                 img = Image.alpha_composite(white, rgba)
-            grey = img.convert("L")
+            grey = img.convert(mode)
     except InvalidInputError:
         raise
     except UnidentifiedImageError:
@@ -88,3 +95,27 @@ def _centre_by_mass(digit: np.ndarray) -> np.ndarray:
 def image_to_mnist(data: bytes, max_pixels: int) -> np.ndarray:
     """Uploaded bytes -> (28, 28) float32 array ready for the MNIST model."""
     return to_mnist(decode_image(data, max_pixels))
+
+
+def resize(picture: np.ndarray, height: int, width: int) -> np.ndarray:
+    """A [0, 1] picture (H, W) or (H, W, 3) resized to ``height`` x ``width``, still in [0, 1]."""
+    image = Image.fromarray(np.round(picture * 255).astype(np.uint8))
+    resized = image.resize((width, height), Image.Resampling.BILINEAR)
+    return np.asarray(resized, dtype=np.float32) / 255.0
+
+
+def picture_to_input(
+    data: bytes, input_shape: tuple[int, ...], value_range: tuple[float, float], step: str | None, max_pixels: int
+) -> np.ndarray:
+    """Uploaded bytes -> one input of ``input_shape`` ((H, W), (H, W, 1) or (H, W, 3)) by ``step``."""
+    height, width = input_shape[:2]
+    channels = input_shape[2] if len(input_shape) == 3 else None
+    if step == "mnist-digit":
+        if (height, width) != MNIST_SHAPE or channels not in (None, 1):
+            raise InvalidInputError(
+                FIELD, f"the mnist-digit step makes 28x28 grey digits; this model takes {input_shape}"
+            )
+        return image_to_mnist(data, max_pixels).reshape(input_shape)
+    picture = resize(decode_image(data, max_pixels, "RGB" if channels == 3 else "L"), height, width)
+    low, high = value_range
+    return (low + picture * (high - low)).astype(np.float32).reshape(input_shape)

@@ -1,5 +1,10 @@
 """The prediction routes, declared once: the endpoints take their paths from here and the request
-guard its content types and upload fields, so a renamed route cannot silently lose its guard."""
+guard its content types and upload fields, so a renamed route cannot silently lose its guard.
+
+Every served model has the generic routes ``/models/{name}/predict|predict_batch|predict_image``.
+The project's first routes stay as aliases of two of them: ``/mnist/*`` of the model named
+``mnist_cnn`` and ``/iris/predict`` of ``iris_l1``; they answer exactly as the generic routes do.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +12,64 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
-class Route:
-    path: str
+class RouteSpec:
+    path: str  # with ``{name}`` for the generic routes
     content_types: tuple[str, ...]  # what the guard accepts (415 otherwise)
     upload_field: str | None = None  # the multipart field that must be a file upload
-    bentoml_api: bool = True  # False: answered by service.fastpath, not by a @bentoml.api endpoint
+    bentoml_api: bool = True  # False: answered by service.modelroutes, not by a @bentoml.api endpoint
+    model: str | None = None  # an alias: the model it answers for
+    action: str = "predict"  # predict (JSON), predict_batch (.npy) or predict_image (an upload)
+    json_key: str = "inputs"  # the JSON body's one field
 
 
-MNIST_PREDICT = Route("/mnist/predict", ("application/json",))
-MNIST_PREDICT_IMAGE = Route("/mnist/predict_image", ("multipart/form-data",), upload_field="image")
-MNIST_PREDICT_BATCH = Route("/mnist/predict_batch", ("application/x-npy",), bentoml_api=False)
-IRIS_PREDICT = Route("/iris/predict", ("application/json",))
-ROUTES: tuple[Route, ...] = (MNIST_PREDICT, MNIST_PREDICT_IMAGE, MNIST_PREDICT_BATCH, IRIS_PREDICT)
+JSON = ("application/json",)
+NPY = ("application/x-npy",)
+MULTIPART = ("multipart/form-data",)
+MNIST_ALIAS_MODEL = "mnist_cnn"
+IRIS_ALIAS_MODEL = "iris_l1"
+
+MNIST_PREDICT = RouteSpec("/mnist/predict", JSON, model=MNIST_ALIAS_MODEL, json_key="images")
+MNIST_PREDICT_IMAGE = RouteSpec(
+    "/mnist/predict_image", MULTIPART, upload_field="image", model=MNIST_ALIAS_MODEL, action="predict_image"
+)
+MNIST_PREDICT_BATCH = RouteSpec(
+    "/mnist/predict_batch", NPY, bentoml_api=False, model=MNIST_ALIAS_MODEL, action="predict_batch"
+)
+IRIS_PREDICT = RouteSpec("/iris/predict", JSON, model=IRIS_ALIAS_MODEL, json_key="features")
+ALIASES: tuple[RouteSpec, ...] = (MNIST_PREDICT, MNIST_PREDICT_IMAGE, MNIST_PREDICT_BATCH, IRIS_PREDICT)
+
 MODELS_PATH = "/models"
-"""GET: the served models' cards (a Starlette route of the service, documented by service.openapi)."""
+"""GET: the served models' cards (and the refused ones); ``GET /models/{name}``: one card."""
+MODEL_ROUTES: dict[str, RouteSpec] = {
+    "predict": RouteSpec(MODELS_PATH + "/{name}/predict", JSON, bentoml_api=False),
+    "predict_batch": RouteSpec(MODELS_PATH + "/{name}/predict_batch", NPY, bentoml_api=False, action="predict_batch"),
+    "predict_image": RouteSpec(
+        MODELS_PATH + "/{name}/predict_image",
+        MULTIPART,
+        upload_field="image",
+        bentoml_api=False,
+        action="predict_image",
+    ),
+}
+ROUTES: tuple[RouteSpec, ...] = (*ALIASES, *MODEL_ROUTES.values())
+_BY_PATH = {route.path: route for route in ALIASES}
+
+
+def match(path: str) -> tuple[RouteSpec, str] | None:
+    """The POST route of ``path`` and the model it is for, or None for a path that is no prediction route."""
+    path = path.rstrip("/")
+    alias = _BY_PATH.get(path)
+    if alias is not None:
+        return alias, alias.model
+    parts = path.split("/")
+    if len(parts) == 4 and parts[0] == "" and "/" + parts[1] == MODELS_PATH and parts[3] in MODEL_ROUTES and parts[2]:
+        return MODEL_ROUTES[parts[3]], parts[2]
+    return None
+
+
+def model_card_name(path: str) -> str | None:
+    """``name`` for ``GET /models/{name}``, else None."""
+    parts = path.rstrip("/").split("/")
+    if len(parts) == 3 and parts[0] == "" and "/" + parts[1] == MODELS_PATH and parts[2]:
+        return parts[2]
+    return None

@@ -1,109 +1,143 @@
-"""Loaded models: each wraps one stored model and the core's sparsity measurement for it."""
+"""One runtime per model kind behind one small interface (MLServer's ``MLModel``: load once, then
+``predict``): the routes, the metrics recorder, the start-up summary and ``/models`` use only
+:class:`Runtime`, and :data:`RUNTIMES` says which class serves which ``kind`` of card.
+
+- ``keras-relu``: the model loaded in Keras' safe mode, run through the core's compiled one-pass probe.
+- ``linear``: computed from the card's coefficients and scaler (no scikit-learn, no file to unpickle).
+"""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from service.preflight import IRIS_TRUSTED_TYPES, ModelRefused
-from sparsity.card import IrisCard, MnistCard, ModelCardError, load_card
-from sparsity.contract import IRIS_FEATURE_LIMIT, IRIS_MODEL_FILE, MNIST_MODEL_FILE, MNIST_SHAPE
-from sparsity.linear import LinearProbe, LinearSparsity
-from sparsity.result import ProbeResult
+from sparsity.card import KerasReluCard, LinearCard, ModelCardError
+from sparsity.contract import LINEAR_LAYER
+from sparsity.linear import LinearProbe
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class Typicality:
-    """Per input: the typicality score and whether it is above the calibrated threshold."""
+class Prediction:
+    """What one forward pass gave for N inputs, in input order (plain NumPy)."""
 
-    scores: np.ndarray
-    atypical: np.ndarray
+    probabilities: np.ndarray  # (N, classes)
+    layer_sparsity: dict[str, np.ndarray]  # layer -> (N,) exact-zero fraction
+    overall: np.ndarray  # (N,)
+    scores: np.ndarray  # (N,) typicality score
+    atypical: np.ndarray  # (N,) bool
+    fired: dict[str, np.ndarray] = field(default_factory=dict)  # layer -> (N, units) bool (ReLU models)
+    weights: float | None = None  # linear: share of zero coefficients
+    contributions: np.ndarray | None = None  # linear: (N,) share of zero coefficient x feature terms
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.argmax(self.probabilities, axis=1)
 
 
-def configure_tensorflow(intra: int, inter: int) -> None:
-    """Set TF thread pools; must run before TensorFlow executes anything in this process."""
-    import tensorflow as tf
+class Runtime:
+    """A loaded model: its card, what its inputs are, and ``predict``."""
 
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(intra)
-        tf.config.threading.set_inter_op_parallelism_threads(inter)
-    except RuntimeError as exc:  # TF already initialised (e.g. several services in one test)
-        log.warning("TensorFlow thread settings not applied: %s", exc)
+    kind: str
+    card: KerasReluCard | LinearCard
+    layers: list[str]  # the sparsity layers of its answers, in order (for metrics)
 
+    def __init__(self, tag: str, card) -> None:
+        self.tag = tag
+        self.name = tag.split(":")[0]
+        self.card = card
+        self.item_shape = tuple(card.input_shape)
+        self.value_range = (float(card.input_range[0]), float(card.input_range[1]))
+        self.class_names = list(card.class_names)
+        self.info = {"name": self.name, "tag": tag, **card.describe()}
 
-class MnistRuntime:
-    """The ReLU CNN with its compiled one-pass probe."""
-
-    def __init__(self, stored) -> None:
-        import keras
-
-        import sparsity.layers  # noqa: F401  registers the core's thresholded ReLU and k-WTA for loading
-        from sparsity.probe import SparsityProbe  # TensorFlow: imported in the workers only
-
-        self.tag = str(stored.tag)
-        self.card = load_card(MnistCard, self.tag, stored.info.metadata)
-        model = keras.models.load_model(stored.path_of(MNIST_MODEL_FILE), compile=False, safe_mode=True)
-        self.probe = SparsityProbe(model, value_range=(0.0, 1.0), field="images")
-        self.layers = self.probe.layers
-        self.typicality_model = self.card.typicality
-        missing = [f for f in self.typicality_model.features if f not in {layer.name for layer in self.layers}]
-        if missing:
-            raise ModelCardError(
-                f"model {self.tag}: metadata field 'typicality.features' names {missing}, not ReLU layers of the model"
-            )
-        self.info = {"tag": self.tag, **self.card.describe()}
+    def predict(self, x: np.ndarray) -> Prediction:
+        raise NotImplementedError
 
     def warm_up(self) -> None:
-        """Trace the probe and run it once on a one-image and a two-image batch."""
+        """Run a one-item and a two-item batch (traces compiled functions before the first request)."""
+        low = self.value_range[0]
         for n in (1, 2):
-            self.predict(np.zeros((n, *MNIST_SHAPE), dtype=np.float32))
-
-    def predict(self, images: np.ndarray) -> ProbeResult:
-        return self.probe.run(images)
-
-    def typicality(self, result: ProbeResult) -> Typicality:
-        """Score each input's per-layer sparsity profile, from the forward pass that made ``result``."""
-        profiles = np.stack([result.layer_sparsity[name] for name in self.typicality_model.features], axis=1)
-        return Typicality(*self.typicality_model.flag(profiles))
+            self.predict(np.full((n, *self.item_shape), low, dtype=np.float32))
 
 
-@dataclass
-class IrisResult:
-    probabilities: np.ndarray
-    labels: np.ndarray
-    sparsity: LinearSparsity
-    typicality: Typicality
+class KerasReluRuntime(Runtime):
+    kind = "keras-relu"
 
+    def __init__(self, tag: str, card: KerasReluCard, path: str) -> None:
+        from sparsity.keras_file import load_keras_safely  # TensorFlow: imported in the workers only
+        from sparsity.probe import SparsityProbe
 
-class IrisRuntime:
-    """The L1 logistic-regression pipeline, loaded with skops (no pickle)."""
+        super().__init__(tag, card)
+        try:
+            model = load_keras_safely(path)
+        except ValueError as exc:
+            raise ModelCardError(f"model {tag}: {exc}") from None
+        self.probe = SparsityProbe(model, value_range=self.value_range, field="inputs")
+        found = [layer.name for layer in self.probe.layers]
+        carded = [layer.name for layer in card.relu_layers]
+        if found != carded:
+            raise ModelCardError(f"model {tag}: the card's relu_layers {carded} are not the model's {found}")
+        missing = [f for f in card.typicality.features if f not in found]
+        if missing:
+            raise ModelCardError(f"model {tag}: metadata field 'typicality.features' names {missing}, not ReLU layers")
+        if tuple(self.probe.item_shape) != self.item_shape:
+            raise ModelCardError(f"model {tag}: the card's input_shape {self.item_shape} is not the model's")
+        self.layers = found
 
-    def __init__(self, stored) -> None:
-        import skops.io
-
-        self.tag = str(stored.tag)
-        self.card = load_card(IrisCard, self.tag, stored.info.metadata)
-        path = stored.path_of(IRIS_MODEL_FILE)
-        untrusted = [t for t in skops.io.get_untrusted_types(file=path) if t not in IRIS_TRUSTED_TYPES]
-        if untrusted:
-            raise ModelRefused(f"{path} asks for types that are not trusted: {untrusted}")
-        self.model = skops.io.load(path, trusted=IRIS_TRUSTED_TYPES)
-        self.probe = LinearProbe(
-            self.model.named_steps["scale"],
-            self.model.named_steps["logreg"],
-            field="features",
-            limit=IRIS_FEATURE_LIMIT,
+    def predict(self, x: np.ndarray) -> Prediction:
+        result = self.probe.run(x)
+        profiles = np.stack([result.layer_sparsity[name] for name in self.card.typicality.features], axis=1)
+        scores, atypical = self.card.typicality.flag(profiles)
+        return Prediction(
+            probabilities=result.probabilities,
+            layer_sparsity=result.layer_sparsity,
+            overall=result.overall,
+            scores=scores,
+            atypical=atypical,
+            fired=result.fired,
         )
-        self.coef = self.probe.coef
-        self.class_names = list(self.card.class_names)
-        self.typicality_model = self.card.typicality
-        self.info = {"tag": self.tag, **self.card.describe()}
 
-    def predict(self, features: np.ndarray) -> IrisResult:
-        result = self.probe.run(features)
-        typicality = Typicality(*self.typicality_model.flag(result.scaled))
-        return IrisResult(result.probabilities, result.labels, result.sparsity, typicality)
+
+class LinearRuntime(Runtime):
+    kind = "linear"
+
+    def __init__(self, tag: str, card: LinearCard, path: str | None = None) -> None:
+        super().__init__(tag, card)
+        try:
+            self.probe = LinearProbe(
+                card.coefficients,
+                card.intercept,
+                card.scaler_mean,
+                card.scaler_scale,
+                field="inputs",
+                value_range=self.value_range,
+            )
+        except ValueError as exc:
+            raise ModelCardError(f"model {tag}: {exc}") from None
+        self.layers = [LINEAR_LAYER]
+
+    def predict(self, x: np.ndarray) -> Prediction:
+        result = self.probe.run(x)
+        scores, atypical = self.card.typicality.flag(result.scaled)
+        contributions = result.sparsity.contributions
+        return Prediction(
+            probabilities=result.probabilities,
+            layer_sparsity={LINEAR_LAYER: contributions},
+            overall=contributions,
+            scores=scores,
+            atypical=atypical,
+            weights=result.sparsity.weights,
+            contributions=contributions,
+        )
+
+
+RUNTIMES: dict[str, type[Runtime]] = {"keras-relu": KerasReluRuntime, "linear": LinearRuntime}
+
+
+def load(stored, card) -> Runtime:
+    """The runtime of ``card.kind`` over a stored model (BentoML's ``Model``)."""
+    return RUNTIMES[card.kind](str(stored.tag), card, stored.path_of(card.MODEL_FILE))

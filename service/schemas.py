@@ -8,10 +8,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import AllowInfNan, BaseModel, Field, Strict, ValidationError
+from pydantic import AllowInfNan, BaseModel, Field, Strict, ValidationError, model_serializer
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from sparsity.contract import IRIS_FEATURE_LIMIT, MAX_BATCH, MNIST_SHAPE
+from sparsity.contract import MAX_BATCH
+
+MNIST_SHAPE = (28, 28)
+"""What the ``/mnist/predict`` alias documents (the model's card is what is checked)."""
+IRIS_FEATURE_LIMIT = 1e6
+"""What the ``/iris/predict`` alias documents: iris_l1's input range is +/- this."""
 
 StrictFinite = Annotated[float, Strict(), AllowInfNan(False)]
 """A JSON number: no strings, no booleans, no NaN/Infinity."""
@@ -43,47 +48,45 @@ IrisRows = Annotated[
 ]
 
 
-class MnistSparsity(BaseModel):
-    overall: float = Field(description="zeros over activations across all ReLU layers")
-    layers: dict[str, float] = Field(description="exact-zero fraction of each ReLU layer")
-
-
-class Typicality(BaseModel):
-    score: float = Field(
-        description="Mahalanobis distance of this input's profile (MNIST: per-layer zero fractions; iris: "
-        "standardized features) from the reference data; higher is less typical"
+class Sparsity(BaseModel):
+    overall: float = Field(
+        description="ReLU models: zeros over activations across all probed layers; linear models: the share of "
+        "coefficient x feature terms that are exactly zero"
     )
-    atypical: bool = Field(description="score above the threshold calibrated at training (see /models)")
+    layers: dict[str, float] = Field(
+        description="exact-zero fraction of each probed ReLU-family layer call (nested blocks 'outer/inner', a "
+        "layer called k times 'name@1'..'name@k'); linear models: {'coefficients': contributions}"
+    )
+    weights: float | None = Field(None, description="linear models: share of exactly-zero coefficients")
+    contributions: float | None = Field(
+        None, description="linear models: share of coefficient x feature terms that are zero"
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_nulls(self, handler):
+        """Fields a model kind does not have are left out, not null: the alias and generic routes answer alike."""
+        return {key: value for key, value in handler(self).items() if value is not None}
 
 
-class MnistPrediction(BaseModel):
-    label: int
+class TypicalityAnswer(BaseModel):
+    score: float = Field(
+        description="Mahalanobis distance of this input's profile (ReLU models: per-layer zero fractions; linear "
+        "models: standardized features) from the calibration data; higher is less typical"
+    )
+    atypical: bool = Field(description="score above the threshold calibrated at registration (see /models/{name})")
+
+
+class PredictionAnswer(BaseModel):
+    label: int = Field(description="index of the most probable class")
+    name: str = Field(description="the class's name (the card's class_names)")
     probabilities: list[float]
-    sparsity: MnistSparsity
-    typicality: Typicality
+    sparsity: Sparsity
+    typicality: TypicalityAnswer
 
 
-class MnistResponse(BaseModel):
-    model: str
-    predictions: list[MnistPrediction]
-
-
-class IrisSparsity(BaseModel):
-    weights: float = Field(description="share of exactly-zero coefficients")
-    contributions: float = Field(description="share of coefficient x feature terms that are zero")
-
-
-class IrisPrediction(BaseModel):
-    label: int
-    name: str
-    probabilities: list[float]
-    sparsity: IrisSparsity
-    typicality: Typicality
-
-
-class IrisResponse(BaseModel):
-    model: str
-    predictions: list[IrisPrediction]
+class PredictResponse(BaseModel):
+    model: str = Field(description="the tag of the model that answered")
+    predictions: list[PredictionAnswer] = Field(description="one per input, in input order")
 
 
 def input_error(loc: tuple[str | int, ...], message: str) -> ValidationError:

@@ -11,20 +11,18 @@ Names are imported lazily, so ``sparsity.contract`` can be used without loading 
 from importlib import import_module
 
 _EXPORTS = {
-    "IRIS_CLASS_NAMES": "sparsity.contract",
-    "MNIST_CLASS_NAMES": "sparsity.contract",
-    "MNIST_SHAPE": "sparsity.contract",
     "InvalidInputError": "sparsity.errors",
     "KWinners": "sparsity.layers",
     "LinearSparsity": "sparsity.linear",
+    "UnsupportedModelError": "sparsity.graph",
     "linear_sparsity": "sparsity.linear",
     "ProbeResult": "sparsity.result",
-    "ReluLayer": "sparsity.probe",
+    "ReluLayer": "sparsity.graph",
     "SparsityProbe": "sparsity.probe",
     "ThresholdedReLU": "sparsity.layers",
     "find_relu_layers": "sparsity.probe",
-    "is_relu_family": "sparsity.probe",
-    "weight_sparsity": "sparsity.probe",
+    "is_relu_family": "sparsity.graph",
+    "weight_sparsity": "sparsity.graph",
 }
 
 __all__ = sorted(_EXPORTS)

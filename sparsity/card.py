@@ -1,18 +1,33 @@
-"""Model cards: the typed metadata that training writes with each model and the service validates at
-start. One class per model kind; the field names live here and nowhere else.
+"""Model cards: the typed metadata stored with each model in the BentoML store, one class per kind.
 
-Training builds a card and stores ``card.metadata()`` as the BentoML model's metadata; the service
-calls :func:`load_card`, which refuses a model whose metadata lacks a field or has one of the wrong
-type with one line naming the model's tag and the field.
+Registration (``python -m training register``, which the project's own training goes through too)
+builds a card and stores ``card.metadata()`` as the model's metadata; the service calls
+:func:`load_card`, which picks the class from the card's ``kind`` and refuses a model whose metadata
+lacks a field or has one of the wrong type with one line naming the model's tag and the field.
+
+- ``keras-relu``: a Keras classifier whose hidden layers are ReLU-family, served through the probe.
+- ``linear``: a standardising step plus a linear classifier, served from its coefficients.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, TypeVar
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from sparsity.typicality import TypicalityModel
+
+KINDS = ("keras-relu", "linear")
+PREPROCESSING = ("resize", "mnist-digit")
+"""Declared steps that turn an uploaded picture into one input (``POST /models/{name}/predict_image``):
+``resize`` scales the picture to the input's height and width and its pixels to the input range;
+``mnist-digit`` does what MNIST did to its digits (white on black, 20x20 box, centred by mass)."""
+
+
+def image_shaped(shape) -> bool:
+    """Inputs that are pictures: (H, W), or (H, W, C) with 1 or 3 channels."""
+    shape = tuple(shape)
+    return len(shape) == 2 or (len(shape) == 3 and shape[2] in (1, 3))
 
 
 class MeanStd(BaseModel):
@@ -26,34 +41,61 @@ class ReluLayerCard(BaseModel):
     size: int
 
 
+class NotProbedCard(BaseModel):
+    name: str
+    activation: str
+
+
+class CalibrationFacts(BaseModel):
+    """What the calibration set was and how registration split it (reproducibly, by ``seed``)."""
+
+    size: int
+    sha256: str
+    baseline_size: int = Field(description="items for the per-layer baseline and dead units")
+    typicality_size: int = Field(description="items that fitted the typicality score and set its threshold")
+    measured_size: int = Field(description="items used for neither: the false-alarm rate and accuracy")
+    seed: int = 0
+
+
 class ModelCard(BaseModel):
     """What every stored model says about itself."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
     PUBLIC: ClassVar[tuple[str, ...]] = (
+        "kind",
+        "input_shape",
+        "input_range",
+        "class_names",
+        "test_accuracy",
+        "accuracy_on",
+        "weight_sparsity",
+        "typicality",
+        "calibration",
         "dataset",
         "dataset_size",
         "train_size",
         "test_size",
-        "test_accuracy",
-        "weight_sparsity",
-        "class_names",
-        "typicality",
     )
     """The fields /models shows (besides the tag)."""
 
-    dataset: str
-    dataset_size: int
-    train_size: int
-    test_size: int
-    test_accuracy: float
-    weight_sparsity: dict[str, float]
-    class_names: list[str]
+    kind: str
+    input_shape: list[int] = Field(min_length=1)
+    input_range: list[float] = Field(min_length=2, max_length=2)
+    class_names: list[str] = Field(min_length=2)
     typicality: TypicalityModel
-    options: dict[str, Any]
-    seed: int
-    versions: dict[str, str]
+    weight_sparsity: dict[str, float]
+    test_accuracy: float | None = None  # with labels: on the calibration part used for nothing else
+    accuracy_on: str | None = None
+    calibration: CalibrationFacts | None = None
     provenance: dict[str, Any] = {}
+    versions: dict[str, str] = {}
+    # facts of the project's own training runs (a registered model has none)
+    dataset: str | None = None
+    dataset_size: int | None = None
+    train_size: int | None = None
+    test_size: int | None = None
+    options: dict[str, Any] = {}
+    seed: int | None = None
 
     def metadata(self) -> dict:
         """The card as the JSON-safe dict BentoML stores (which refuses None: unset fields are left out)."""
@@ -62,52 +104,73 @@ class ModelCard(BaseModel):
     def describe(self) -> dict:
         return self.model_dump(mode="json", include=set(self.PUBLIC), exclude_none=True)
 
+    @property
+    def image_shaped(self) -> bool:
+        return image_shaped(self.input_shape)
 
-class MnistCard(ModelCard):
+
+class KerasReluCard(ModelCard):
     PUBLIC: ClassVar[tuple[str, ...]] = (
         *ModelCard.PUBLIC,
         "relu_layers",
+        "not_probed",
         "activation_sparsity",
         "dead_unit_ratio",
-        "input_shape",
-        "input_range",
+        "output",
+        "preprocessing",
         "pruned",
         "parent",
     )
+    MODEL_FILE: ClassVar[str] = "model.keras"
 
-    activation_sparsity: dict[str, MeanStd]  # per ReLU-family layer, and "all"
+    kind: Literal["keras-relu"]
+    relu_layers: list[ReluLayerCard] = Field(min_length=1)
+    not_probed: list[NotProbedCard] = []
+    activation_sparsity: dict[str, MeanStd]  # per ReLU-family layer call, and "all"
     dead_unit_ratio: dict[str, float]
-    relu_layers: list[ReluLayerCard]
-    input_shape: list[int]
-    input_range: list[float]
+    output: Literal["probabilities", "logits"] = "probabilities"
+    preprocessing: Literal["resize", "mnist-digit"] | None = None  # image-shaped inputs only
     train_seconds: float | None = None
     pruned: dict[str, Any] | None = None  # how it was pruned, when it was
     parent: str | None = None  # the tag it was pruned from
 
 
-class IrisCard(ModelCard):
+class LinearCard(ModelCard):
     PUBLIC: ClassVar[tuple[str, ...]] = (*ModelCard.PUBLIC, "contribution_sparsity", "feature_names")
+    MODEL_FILE: ClassVar[str] = "model.skops"
 
+    kind: Literal["linear"]
     contribution_sparsity: MeanStd
-    coefficients: list[list[float]]
+    coefficients: list[list[float]] = Field(min_length=1)  # (classes, features); one row for two classes
+    intercept: list[float] = Field(min_length=1)
+    scaler_mean: list[float]
+    scaler_scale: list[float]
     feature_names: list[str]
+
+
+AnyCard = Annotated[KerasReluCard | LinearCard, Field(discriminator="kind")]
+_ANY_CARD = TypeAdapter(AnyCard)
 
 
 class ModelCardError(ValueError):
     """A stored model's metadata is not a valid card: one line with the tag and the field."""
 
 
-Card = TypeVar("Card", bound=ModelCard)
-
-
-def load_card(kind: type[Card], tag: str, metadata: dict) -> Card:
+def load_card(tag: str, metadata: dict) -> KerasReluCard | LinearCard:
+    """The card of a stored model, of the class its ``kind`` names; ModelCardError otherwise."""
+    if not isinstance(metadata, dict) or "kind" not in metadata:
+        raise ModelCardError(
+            f"model {tag}: metadata field 'kind' is missing "
+            "(not registered: python -m training register, or make train)"
+        )
+    if metadata["kind"] not in KINDS:
+        raise ModelCardError(f"model {tag}: kind {metadata['kind']!r} is not one of {', '.join(KINDS)}")
     try:
-        return kind.model_validate(metadata)
+        return _ANY_CARD.validate_python(metadata)
     except ValidationError as exc:
         first = exc.errors()[0]
-        field = ".".join(str(part) for part in first["loc"]) or "(metadata)"
+        loc = [str(part) for part in first["loc"]][1:]  # the first part is the kind's tag
+        field = ".".join(loc) or "(metadata)"
         problem = "is missing" if first["type"] == "missing" else f"is invalid: {first['msg']}"
         more = f" (and {exc.error_count() - 1} more problem(s))" if exc.error_count() > 1 else ""
-        raise ModelCardError(
-            f"model {tag}: metadata field '{field}' {problem}{more}; retrain it (make train)"
-        ) from None
+        raise ModelCardError(f"model {tag}: metadata field '{field}' {problem}{more}; register it again") from None

@@ -20,3 +20,27 @@ LINE_PATTERN = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4} \[(DEBUG|INFO|WARNING|
 def configure(level: int = logging.INFO, stream: TextIO | None = None) -> None:
     """Send every logger's records at ``level`` and above to ``stream`` (stderr) in :data:`FORMAT`."""
     logging.basicConfig(level=level, format=FORMAT, datefmt=DATE_FORMAT, stream=stream or sys.stderr, force=True)
+
+
+def quiet_tensorflow() -> None:
+    """Keep TensorFlow's C++ start-up lines (absl's "All log messages before absl::InitializeLog()", the
+    CPU feature notice), which are not in this format, out of the log unless the user asks for them with
+    ``TF_CPP_MIN_LOG_LEVEL``. Must run before TensorFlow is imported: every entry point calls it first."""
+    import os
+
+    if not os.environ.get("TF_CPP_MIN_LOG_LEVEL"):  # unset or empty
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+
+
+def set_tensorflow_threads(intra: int, inter: int) -> bool:
+    """TensorFlow's thread pools; False (and a warning) when TensorFlow has already run something in this
+    process, after which it refuses the change (several services or benchmarks in one test process)."""
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(intra)
+        tf.config.threading.set_inter_op_parallelism_threads(inter)
+    except RuntimeError as exc:
+        logging.getLogger(__name__).warning("TensorFlow thread settings not applied: %s", exc)
+        return False
+    return True

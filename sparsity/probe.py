@@ -1,68 +1,46 @@
 """One-pass activation probe for Keras ReLU models.
 
-The probe is a multi-output Keras model (predictions + every ReLU layer's output) wrapped once in a
-``tf.function`` with a fixed input signature. Zero counting and per-unit firing happen inside that
-same compiled call, so a prediction and its sparsity always come from the same forward pass.
+The probe runs the model's own graph (:func:`sparsity.graph.run_graph`) inside one ``tf.function`` with
+a fixed input signature, keeping the output of every ReLU-family layer call, nested blocks and shared
+layers included. Zero counting and per-unit firing happen inside that same compiled call, so a
+prediction and its sparsity always come from the same forward pass.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from sparsity.layers import SPARSE_ACTIVATIONS
+from sparsity.graph import ReluLayer, UnsupportedModelError, is_relu_family, run_graph, survey, weight_sparsity
 from sparsity.result import ProbeResult
 from sparsity.validation import check_batch
 
-
-@dataclass(frozen=True)
-class ReluLayer:
-    """A layer whose output is a ReLU-family activation: never negative, exact zeros where it is off.
-
-    ``units`` counts conv channels or dense neurons (what can be "dead"); ``size`` counts the
-    activations one sample produces in that layer (H*W*C for a conv layer).
-    """
-
-    name: str
-    units: int
-    size: int
+__all__ = [
+    "ReluLayer",
+    "SparsityProbe",
+    "UnsupportedModelError",
+    "find_relu_layers",
+    "input_shape_of",
+    "is_relu_family",
+    "weight_sparsity",
+]
 
 
-def is_relu_family(layer: keras.layers.Layer) -> bool:
-    """True for layers whose output is max(x, 0) or sparser: a ReLU activation, a ``keras.layers.ReLU``
-    with no negative slope, a threshold >= 0 and no cap, and the core's thresholded ReLU and k-WTA."""
-    if isinstance(layer, SPARSE_ACTIVATIONS):
-        return True
-    if isinstance(layer, keras.layers.ReLU):
-        return float(layer.negative_slope) == 0.0 and float(layer.threshold) >= 0.0 and layer.max_value is None
-    activation = getattr(layer, "activation", None)
-    return activation is not None and getattr(activation, "__name__", "") == "relu"
+def input_shape_of(model: keras.Model) -> tuple[int, ...]:
+    """The shape of one input item; a model with several inputs, or an unknown size, is refused."""
+    inputs = getattr(model, "inputs", None) or []
+    if len(inputs) != 1:
+        raise UnsupportedModelError(f"model {model.name!r} has {len(inputs)} inputs; the probe needs exactly one")
+    shape = tuple(inputs[0].shape[1:])
+    if any(d is None for d in shape):
+        raise UnsupportedModelError(f"model {model.name!r} has an input of unknown size {shape}; fix every dimension")
+    return tuple(int(d) for d in shape)
 
 
 def find_relu_layers(model: keras.Model) -> list[ReluLayer]:
-    """Return the model's ReLU-family layers (see :func:`is_relu_family`), in model order."""
-    found = []
-    for layer in model.layers:
-        if not is_relu_family(layer):
-            continue
-        shape = tuple(layer.output.shape[1:])
-        found.append(ReluLayer(name=layer.name, units=int(shape[-1]), size=int(np.prod(shape))))
-    return found
-
-
-def weight_sparsity(model: keras.Model) -> dict[str, float]:
-    """Fraction of exactly-zero weights (kernel and bias) of every layer that has weights."""
-    result = {}
-    for layer in model.layers:
-        weights = [np.asarray(w) for w in layer.get_weights()]
-        total = sum(w.size for w in weights)
-        if total:
-            zeros = sum(int(np.count_nonzero(w == 0)) for w in weights)
-            result[layer.name] = zeros / total
-    return result
+    """Every ReLU-family layer call of the model, in graph order (see :mod:`sparsity.graph`)."""
+    return survey(model, np.zeros((1, *input_shape_of(model)), dtype=np.float32)).relu_layers
 
 
 class SparsityProbe:
@@ -70,7 +48,8 @@ class SparsityProbe:
 
     Build once per model (tracing happens on the first call); ``run`` is then cheap. Input is
     checked first: wrong shape, NaN/Infinity or values outside ``value_range`` raise
-    :class:`sparsity.InvalidInputError` and are never counted.
+    :class:`sparsity.InvalidInputError` and are never counted. A model whose last layer is not a
+    softmax is taken to output logits: the probe returns their softmax.
     """
 
     def __init__(
@@ -81,22 +60,30 @@ class SparsityProbe:
         field: str = "inputs",
     ) -> None:
         self.model = model
-        self.layers = find_relu_layers(model)
+        self.item_shape = input_shape_of(model)
+        found = survey(model, np.zeros((1, *self.item_shape), dtype=np.float32))
+        self.layers = found.relu_layers
+        self.not_probed = found.not_probed
         if not self.layers:
-            raise ValueError(f"model {model.name!r} has no ReLU layer to probe")
+            raise ValueError(f"model {model.name!r} has no ReLU-family layer to probe")
+        if len(found.output_shape) != 1 or found.output_shape[0] < 2:
+            raise UnsupportedModelError(
+                f"model {model.name!r} outputs shape {found.output_shape}; a classifier outputs (classes,) scores, "
+                "at least 2"
+            )
+        self.output = "probabilities" if found.output_activation == "softmax" else "logits"
         self.value_range = value_range
         self.field = field
-        self.item_shape = tuple(int(d) for d in model.inputs[0].shape[1:])
-        outputs = [model.outputs[0]] + [model.get_layer(l.name).output for l in self.layers]
-        self._multi = keras.Model(inputs=model.inputs, outputs=outputs)
         self._sizes = np.array([l.size for l in self.layers], dtype=np.int64)
         self._unit_offsets = np.cumsum([l.units for l in self.layers])[:-1]
         spec = tf.TensorSpec((None, *self.item_shape), tf.float32)
         self._compiled = tf.function(self._forward, input_signature=[spec], reduce_retracing=True)
 
     def _forward(self, x: tf.Tensor):
-        outs = self._multi([x], training=False)
-        probs, relu_outs = outs[0], outs[1:]
+        relu_outs = []
+        probs = run_graph(self.model, x, lambda _, layer, out: relu_outs.append(out) if is_relu_family(layer) else None)
+        if self.output == "logits":
+            probs = tf.nn.softmax(probs, axis=-1)
         nonzero, fired = [], []
         for out in relu_outs:
             # ReLU-family outputs are never negative, so sign() is 1 where a unit is on and 0 where it is

@@ -20,3 +20,12 @@ class ProbeResult:
     @property
     def labels(self) -> np.ndarray:
         return np.argmax(self.probabilities, axis=1)
+
+    def take(self, rows: np.ndarray) -> ProbeResult:
+        """The results of the samples ``rows`` (indices), in that order."""
+        return ProbeResult(
+            probabilities=self.probabilities[rows],
+            layer_sparsity={name: values[rows] for name, values in self.layer_sparsity.items()},
+            overall=self.overall[rows],
+            fired={name: values[rows] for name, values in self.fired.items()},
+        )

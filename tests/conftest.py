@@ -10,10 +10,13 @@ from pathlib import Path
 
 _HOME = tempfile.mkdtemp(prefix="bentoml-home-")
 os.environ["BENTOML_HOME"] = _HOME
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ["BENTOML_DO_NOT_TRACK"] = "true"
 
 import pytest  # noqa: E402
+
+from sparsity.logs import quiet_tensorflow  # noqa: E402
+
+quiet_tensorflow()
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,5 +1,8 @@
 import sys
 
-from training.cli import main
+from sparsity.logs import quiet_tensorflow
+
+quiet_tensorflow()
+from training.cli import main  # noqa: E402
 
 sys.exit(main())

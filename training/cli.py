@@ -1,4 +1,12 @@
-"""Command line: ``python -m training mnist|iris|all [options]``."""
+"""Command line: ``python -m training COMMAND [options]``, one parser with a subcommand each.
+
+- ``mnist``, ``iris``, ``all``: train the project's models and register them (this module);
+- ``sweep``, ``prune``: the sparsity lab (:mod:`training.lab_cli`);
+- ``register``: any Keras model with a calibration set (:mod:`training.register_cli`).
+
+Each subcommand adds its own options and names the function that runs it; nothing heavy is imported
+before the options are parsed, so ``--help`` and a bad option answer at once.
+"""
 
 from __future__ import annotations
 
@@ -9,65 +17,21 @@ import sys
 from pathlib import Path
 
 from sparsity import logs
-from sparsity.contract import IRIS_MODEL_NAME, MNIST_MODEL_NAME
+from training import lab_cli, register_cli
+from training.arguments import (
+    DEFAULT_REPORT_DIR,
+    density,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    share,
+)
 from training.choices import ARCHS, DATASETS, DESIGNS, INITS
+from training.datasets import IRIS_MODEL_NAME, MNIST_MODEL_NAME
 from training.presets import DEFAULT_PRESET, PRESETS, PROVENANCE, PRUNE_AFTER
 
 log = logging.getLogger("training")
-
-DEFAULT_REPORT_DIR = Path(__file__).resolve().parent.parent / "reports"
-
-
-def _int_at_least(minimum: int):
-    """An argparse type: a whole number >= ``minimum``."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-
-    return parse
-
-
-_positive_int = _int_at_least(1)
-_non_negative_int = _int_at_least(0)
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = _non_negative_float(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("must be greater than 0")
-    return value
-
-
-def _at_most_one(parse, interval: str):
-    """An argparse type: ``parse``, then at most 1 (``interval`` names the range in the message)."""
-
-    def parse_fraction(text: str) -> float:
-        value = parse(text)
-        if value > 1:
-            raise argparse.ArgumentTypeError(f"must be in {interval}, got {text}")
-        return value
-
-    return parse_fraction
-
-
-_density = _at_most_one(_positive_float, "(0, 1]")
-_share = _at_most_one(_non_negative_float, "[0, 1]")
 
 
 def _describe(preset: dict) -> str:
@@ -96,16 +60,29 @@ def prune_configuration(args: argparse.Namespace) -> dict | None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m training",
-        description="Train the models the service serves and save them in the BentoML model store "
-        "(location: $BENTOML_HOME, default ~/bentoml).",
+        description="Train the project's models, study sparsity, or register your own model, into the BentoML "
+        "model store (location: $BENTOML_HOME, default ~/bentoml).",
     )
-    parser.add_argument(
-        "task",
-        choices=("mnist", "iris", "all", "sweep", "prune"),
-        help="which model to train: mnist, iris or all (both); 'sweep' (accuracy against sparsity study) and "
-        "'prune' (remove units that never fire) have their own options: python -m training sweep --help",
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for task, what in (
+        ("mnist", "train the MNIST ReLU CNN and register it as mnist_cnn"),
+        ("iris", "train the iris L1 classifier and register it as iris_l1"),
+        ("all", "train both"),
+    ):
+        add_train_arguments(commands.add_parser(task, help=what, description=what)).set_defaults(run=train)
+    sweep = commands.add_parser("sweep", help="accuracy against sparsity over L1, init and activation design")
+    lab_cli.add_sweep_arguments(sweep).set_defaults(run=lab_cli.sweep)
+    prune = commands.add_parser("prune", help="remove the units of a stored CNN that (almost) never fire, and time it")
+    lab_cli.add_prune_arguments(prune).set_defaults(run=lab_cli.prune)
+    register = commands.add_parser(
+        "register", help="register your own Keras ReLU classifier with a calibration set (served next to ours)"
     )
-    parser.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default 0)")
+    register_cli.add_arguments(register).set_defaults(run=register_cli.run)
+    return parser
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")
     parser.add_argument(
         "--report-dir",
         type=Path,
@@ -132,8 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
         default="cnn",
         help="cnn: two conv blocks + ReLU dense layer; seed: the original Conv32-Flatten-Dense10 (default cnn)",
     )
-    mnist.add_argument("--epochs", type=_positive_int, default=15, help="training epochs (default 15)")
-    mnist.add_argument("--batch-size", type=_positive_int, default=32, help="batch size (default 32)")
+    mnist.add_argument("--epochs", type=positive_int, default=15, help="training epochs (default 15)")
+    mnist.add_argument("--batch-size", type=positive_int, default=32, help="batch size (default 32)")
     mnist.add_argument(
         "--preset",
         choices=tuple(PRESETS),
@@ -145,57 +122,55 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mnist.add_argument(
         "--activity-l1",
-        type=_non_negative_float,
+        type=non_negative_float,
         help="L1 activity regularisation on every ReLU-family layer; 0 turns it off (default: the preset's)",
     )
     mnist.add_argument(
         "--init", choices=INITS, help="kernel initialiser of the ReLU-family layers (default: the preset's)"
     )
     mnist.add_argument("--design", choices=DESIGNS, help="activation design (default: the preset's)")
-    mnist.add_argument("--threshold", type=_positive_float, help="fatrelu: zero below this (default: the preset's)")
+    mnist.add_argument("--threshold", type=positive_float, help="fatrelu: zero below this (default: the preset's)")
     mnist.add_argument(
         "--kwta-density",
-        type=_density,
+        type=density,
         help="kwta: share of activations kept per layer, (0, 1] (default: the preset's)",
     )
     mnist.add_argument(
         "--prune-max-firing",
-        type=_share,
+        type=share,
         help="after training, remove the units on at most this share of their activations and fine-tune for 2 "
         "epochs; the pruned model is saved last, so it is the one served (default: the preset's: "
         + ", ".join(f"{k} {v['max_firing']:g}" for k, v in PRUNE_AFTER.items())
         + ", others none)",
     )
     mnist.add_argument("--no-prune", action="store_true", help="save the trained model only, even if the preset prunes")
-    mnist.add_argument("--learning-rate", type=_positive_float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    mnist.add_argument("--learning-rate", type=positive_float, default=1e-3, help="Adam learning rate (default 1e-3)")
     mnist.add_argument(
         "--limit",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=0,
         help="train on the first N training images only, for smoke tests; 0 = all (default 0)",
     )
     iris = parser.add_argument_group("iris L1 classifier")
     iris.add_argument(
-        "--c", type=_positive_float, default=0.1, help="inverse L1 regularisation strength C (default 0.1)"
+        "--c", type=positive_float, default=0.1, help="inverse L1 regularisation strength C (default 0.1)"
     )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in ("sweep", "prune"):
-        from training import lab_cli
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    logs.configure(logging.WARNING if getattr(args, "quiet", False) else logging.INFO)
+    return args.run(args)
 
-        return lab_cli.sweep_main(argv[1:]) if argv[0] == "sweep" else lab_cli.prune_main(argv[1:])
-    args = build_parser().parse_args(argv)
-    logs.configure(logging.WARNING if args.quiet else logging.INFO)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+def train(args: argparse.Namespace) -> int:
     # Imported here so that --help and bad options answer without loading TensorFlow.
     from training.iris import IrisOptions, train_iris
     from training.mnist import MnistOptions, train_mnist
     from training.store import has_model
 
-    wanted = {"iris": args.task in ("iris", "all"), "mnist": args.task in ("mnist", "all")}
+    wanted = {"iris": args.command in ("iris", "all"), "mnist": args.command in ("mnist", "all")}
     if args.if_missing:
         for task, name in (("iris", IRIS_MODEL_NAME), ("mnist", MNIST_MODEL_NAME)):
             if wanted[task] and has_model(name):

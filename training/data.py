@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from sparsity.contract import MNIST_PIXEL_MAX, MNIST_SHAPE
 from training.choices import DATASETS
+from training.datasets import MNIST_PIXEL_MAX, MNIST_SHAPE
 
 log = logging.getLogger(__name__)
 

@@ -1,67 +1,49 @@
-"""Command lines of the sparsity lab: ``python -m training sweep`` and ``python -m training prune``."""
+"""The sparsity lab's subcommands of ``python -m training``: ``sweep`` and ``prune`` (options and runners)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 from pathlib import Path
 
-from sparsity import logs
-from training.choices import DATASETS, DESIGNS, INITS
-from training.cli import (
+from sparsity.logs import set_tensorflow_threads
+from training.arguments import (
     DEFAULT_REPORT_DIR,
-    _density,
-    _non_negative_float,
-    _non_negative_int,
-    _positive_float,
-    _positive_int,
-    _share,
+    density,
+    list_of,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    share,
 )
+from training.choices import DATASETS, DESIGNS, INITS
 
 log = logging.getLogger("training")
 
 
-def _list_of(parse, choices: tuple[str, ...] | None = None):
-    """An argparse type: a comma-separated list, each item parsed by ``parse`` (or one of ``choices``)."""
-
-    def parse_list(text: str) -> list:
-        items = [item.strip() for item in text.split(",") if item.strip()]
-        if not items:
-            raise argparse.ArgumentTypeError("expected a comma-separated list with at least one item")
-        if choices is not None:
-            bad = [item for item in items if item not in choices]
-            if bad:
-                raise argparse.ArgumentTypeError(f"{', '.join(bad)} not among {', '.join(choices)}")
-            return items
-        return [parse(item) for item in items]
-
-    return parse_list
-
-
-def sweep_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m training sweep",
-        description="Train the MNIST CNN over a grid of L1 activity strengths, initialisations and activation "
+def add_sweep_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.description = (
+        "Train the MNIST CNN over a grid of L1 activity strengths, initialisations and activation "
         "designs, several seeds each; write results.csv, results.json and pareto.png. Without --l1/--init/--design "
         "the default grid varies one family at a time around L1 1e-4 (Glorot, ReLU); with any of them, the grid "
-        "is the product of the given lists (a family not given stays at its default: L1 1e-4, glorot, relu).",
+        "is the product of the given lists (a family not given stays at its default: L1 1e-4, glorot, relu)."
     )
-    parser.add_argument("--l1", type=_list_of(_non_negative_float), help="L1 activity strengths, e.g. 0,1e-5,1e-4")
-    parser.add_argument("--init", type=_list_of(str, INITS), help=f"initialisations among {', '.join(INITS)}")
-    parser.add_argument("--design", type=_list_of(str, DESIGNS), help=f"activation designs among {', '.join(DESIGNS)}")
-    parser.add_argument("--threshold", type=_positive_float, default=0.05, help="fatrelu threshold (default 0.05)")
+    parser.add_argument("--l1", type=list_of(non_negative_float), help="L1 activity strengths, e.g. 0,1e-5,1e-4")
+    parser.add_argument("--init", type=list_of(str, INITS), help=f"initialisations among {', '.join(INITS)}")
+    parser.add_argument("--design", type=list_of(str, DESIGNS), help=f"activation designs among {', '.join(DESIGNS)}")
+    parser.add_argument("--threshold", type=positive_float, default=0.05, help="fatrelu threshold (default 0.05)")
     parser.add_argument(
-        "--kwta-density", type=_density, default=0.1, help="kwta: share of activations kept per layer (default 0.1)"
+        "--kwta-density", type=density, default=0.1, help="kwta: share of activations kept per layer (default 0.1)"
     )
-    parser.add_argument("--seeds", type=_positive_int, default=3, help="seeds per point: 0..N-1 (default 3)")
-    parser.add_argument("--epochs", type=_positive_int, default=15, help="epochs per run (default 15)")
-    parser.add_argument("--batch-size", type=_positive_int, default=32, help="batch size (default 32)")
-    parser.add_argument("--limit", type=_non_negative_int, default=0, help="train on the first N images; 0 = all")
+    parser.add_argument("--seeds", type=positive_int, default=3, help="seeds per point: 0..N-1 (default 3)")
+    parser.add_argument("--epochs", type=positive_int, default=15, help="epochs per run (default 15)")
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="batch size (default 32)")
+    parser.add_argument("--limit", type=non_negative_int, default=0, help="train on the first N images; 0 = all")
     parser.add_argument("--dataset", choices=DATASETS, default="mnist-5k", help="data set (default mnist-5k)")
     parser.add_argument(
         "--jobs",
-        type=_positive_int,
+        type=positive_int,
         default=2,
         help="runs trained at once, one process and one TF thread each (default 2)",
     )
@@ -77,10 +59,7 @@ def sweep_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def sweep_main(argv: list[str]) -> int:
-    args = sweep_parser().parse_args(argv)
-    logs.configure()
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+def sweep(args: argparse.Namespace) -> int:
     from training.sweep import SweepConfig, default_points, product_points, run_sweep
 
     if args.quick:
@@ -115,18 +94,17 @@ def sweep_main(argv: list[str]) -> int:
     return 0
 
 
-def prune_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m training prune",
-        description="Remove the conv channels and dense units of a stored MNIST CNN that fired on at most a given "
+def add_prune_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.description = (
+        "Remove the conv channels and dense units of a stored MNIST CNN that fired on at most a given "
         "share of its training images, time the forward pass against the parent and the dense default in one "
         "process, and save each pruned model as mnist_cnn (label pruned=true, the parent's tag in its metadata). "
-        "Saving makes the last pruned model mnist_cnn:latest; serve another with MNIST_MODEL_TAG.",
+        "Saving makes the last pruned model mnist_cnn:latest; serve another with SERVED_MODELS=mnist_cnn:VERSION."
     )
     parser.add_argument("--model", default="mnist_cnn:latest", help="the parent model's tag (default mnist_cnn:latest)")
     parser.add_argument(
         "--max-firing",
-        type=_list_of(_share),
+        type=list_of(share),
         default=[0.0],
         help="pruning levels: remove units that fired on at most this share of training images; 0 = never fired, "
         "exact on every input on which those units stay silent (default 0; a list makes one model each)",
@@ -141,7 +119,7 @@ def prune_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--fine-tune-epochs",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=0,
         help="epochs of fine-tuning after pruning, at every level but 0 (exact as it is) (default 0)",
     )
@@ -159,18 +137,13 @@ def prune_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def prune_main(argv: list[str]) -> int:
-    args = prune_parser().parse_args(argv)
-    logs.configure()
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+def prune(args: argparse.Namespace) -> int:
     import json
 
     import tensorflow as tf
 
     tf.get_logger().setLevel("ERROR")  # retracing notes from timing several models are expected here
-    # one thread, like each service worker: the timings compare models, not thread pools
-    tf.config.threading.set_intra_op_parallelism_threads(1)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
+    set_tensorflow_threads(1, 1)  # like each service worker: the timings compare models, not thread pools
     import bentoml
 
     from training.plots import draw_pareto

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -11,15 +12,13 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from sparsity import SparsityProbe, find_relu_layers, weight_sparsity
-from sparsity.card import MnistCard
-from sparsity.contract import MNIST_CLASS_NAMES, MNIST_MODEL_FILE, MNIST_MODEL_NAME, MNIST_SHAPE
+from sparsity import SparsityProbe
+from sparsity.card import KerasReluCard
 from sparsity.summary import summarize
-from sparsity.typicality import calibrate
 from training import data, models
+from training.datasets import MNIST_CLASS_NAMES, MNIST_MODEL_NAME, MNIST_PREPROCESSING, MNIST_RANGE
 from training.progress import duration
-from training.store import save_model
-from training.versions import library_versions
+from training.register import Calibration, register_keras
 
 log = logging.getLogger(__name__)
 
@@ -96,68 +95,46 @@ class EpochLog(keras.callbacks.Callback):
         log.info("epoch %d/%d: %s (%.1f s%s)", epoch + 1, self.epochs, metrics, now - self.epoch_started, eta)
 
 
-TYPICALITY_FALSE_ALARM_RATE = 0.01
-TYPICALITY_SHRINKAGE = 0.01
-"""Little shrinkage: the layers' zero fractions are strongly correlated, and that correlation is
-what sets unusual inputs apart (measured: 0.1 already lets a share of noise images through)."""
+def evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray) -> dict:
+    """Test accuracy and the sparsity figures over ``x``, from the same probe the service uses (the
+    sweep's and pruning's measure; the stored card comes from registration, :func:`save_mnist`)."""
+    result = SparsityProbe(model, value_range=MNIST_RANGE, field="images").run_batched(x)
+    return {"test_accuracy": float(np.mean(result.labels == y)), **summarize(result)}
 
 
-def evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray, seed: int = 0) -> dict:
-    """Test accuracy, the sparsity baseline and the typicality calibration, from the same probe the
-    service uses.
-
-    Typicality: the held-back digits are split in two halves; one fits the score and its threshold
-    (false-alarm rate 1%), the other, never seen by the model nor by the calibration, measures the
-    false-alarm rate the service will really have.
-    """
-    probe = SparsityProbe(model, value_range=(0.0, 1.0), field="images")
-    result = probe.run_batched(x)
-    profiles = np.stack(list(result.layer_sparsity.values()), axis=1)
-    order = np.random.default_rng(seed).permutation(len(x))
-    fit, held = order[: len(x) // 2], order[len(x) // 2 :]
-    typicality = calibrate(
-        profiles[fit],
-        profiles[fit],
-        features=list(result.layer_sparsity),
-        false_alarm_rate=TYPICALITY_FALSE_ALARM_RATE,
-        shrinkage=TYPICALITY_SHRINKAGE,
-        calibration_name=f"{len(fit)} held-back digits (per-layer zero fractions)",
-    )
-    typicality = typicality.measured(profiles[held], on=f"the other {len(held)} held-back digits")
-    return {
-        "test_accuracy": float(np.mean(result.labels == y)),
-        **summarize(result),
-        "typicality": typicality.to_dict(),
-    }
-
-
-def model_metadata(model: keras.Model, split: data.Split, opts: MnistOptions, evaluation: dict) -> dict:
-    """What the store keeps with an MNIST model: data, evaluation, layers, options, versions."""
-    relu = find_relu_layers(model)
+def training_facts(split: data.Split, opts: MnistOptions, test_accuracy: float) -> dict:
+    """What a training run adds to the registered card: the data, the options, the whole test split's accuracy."""
     return {
         "dataset": split.name,
         "dataset_size": split.size,
         "train_size": min(len(split.x_train), opts.limit or len(split.x_train)),
         "test_size": len(split.x_test),
-        **evaluation,
-        "weight_sparsity": weight_sparsity(model),
-        "relu_layers": [{"name": l.name, "units": l.units, "size": l.size} for l in relu],
-        "input_shape": list(MNIST_SHAPE),
-        "input_range": [0.0, 1.0],
-        "class_names": list(MNIST_CLASS_NAMES),
+        "test_accuracy": test_accuracy,
+        "accuracy_on": f"the {len(split.x_test)} held-back {split.name} digits",
         "options": {name: value for name, value in asdict(opts).items() if name != "verbose"},  # not a model fact
         "seed": opts.seed,
-        "versions": library_versions(),
     }
 
 
-def save_mnist(model: keras.Model, card: MnistCard, labels: dict, report_dir: Path | None) -> str:
-    """Save ``model`` with its model card as the metadata (what the service will validate and read)."""
-
-    def write(path: Path) -> None:
-        model.save(path / MNIST_MODEL_FILE)
-
-    return save_model(MNIST_MODEL_NAME, write, labels=labels, metadata=card.metadata(), report_dir=report_dir)
+def save_mnist(
+    model: keras.Model, split: data.Split, facts: dict, labels: dict, report_dir: Path | None
+) -> tuple[str, KerasReluCard]:
+    """Register ``model`` as ``mnist_cnn`` the way any user's model is registered, with the held-back
+    digits as the calibration set and ``facts`` (the training run's figures) added to its card."""
+    with tempfile.TemporaryDirectory(prefix="mnist-") as tmp:
+        path = Path(tmp) / KerasReluCard.MODEL_FILE
+        model.save(path)
+        return register_keras(
+            path,
+            MNIST_MODEL_NAME,
+            Calibration(split.x_test, split.y_test, source=f"held-back {split.name} digits"),
+            class_names=list(MNIST_CLASS_NAMES),
+            input_range=MNIST_RANGE,
+            preprocessing=MNIST_PREPROCESSING,
+            facts=facts,
+            labels=labels,
+            report_dir=report_dir,
+        )
 
 
 def train_mnist(opts: MnistOptions, report_dir: Path | None = None, provenance: dict | None = None) -> dict:
@@ -171,15 +148,13 @@ def train_mnist(opts: MnistOptions, report_dir: Path | None = None, provenance: 
     model = fit(split, opts)
     train_seconds = time.perf_counter() - start
     evaluation = evaluate(model, split.x_test, split.y_test)
-    card = MnistCard.model_validate(
-        {
-            **model_metadata(model, split, opts, evaluation),
-            "train_seconds": round(train_seconds, 2),
-            "provenance": provenance or {},
-        }
-    )
+    facts = {
+        **training_facts(split, opts, evaluation["test_accuracy"]),
+        "train_seconds": round(train_seconds, 2),
+        "provenance": provenance or {},
+    }
     labels = {"task": "mnist", "arch": opts.arch, "dataset": split.name, "design": opts.design}
-    tag = save_mnist(model, card, labels, report_dir)
+    tag, card = save_mnist(model, split, facts, labels, report_dir)
     log.info(
         "saved %s: test accuracy %.4f on %d %s images, overall sparsity %.3f (%s)",
         tag,

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import keras
 from keras import layers
 
-from sparsity.contract import MNIST_CLASS_NAMES, MNIST_SHAPE
 from sparsity.layers import KWinners, ThresholdedReLU
 from training.choices import ARCHS, DESIGNS, INITS
+from training.datasets import MNIST_CLASS_NAMES, MNIST_SHAPE
 
 CNN_WIDTHS = (32, 64, 128)
 """Units of conv1, conv2 and dense in the full CNN; pruning builds the same graph narrower."""

@@ -15,10 +15,10 @@ import numpy as np
 import tensorflow as tf
 
 from sparsity import SparsityProbe, find_relu_layers
-from sparsity.card import MnistCard, load_card
-from sparsity.contract import MNIST_SHAPE
+from sparsity.card import KerasReluCard, load_card
 from sparsity.layers import KWinners
 from training import models
+from training.datasets import MNIST_SHAPE
 from training.timing import median_ms_in_turns
 
 log = logging.getLogger(__name__)
@@ -162,13 +162,15 @@ def run_prune(
     import bentoml
 
     from training import data
-    from training.mnist import MnistOptions, evaluate, model_metadata, save_mnist
+    from training.mnist import MnistOptions, evaluate, save_mnist, training_facts
 
     tf.get_logger().setLevel("ERROR")  # retracing notes from evaluating several models are expected here
     stored = bentoml.models.get(parent_tag)
     parent = keras.models.load_model(stored.path_of("model.keras"), compile=False, safe_mode=True)
     known = set(MnistOptions.__dataclass_fields__)
-    card = load_card(MnistCard, str(stored.tag), stored.info.metadata)
+    card = load_card(str(stored.tag), stored.info.metadata)
+    if not isinstance(card, KerasReluCard):
+        raise ValueError(f"{stored.tag} is a {card.kind} model; pruning needs the project's CNN")
     opts = MnistOptions(**{k: v for k, v in card.options.items() if k in known})
     opts.verbose = 0
     split = data.load_mnist(opts.dataset, opts.seed)
@@ -250,15 +252,13 @@ def run_prune(
         row = {**_row(label, "pruned", model, accuracy, timings.get(label), base), **info}
         row["sparsity"] = _sparsity(row.pop("evaluation"))
         if save:
-            pruned_card = MnistCard.model_validate(
-                {
-                    **model_metadata(model, split, opts, info["evaluation"]),
-                    "pruned": {k: v for k, v in row.items() if k not in ("label", "kind")},
-                    "parent": str(stored.tag),
-                    "provenance": {"pruned_from": str(stored.tag), **card.provenance},
-                }
-            )
+            facts = {
+                **training_facts(split, opts, accuracy),
+                "pruned": {k: v for k, v in row.items() if k not in ("label", "kind")},
+                "parent": str(stored.tag),
+                "provenance": {"pruned_from": str(stored.tag), **card.provenance},
+            }
             tags = {"task": "mnist", "arch": "cnn", "dataset": split.name, "design": opts.design, "pruned": "true"}
-            row["tag"] = save_mnist(model, pruned_card, tags, report_dir)
+            row["tag"], _ = save_mnist(model, split, facts, tags, report_dir)
         report["levels"].append(row)
     return report

@@ -18,6 +18,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from sparsity.logs import quiet_tensorflow, set_tensorflow_threads
 from training.frontier import SELECTION_RULE, aggregate, pareto_frontier, select_default
 from training.progress import Progress
 
@@ -92,15 +93,9 @@ def product_points(
 
 def train_one(point: dict, seed: int, settings: dict, threads: int = 0) -> dict:
     """Train and evaluate one (point, seed); runs in a worker process. Returns the run's row."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    quiet_tensorflow()
     if threads:
-        import tensorflow as tf
-
-        try:
-            tf.config.threading.set_intra_op_parallelism_threads(threads)
-            tf.config.threading.set_inter_op_parallelism_threads(threads)
-        except RuntimeError:
-            pass  # TF already running in this worker: the first call's setting holds
+        set_tensorflow_threads(threads, threads)  # TF already running in this worker: the first call's holds
     from training import data
     from training.mnist import MnistOptions, evaluate, fit
 

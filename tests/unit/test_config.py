@@ -8,8 +8,7 @@ import pytest
 from service.config import SETTINGS, Settings, SettingsError
 
 BAD = {
-    "MNIST_MODEL_TAG": ["MNIST:latest", "mnist cnn", ":latest"],
-    "IRIS_MODEL_TAG": ["iris/l1", "iris:"],
+    "SERVED_MODELS": ["MNIST:latest", "mnist cnn", ":latest", "iris/l1", "iris:", "a,,b", "a,a:v1"],
     "SERVICE_WORKERS": ["0", "65", "two", "1.5"],
     "TF_INTRA_OP_THREADS": ["0", "-1", "many"],
     "TF_INTER_OP_THREADS": ["0", "257"],
@@ -40,13 +39,13 @@ def test_defaults_when_unset_or_blank():
     assert defaults == Settings.from_env({s.env: "  " for s in SETTINGS})
     assert defaults.workers == 1 and defaults.body_timeout == 30.0
     assert defaults.max_body_bytes == 16 * 1024 * 1024 and defaults.max_drain_bytes == 64 * 1024 * 1024
-    assert defaults.mnist_tag == "mnist_cnn:latest" and defaults.access_log is False
+    assert defaults.served_models == () and defaults.access_log is False
 
 
 def test_good_values_are_parsed_to_their_types():
     settings = Settings.from_env(
         {
-            "MNIST_MODEL_TAG": "mnist_cnn:ahplpzxlhgqpkax4",
+            "SERVED_MODELS": "mnist_cnn:ahplpzxlhgqpkax4, wine_mlp",
             "SERVICE_WORKERS": " 4 ",
             "MAX_BODY_BYTES": "1_048_576",
             "BODY_TIMEOUT_SECONDS": "2.5",
@@ -54,6 +53,6 @@ def test_good_values_are_parsed_to_their_types():
             "ACCESS_LOG": "On",
         }
     )
-    assert settings.mnist_tag == "mnist_cnn:ahplpzxlhgqpkax4"
+    assert settings.served_models == ("mnist_cnn:ahplpzxlhgqpkax4", "wine_mlp")
     assert settings.workers == 4 and settings.max_body_bytes == 1_048_576
     assert settings.body_timeout == 2.5 and settings.max_drain_bytes == 0 and settings.access_log is True

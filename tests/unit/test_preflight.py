@@ -9,7 +9,7 @@ import zipfile
 import keras
 import pytest
 
-from service.preflight import keras_file_problems
+from sparsity.keras_file import keras_file_problems
 from sparsity.layers import ThresholdedReLU
 
 

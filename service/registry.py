@@ -1,0 +1,85 @@
+"""Which stored models the service serves, and which it refuses.
+
+By default the latest version of every model in the BentoML store; ``SERVED_MODELS=name[:version],...``
+narrows that. Each candidate is audited before anything in it is loaded: its card must be valid
+(:func:`sparsity.card.load_card`), and a Keras file may hold only Keras' own objects and the core's
+layers (:func:`sparsity.keras_file.keras_file_problems`: no ``Lambda``, no serialized function). This
+reads metadata and a zip's ``config.json`` only: no TensorFlow, so the supervising process runs it
+before any worker starts, and every worker runs it again and gets the same answer.
+
+A model that fails is **not served, and the service starts without it**: one log line names it and
+the reason, and ``GET /models`` lists it under ``refused``. A store with many models should not go dark
+because one of them is bad. Only when no model at all can be served does the service refuse to start
+(one line on stderr, exit status 2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sparsity.card import KerasReluCard, LinearCard, ModelCardError, load_card
+from sparsity.keras_file import keras_file_problems
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A stored model the settings ask for: its card when it passed the audit, else the reason."""
+
+    name: str
+    tag: str
+    card: KerasReluCard | LinearCard | None = None
+    problem: str | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.card is not None
+
+
+class NothingToServe(RuntimeError):
+    """No stored model can be served."""
+
+
+def wanted_tags(served_models: Iterable[str]) -> list[str]:
+    """The tags to serve: those asked for, else the latest version of every model in the store."""
+    import bentoml
+
+    asked = list(served_models)
+    if asked:
+        return asked
+    latest: dict[str, object] = {}
+    for model in bentoml.models.list():
+        name = model.tag.name
+        if name not in latest or model.info.creation_time > latest[name].info.creation_time:
+            latest[name] = model
+    return [str(latest[name].tag) for name in sorted(latest)]
+
+
+def audit(tag: str) -> Candidate:
+    """Look ``tag`` up and check its card and files without loading anything."""
+    import bentoml
+
+    name = tag.split(":")[0]
+    try:
+        stored = bentoml.models.get(tag)
+    except bentoml.exceptions.NotFound:
+        return Candidate(name, tag, problem=f"model {tag} is not in the store")
+    tag = str(stored.tag)
+    try:
+        card = load_card(tag, stored.info.metadata)
+    except ModelCardError as exc:
+        return Candidate(name, tag, problem=str(exc))
+    if isinstance(card, KerasReluCard):
+        problems = keras_file_problems(stored.path_of(card.MODEL_FILE))
+        if problems:
+            return Candidate(name, tag, problem=f"model {tag}: {card.MODEL_FILE} refused: {'; '.join(problems)}")
+    return Candidate(name, tag, card=card)
+
+
+def candidates(served_models: Iterable[str]) -> list[Candidate]:
+    """Every wanted model, audited; raises NothingToServe when none passes."""
+    found = [audit(tag) for tag in wanted_tags(served_models)]
+    if not any(c.accepted for c in found):
+        reasons = "; ".join(c.problem or "" for c in found) or "the model store is empty (make train, or register one)"
+        raise NothingToServe(f"no model can be served: {reasons}")
+    return found

@@ -1,0 +1,370 @@
+"""Registering a model: ``python -m training register MODEL.keras --name NAME --calibration CAL.npy``.
+
+One path for every model the service serves, the project's own included (``training.mnist`` and
+``training.iris`` save through here). Registration
+
+1. loads the file safely (config audit, then Keras' safe mode): a ``Lambda`` layer or an unknown class
+   is refused with one line;
+2. finds every ReLU-family layer call in the whole graph (:mod:`sparsity.graph`), and lists the hidden
+   activations that have no exact zeros as ``not_probed``; a model with no ReLU-family layer is refused;
+3. splits the calibration set reproducibly into three parts: the per-layer baseline and dead units;
+   the typicality score's fit and its threshold (1% false alarms); and a part used for neither, on which
+   the false-alarm rate (and, with labels, the accuracy) is measured;
+4. saves the file unchanged and its typed card to the BentoML store, and returns a one-screen summary.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sparsity.card import PREPROCESSING, CalibrationFacts, KerasReluCard, LinearCard, ModelCard, image_shaped
+from sparsity.summary import summarize
+from sparsity.typicality import calibrate
+from training.store import save_model
+from training.versions import library_versions
+
+log = logging.getLogger(__name__)
+
+NAME = re.compile(r"^[a-z0-9](?:[a-z0-9_.-]{0,61}[a-z0-9])?$")
+NAME_RULE = (
+    "lower-case letters, digits, '_', '-' and '.', 1 to 63 characters, starting and ending with a letter or digit"
+)
+MIN_CALIBRATION = 30
+"""At least 10 items in each of the three parts."""
+FALSE_ALARM_RATE = 0.01
+TYPICALITY_SHRINKAGE = 0.01
+"""Little shrinkage: the layers' zero fractions are strongly correlated, and that correlation is
+what sets unusual inputs apart (measured on MNIST: 0.1 already lets a share of noise images through)."""
+
+
+class RegistrationError(ValueError):
+    """A model or calibration set that cannot be registered: one line that says why."""
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The calibration set as given, with its labels when there are any."""
+
+    x: np.ndarray
+    labels: np.ndarray | None = None
+    source: str = "calibration set"
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(np.ascontiguousarray(self.x).tobytes()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Parts:
+    baseline: np.ndarray
+    typicality: np.ndarray
+    measured: np.ndarray
+
+
+def check_name(name: str) -> str:
+    if not NAME.match(name or ""):
+        raise RegistrationError(f"--name {name!r} is not a valid model name: {NAME_RULE}")
+    return name
+
+
+def load_array(path: Path, what: str) -> np.ndarray:
+    """A ``.npy`` file as an array, never unpickled."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise RegistrationError(f"{what} {path}: no such file") from None
+    except ValueError as exc:  # object arrays ask for pickle
+        raise RegistrationError(f"{what} {path}: not a plain numeric .npy array ({exc})") from None
+    except OSError as exc:
+        raise RegistrationError(f"{what} {path}: not a .npy file ({exc})") from None
+
+
+def split(count: int, seed: int = 0) -> Parts:
+    """Three disjoint parts of ``range(count)``, the same for the same count and seed."""
+    if count < MIN_CALIBRATION:
+        raise RegistrationError(f"calibration set has {count} items; at least {MIN_CALIBRATION} are needed")
+    order = np.random.default_rng(seed).permutation(count)
+    third = count // 3
+    return Parts(np.sort(order[:third]), np.sort(order[third : 2 * third]), np.sort(order[2 * third :]))
+
+
+def check_calibration(calibration: Calibration, item_shape: tuple[int, ...], classes: int) -> None:
+    x = calibration.x
+    if not np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_:
+        raise RegistrationError(f"{calibration.source}: must hold numbers, got dtype {x.dtype}")
+    if x.ndim != len(item_shape) + 1 or tuple(x.shape[1:]) != tuple(item_shape):
+        expected = "(N, " + ", ".join(map(str, item_shape)) + ")"
+        raise RegistrationError(f"{calibration.source}: must have shape {expected} (the model's input), got {x.shape}")
+    if not np.isfinite(x).all():
+        raise RegistrationError(f"{calibration.source}: holds NaN or Infinity")
+    labels = calibration.labels
+    if labels is not None:
+        if labels.shape != (len(x),) or not np.issubdtype(labels.dtype, np.integer):
+            raise RegistrationError(
+                f"labels: must be {len(x)} whole numbers (one per item), got {labels.dtype} {labels.shape}"
+            )
+        if labels.min() < 0 or labels.max() >= classes:
+            raise RegistrationError(f"labels: must be class indexes 0 to {classes - 1}")
+
+
+def input_range_of(calibration: Calibration, given: tuple[float, float] | None) -> tuple[float, float]:
+    """``given`` (checked against the data), else the calibration data's own minimum and maximum."""
+    low, high = float(calibration.x.min()), float(calibration.x.max())
+    if given is None:
+        return low, high
+    if not given[0] < given[1]:
+        raise RegistrationError(f"--input-range {given[0]:g} {given[1]:g}: LOW must be below HIGH")
+    if low < given[0] or high > given[1]:
+        raise RegistrationError(
+            f"{calibration.source}: values from {low:g} to {high:g} fall outside "
+            f"--input-range {given[0]:g} {given[1]:g}"
+        )
+    return float(given[0]), float(given[1])
+
+
+def class_names_for(names: list[str] | None, classes: int) -> list[str]:
+    if names is None:
+        return [str(i) for i in range(classes)]
+    if len(names) != classes:
+        raise RegistrationError(f"--class-names: the model has {classes} classes, {len(names)} names were given")
+    return list(names)
+
+
+def typicality_and_accuracy(profiles, labels_pred, calibration: Calibration, parts: Parts, features, describe: str):
+    """The typicality score fitted and thresholded on one part, its false-alarm rate and the accuracy
+    measured on the part used for nothing else."""
+    typicality = calibrate(
+        profiles[parts.typicality],
+        profiles[parts.typicality],
+        features=list(features),
+        false_alarm_rate=FALSE_ALARM_RATE,
+        shrinkage=TYPICALITY_SHRINKAGE,
+        calibration_name=f"{len(parts.typicality)} calibration items ({describe})",
+    )
+    typicality = typicality.measured(profiles[parts.measured], on=f"{len(parts.measured)} other calibration items")
+    accuracy = None
+    if calibration.labels is not None:
+        accuracy = float(np.mean(labels_pred[parts.measured] == calibration.labels[parts.measured]))
+    return typicality, accuracy
+
+
+def calibration_facts(calibration: Calibration, parts: Parts, seed: int) -> CalibrationFacts:
+    return CalibrationFacts(
+        size=len(calibration.x),
+        sha256=calibration.sha256,
+        baseline_size=len(parts.baseline),
+        typicality_size=len(parts.typicality),
+        measured_size=len(parts.measured),
+        seed=seed,
+    )
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def keras_card(
+    path: Path,
+    calibration: Calibration,
+    *,
+    class_names: list[str] | None = None,
+    input_range: tuple[float, float] | None = None,
+    preprocessing: str | None = None,
+    seed: int = 0,
+    facts: dict | None = None,
+) -> KerasReluCard:
+    """Load ``path`` safely, probe it over the calibration set and build its card (nothing saved yet)."""
+    from sparsity.keras_file import load_keras_safely
+    from sparsity.probe import SparsityProbe, UnsupportedModelError, weight_sparsity
+
+    try:
+        model = load_keras_safely(str(path))
+        probe = SparsityProbe(model, field="calibration")
+    except (ValueError, UnsupportedModelError) as exc:
+        raise RegistrationError(str(exc)) from None
+    if preprocessing is not None and preprocessing not in PREPROCESSING:
+        raise RegistrationError(f"--preprocessing {preprocessing!r} is not one of {', '.join(PREPROCESSING)}")
+    classes = int(model.outputs[0].shape[-1])
+    check_calibration(calibration, probe.item_shape, classes)
+    low, high = input_range_of(calibration, input_range)
+    parts = split(len(calibration.x), seed)
+    result = probe.run_batched(calibration.x.astype(np.float32))
+    profiles = np.stack([result.layer_sparsity[layer.name] for layer in probe.layers], axis=1)
+    typicality, accuracy = typicality_and_accuracy(
+        profiles, result.labels, calibration, parts, [layer.name for layer in probe.layers], "per-layer zero fractions"
+    )
+    card = {
+        "kind": "keras-relu",
+        "input_shape": list(probe.item_shape),
+        "input_range": [low, high],
+        "class_names": class_names_for(class_names, classes),
+        "output": probe.output,
+        "preprocessing": preprocessing,
+        "relu_layers": [vars(layer) for layer in probe.layers],
+        "not_probed": [vars(layer) for layer in probe.not_probed],
+        **summarize(result.take(parts.baseline)),
+        "typicality": typicality.to_dict(),
+        "weight_sparsity": weight_sparsity(model),
+        "test_accuracy": accuracy,
+        "accuracy_on": None if accuracy is None else f"{len(parts.measured)} measured calibration items",
+        "calibration": calibration_facts(calibration, parts, seed),
+        "provenance": {"file": path.name, "sha256": file_sha256(path)},
+        "versions": library_versions(),
+    }
+    if preprocessing is not None and not image_shaped(probe.item_shape):
+        raise RegistrationError(f"--preprocessing {preprocessing}: the input {probe.item_shape} is not a picture")
+    return KerasReluCard.model_validate(merge(card, facts))
+
+
+def merge(card: dict, facts: dict | None) -> dict:
+    """The card with ``facts`` (a training run's own figures) over it; provenance entries are combined,
+    the registered file's own hash winning over any the facts carry (a pruned model's parent's)."""
+    if not facts:
+        return card
+    merged = {**card, **facts}
+    merged["provenance"] = {**facts.get("provenance", {}), **card.get("provenance", {})}
+    return merged
+
+
+def register_keras(
+    path: Path,
+    name: str,
+    calibration: Calibration,
+    *,
+    labels: dict | None = None,
+    report_dir: Path | None = None,
+    **options,
+) -> tuple[str, KerasReluCard]:
+    """Build the card of the Keras file ``path`` and save both as ``name`` in the store."""
+    check_name(name)
+    card = keras_card(path, calibration, **options)
+
+    def write(directory: Path) -> None:
+        shutil.copyfile(path, directory / KerasReluCard.MODEL_FILE)
+
+    tag = save_model(
+        name, write, labels={"kind": card.kind, **(labels or {})}, metadata=card.metadata(), report_dir=report_dir
+    )
+    return tag, card
+
+
+def register_linear(
+    scaler,
+    classifier,
+    name: str,
+    calibration: Calibration,
+    *,
+    write,
+    feature_names: list[str],
+    class_names: list[str] | None = None,
+    input_range: tuple[float, float] | None = None,
+    seed: int = 0,
+    facts: dict | None = None,
+    labels: dict | None = None,
+    report_dir: Path | None = None,
+) -> tuple[str, LinearCard]:
+    """Card and store entry of a fitted standardising step plus linear classifier (kind ``linear``);
+    ``write(directory)`` saves the fitted objects next to the card (the service serves from the card)."""
+    from sparsity.linear import LinearProbe
+
+    check_name(name)
+    probe = LinearProbe.from_fitted(scaler, classifier)
+    check_calibration(calibration, probe.item_shape, probe.classes)
+    low, high = input_range_of(calibration, input_range)
+    parts = split(len(calibration.x), seed)
+    result = probe.run(calibration.x)
+    typicality, accuracy = typicality_and_accuracy(
+        result.scaled, result.labels, calibration, parts, feature_names, "standardized features"
+    )
+    contributions = result.sparsity.contributions[parts.baseline]
+    card = LinearCard.model_validate(
+        merge(
+            {
+                "kind": "linear",
+                "input_shape": [probe.item_shape[0]],
+                "input_range": [low, high],
+                "class_names": class_names_for(class_names, probe.classes),
+                "feature_names": list(feature_names),
+                "coefficients": probe.coef.tolist(),
+                "intercept": probe.intercept.tolist(),
+                "scaler_mean": probe.mean.tolist(),
+                "scaler_scale": probe.scale.tolist(),
+                "weight_sparsity": {"coefficients": result.sparsity.weights},
+                "contribution_sparsity": {"mean": float(np.mean(contributions)), "std": float(np.std(contributions))},
+                "typicality": typicality.to_dict(),
+                "test_accuracy": accuracy,
+                "accuracy_on": None if accuracy is None else f"{len(parts.measured)} measured calibration items",
+                "calibration": calibration_facts(calibration, parts, seed),
+                "versions": library_versions(),
+            },
+            facts,
+        )
+    )
+    tag = save_model(
+        name, write, labels={"kind": card.kind, **(labels or {})}, metadata=card.metadata(), report_dir=report_dir
+    )
+    return tag, card
+
+
+def summary(tag: str, card: ModelCard) -> list[str]:
+    """What was registered, on one screen."""
+    low, high = card.input_range
+    more = " ..." if len(card.class_names) > 10 else ""
+    lines = [
+        f"registered {tag} (kind {card.kind})",
+        f"  input    shape {tuple(card.input_shape)}, values in [{low:g}, {high:g}]",
+        f"  classes  {len(card.class_names)}: {', '.join(card.class_names[:10])}{more}",
+    ]
+    if isinstance(card, KerasReluCard):
+        lines.append(
+            f"  output   {card.output}" + (f"; picture uploads: {card.preprocessing}" if card.preprocessing else "")
+        )
+        lines.append(
+            f"  probed   {len(card.relu_layers)} ReLU-family layer call(s): "
+            "zeros at baseline (mean +/- std), dead units"
+        )
+        width = max(len(layer.name) for layer in card.relu_layers)
+        for layer in card.relu_layers:
+            stats = card.activation_sparsity[layer.name]
+            lines.append(
+                f"    {layer.name:<{width}}  {layer.units:>5} units  {stats.mean:.3f} +/- {stats.std:.3f}  "
+                f"dead {card.dead_unit_ratio[layer.name]:.3f}"
+            )
+        overall = card.activation_sparsity["all"]
+        lines.append(f"    {'all':<{width}}  {'':>11}  {overall.mean:.3f} +/- {overall.std:.3f}")
+        not_probed = ", ".join(f"{layer.name} ({layer.activation})" for layer in card.not_probed) or "none"
+        lines.append(f"  not_probed  {not_probed}")
+    else:
+        stats = card.contribution_sparsity
+        lines.append(
+            f"  sparsity weights {card.weight_sparsity['coefficients']:.3f} zero; "
+            f"contributions {stats.mean:.3f} +/- {stats.std:.3f}"
+        )
+    typ = card.typicality
+    lines.append(
+        f"  typicality threshold {typ.threshold:.3f} (target {typ.false_alarm_rate:.0%} false alarms); "
+        f"measured {typ.measured_false_alarm_rate:.1%} on {typ.measured_on}"
+    )
+    if card.test_accuracy is not None:
+        lines.append(f"  accuracy {card.test_accuracy:.4f} on {card.accuracy_on}")
+    if card.calibration is not None:
+        c = card.calibration
+        lines.append(
+            f"  calibration {c.size} items (sha256 {c.sha256[:12]}...): {c.baseline_size} baseline, "
+            f"{c.typicality_size} typicality, {c.measured_size} measured"
+        )
+    if "sha256" in card.provenance:
+        lines.append(f"  file     {card.provenance.get('file', '')} sha256 {card.provenance['sha256'][:12]}...")
+    lines.append(f"  serve it: make serve, then POST /models/{tag.split(':')[0]}/predict")
+    return lines

@@ -1,0 +1,95 @@
+"""``python -m training register MODEL.keras --name NAME --calibration CAL.npy [...]``: options and runner.
+
+Every refusal is one line on stderr, ``error: <what> <why>``, and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from training.arguments import non_negative_int
+
+log = logging.getLogger("training")
+
+
+def _range_bound(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
+def _names(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",")]
+    if any(not name for name in names):
+        raise argparse.ArgumentTypeError("expected comma-separated class names, none of them empty")
+    return names
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.description = (
+        "Register a Keras classifier (.keras file) whose hidden layers are ReLU-family, with a calibration set of "
+        "typical inputs: every ReLU-family layer call is found (nested blocks and shared layers included), the "
+        "calibration set gives the sparsity baseline, the dead units and the typicality threshold (1% false "
+        "alarms, measured on a part it was not fitted on), and the model is saved to the BentoML store with its "
+        "card. `make serve` then serves it at /models/NAME/predict."
+    )
+    parser.add_argument("model", type=Path, help="the model file (.keras, saved with model.save)")
+    parser.add_argument("--name", required=True, help="the model's name in the store and in the URL")
+    parser.add_argument(
+        "--calibration",
+        type=Path,
+        required=True,
+        help="a .npy array (N, *input shape) of typical inputs, already as the model takes them; N >= 30",
+    )
+    parser.add_argument("--labels", type=Path, help="a .npy array (N,) of class indexes: the accuracy goes on the card")
+    parser.add_argument("--class-names", type=_names, help="comma-separated, one per output (default 0,1,...)")
+    parser.add_argument(
+        "--input-range",
+        nargs=2,
+        type=_range_bound,
+        metavar=("LOW", "HIGH"),
+        help="the values inputs may take; the service refuses others with 400 (default: the calibration data's "
+        "minimum and maximum)",
+    )
+    parser.add_argument(
+        "--preprocessing",
+        choices=("resize", "mnist-digit"),
+        help="picture models: how an uploaded PNG/JPEG becomes one input (default resize: to the input's height "
+        "and width, pixels scaled to the input range; mnist-digit: white on black, 20x20 box, centred by mass)",
+    )
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the calibration split (default 0)")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from training.register import Calibration, RegistrationError, load_array, register_keras, summary
+
+    try:
+        if args.model.suffix != ".keras":
+            raise RegistrationError(f"{args.model}: only Keras .keras files can be registered (model.save('x.keras'))")
+        if not args.model.is_file():
+            raise RegistrationError(f"{args.model}: no such file")
+        x = load_array(args.calibration, "--calibration")
+        labels = load_array(args.labels, "--labels") if args.labels else None
+        calibration = Calibration(x, labels, source=f"--calibration {args.calibration.name}")
+        tag, card = register_keras(
+            args.model,
+            args.name,
+            calibration,
+            class_names=args.class_names,
+            input_range=tuple(args.input_range) if args.input_range else None,
+            preprocessing=args.preprocessing,
+            seed=args.seed,
+        )
+    except RegistrationError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    print("\n".join(summary(tag, card)), flush=True)
+    return 0
