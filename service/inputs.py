@@ -25,10 +25,6 @@ def _skeleton(key: str) -> bytes:
     return ('{"' + key + '": []}').encode().translate(None, _NUMBER_SYNTAX)
 
 
-def shape_text(item_shape: tuple[int, ...]) -> str:
-    return "(N, " + ", ".join(str(d) for d in item_shape) + ")"
-
-
 def _first_problem(value, shape: tuple[int, ...], loc: str) -> tuple[str, str] | None:
     """Where ``value`` first departs from nested lists of ``shape`` holding numbers, and the rule."""
     if not shape:
@@ -69,7 +65,7 @@ def inputs_from_json(
         raise InvalidInputError(extra[0], f"unknown field: the body holds only '{key}'")
     items = data[key]
     if not isinstance(items, list) or not 1 <= len(items) <= max_items:
-        raise InvalidInputError(key, f"must be a list of 1 to {max_items} items of shape {shape_text(item_shape)[4:]}")
+        raise InvalidInputError(key, f"must be a list of 1 to {max_items} items of shape {tuple(item_shape)}")
     plain = body.translate(None, _NUMBER_SYNTAX) == _skeleton(key)
     try:
         array = np.array(items, dtype=np.float64) if plain else None

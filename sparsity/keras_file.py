@@ -39,6 +39,7 @@ def keras_file_problems(path: str) -> list[str]:
             here = f"{where}/{label or name}"
             if name in FORBIDDEN_CLASSES:
                 problems.append(f"{here}: a {name} layer or function (arbitrary Python code)")
+                return  # what it holds is that code
             elif module is None:
                 if not name.startswith("__"):
                     problems.append(f"{here}: {name} names no module")

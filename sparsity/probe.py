@@ -65,7 +65,11 @@ class SparsityProbe:
         self.layers = found.relu_layers
         self.not_probed = found.not_probed
         if not self.layers:
-            raise ValueError(f"model {model.name!r} has no ReLU-family layer to probe")
+            others = ", ".join(f"{layer.name} ({layer.activation})" for layer in self.not_probed) or "none"
+            raise UnsupportedModelError(
+                f"model {model.name!r} has no ReLU-family layer to probe (hidden activations without exact zeros: "
+                f"{others})"
+            )
         if len(found.output_shape) != 1 or found.output_shape[0] < 2:
             raise UnsupportedModelError(
                 f"model {model.name!r} outputs shape {found.output_shape}; a classifier outputs (classes,) scores, "

@@ -11,14 +11,21 @@ import keras
 import numpy as np
 import pytest
 
-from service.preflight import ModelRefused
-from service.runtime import IrisRuntime
+from service.runtime import LinearRuntime
 from sparsity import InvalidInputError, SparsityProbe
+from sparsity.card import load_card
 from tests.tools import run_in_project
 from training import data
 from training.mnist import MnistOptions, evaluate, fit
+from training.register import split as calibration_split
 
 MNIST_FIELDS = {
+    "kind",
+    "calibration",
+    "provenance",
+    "input_shape",
+    "input_range",
+    "preprocessing",
     "dataset",
     "dataset_size",
     "train_size",
@@ -84,6 +91,9 @@ def test_mnist_metadata_has_every_field(trained, bentoml_home):
     assert {"conv1", "conv2", "dense", "probabilities"} <= set(meta["weight_sparsity"])
     assert meta["class_names"] == [str(d) for d in range(10)]
     assert meta["versions"]["keras"] == keras.__version__
+    assert meta["kind"] == "keras-relu" and meta["preprocessing"] == "mnist-digit" and meta["output"] == "probabilities"
+    assert meta["calibration"]["size"] == 1000 and meta["calibration"]["measured_size"] == 334
+    assert len(meta["provenance"]["sha256"]) == 64
     assert stored.info.labels["task"] == "mnist"
     report = json.loads((trained["report_dir"] / "mnist_cnn.json").read_text())
     assert report["tag"] == str(stored.tag) and report["test_accuracy"] == meta["test_accuracy"]
@@ -95,9 +105,11 @@ def test_mnist_store_round_trip_reproduces_predictions_and_sparsity_exactly(trai
     stored = bentoml.models.get("mnist_cnn:latest")
     model = keras.models.load_model(stored.path_of("model.keras"), compile=False)
     split = data.load_mnist_5k(seed=0)
-    again = evaluate(model, split.x_test, split.y_test)
     meta = stored.info.metadata
-    assert again["test_accuracy"] == meta["test_accuracy"]
+    assert evaluate(model, split.x_test, split.y_test)["test_accuracy"] == meta["test_accuracy"]
+    # the baselines come from registration's first part of the held-back digits
+    baseline = calibration_split(len(split.x_test), seed=meta["calibration"]["seed"]).baseline
+    again = evaluate(model, split.x_test[baseline], split.y_test[baseline])
     assert again["activation_sparsity"] == meta["activation_sparsity"]
     assert again["dead_unit_ratio"] == meta["dead_unit_ratio"]
 
@@ -140,53 +152,40 @@ def test_cnn_uses_glorot_uniform_and_optional_activity_l1():
 
 
 @pytest.mark.slow
-def test_iris_model_is_sparse_accurate_and_loads_without_pickle(trained):
+def test_iris_is_a_linear_card_served_from_its_coefficients_as_scikit_learn_computes(trained):
+    import skops.io
+
     stored = bentoml.models.get("iris_l1:latest")
     meta = stored.info.metadata
-    assert meta["test_accuracy"] >= 0.9
+    assert meta["kind"] == "linear" and meta["test_accuracy"] >= 0.9
     assert 0.0 < meta["weight_sparsity"]["coefficients"] < 1.0
-    runtime = IrisRuntime(stored)
+    runtime = LinearRuntime(str(stored.tag), load_card(str(stored.tag), meta))
     coef = np.asarray(meta["coefficients"])
-    np.testing.assert_array_equal(runtime.coef, coef)
     assert meta["weight_sparsity"]["coefficients"] == float(np.mean(coef == 0))
-    result = runtime.predict(np.array([[5.1, 3.5, 1.4, 0.2]]))
-    assert result.labels.tolist() == [0]
+    pipeline = skops.io.load(stored.path_of("model.skops"), trusted=[])  # the fitted objects, for comparison
+    split = data.load_iris(seed=0)
+    rows = np.concatenate([split.x_train, split.x_test])
+    np.testing.assert_allclose(runtime.predict(rows).probabilities, pipeline.predict_proba(rows), rtol=0, atol=1e-12)
+    assert runtime.predict(np.array([[5.1, 3.5, 1.4, 0.2]])).labels.tolist() == [0]
     # finite but huge values would overflow the scaler and the softmax: refused, never counted
     with pytest.raises(InvalidInputError, match="within"):
         runtime.predict(np.array([[1e308, 3.5, 1.4, 0.2]]))
-
-
-@pytest.mark.slow
-def test_tampered_iris_file_with_untrusted_type_is_refused(trained, tmp_path):
-    import skops.io
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import FunctionTransformer
-
-    stored = bentoml.models.get("iris_l1:latest")
-    model = skops.io.load(stored.path_of("model.skops"), trusted=[])
-    tampered = Pipeline([("evil", FunctionTransformer(func=subprocess.getoutput)), *model.steps])
-
-    class FakeStored:
-        tag = stored.tag
-        info = stored.info
-
-        @staticmethod
-        def path_of(name):
-            return str(tmp_path / name)
-
-    skops.io.dump(tampered, tmp_path / "model.skops")
-    with pytest.raises(ModelRefused, match="not trusted"):
-        IrisRuntime(FakeStored)
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return run_in_project([sys.executable, "-m", "training", *args], timeout=120)
 
 
-def test_cli_help_explains_every_option():
+def test_cli_help_explains_every_command_and_option():
     out = _cli("--help")
     assert out.returncode == 0
+    for command in ("mnist", "iris", "all", "sweep", "prune", "register"):
+        assert command in out.stdout
+    out = _cli("mnist", "--help")
     for option in ("--dataset", "--arch", "--epochs", "--batch-size", "--activity-l1", "--seed", "--c"):
+        assert option in out.stdout
+    out = _cli("register", "--help")
+    for option in ("--name", "--calibration", "--labels", "--class-names", "--input-range", "--preprocessing"):
         assert option in out.stdout
 
 
@@ -243,8 +242,8 @@ def test_typicality_is_calibrated_and_flags_noise_blank_and_inverted_digits(trai
     stored = bentoml.models.get(trained["mnist"]["tag"])
     calibration = stored.info.metadata["typicality"]
     model = TypicalityModel.from_dict(calibration)
-    assert model.features == ["conv1", "conv2", "dense"] and model.calibration_size == 500
-    assert calibration["measured_false_alarm_rate"] <= 0.05  # on the 500 held-back digits not calibrated on
+    assert model.features == ["conv1", "conv2", "dense"] and model.calibration_size == 333
+    assert calibration["measured_false_alarm_rate"] <= 0.05  # on the 334 held-back digits not calibrated on
     keras_model = keras.models.load_model(stored.path_of("model.keras"), compile=False)
     probe = SparsityProbe(keras_model, value_range=(0, 1))
     split = data.load_mnist_5k(seed=0)

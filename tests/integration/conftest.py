@@ -1,15 +1,61 @@
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
 
 from tests.integration.server import Server
+from tests.tools import run_in_project
+
+
+EXAMPLES = {
+    "residual_cnn": ["--input-range", "0", "1", "--preprocessing", "mnist-digit"],
+    "digits_mlp": [
+        "--input-range",
+        "0",
+        "16",
+        "--class-names",
+        ",".join("zero one two three four five six seven eight nine".split()),
+    ],
+}
 
 
 @pytest.fixture(scope="session")
-def server(trained, tmp_path_factory):
-    """A real one-worker ``bentoml serve`` on the tiny models of the session store."""
+def examples(trained, tmp_path_factory) -> dict[str, Path]:
+    """The two example models of ``examples/``, trained by their scripts and registered with the CLI into
+    the session store, as the README's walkthrough does. Returns the folder of each one's files."""
+    out = tmp_path_factory.mktemp("examples")
+    for name, options in EXAMPLES.items():
+        done = run_in_project([sys.executable, f"examples/{name}.py", "--out", str(out)], timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        registered = run_in_project(
+            [
+                sys.executable,
+                "-m",
+                "training",
+                "register",
+                str(out / f"{name}.keras"),
+                "--name",
+                name,
+                "--calibration",
+                str(out / f"{name}_calibration.npy"),
+                "--labels",
+                str(out / f"{name}_labels.npy"),
+                *options,
+            ],
+            timeout=300,
+        )
+        assert registered.returncode == 0, registered.stderr[-3000:]
+    return {name: out for name in EXAMPLES}
+
+
+@pytest.fixture(scope="session")
+def server(trained, examples, tmp_path_factory):
+    """A real one-worker ``bentoml serve`` of every model in the session store: the project's two tiny
+    models and the two examples."""
     srv = Server(tmp_path_factory.mktemp("server") / "serve.log", workers=1)
     try:
         srv.wait_ready()

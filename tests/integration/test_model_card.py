@@ -1,10 +1,13 @@
-"""A stored model whose metadata is not a valid model card is refused at start by a real
-``bentoml serve``: one line naming the tag and the field, exit status 2, no traceback."""
+"""A stored model the service cannot serve, started by a real ``bentoml serve``: a card that is not a
+valid card, a Keras file that asks for code. The service starts without it, says so in one log line
+naming the tag and the reason, and lists it at ``/models`` under ``refused``; with nothing left to serve
+it exits 2 with one line. Bad settings stop it with one line too."""
 
 from __future__ import annotations
 
 import shutil
 
+import httpx
 import pytest
 import yaml
 
@@ -13,15 +16,86 @@ from tests.integration.server import Server
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
-def _tampered_store(bentoml_home, tmp_path, model: str, change) -> tuple:
-    store = tmp_path / "store"
-    shutil.copytree(bentoml_home, store)
-    version = (store / "models" / model / "latest").read_text().strip()
-    path = store / "models" / model / version / "model.yaml"
+def _version(store, name: str) -> str:
+    return (store / "models" / name / "latest").read_text().strip()
+
+
+def _change_card(store, name: str, change) -> str:
+    version = _version(store, name)
+    path = store / "models" / name / version / "model.yaml"
     info = yaml.safe_load(path.read_text())
     change(info["metadata"])
     path.write_text(yaml.safe_dump(info))
-    return store, f"{model}:{version}"
+    return f"{name}:{version}"
+
+
+def _copy_model(store, name: str, new_name: str) -> tuple[str, object]:
+    """``name``'s latest version stored again as ``new_name`` (same version)."""
+    version = _version(store, name)
+    target = store / "models" / new_name / version
+    shutil.copytree(store / "models" / name / version, target)
+    (store / "models" / new_name / "latest").write_text(version)
+    info = yaml.safe_load((target / "model.yaml").read_text())
+    info["name"] = new_name
+    (target / "model.yaml").write_text(yaml.safe_dump(info))
+    return f"{new_name}:{version}", target
+
+
+def _keras_with_lambda(source, target) -> None:
+    import keras
+
+    import sparsity.layers  # noqa: F401
+
+    model = keras.models.load_model(source, compile=False)
+    inputs = keras.Input(model.input_shape[1:])
+    outputs = model(keras.layers.Lambda(lambda t: t * 1.0, name="evil")(inputs))
+    keras.Model(inputs, outputs).save(target)
+
+
+@pytest.fixture(scope="module")
+def bad_store(trained, bentoml_home, tmp_path_factory):
+    """A copy of the session store: iris_l1 as trained; mnist_cnn without a typicality field; evil_cnn, a
+    copy of the CNN whose file holds a Lambda layer; mistyped_cnn, whose card has units: "many"."""
+    store = tmp_path_factory.mktemp("bad-store") / "store"
+    shutil.copytree(bentoml_home, store)
+    for name in [p.name for p in (store / "models").iterdir()]:
+        if name not in ("iris_l1", "mnist_cnn"):
+            shutil.rmtree(store / "models" / name)  # only the two trained models
+    evil, directory = _copy_model(store, "mnist_cnn", "evil_cnn")
+    _keras_with_lambda(directory / "model.keras", directory / "model.keras")
+    mistyped, _ = _copy_model(store, "mnist_cnn", "mistyped_cnn")
+    _change_card(store, "mistyped_cnn", lambda m: m["relu_layers"][1].update(units="many"))
+    missing = _change_card(store, "mnist_cnn", lambda m: m.pop("typicality"))
+    return store, {
+        evil: "model.keras refused: /",
+        mistyped: "metadata field 'relu_layers.1.units' is invalid: Input should be a valid integer",
+        missing: "metadata field 'typicality' is missing",
+    }
+
+
+def test_bad_models_are_not_served_and_the_service_says_why(bad_store, tmp_path):
+    store, reasons = bad_store
+    server = Server(tmp_path / "serve.log", env={"BENTOML_HOME": str(store)})
+    try:
+        server.wait_ready()
+        listing = httpx.get(f"{server.url}/models").json()
+        assert [model["name"] for model in listing["models"]] == ["iris_l1"]
+        refused = {item["tag"]: item["reason"] for item in listing["refused"]}
+        assert set(refused) == set(reasons)
+        for tag, reason in reasons.items():
+            assert refused[tag].startswith(f"model {tag}: {reason}"), refused[tag]
+        assert "/evil: a Lambda layer" in refused[next(t for t in reasons if t.startswith("evil_cnn"))]
+        missing = next(t for t in reasons if t.startswith("mnist_cnn"))
+        answer = httpx.post(f"{server.url}/mnist/predict", json={"images": [[[0.0] * 28] * 28]})
+        assert answer.status_code == 404 and answer.json()["error"].startswith("model: no model named 'mnist_cnn'")
+        assert httpx.get(f"{server.url}/models/mnist_cnn").status_code == 404
+        log = server.log_text()
+        for tag in reasons:
+            assert sum(f"not serving model {tag}: " in line for line in log.splitlines()) == 1, log
+        assert "Traceback" not in log
+        assert f"refused: model {missing}" in log  # the start-up summary repeats it
+    finally:
+        server.stop()
 
 
 def _refused_at_start(tmp_path, env: dict[str, str]) -> str:
@@ -39,94 +113,26 @@ def _refused_at_start(tmp_path, env: dict[str, str]) -> str:
     return errors[0]
 
 
-@pytest.mark.parametrize(
-    ("model", "change", "message"),
-    [
-        ("mnist_cnn", lambda m: m.pop("typicality"), "metadata field 'typicality' is missing"),
-        (
-            "mnist_cnn",
-            lambda m: m["relu_layers"][1].update(units="many"),
-            "metadata field 'relu_layers.1.units' is invalid: Input should be a valid integer",
-        ),
-        ("iris_l1", lambda m: m.pop("coefficients"), "metadata field 'coefficients' is missing"),
-    ],
-    ids=["mnist-missing", "mnist-mistyped", "iris-missing"],
-)
-def test_invalid_model_card_is_refused_at_start(trained, bentoml_home, tmp_path, model, change, message):
-    store, tag = _tampered_store(bentoml_home, tmp_path, model, change)
-    error = _refused_at_start(tmp_path, {"BENTOML_HOME": str(store)})
-    assert error.startswith(f"error: model {tag}: {message}") and error.endswith("retrain it (make train)"), error
+def test_nothing_left_to_serve_stops_the_service_with_one_line(bad_store, tmp_path):
+    store, reasons = bad_store
+    missing = next(t for t in reasons if t.startswith("mnist_cnn"))
+    error = _refused_at_start(tmp_path, {"BENTOML_HOME": str(store), "SERVED_MODELS": "mnist_cnn,nonexistent"})
+    assert error.startswith("error: no model can be served: "), error
+    assert f"model {missing}: metadata field 'typicality' is missing" in error
+    assert "model nonexistent is not in the store" in error
 
 
-def _tampered_file(bentoml_home, tmp_path, model: str, write) -> tuple:
-    """A copy of the store whose ``model``'s file is replaced by ``write(stored, path)``."""
-    import bentoml
-
-    store = tmp_path / "store"
-    shutil.copytree(bentoml_home, store)
-    version = (store / "models" / model / "latest").read_text().strip()
-    stored = bentoml.models.get(f"{model}:{version}")
-    directory = store / "models" / model / version
-    write(stored, directory)
-    return store, f"{model}:{version}"
-
-
-def _keras_with_lambda(stored, directory) -> None:
-    import keras
-
-    import sparsity.layers  # noqa: F401
-
-    model = keras.models.load_model(stored.path_of("model.keras"), compile=False)
-    inputs = keras.Input(model.input_shape[1:])
-    outputs = model(keras.layers.Lambda(lambda t: t * 1.0, name="evil")(inputs))
-    keras.Model(inputs, outputs).save(directory / "model.keras")
-
-
-def _skops_with_untrusted_type(stored, directory) -> None:
-    import subprocess as sp
-
-    import skops.io
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import FunctionTransformer
-
-    model = skops.io.load(stored.path_of("model.skops"), trusted=[])
-    tampered = Pipeline([("evil", FunctionTransformer(func=sp.getoutput)), *model.steps])
-    skops.io.dump(tampered, directory / "model.skops")
-
-
-@pytest.mark.parametrize(
-    ("model", "write", "message"),
-    [
-        ("mnist_cnn", _keras_with_lambda, ("model.keras refused: /", "/evil: a Lambda layer")),
-        ("iris_l1", _skops_with_untrusted_type, ("model.skops asks for types that are not trusted: [", "getoutput")),
-    ],
-    ids=["keras-lambda", "skops-untrusted-type"],
-)
-def test_tampered_model_file_is_refused_at_start(trained, bentoml_home, tmp_path, model, write, message):
-    store, tag = _tampered_file(bentoml_home, tmp_path, model, write)
-    error = _refused_at_start(tmp_path, {"BENTOML_HOME": str(store)})
-    assert error.startswith(f"error: model {tag}: {message[0]}") and message[1] in error, error
-
-
-def test_keras_safe_mode_refuses_a_lambda_in_the_worker_too(trained, bentoml_home, tmp_path):
+def test_keras_safe_mode_refuses_a_lambda_in_the_worker_too(bad_store):
     """The second line: a worker that were handed the file (the audit skipped) refuses it while loading."""
-    import bentoml
+    from service.runtime import KerasReluRuntime
+    from sparsity.card import ModelCardError, load_card
 
-    from service.runtime import MnistRuntime
-
-    store, tag = _tampered_file(bentoml_home, tmp_path, "mnist_cnn", _keras_with_lambda)
-    stored = bentoml.models.get(tag)
-
-    class Tampered:
-        info = stored.info
-
-        @staticmethod
-        def path_of(name):
-            return str(store / "models" / "mnist_cnn" / tag.split(":")[1] / name)
-
-    Tampered.tag = stored.tag
-    with pytest.raises(ValueError, match="deserialization of a `Lambda` layer"):
-        MnistRuntime(Tampered)
+    store, reasons = bad_store
+    evil = next(t for t in reasons if t.startswith("evil_cnn"))
+    directory = store / "models" / "evil_cnn" / evil.split(":")[1]
+    card = load_card(evil, yaml.safe_load((directory / "model.yaml").read_text())["metadata"])
+    with pytest.raises(ModelCardError, match="deserialization of a `Lambda` layer"):
+        KerasReluRuntime(evil, card, str(directory / "model.keras"))
 
 
 @pytest.mark.parametrize(
@@ -140,8 +146,8 @@ def test_keras_safe_mode_refuses_a_lambda_in_the_worker_too(trained, bentoml_hom
         ("BODY_TIMEOUT_SECONDS", "never", "must be a number of seconds from 0.1 to 3600"),
         ("MAX_IMAGE_PIXELS", "12", "must be a whole number from 784 to 268435456"),
         ("ACCESS_LOG", "maybe", "must be one of true, false"),
-        ("MNIST_MODEL_TAG", "MNIST CNN", "must be a BentoML model tag"),
-        ("IRIS_MODEL_TAG", "iris:", "must be a BentoML model tag"),
+        ("SERVED_MODELS", "MNIST CNN", "must be comma-separated model tags"),
+        ("SERVED_MODELS", "iris_l1,iris_l1:latest", "each name once"),
     ],
 )
 def test_bad_setting_stops_the_service_with_one_line(trained, tmp_path, name, raw, rule):

@@ -1,5 +1,6 @@
-"""The two batch readers: the .npy decoder refuses everything but (N, 28, 28) uint8/float32 and never
-unpickles; the fast JSON reader accepts only plain valid bodies and hands everything else on."""
+"""The two body readers, for any input shape: the .npy decoder refuses everything but (N, *shape)
+uint8/float32 and never unpickles; the JSON reader reads plain bodies straight into NumPy and names the
+first item that breaks a rule in any other."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import pickle
 import numpy as np
 import pytest
 
-from service.fastjson import images_from_json
-from service.npy import decode_npy_images
+from service.inputs import inputs_from_json
+from service.npy import decode_npy
 from sparsity.errors import InvalidInputError
 
 
@@ -19,6 +20,13 @@ def npy(array: np.ndarray, **kwargs) -> bytes:
     buf = io.BytesIO()
     np.save(buf, array, **kwargs)
     return buf.getvalue()
+
+
+MNIST = ((28, 28), (0.0, 1.0))
+
+
+def decode_npy_images(body: bytes, **kwargs) -> np.ndarray:
+    return decode_npy(body, *MNIST, **kwargs)
 
 
 def refusal(body: bytes, **kwargs) -> str:
@@ -43,13 +51,16 @@ def test_uint8_is_scaled_to_0_1_and_float32_kept_in_order():
 @pytest.mark.parametrize(
     ("array", "rule"),
     [
-        (np.zeros((2, 28, 28), dtype=np.float64), "dtype must be uint8 (pixels 0-255) or float32 (0-1), got <f8"),
+        (
+            np.zeros((2, 28, 28), dtype=np.float64),
+            "dtype must be uint8 (pixels 0-255) or float32 (in the input range), got <f8",
+        ),
         (np.zeros((2, 28, 28), dtype=">f4"), "got >f4"),
         (np.zeros((2, 28, 28), dtype=np.int32), "got <i4"),
         (np.zeros((2, 28), dtype=np.uint8), "shape must be (N, 28, 28), got (2, 28)"),
         (np.zeros((2, 28, 27), dtype=np.uint8), "shape must be (N, 28, 28), got (2, 28, 27)"),
-        (np.zeros((0, 28, 28), dtype=np.uint8), "must hold 1 to 4096 images, got 0"),
-        (np.zeros((4097, 28, 28), dtype=np.uint8), "must hold 1 to 4096 images, got 4097"),
+        (np.zeros((0, 28, 28), dtype=np.uint8), "must hold 1 to 4096 items, got 0"),
+        (np.zeros((4097, 28, 28), dtype=np.uint8), "must hold 1 to 4096 items, got 4097"),
     ],
 )
 def test_wrong_dtype_shape_or_count_is_refused_naming_the_rule(array, rule):
@@ -80,14 +91,33 @@ def test_truncated_trailing_and_malformed_bodies_are_refused():
 
 
 def test_a_smaller_limit_is_honoured():
-    assert "must hold 1 to 8 images, got 9" in refusal(npy(np.zeros((9, 28, 28), dtype=np.uint8)), max_images=8)
+    assert "must hold 1 to 8 items, got 9" in refusal(npy(np.zeros((9, 28, 28), dtype=np.uint8)), max_items=8)
+
+
+def test_uint8_is_scaled_onto_any_input_range_and_any_shape_is_read():
+    pixels = np.array([[0, 255, 51]], dtype=np.uint8)
+    np.testing.assert_allclose(decode_npy(npy(pixels), (3,), (-1.0, 1.0)), [[-1.0, 1.0, -0.6]], atol=1e-6)
+    rows = np.arange(12, dtype=np.float32).reshape(2, 6)
+    np.testing.assert_array_equal(decode_npy(npy(rows), (6,), (0.0, 16.0)), rows)
+    with pytest.raises(InvalidInputError, match=r"shape must be \(N, 6\), got \(2, 28, 28\)"):
+        decode_npy(npy(np.zeros((2, 28, 28), dtype=np.uint8)), (6,), (0.0, 1.0))
 
 
 def _images_body(images, **extra) -> bytes:
     return json.dumps({"images": images, **extra}).encode()
 
 
-def test_fast_json_reads_plain_bodies_exactly():
+def images_from_json(body: bytes) -> np.ndarray:
+    return inputs_from_json(body, *MNIST, key="images")
+
+
+def json_refusal(body: bytes) -> tuple[str, str]:
+    with pytest.raises(InvalidInputError) as info:
+        images_from_json(body)
+    return info.value.field, info.value.rule
+
+
+def test_json_reads_plain_bodies_exactly():
     images = np.random.default_rng(1).random((3, 28, 28)).round(5)
     out = images_from_json(_images_body(images.tolist()))
     np.testing.assert_array_equal(out, images.astype(np.float32))
@@ -95,27 +125,39 @@ def test_fast_json_reads_plain_bodies_exactly():
     ints[0, 0, 0] = 1
     spaced = json.dumps({"images": ints.tolist()}, indent=2).encode()
     np.testing.assert_array_equal(images_from_json(spaced), ints.astype(np.float32))
+    rows = inputs_from_json(b'{"inputs": [[1, 2.5, -3], [0, 0, 1e2]]}', (3,), (-5.0, 100.0))
+    np.testing.assert_array_equal(rows, np.array([[1, 2.5, -3], [0, 0, 100]], dtype=np.float32))
+
+
+ONE = [[0.5] * 28] * 28
 
 
 @pytest.mark.parametrize(
-    "body",
+    ("body", "field", "rule"),
     [
-        _images_body([[[0.5] * 28] * 28], note="x"),  # another key
-        json.dumps({"im1ages": [[[0.5] * 28] * 28]}).encode(),  # a digit hidden in the key
-        _images_body([[[0.5] * 27 + ["0.5"]] + [[0.5] * 28] * 27]),  # a string
-        _images_body([[[0.5] * 27 + [True]] + [[0.5] * 28] * 27]),  # a boolean
-        _images_body([[[0.5] * 27 + [None]] + [[0.5] * 28] * 27]),  # null
-        b'{"images": [[' + b",".join([b"[" + b",".join([b"NaN"] * 28) + b"]"] * 28) + b"]]}",
-        _images_body([[[0.5] * 27] + [[0.5] * 28] * 27]),  # ragged
-        _images_body([[[1.0000000001] * 28] * 28]),  # above 1 by less than float32 can show
-        _images_body([[[-0.1] * 28] * 28]),
-        _images_body([[[1e39] * 28] * 28]),  # beyond float32
-        _images_body([[[0.5] * 28] * 28] * 1025),  # more than MAX_BATCH
-        _images_body([]),
-        _images_body([[0.5] * 28] * 28),  # one image without the batch level
-        b"[]",
-        b'{"images": [[[0.5]]]',  # not JSON
+        (_images_body([ONE], note="x"), "note", "unknown field: the body holds only 'images'"),
+        (json.dumps({"im1ages": [ONE]}).encode(), "images", "Field required"),
+        (_images_body([[[0.5] * 27 + ["0.5"]] + ONE[1:]]), "images[0][0][27]", "must be a number, got str"),
+        (_images_body([[[0.5] * 27 + [True]] + ONE[1:]]), "images[0][0][27]", "must be a number, got bool"),
+        (_images_body([[[0.5] * 27 + [None]] + ONE[1:]]), "images[0][0][27]", "must be a number, got null"),
+        (
+            b'{"images": [[' + b",".join([b"[" + b",".join([b"NaN"] * 28) + b"]"] * 28) + b"]]}",
+            "images[0][0][0]",
+            "must be a finite number (no NaN or Infinity)",
+        ),
+        (_images_body([[[0.5] * 27, *ONE[1:]]]), "images[0][0]", "must have 28 items, got 27"),
+        (_images_body([[[1.0000000001] * 28] * 28]), "images[0][0][0]", "must be within [0.0, 1.0], got 1.0000000001"),
+        (_images_body([[[-0.1] * 28] * 28]), "images[0][0][0]", "must be within [0.0, 1.0], got -0.1"),
+        (_images_body([ONE] * 1025), "images", "must be a list of 1 to 1024 items of shape (28, 28)"),
+        (_images_body([]), "images", "must be a list of 1 to 1024 items of shape (28, 28)"),
+        (_images_body(ONE), "images[0][0]", "must be a list of 28 items"),
+        (b"[]", "body", 'must be a JSON object {"images": [...]}'),
     ],
 )
-def test_fast_json_hands_anything_unusual_to_the_full_validation(body):
-    assert images_from_json(body) is None
+def test_json_names_the_first_item_that_breaks_a_rule(body, field, rule):
+    assert json_refusal(body) == (field, rule)
+
+
+def test_json_that_is_not_json_is_refused_with_the_parser_message():
+    field, rule = json_refusal(b'{"images": [[[0.5]]]')
+    assert field == "body" and rule.startswith('must be a JSON object {"images": [...]} (')

@@ -23,7 +23,10 @@ def _imported_packages(package: str) -> set[str]:
 
 @pytest.mark.parametrize(
     ("package", "forbidden"),
-    [("service", {"training", "mlxtend", "tests"}), ("sparsity", {"service", "training", "bentoml", "tests"})],
+    [
+        ("service", {"training", "mlxtend", "tests", "examples"}),
+        ("sparsity", {"service", "training", "bentoml", "tests", "examples"}),
+    ],
 )
 def test_package_does_not_import(package, forbidden):
     assert not _imported_packages(package) & forbidden
@@ -34,7 +37,7 @@ def test_the_check_sees_real_imports():
     assert "sparsity" in _imported_packages("training")
 
 
-def test_importing_the_service_module_loads_no_tensorflow():
+def test_importing_the_service_module_loads_no_tensorflow(small_store):
     """``bentoml serve``'s supervising process imports the service module only to read its
     configuration: TensorFlow (about 600 MB) must load in the workers alone."""
     import subprocess
@@ -44,5 +47,7 @@ def test_importing_the_service_module_loads_no_tensorflow():
         "import sys, service.service; "
         "print(sorted(m for m in ('tensorflow', 'keras', 'sklearn', 'skops') if m in sys.modules))"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=small_store, capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -51,24 +51,30 @@ def test_summary_means_stds_and_dead_ratio():
 def test_linear_probe_scales_once_and_measures_what_the_classifier_saw():
     from sparsity.linear import LinearProbe
 
-    class Halve:  # a "scaler": x / 2
-        def transform(self, x):
-            return np.asarray(x) / 2
-
-    class Classifier:
-        coef_ = np.array([[1.0, 0.0], [0.0, 0.0]])
-
-        def predict_proba(self, x):
-            z = x @ self.coef_.T
-            e = np.exp(z - z.max(axis=1, keepdims=True))
-            return e / e.sum(axis=1, keepdims=True)
-
-    probe = LinearProbe(Halve(), Classifier(), field="features", limit=10.0)
+    # a scaler x / 2 (mean 0, scale 2) and a softmax over x @ coef.T + intercept
+    probe = LinearProbe([[1.0, 0.0], [0.0, 0.0]], [0.0, 0.0], [0.0, 0.0], [2.0, 2.0], value_range=(-10.0, 10.0))
     result = probe.run(np.array([[4.0, 2.0], [0.0, 6.0]]))
     np.testing.assert_array_equal(result.scaled, [[2.0, 1.0], [0.0, 3.0]])
+    np.testing.assert_allclose(result.probabilities[0], [np.exp(2) / (np.exp(2) + 1), 1 / (np.exp(2) + 1)])
     assert result.labels.tolist() == [0, 0]  # row 1 ties: argmax takes the first class
     assert result.sparsity.weights == 0.75
     # row 0: only coef[0,0] * 2 is non-zero -> 3/4 zero; row 1: every term is zero
     np.testing.assert_allclose(result.sparsity.contributions, [0.75, 1.0])
     with pytest.raises(InvalidInputError, match=r"features\[1\]\[0\]: must be within"):
         probe.run(np.array([[1.0, 1.0], [11.0, 0.0]]))
+
+
+def test_linear_probe_matches_scikit_learn_for_several_and_for_two_classes():
+    from sklearn.datasets import load_breast_cancer, load_wine
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from sparsity.linear import LinearProbe
+
+    for load in (load_wine, load_breast_cancer):  # 3 classes (softmax), 2 classes (one coefficient row)
+        x, y = load(return_X_y=True)
+        scaler = StandardScaler().fit(x)
+        classifier = LogisticRegression(l1_ratio=1.0, solver="saga", C=0.5, max_iter=5000).fit(scaler.transform(x), y)
+        probe = LinearProbe.from_fitted(scaler, classifier)
+        expected = classifier.predict_proba(scaler.transform(x))
+        np.testing.assert_allclose(probe.run(x).probabilities, expected, rtol=0, atol=1e-12)

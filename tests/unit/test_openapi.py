@@ -65,13 +65,13 @@ def _generated() -> dict:
         "paths": {
             "/readyz": {"get": {"responses": {"200": {"description": "ok"}}, "tags": ["Infrastructure"]}},
             "/mnist/predict": _bentoml_operation(
-                "mnist_predict", images_input, "application/json", "MnistResponseIODescriptor"
+                "mnist_predict", images_input, "application/json", "PredictResponseIODescriptor"
             ),
             "/mnist/predict_image": _bentoml_operation(
                 "mnist_predict_image",
                 dict(image_input, title="Input"),
                 "multipart/form-data",
-                "MnistResponseIODescriptor",
+                "PredictResponseIODescriptor",
             ),
         },
         "components": {
@@ -106,9 +106,10 @@ def test_a_file_upload_becomes_a_binary_string():
 
 def test_each_post_route_lists_exactly_its_responses_with_the_one_error_schema():
     doc = fix_document(_generated(), version="1")
-    for path in ("/mnist/predict", "/mnist/predict_image", "/mnist/predict_batch"):
+    generic = ("/models/{name}/predict", "/models/{name}/predict_batch", "/models/{name}/predict_image")
+    for path in ("/mnist/predict", "/mnist/predict_image", "/mnist/predict_batch", *generic):
         responses = doc["paths"][path]["post"]["responses"]
-        assert set(responses) == {"200", *REFUSALS} == {"200", "400", "408", "413", "415"}
+        assert set(responses) == {"200", *REFUSALS} == {"200", "400", "404", "408", "413", "415"}
         for status in REFUSALS:
             schema = responses[status]["content"]["application/json"]["schema"]
             assert schema == {"$ref": "#/components/schemas/Error"}
@@ -134,8 +135,8 @@ def test_operations_get_named_schemas_ids_tags_and_examples():
     image = content["example"]["images"][0]
     assert len(image) == 28 and all(len(row) == 28 for row in image) and 0 < sum(map(sum, image)) < 784
     ok = op["responses"]["200"]["content"]["application/json"]["schema"]
-    assert ok == {"$ref": "#/components/schemas/MnistResponse"}
-    assert "MnistResponseIODescriptor" not in doc["components"]["schemas"]
+    assert ok == {"$ref": "#/components/schemas/PredictResponse"}
+    assert "PredictResponseIODescriptor" not in doc["components"]["schemas"]
     assert [tag["name"] for tag in doc["tags"]] == ["service", "Infrastructure"]
 
 
@@ -145,11 +146,18 @@ def test_the_routes_bentoml_does_not_know_are_added():
     assert batch["requestBody"]["content"]["application/x-npy"]["schema"] == {"type": "string", "format": "binary"}
     models = doc["paths"]["/models"]["get"]
     assert set(models["responses"]) == {"200"}
-    listing = doc["components"]["schemas"]["ModelsResponse"]["properties"]["models"]["items"]["oneOf"]
-    mnist = doc["components"]["schemas"]["MnistModelInfo"]
-    assert {"$ref": "#/components/schemas/MnistModelInfo"} in listing
-    assert {"tag", "activation_sparsity", "relu_layers", "typicality"} <= set(mnist["required"])
-    assert "options" not in mnist["properties"]  # only what /models shows, not the whole card
+    schemas = doc["components"]["schemas"]
+    assert schemas["ModelsResponse"]["properties"]["models"]["items"] == {"$ref": "#/components/schemas/ModelInfo"}
+    assert {"$ref": "#/components/schemas/KerasReluModelInfo"} in schemas["ModelInfo"]["oneOf"]
+    keras = schemas["KerasReluModelInfo"]
+    assert {"name", "tag", "kind", "activation_sparsity", "relu_layers", "typicality"} <= set(keras["required"])
+    assert keras["properties"]["kind"] == {"enum": ["keras-relu"], "title": "Kind", "type": "string"}
+    assert "options" not in keras["properties"]  # only what /models shows, not the whole card
+    card = doc["paths"]["/models/{name}"]["get"]
+    assert set(card["responses"]) == {"200", "404"} and card["parameters"][0]["in"] == "path"
+    predict = doc["paths"]["/models/{name}/predict"]["post"]
+    body = predict["requestBody"]["content"]["application/json"]
+    assert body["schema"] == {"$ref": "#/components/schemas/PredictRequest"} and len(body["example"]["inputs"]) == 1
 
 
 def test_null_alternatives_become_nullable():

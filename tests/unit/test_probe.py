@@ -29,7 +29,7 @@ def test_finds_every_kind_of_relu_and_nothing_else():
     f = keras.layers.ReLU(max_value=6.0, name="relu6")(e)
     g = keras.layers.Dense(2, activation="softmax", name="softmax")(f)
     names = [l.name for l in find_relu_layers(keras.Model(inputs, g))]
-    assert names == ["dense_relu", "relu_layer", "activation_relu"]
+    assert names == ["dense_relu", "relu_layer", "activation_relu", "relu6"]  # a capped ReLU keeps exact zeros
 
 
 def test_all_zero_input_gives_all_zero_conv(probe):
@@ -106,7 +106,7 @@ def test_value_range_is_enforced_and_names_the_element():
 def test_model_without_relu_is_refused():
     inputs = keras.Input(shape=(3,))
     model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(inputs))
-    with pytest.raises(ValueError, match="no ReLU layer"):
+    with pytest.raises(ValueError, match="no ReLU-family layer to probe"):
         SparsityProbe(model)
 
 

@@ -1,0 +1,31 @@
+"""What both example scripts share: a seeded stratified split and writing the files to register."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def stratified_parts(labels: np.ndarray, shares: tuple[float, ...], seed: int) -> list[np.ndarray]:
+    """Indices split into parts of the given shares, each class spread evenly, the same for the same seed."""
+    rng = np.random.default_rng(seed)
+    parts: list[list[int]] = [[] for _ in shares]
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        bounds = np.round(np.cumsum((0.0, *shares)) * len(members)).astype(int)
+        for i in range(len(shares)):
+            parts[i].extend(members[bounds[i] : bounds[i + 1]].tolist())
+    return [np.asarray(rng.permutation(part), dtype=np.int64) for part in parts]
+
+
+def write_outputs(out: Path, name: str, model, arrays: dict[str, np.ndarray], facts: dict) -> Path:
+    """``NAME.keras`` plus one ``NAME_<part>.npy`` per array, and ``NAME.json`` with the run's figures."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.keras"
+    model.save(path)
+    for part, array in arrays.items():
+        np.save(out / f"{name}_{part}.npy", array)
+    (out / f"{name}.json").write_text(json.dumps(facts, indent=2) + "\n")
+    return path

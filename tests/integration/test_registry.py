@@ -1,0 +1,158 @@
+"""Every registered model served by one real ``bentoml serve``: the two example networks this project did
+not design (a residual CNN with batch norm; an MLP with a nested block and a capped ReLU) next to the
+project's own, through the generic routes; the aliases answer exactly as the generic routes do."""
+
+from __future__ import annotations
+
+import io
+
+import httpx
+import keras
+import numpy as np
+import pytest
+
+from tests.helpers import png_bytes
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+ALL = ["digits_mlp", "iris_l1", "mnist_cnn", "residual_cnn"]
+
+
+def predict(server, name: str, inputs: np.ndarray, batch: int = 256) -> list[dict]:
+    answers = []
+    for start in range(0, len(inputs), batch):
+        r = httpx.post(
+            f"{server.url}/models/{name}/predict", json={"inputs": inputs[start : start + batch].tolist()}, timeout=120
+        )
+        assert r.status_code == 200, r.text
+        answers += r.json()["predictions"]
+    return answers
+
+
+def load(name: str):
+    import bentoml
+
+    stored = bentoml.models.get(f"{name}:latest")
+    return keras.models.load_model(stored.path_of("model.keras"), compile=False), stored.info.metadata
+
+
+def layer_outputs(name: str, model: keras.Model, x: np.ndarray) -> dict[str, np.ndarray]:
+    """Each probed layer's output computed independently of the probe, layer by layer in Keras."""
+    if name == "residual_cnn":  # every ReLU is a top-level layer, called once
+        names = ["stem_relu", "block1_relu1", "block1_out", "block2_relu1", "block2_out"]
+        multi = keras.Model(model.inputs, [model.get_layer(n).output for n in names])
+        return {n: np.asarray(o) for n, o in zip(names, multi(x, training=False), strict=True)}
+    block = model.get_layer("block")  # digits_mlp: standardize -> block(hidden1, hidden2_linear, hidden2)
+    h1 = block.get_layer("hidden1")(model.get_layer("standardize")(x))
+    h2 = block.get_layer("hidden2")(block.get_layer("hidden2_linear")(h1))
+    return {"block/hidden1": np.asarray(h1), "block/hidden2": np.asarray(h2)}
+
+
+def test_every_registered_model_is_served_listed_and_described(server):
+    listing = httpx.get(f"{server.url}/models").json()
+    assert [m["name"] for m in listing["models"]] == ALL and listing["refused"] == []
+    kinds = {m["name"]: m["kind"] for m in listing["models"]}
+    assert kinds == {
+        "digits_mlp": "keras-relu",
+        "iris_l1": "linear",
+        "mnist_cnn": "keras-relu",
+        "residual_cnn": "keras-relu",
+    }
+    for entry in listing["models"]:
+        assert httpx.get(f"{server.url}/models/{entry['name']}").json() == entry
+    mlp = next(m for m in listing["models"] if m["name"] == "digits_mlp")
+    assert [layer["name"] for layer in mlp["relu_layers"]] == ["block/hidden1", "block/hidden2"]
+    assert mlp["not_probed"] == [{"name": "gelu_head", "activation": "gelu"}] and mlp["output"] == "logits"
+    assert mlp["class_names"][:2] == ["zero", "one"] and mlp["input_range"] == [0.0, 16.0]
+
+
+@pytest.mark.parametrize("name", ["residual_cnn", "digits_mlp"])
+def test_served_sparsity_equals_an_independent_count_and_false_alarms_stay_under_2_percent(server, examples, name):
+    x = np.load(examples[name] / f"{name}_unseen.npy")
+    labels = np.load(examples[name] / f"{name}_unseen_labels.npy")
+    answers = predict(server, name, x)
+    model, card = load(name)
+    outputs = layer_outputs(name, model, x)
+    assert [layer["name"] for layer in card["relu_layers"]] == list(outputs)
+    sizes = {n: int(np.prod(o.shape[1:])) for n, o in outputs.items()}
+    for i, answer in enumerate(answers):
+        zeros = {n: int(np.count_nonzero(o[i] == 0)) for n, o in outputs.items()}
+        for layer, value in answer["sparsity"]["layers"].items():
+            assert value == zeros[layer] / sizes[layer], (i, layer)
+        assert answer["sparsity"]["overall"] == pytest.approx(sum(zeros.values()) / sum(sizes.values()), abs=1e-12)
+    false_alarms = np.mean([a["typicality"]["atypical"] for a in answers])
+    accuracy = np.mean(np.array([a["label"] for a in answers]) == labels)
+    print(f"{name}: {len(x)} unseen inputs, false alarms {false_alarms:.2%}, accuracy {accuracy:.4f}")
+    assert false_alarms <= 0.02
+    assert accuracy >= 0.8  # a trained model, not noise
+
+
+def test_aliases_answer_exactly_as_the_generic_routes(server, test_images):
+    images = test_images[0][:5]
+    pairs = [
+        (("/mnist/predict", {"images": images.tolist()}), ("/models/mnist_cnn/predict", {"inputs": images.tolist()})),
+        (
+            ("/iris/predict", {"features": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]}),
+            ("/models/iris_l1/predict", {"inputs": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]}),
+        ),
+    ]
+    for (alias, alias_body), (generic, generic_body) in pairs:
+        a, g = httpx.post(server.url + alias, json=alias_body), httpx.post(server.url + generic, json=generic_body)
+        assert a.status_code == g.status_code == 200 and a.content == g.content, (alias, a.text[:300], g.text[:300])
+    buf = io.BytesIO()
+    np.save(buf, (images * 255).astype(np.uint8))
+    headers = {"content-type": "application/x-npy"}
+    a = httpx.post(f"{server.url}/mnist/predict_batch", content=buf.getvalue(), headers=headers)
+    g = httpx.post(f"{server.url}/models/mnist_cnn/predict_batch", content=buf.getvalue(), headers=headers)
+    assert a.status_code == 200 and a.content == g.content
+    upload = {"image": ("digit.png", png_bytes(images[0]), "image/png")}
+    a = httpx.post(f"{server.url}/mnist/predict_image", files=upload, timeout=60)
+    g = httpx.post(f"{server.url}/models/mnist_cnn/predict_image", files=upload, timeout=60)
+    assert a.status_code == g.status_code == 200 and a.json() == g.json()
+
+
+def test_a_validated_alias_body_answers_as_the_fast_path_does(server):
+    """``{"images": ..., "extra": 1}`` is not plain: BentoML's endpoint validates it (pydantic ignores the
+    extra key), and still answers with the same body."""
+    image = [[0.0] * 28] * 28
+    validated = httpx.post(f"{server.url}/mnist/predict", json={"images": [image], "extra": 1})
+    fast = httpx.post(f"{server.url}/mnist/predict", json={"images": [image]})
+    assert validated.status_code == fast.status_code == 200
+    assert validated.json() == fast.json()
+    assert list(validated.json()["predictions"][0]["sparsity"]) == ["overall", "layers"]  # no nulls for a CNN
+
+
+def test_a_picture_model_of_its_own_takes_uploads_by_its_declared_step(server, test_images):
+    upload = {"image": ("digit.png", png_bytes(test_images[0][0]), "image/png")}
+    r = httpx.post(f"{server.url}/models/residual_cnn/predict_image", files=upload, timeout=60)
+    assert r.status_code == 200, r.text
+    assert list(r.json()["predictions"][0]["sparsity"]["layers"])[0] == "stem_relu"
+    r = httpx.post(f"{server.url}/models/digits_mlp/predict_image", files=upload, timeout=60)
+    assert r.status_code == 404 and "takes inputs of shape (64,), not pictures" in r.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "error"),
+    [
+        ("/models/nope/predict", {"inputs": [[0.0] * 64]}, 404, "model: no model named 'nope' is served"),
+        ("/models/digits_mlp/predict", {"inputs": [[0.0] * 63]}, 400, "inputs[0]: must have 64 items, got 63"),
+        ("/models/digits_mlp/predict", {"inputs": [[17.0] * 64]}, 400, "inputs[0][0]: must be within [0.0, 16.0]"),
+        ("/models/digits_mlp/predict", {"inputs": [[0.0] * 64], "x": 1}, 400, "x: unknown field"),
+        ("/models/digits_mlp/predict", {"inputs": []}, 400, "inputs: must be a list of 1 to 1024 items"),
+        ("/models/residual_cnn/predict", {"inputs": [[[0.0] * 28] * 27]}, 400, "inputs[0]: must have 28 items"),
+    ],
+)
+def test_unknown_models_and_bad_inputs_get_the_error_body(server, path, body, status, error):
+    r = httpx.post(server.url + path, json=body)
+    assert r.status_code == status, r.text
+    assert r.json()["error"].startswith(error) and set(r.json()) == {"error", "detail"}
+    assert httpx.get(f"{server.url}/models/nope").status_code == 404
+
+
+def test_every_model_has_its_own_metrics(server, examples):
+    predict(server, "digits_mlp", np.load(examples["digits_mlp"] / "digits_mlp_unseen.npy")[:3])
+    text = httpx.get(f"{server.url}/metrics").text
+    for name in ("digits_mlp", "residual_cnn"):
+        assert f'activation_sparsity_baseline_ratio{{layer="all",model="{name}"}}' in text
+    assert 'activation_sparsity_ratio_count{layer="block/hidden2",model="digits_mlp"}' in text
+    assert 'model_predictions_total{label="zero",model="digits_mlp"}' in text

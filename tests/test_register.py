@@ -1,0 +1,144 @@
+"""``python -m training register``: reproducible calibration parts, and one line and exit status 2 for
+every model or calibration set it cannot register (the served examples are in tests/integration)."""
+
+from __future__ import annotations
+
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from tests.tools import run_in_project
+from training.register import (
+    MIN_CALIBRATION,
+    Calibration,
+    RegistrationError,
+    check_calibration,
+    class_names_for,
+    input_range_of,
+    split,
+)
+
+
+def test_calibration_parts_are_disjoint_cover_everything_and_repeat_with_the_seed():
+    parts = split(100, seed=3)
+    together = np.concatenate([parts.baseline, parts.typicality, parts.measured])
+    assert sorted(together.tolist()) == list(range(100))
+    assert (len(parts.baseline), len(parts.typicality), len(parts.measured)) == (33, 33, 34)
+    again = split(100, seed=3)
+    np.testing.assert_array_equal(parts.measured, again.measured)
+    assert not np.array_equal(split(100, seed=4).measured, parts.measured)
+    with pytest.raises(RegistrationError, match=f"at least {MIN_CALIBRATION} are needed"):
+        split(MIN_CALIBRATION - 1)
+
+
+def test_calibration_checks_name_the_rule():
+    good = Calibration(np.zeros((40, 3), dtype=np.float32), np.zeros(40, dtype=np.int64))
+    check_calibration(good, (3,), classes=2)
+    cases = [
+        (Calibration(np.zeros((40, 4))), "must have shape (N, 3) (the model's input), got (40, 4)"),
+        (Calibration(np.array([[np.nan, 0, 0]] * 40)), "holds NaN or Infinity"),
+        (Calibration(np.zeros((40, 3)), np.zeros(39, dtype=int)), "labels: must be 40 whole numbers"),
+        (Calibration(np.zeros((40, 3)), np.full(40, 2)), "labels: must be class indexes 0 to 1"),
+        (Calibration(np.zeros((40, 3)), np.zeros(40)), "labels: must be 40 whole numbers"),
+    ]
+    for calibration, message in cases:
+        with pytest.raises(RegistrationError) as info:
+            check_calibration(calibration, (3,), classes=2)
+        assert message in str(info.value)
+
+
+def test_input_range_comes_from_the_option_or_the_data():
+    data = Calibration(np.array([[0.5, 2.0], [1.0, 3.0]]))
+    assert input_range_of(data, None) == (0.5, 3.0)
+    assert input_range_of(data, (0.0, 4.0)) == (0.0, 4.0)
+    with pytest.raises(RegistrationError, match="fall outside --input-range 0 1"):
+        input_range_of(data, (0.0, 1.0))
+    with pytest.raises(RegistrationError, match="LOW must be below HIGH"):
+        input_range_of(data, (1.0, 1.0))
+    assert class_names_for(None, 3) == ["0", "1", "2"]
+    with pytest.raises(RegistrationError, match="3 classes, 2 names"):
+        class_names_for(["a", "b"], 3)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A valid small ReLU model, and the models and calibration sets registration must refuse."""
+    d = tmp_path_factory.mktemp("register")
+    keras.utils.set_random_seed(0)
+
+    def save(name: str, hidden) -> str:
+        inputs = keras.Input((4,))
+        x = inputs
+        for layer in hidden:
+            x = layer(x)
+        keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x)).save(d / name)
+        return str(d / name)
+
+    paths = {
+        "good": save("good.keras", [keras.layers.Dense(8, activation="relu")]),
+        "lambda": save(
+            "lambda.keras", [keras.layers.Dense(8, activation="relu"), keras.layers.Lambda(lambda t: t * 2)]
+        ),
+        "no_relu": save("no_relu.keras", [keras.layers.Dense(8, activation="tanh")]),
+    }
+    rng = np.random.default_rng(0)
+    for name, array in {
+        "cal": rng.random((60, 4), dtype=np.float32),
+        "cal_wrong_shape": rng.random((60, 5), dtype=np.float32),
+        "cal_small": rng.random((10, 4), dtype=np.float32),
+        "cal_objects": np.array([{"a": 1}] * 40, dtype=object),
+    }.items():
+        np.save(d / f"{name}.npy", array, allow_pickle=True)
+        paths[name] = str(d / f"{name}.npy")
+    return paths
+
+
+def _register(*args: str):
+    return run_in_project([sys.executable, "-m", "training", "register", *args], timeout=180)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("model", "name", "calibration", "message"),
+    [
+        ("lambda", "lambda_model", "cal", "a Lambda layer or function (arbitrary Python code)"),
+        ("no_relu", "no_relu", "cal", "has no ReLU-family layer to probe (hidden activations without exact zeros: "),
+        ("good", "wrong_shape", "cal_wrong_shape", "must have shape (N, 4) (the model's input), got (60, 5)"),
+        ("good", "Not/A-Name", "cal", "--name 'Not/A-Name' is not a valid model name"),
+        ("good", "too_few", "cal_small", "calibration set has 10 items; at least 30 are needed"),
+        ("good", "objects", "cal_objects", "not a plain numeric .npy array"),
+    ],
+)
+def test_registration_refuses_with_one_line_and_exit_2(files, model, name, calibration, message):
+    out = _register(files[model], "--name", name, "--calibration", files[calibration])
+    assert out.returncode == 2, out.stdout + out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], out.stderr
+    assert "Traceback" not in out.stderr and "registered" not in out.stdout
+
+
+@pytest.mark.slow
+def test_a_registered_model_gets_a_typed_card_and_a_one_screen_summary(files, bentoml_home):
+    import bentoml
+
+    out = _register(files["good"], "--name", "small_relu", "--calibration", files["cal"], "--class-names", "a,b,c")
+    assert out.returncode == 0, out.stderr
+    summary = out.stdout.strip().splitlines()
+    assert summary[0].startswith("registered small_relu:") and len(summary) <= 24
+    assert any("not_probed  none" in line for line in summary)
+    stored = bentoml.models.get("small_relu:latest")
+    card = stored.info.metadata
+    assert card["kind"] == "keras-relu" and card["class_names"] == ["a", "b", "c"]
+    assert card["input_shape"] == [4] and card["calibration"]["size"] == 60
+    assert [layer["name"] for layer in card["relu_layers"]] == ["dense"]
+    assert card["typicality"]["calibration_size"] == 20 and "test_accuracy" not in card
+    with open(files["good"], "rb") as handle:
+        import hashlib
+
+        assert card["provenance"]["sha256"] == hashlib.sha256(handle.read()).hexdigest()
+    # the file is stored unchanged
+    with open(stored.path_of("model.keras"), "rb") as a, open(files["good"], "rb") as b:
+        assert a.read() == b.read()
+    bentoml.models.delete(str(stored.tag))  # the session's servers serve every stored model: leave none extra
