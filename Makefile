@@ -16,7 +16,7 @@ export PYTHONPATH := $(CURDIR)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export BENTOML_DO_NOT_TRACK := true
 
-.PHONY: help setup setup-dev models train sweep prune serve k8s-manifests test test-fast test-container soak system-deps lint format bench bench-typicality build monitor clean
+.PHONY: help setup setup-dev models train examples sweep prune serve k8s-manifests test test-fast test-container soak system-deps lint format bench bench-typicality build monitor clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -41,6 +41,18 @@ models: setup ## train both models if the model store has none
 
 train: setup ## retrain both models now (options: make train ARGS="--epochs 20 --activity-l1 1e-4")
 	$(BIN)/python -m training all $(ARGS)
+
+EXAMPLES_OUT ?= examples/out
+
+examples: setup ## train the two example models (a residual CNN, an MLP) and register them: served next to ours
+	$(BIN)/python examples/residual_cnn.py --out $(EXAMPLES_OUT)
+	$(BIN)/python -m training register $(EXAMPLES_OUT)/residual_cnn.keras --name residual_cnn \
+		--calibration $(EXAMPLES_OUT)/residual_cnn_calibration.npy --labels $(EXAMPLES_OUT)/residual_cnn_labels.npy \
+		--input-range 0 1 --preprocessing mnist-digit
+	$(BIN)/python examples/digits_mlp.py --out $(EXAMPLES_OUT)
+	$(BIN)/python -m training register $(EXAMPLES_OUT)/digits_mlp.keras --name digits_mlp \
+		--calibration $(EXAMPLES_OUT)/digits_mlp_calibration.npy --labels $(EXAMPLES_OUT)/digits_mlp_labels.npy \
+		--input-range 0 16
 
 sweep: setup ## accuracy against sparsity over L1, init and activation design, 3 seeds (ARGS="--resume"); reports/sweep/
 	$(BIN)/python -m training sweep $(ARGS)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import bentoml
 import numpy as np
 
-from service.runtime import MnistRuntime
+from service.runtime import load
+from sparsity.card import load_card
 
 
 @bentoml.service(name="batching_experiment")
@@ -18,11 +19,12 @@ class BatchingService:
     mnist_model = bentoml.models.BentoModel("mnist_cnn:latest")
 
     def __init__(self) -> None:
-        self.mnist = MnistRuntime(self.mnist_model)
+        stored = self.mnist_model
+        self.mnist = load(stored, load_card(str(stored.tag), stored.info.metadata))
         self.mnist.warm_up()
 
     @bentoml.api(route="/mnist/predict", batchable=True, max_batch_size=64, max_latency_ms=20)
     def predict(self, images: np.ndarray) -> np.ndarray:
-        result = self.mnist.predict(images.astype(np.float32))
+        result = self.mnist.predict(images.astype(np.float32))  # a Prediction: the probe's pass and typicality
         layers = np.stack(list(result.layer_sparsity.values()), axis=1)
         return np.concatenate([result.probabilities, layers, result.overall[:, None]], axis=1)

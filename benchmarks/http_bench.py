@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.integration.server import Server
+from tests.integration.server import PROJECT_MODELS, Server
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICE = "service.service:SparsityService"
@@ -58,9 +58,13 @@ def make_bodies(work: Path) -> dict[str, tuple[Path, str]]:
     rng = np.random.default_rng(0)
     bodies = {}
     for n in (1, 32, 256):
+        images = rng.random((n, 28, 28)).round(4).tolist()
         path = work / f"images-{n}.json"
-        path.write_text(json.dumps({"images": rng.random((n, 28, 28)).round(4).tolist()}))
+        path.write_text(json.dumps({"images": images}))
         bodies[f"json{n}"] = (path, JSON)
+        path = work / f"inputs-{n}.json"  # the same images for the generic route
+        path.write_text(json.dumps({"inputs": images}))
+        bodies[f"inputs{n}"] = (path, JSON)
     for n in (256, 1024):
         buf = io.BytesIO()
         np.save(buf, rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8))
@@ -198,7 +202,9 @@ def memory(server: Server) -> dict:
 
 
 def serve_cases(target: str, workers: int, cases: list[Case], bodies, args, work: Path) -> tuple[dict, dict]:
-    server = Server(work / f"serve-{target.split(':')[1]}-{workers}.log", workers=workers, target=target)
+    server = Server(
+        work / f"serve-{target.split(':')[1]}-{workers}.log", workers=workers, target=target, env=PROJECT_MODELS
+    )
     results = {}
     try:
         server.wait_ready()
@@ -236,7 +242,17 @@ def targets(results: dict, limits: dict) -> list[tuple[str, float, str, bool]]:
     json_share = results["2 workers: JSON 256, 4 conn"]["images_per_second"] / two
     p99 = results["2 workers: 1 image, 8 conn"]["p99_ms"]
     ratio = results["1 worker: 1 image, 8 conn"]["requests_per_second"] / baseline
+    same_1 = (
+        results["1 worker: generic route, 1 image, 1 conn"]["requests_per_second"]
+        / results["1 worker: 1 image, 1 conn"]["requests_per_second"]
+    )
+    same_256 = (
+        results["1 worker: generic route, JSON 256, 2 conn"]["images_per_second"]
+        / results["1 worker: JSON 256, 2 conn"]["images_per_second"]
+    )
     return [
+        ("generic route / alias, 1 image, 1 worker (>= 0.9: the same within noise)", same_1, "{:.2f}", same_1 >= 0.9),
+        ("generic route / alias, JSON 256, 1 worker (>= 0.9)", same_256, "{:.2f}", same_256 >= 0.9),
         (
             "probe overhead at 256 images (<= 15%)",
             limits["probe_overhead_256"],
@@ -314,11 +330,15 @@ def main(argv: list[str] | None = None) -> int:
         Case("2 workers: binary 256, 4 conn", batch, "npy256", 256, 4),
         Case("2 workers: binary 1024, 4 conn", batch, "npy1024", 1024, 4),
     ]
-    one = [
+    generic = "/models/mnist_cnn/predict"
+    one = [  # the alias and the generic route of the same model, each case right after the other
         Case("1 worker: 1 image, 1 conn", predict, "json1", 1, 1),
+        Case("1 worker: generic route, 1 image, 1 conn", generic, "inputs1", 1, 1),
         Case("1 worker: 1 image, 8 conn", predict, "json1", 1, 8),
         Case("1 worker: JSON 256, 2 conn", predict, "json256", 256, 2),
+        Case("1 worker: generic route, JSON 256, 2 conn", generic, "inputs256", 256, 2),
         Case("1 worker: binary 256, 2 conn", batch, "npy256", 256, 2),
+        Case("1 worker: generic route, binary 256, 2 conn", f"{generic}_batch", "npy256", 256, 2),
     ]
     base = [
         Case("baseline model.predict, 1 worker: 1 image, 1 conn", predict, "json1", 1, 1),
@@ -338,6 +358,12 @@ def main(argv: list[str] | None = None) -> int:
     for name, mem in memory_of.items():
         workers = ", ".join(f"{mb:.0f}" for mb in mem["worker_rss_mb"])
         print(f"  {name:<36} supervisor {mem['supervisor_rss_mb']:5.0f} MB   workers {workers} MB")
+    http_1 = results["1 worker: 1 image, 1 conn"]["p50_ms"]
+    limits["http_p50_over_inprocess_probe_1"] = http_1 / limits["probe_ms_1"]
+    print(
+        f"one image over HTTP (p50, 1 worker, 1 conn) {http_1:.2f} ms = "
+        f"{limits['http_p50_over_inprocess_probe_1']:.1f} x the in-process probe ({limits['probe_ms_1']:.3f} ms)"
+    )
     print("targets:")
     checked = targets(results, limits)
     for name, value, fmt, ok in checked:

@@ -21,16 +21,15 @@ quiet_tensorflow()
 
 def _load(tag: str):
     """The probe exactly as a service worker builds it (one TF thread), and the plain forward pass."""
-    import bentoml
     import tensorflow as tf
 
-    from service.runtime import MnistRuntime, configure_tensorflow
-    from sparsity.contract import MNIST_SHAPE
+    from service.runtime import from_store
+    from sparsity.logs import set_tensorflow_threads
 
-    configure_tensorflow(1, 1)
-    runtime = MnistRuntime(bentoml.models.get(tag))
+    set_tensorflow_threads(1, 1)
+    runtime = from_store(tag)
     model = runtime.probe.model
-    spec = tf.TensorSpec((None, *MNIST_SHAPE), tf.float32)
+    spec = tf.TensorSpec((None, *runtime.item_shape), tf.float32)
     plain = tf.function(lambda x: model(x, training=False), input_signature=[spec])
     return runtime.tag, runtime.probe, plain
 

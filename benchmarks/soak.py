@@ -30,7 +30,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from tests.integration.server import Server
+from tests.integration.server import PROJECT_MODELS, Server
 
 WARM_UP_SECONDS = 10.0
 MEMORY_GROWTH_LIMIT = 0.10
@@ -149,14 +149,13 @@ def memory_sampler(server: Server, stop: threading.Event, out: list[tuple[float,
 
 def check_samples(samples: list[tuple[str, object, dict]], digits: np.ndarray, iris: np.ndarray) -> dict:
     """Recompute each sampled answer in process, on the same stored models, and compare."""
-    import bentoml
-
     from service.preprocess import image_to_mnist
-    from service.runtime import IrisRuntime, MnistRuntime, configure_tensorflow
+    from service.runtime import from_store
+    from sparsity.logs import set_tensorflow_threads
 
-    configure_tensorflow(1, 1)
-    mnist = MnistRuntime(bentoml.models.get("mnist_cnn:latest"))
-    iris_model = IrisRuntime(bentoml.models.get("iris_l1:latest"))
+    set_tensorflow_threads(1, 1)
+    mnist = from_store("mnist_cnn:latest")
+    iris_model = from_store("iris_l1:latest")
     mismatches: list[str] = []
     for kind, about, answer in samples:
         form, index = about
@@ -265,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     digits = load_mnist_5k(seed=0).x_test.reshape(-1, 28, 28).astype(np.float32)
     iris = load_iris(seed=0).x_test
     work = Path(tempfile.mkdtemp(prefix="soak-"))
-    server = Server(work / "serve.log", workers=args.workers)
+    server = Server(work / "serve.log", workers=args.workers, env=PROJECT_MODELS)
     clients = [Client() for _ in range(args.connections)]
     memory: list[tuple[float, dict[int, float]]] = []
     stop = threading.Event()

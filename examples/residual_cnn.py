@@ -13,7 +13,6 @@ unseen by both (``residual_cnn_unseen.npy``: typical inputs to check the false-a
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -21,10 +20,10 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
+import numpy as np
 
-from examples.common import stratified_parts, write_outputs  # noqa: E402
+from examples.common import finish, parser, stratified_parts
 
 NAME = "residual_cnn"
 BN_MOMENTUM = 0.9
@@ -66,27 +65,13 @@ def load_digits() -> tuple[np.ndarray, np.ndarray]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("examples/out"), help="output folder (default examples/out)")
-    parser.add_argument("--epochs", type=int, default=6, help="training epochs (default 6)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    args = parser.parse_args(argv)
+    args = parser(__doc__, epochs=6).parse_args(argv)
     x, y = load_digits()
     train, calibration, unseen = stratified_parts(y, (0.6, 0.24, 0.16), args.seed)
     model = build(seed=args.seed)
     model.compile(optimizer=keras.optimizers.Adam(2e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     model.fit(x[train], y[train], epochs=args.epochs, batch_size=64, shuffle=True, verbose=2)
-    accuracy = float(np.mean(np.argmax(model.predict(x[unseen], verbose=0), axis=1) == y[unseen]))
-    print(f"{NAME}: accuracy {accuracy:.4f} on {len(unseen)} unseen digits")
-    arrays = {
-        "calibration": x[calibration],
-        "labels": y[calibration],
-        "unseen": x[unseen],
-        "unseen_labels": y[unseen],
-    }
-    path = write_outputs(args.out, NAME, model, arrays, {"unseen_accuracy": accuracy, "epochs": args.epochs})
-    print(f"saved {path}; register it with: python -m training register {path} --name {NAME} ...")
-    return 0
+    return finish(NAME, model, x, y, calibration, unseen, args, "digits")
 
 
 if __name__ == "__main__":

@@ -199,6 +199,8 @@ check("prediction", status == 200 and 0 <= prediction.get("label", -1) <= 9 and 
       f"HTTP {status}, label {prediction.get('label')}, overall sparsity {prediction.get('sparsity', {}).get('overall')}")
 status, answer = post("/iris/predict", json.dumps({"features": [[5.1, 3.5, 1.4, 0.2]]}).encode())
 check("iris", status == 200 and answer["predictions"][0]["name"] == "setosa", f"HTTP {status}, {answer['predictions'][0]['name'] if status == 200 else answer}")
+status, answer = post("/models/mnist_cnn/predict", json.dumps({"inputs": blank}).encode())
+check("generic_route", status == 200 and answer["model"].startswith("mnist_cnn:"), f"HTTP {status}, model {answer.get('model')}")
 status, answer = post("/mnist/predict", b"x" * (40 * 1024 * 1024))
 check("urllib_413", status == 413 and answer["error"].startswith("body: request body exceeds"), f"HTTP {status}: {answer.get('error')}")
 

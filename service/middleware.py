@@ -9,6 +9,7 @@ from collections.abc import Callable
 import anyio
 
 from service.routes import RouteSpec, match
+from service.schemas import Error, ErrorItem
 
 
 class BodyTooLarge(Exception):
@@ -68,8 +69,14 @@ async def _check_upload(scope, body: bytes, field: str) -> tuple[str, str] | Non
 
 
 def error_body(message: str, loc: str, kind: str) -> bytes:
-    """The API's error shape: ``error`` names the field and the rule, ``detail`` is pydantic-like."""
-    return json.dumps({"error": f"{loc}: {message}", "detail": [{"type": kind, "loc": [loc], "msg": message}]}).encode()
+    """The body of a refusal the service makes itself, built from the one ``Error`` schema (what the
+    OpenAPI document declares): ``error`` names the field and the rule, ``detail`` is pydantic-like.
+    BentoML's own validation errors are rewritten to the same shape (:func:`summarise_validation_error`)."""
+    return (
+        Error(error=f"{loc}: {message}", detail=[ErrorItem(type=kind, loc=[loc], msg=message)])
+        .model_dump_json()
+        .encode()
+    )
 
 
 def location(loc: list) -> str:
@@ -128,105 +135,7 @@ class RequestGuard:
         if scope["type"] != "http" or scope.get("method") != "POST":
             await self.app(scope, receive, send)
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        limit = self.max_body_bytes
-        too_large = f"request body exceeds the limit of {limit} bytes"
-        too_slow = f"the request body did not arrive within {self.body_timeout:g} s"
-        deadline = anyio.current_time() + self.body_timeout
-        received = 0
-        started = ended = False
-        refusal: tuple[int, bytes] | None = None  # set when the guard, not the app, answers
-        responded = False
-        held_start: dict | None = None
-        held_body: list[bytes] = []
-
-        async def timed_receive():
-            """The client's next message; BodyTimeout once the body is past its deadline."""
-            nonlocal started, ended, received
-            if ended:
-                return await receive()
-            started = True
-            with anyio.move_on_after(max(deadline - anyio.current_time(), 0)):
-                message = await receive()
-                if message["type"] == "http.request":
-                    received += len(message.get("body", b""))
-                    ended = not message.get("more_body", False)
-                else:
-                    ended = True
-                return message
-            raise BodyTimeout
-
-        async def refuse(status: int, body: bytes) -> None:
-            """Answer for the guard: discard the rest of the body first when the client is sending it;
-            close the connection when its body was not read to the end."""
-            nonlocal responded
-            responded = True
-            waiting = not started and headers.get("expect", "").strip().lower() == "100-continue"
-            if not ended and not waiting and status != 408:
-                await self._drain(timed_receive, lambda: received, headers.get("content-length"))
-            await respond(send, status, body, close=not ended)
-
-        async def counting_receive():
-            nonlocal refusal
-            try:
-                message = await timed_receive()
-            except BodyTimeout:
-                refusal = (408, error_body(too_slow, "body", "body_timeout"))
-                raise
-            if received > limit:
-                refusal = (413, error_body(too_large, "body", "body_too_large"))
-                raise BodyTooLarge
-            return message
-
-        async def guarded_send(message):
-            nonlocal responded, held_start
-            if refusal is not None:  # whatever the app makes of the overflow or timeout (BentoML: a 500)
-                if message["type"] == "http.response.start" and not responded:
-                    await refuse(*refusal)
-                return
-            if message["type"] == "http.response.start":
-                responded = True
-                if message["status"] == 400:  # rare and small: held back to name "field: rule" in "error"
-                    held_start = message
-                    return
-            elif held_start is not None and message["type"] == "http.response.body":
-                held_body.append(message.get("body", b""))
-                if message.get("more_body", False):
-                    return
-                body = summarise_validation_error(b"".join(held_body))
-                headers = [(k, v) for k, v in held_start["headers"] if k.lower() != b"content-length"]
-                headers.append((b"content-length", str(len(body)).encode()))
-                await send({**held_start, "headers": headers})
-                await send({"type": "http.response.body", "body": body})
-                return
-            await send(message)
-
-        route = self.route_of(scope["path"])
-        if route is not None:
-            allowed = route.content_types
-            media_type = headers.get("content-type", "").split(";")[0].strip().lower()
-            if media_type not in allowed:
-                message = f"must be {' or '.join(allowed)}, got {media_type or 'none'!r}"
-                await refuse(415, error_body(message, "Content-Type", "unsupported_media_type"))
-                return
-        length = headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > limit:
-            await refuse(413, error_body(too_large, "body", "body_too_large"))
-            return
-
-        try:
-            downstream = counting_receive
-            if route is not None and route.upload_field is not None:
-                body = await read_body(counting_receive)
-                problem = await _check_upload(scope, body, route.upload_field)
-                if problem is not None:
-                    await refuse(400, error_body(problem[1], problem[0], "invalid_input"))
-                    return
-                downstream = replay_body(body, receive)
-            await self.app(scope, downstream, guarded_send)
-        except (BodyTooLarge, BodyTimeout):
-            if not responded and refusal is not None:
-                await refuse(*refusal)
+        await GuardedRequest(self, scope, receive, send).handle()
 
     async def _drain(self, receive, received, declared: str | None) -> None:
         """Read and drop the rest of the body while the total stays within the drain bound; stop early
@@ -240,6 +149,119 @@ class RequestGuard:
                     return
         except BodyTimeout:
             return
+
+
+class GuardedRequest:
+    """One POST request under the guard: its body's byte count and deadline, and who answered it.
+
+    The app reads the body through :meth:`receive_counted` (413 past the size limit, 408 past the
+    deadline) and answers through :meth:`send_guarded` (which replaces whatever the app makes of such a
+    refusal, and rewrites a 400 so that ``error`` names the field and the rule).
+    """
+
+    def __init__(self, guard: RequestGuard, scope, receive, send) -> None:
+        self.guard, self.scope, self.client_receive, self.client_send = guard, scope, receive, send
+        self.headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        self.deadline = anyio.current_time() + guard.body_timeout
+        self.received = 0
+        self.started = self.ended = False  # the body: reading began, reading finished
+        self.refusal: tuple[int, bytes] | None = None  # set when the guard, not the app, answers
+        self.responded = False
+        self.held_start: dict | None = None  # a 400's start, held until its body is rewritten
+        self.held_body: list[bytes] = []
+
+    def too_large(self) -> tuple[int, bytes]:
+        return 413, error_body(
+            f"request body exceeds the limit of {self.guard.max_body_bytes} bytes", "body", "body_too_large"
+        )
+
+    async def handle(self) -> None:
+        route = self.guard.route_of(self.scope["path"])
+        if route is not None:
+            media_type = self.headers.get("content-type", "").split(";")[0].strip().lower()
+            if media_type not in route.content_types:
+                message = f"must be {' or '.join(route.content_types)}, got {media_type or 'none'!r}"
+                await self.refuse(415, error_body(message, "Content-Type", "unsupported_media_type"))
+                return
+        length = self.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.guard.max_body_bytes:
+            await self.refuse(*self.too_large())
+            return
+        try:
+            downstream = self.receive_counted
+            if route is not None and route.upload_field is not None:
+                body = await read_body(self.receive_counted)
+                problem = await _check_upload(self.scope, body, route.upload_field)
+                if problem is not None:
+                    await self.refuse(400, error_body(problem[1], problem[0], "invalid_input"))
+                    return
+                downstream = replay_body(body, self.client_receive)
+            await self.guard.app(self.scope, downstream, self.send_guarded)
+        except (BodyTooLarge, BodyTimeout):
+            if not self.responded and self.refusal is not None:
+                await self.refuse(*self.refusal)
+
+    async def receive_timed(self):
+        """The client's next message; BodyTimeout once the body is past its deadline."""
+        if self.ended:
+            return await self.client_receive()
+        self.started = True
+        with anyio.move_on_after(max(self.deadline - anyio.current_time(), 0)):
+            message = await self.client_receive()
+            if message["type"] == "http.request":
+                self.received += len(message.get("body", b""))
+                self.ended = not message.get("more_body", False)
+            else:
+                self.ended = True
+            return message
+        raise BodyTimeout
+
+    async def receive_counted(self):
+        """What the app reads: the body, refused past the size limit or the deadline."""
+        try:
+            message = await self.receive_timed()
+        except BodyTimeout:
+            slow = f"the request body did not arrive within {self.guard.body_timeout:g} s"
+            self.refusal = (408, error_body(slow, "body", "body_timeout"))
+            raise
+        if self.received > self.guard.max_body_bytes:
+            self.refusal = self.too_large()
+            raise BodyTooLarge
+        return message
+
+    async def refuse(self, status: int, body: bytes) -> None:
+        """Answer for the guard: discard the rest of the body first when the client is sending it;
+        close the connection when its body was not read to the end."""
+        self.responded = True
+        waiting = not self.started and self.headers.get("expect", "").strip().lower() == "100-continue"
+        if not self.ended and not waiting and status != 408:
+            await self.guard._drain(self.receive_timed, lambda: self.received, self.headers.get("content-length"))
+        await respond(self.client_send, status, body, close=not self.ended)
+
+    async def send_guarded(self, message) -> None:
+        """What the app sends: replaced by the guard's refusal, a 400 rewritten, anything else passed on."""
+        if self.refusal is not None:  # whatever the app makes of the overflow or timeout (BentoML: a 500)
+            if message["type"] == "http.response.start" and not self.responded:
+                await self.refuse(*self.refusal)
+            return
+        if message["type"] == "http.response.start":
+            self.responded = True
+            if message["status"] == 400:  # rare and small: held back to name "field: rule" in "error"
+                self.held_start = message
+                return
+        elif self.held_start is not None and message["type"] == "http.response.body":
+            self.held_body.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                await self._send_rewritten_400()
+            return
+        await self.client_send(message)
+
+    async def _send_rewritten_400(self) -> None:
+        body = summarise_validation_error(b"".join(self.held_body))
+        headers = [(k, v) for k, v in self.held_start["headers"] if k.lower() != b"content-length"]
+        headers.append((b"content-length", str(len(body)).encode()))
+        await self.client_send({**self.held_start, "headers": headers})
+        await self.client_send({"type": "http.response.body", "body": body})
 
 
 async def respond(send, status: int, body: bytes, close: bool = False, head: bool = False) -> None:

@@ -73,7 +73,7 @@ class KerasReluRuntime(Runtime):
 
         super().__init__(tag, card)
         try:
-            model = load_keras_safely(path)
+            model = load_keras_safely(path, audit=False)  # service.registry audited it: safe mode is the second line
         except ValueError as exc:
             raise ModelCardError(f"model {tag}: {exc}") from None
         self.probe = SparsityProbe(model, value_range=self.value_range, field="inputs")
@@ -141,3 +141,13 @@ RUNTIMES: dict[str, type[Runtime]] = {"keras-relu": KerasReluRuntime, "linear": 
 def load(stored, card) -> Runtime:
     """The runtime of ``card.kind`` over a stored model (BentoML's ``Model``)."""
     return RUNTIMES[card.kind](str(stored.tag), card, stored.path_of(card.MODEL_FILE))
+
+
+def from_store(tag: str) -> Runtime:
+    """The runtime of a stored model by tag (benchmarks and tests; the service audits first, see registry)."""
+    import bentoml
+
+    from sparsity.card import load_card
+
+    stored = bentoml.models.get(tag)
+    return load(stored, load_card(str(stored.tag), stored.info.metadata))

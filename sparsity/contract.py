@@ -9,3 +9,7 @@ ALL_LAYERS = "all"
 """Layer label for the overall (size-weighted) figure across all ReLU layers."""
 LINEAR_LAYER = "coefficients"
 """Layer label used for a linear classifier's weights in metrics and answers."""
+DEFAULT_THRESHOLD = 0.05
+"""The thresholded ReLU's threshold unless one is given (the sweep's; the only declaration of it)."""
+DEFAULT_DENSITY = 0.1
+"""k-WTA's kept share of each sample's activations unless one is given (the only declaration of it)."""

@@ -56,13 +56,14 @@ def keras_file_problems(path: str) -> list[str]:
     return problems
 
 
-def load_keras_safely(path: str):
-    """Audit ``path``, then load it with Keras' safe mode on; ValueError with one line otherwise."""
+def load_keras_safely(path: str, audit: bool = True):
+    """Audit ``path`` (unless the caller just did), then load it with Keras' safe mode on; ValueError with
+    one line otherwise."""
     import keras
 
     import sparsity.layers  # noqa: F401  registers the core's thresholded ReLU and k-WTA for loading
 
-    problems = keras_file_problems(path)
+    problems = keras_file_problems(path) if audit else []
     if problems:
         raise ValueError(f"{path} refused: {'; '.join(problems)}")
     try:

@@ -12,6 +12,8 @@ import math
 import keras
 from keras import ops
 
+from sparsity.contract import DEFAULT_DENSITY, DEFAULT_THRESHOLD
+
 PACKAGE = "sparsity"
 
 
@@ -23,7 +25,7 @@ class ThresholdedReLU(keras.layers.Layer):
     little signal, become exact zeros.
     """
 
-    def __init__(self, threshold: float = 0.1, **kwargs) -> None:
+    def __init__(self, threshold: float = DEFAULT_THRESHOLD, **kwargs) -> None:
         super().__init__(**kwargs)
         threshold = float(threshold)
         if not threshold >= 0.0 or threshold == float("inf"):
@@ -49,7 +51,7 @@ class KWinners(keras.layers.Layer):
     exact zero. Ties with the k-th value are kept, so a sample may keep slightly more than k.
     """
 
-    def __init__(self, density: float = 0.1, **kwargs) -> None:
+    def __init__(self, density: float = DEFAULT_DENSITY, **kwargs) -> None:
         super().__init__(**kwargs)
         density = float(density)
         if not 0.0 < density <= 1.0:

@@ -207,7 +207,7 @@ def train(args: argparse.Namespace) -> int:
             (level,) = report["levels"]
             log.info(
                 "pruned %s -> %s: units %s, accuracy %.4f, overall sparsity %.3f; this is mnist_cnn:latest "
-                "(serve the unpruned parent with MNIST_MODEL_TAG=%s)",
+                "(serve the unpruned parent with SERVED_MODELS=%s)",
                 trained["tag"],
                 level["tag"],
                 level["units"],

@@ -6,6 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from sparsity.contract import DEFAULT_DENSITY, DEFAULT_THRESHOLD
 from sparsity.logs import set_tensorflow_threads
 from training.arguments import (
     DEFAULT_REPORT_DIR,
@@ -32,9 +33,17 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--l1", type=list_of(non_negative_float), help="L1 activity strengths, e.g. 0,1e-5,1e-4")
     parser.add_argument("--init", type=list_of(str, INITS), help=f"initialisations among {', '.join(INITS)}")
     parser.add_argument("--design", type=list_of(str, DESIGNS), help=f"activation designs among {', '.join(DESIGNS)}")
-    parser.add_argument("--threshold", type=positive_float, default=0.05, help="fatrelu threshold (default 0.05)")
     parser.add_argument(
-        "--kwta-density", type=density, default=0.1, help="kwta: share of activations kept per layer (default 0.1)"
+        "--threshold",
+        type=positive_float,
+        default=DEFAULT_THRESHOLD,
+        help=f"fatrelu threshold (default {DEFAULT_THRESHOLD:g})",
+    )
+    parser.add_argument(
+        "--kwta-density",
+        type=density,
+        default=DEFAULT_DENSITY,
+        help=f"kwta: share of activations kept per layer (default {DEFAULT_DENSITY:g})",
     )
     parser.add_argument("--seeds", type=positive_int, default=3, help="seeds per point: 0..N-1 (default 3)")
     parser.add_argument("--epochs", type=positive_int, default=15, help="epochs per run (default 15)")

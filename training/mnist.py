@@ -14,6 +14,7 @@ import numpy as np
 
 from sparsity import SparsityProbe
 from sparsity.card import KerasReluCard
+from sparsity.contract import DEFAULT_DENSITY, DEFAULT_THRESHOLD
 from sparsity.summary import summarize
 from training import data, models
 from training.datasets import MNIST_CLASS_NAMES, MNIST_MODEL_NAME, MNIST_PREPROCESSING, MNIST_RANGE
@@ -32,8 +33,8 @@ class MnistOptions:
     activity_l1: float = 0.0
     init: str = "glorot"
     design: str = "relu"
-    threshold: float = 0.1
-    kwta_density: float = 0.1
+    threshold: float = DEFAULT_THRESHOLD
+    kwta_density: float = DEFAULT_DENSITY
     learning_rate: float = 1e-3
     seed: int = 0
     limit: int = 0  # 0 = all training images; >0 keeps the first N (smoke tests)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import keras
 from keras import layers
 
+from sparsity.contract import DEFAULT_DENSITY, DEFAULT_THRESHOLD
 from sparsity.layers import KWinners, ThresholdedReLU
 from training.choices import ARCHS, DESIGNS, INITS
 from training.datasets import MNIST_CLASS_NAMES, MNIST_SHAPE
@@ -25,8 +26,8 @@ class LayerSpec:
     activity_l1: float = 0.0
     init: str = "glorot"
     design: str = "relu"
-    threshold: float = 0.1  # fatrelu: zero below this
-    kwta_density: float = 0.1  # kwta: share of each layer's activations kept per sample
+    threshold: float = DEFAULT_THRESHOLD  # fatrelu: zero below this
+    kwta_density: float = DEFAULT_DENSITY  # kwta: share of each layer's activations kept per sample
 
     def design_of(self, layer: str) -> str:
         """The activation design of one layer: ``kwta-dense`` is ReLU everywhere but ``dense``."""

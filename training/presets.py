@@ -6,7 +6,9 @@ Importable without TensorFlow."""
 
 from __future__ import annotations
 
-_BASE = {"init": "glorot", "threshold": 0.05, "kwta_density": 0.1}
+from sparsity.contract import DEFAULT_DENSITY, DEFAULT_THRESHOLD
+
+_BASE = {"init": "glorot", "threshold": DEFAULT_THRESHOLD, "kwta_density": DEFAULT_DENSITY}
 
 PRESETS: dict[str, dict] = {
     "sparse": {**_BASE, "activity_l1": 3e-3, "design": "relu"},

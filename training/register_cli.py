@@ -10,26 +10,9 @@ import logging
 import sys
 from pathlib import Path
 
-from training.arguments import non_negative_int
+from training.arguments import finite_float, list_of, non_negative_int
 
 log = logging.getLogger("training")
-
-
-def _range_bound(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if value != value or value in (float("inf"), float("-inf")):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
-    return value
-
-
-def _names(text: str) -> list[str]:
-    names = [name.strip() for name in text.split(",")]
-    if any(not name for name in names):
-        raise argparse.ArgumentTypeError("expected comma-separated class names, none of them empty")
-    return names
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -49,11 +32,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="a .npy array (N, *input shape) of typical inputs, already as the model takes them; N >= 30",
     )
     parser.add_argument("--labels", type=Path, help="a .npy array (N,) of class indexes: the accuracy goes on the card")
-    parser.add_argument("--class-names", type=_names, help="comma-separated, one per output (default 0,1,...)")
+    parser.add_argument("--class-names", type=list_of(str), help="comma-separated, one per output (default 0,1,...)")
     parser.add_argument(
         "--input-range",
         nargs=2,
-        type=_range_bound,
+        type=finite_float,
         metavar=("LOW", "HIGH"),
         help="the values inputs may take; the service refuses others with 400 (default: the calibration data's "
         "minimum and maximum)",

@@ -18,6 +18,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from sparsity.contract import DEFAULT_DENSITY, DEFAULT_THRESHOLD
 from sparsity.logs import quiet_tensorflow, set_tensorflow_threads
 from training.frontier import SELECTION_RULE, aggregate, pareto_frontier, select_default
 from training.progress import Progress
@@ -39,8 +40,8 @@ class Point:
     l1: float = 0.0
     init: str = "glorot"
     design: str = "relu"
-    threshold: float = 0.05
-    kwta_density: float = 0.1
+    threshold: float = DEFAULT_THRESHOLD
+    kwta_density: float = DEFAULT_DENSITY
 
     @property
     def key(self) -> str:

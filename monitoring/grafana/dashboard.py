@@ -12,7 +12,7 @@ from pathlib import Path
 DATASOURCE = {"type": "prometheus", "uid": "prometheus-sparsity"}
 OUT = Path(__file__).resolve().parent / "dashboards" / "sparsity.json"
 M = 'model="$model"'
-PREDICT = 'endpoint=~"/mnist/.*|/iris/.*"'
+PREDICT = 'endpoint=~"/mnist/.*|/iris/.*|/models/[^/]+/predict.*"'
 
 # (title, kind, unit, width, height, description, [(expr, legend)])
 PANELS: list[tuple[str, str, str, int, int, str, list[tuple[str, str]]]] = [

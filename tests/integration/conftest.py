@@ -10,7 +10,6 @@ import pytest
 from tests.integration.server import Server
 from tests.tools import run_in_project
 
-
 EXAMPLES = {
     "residual_cnn": ["--input-range", "0", "1", "--preprocessing", "mnist-digit"],
     "digits_mlp": [
@@ -18,7 +17,7 @@ EXAMPLES = {
         "0",
         "16",
         "--class-names",
-        ",".join("zero one two three four five six seven eight nine".split()),
+        ",".join(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]),
     ],
 }
 

@@ -15,6 +15,11 @@ import httpx
 ROOT = Path(__file__).resolve().parents[2]
 
 
+PROJECT_MODELS = {"SERVED_MODELS": "mnist_cnn,iris_l1"}
+"""The environment of a server of the project's own two models only (the store may hold the examples and
+others too): what the monitoring, resilience, soak and speed checks measure."""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

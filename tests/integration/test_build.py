@@ -11,6 +11,7 @@ import bentoml
 import pytest
 import yaml
 
+from tests.integration.server import PROJECT_MODELS
 from tests.tools import run_in_project
 
 
@@ -18,7 +19,7 @@ from tests.tools import run_in_project
 @pytest.mark.integration
 def test_bentoml_build_bundles_service_core_and_models(trained):
     bentoml_cli = str(Path(sys.executable).parent / "bentoml")
-    out = run_in_project([bentoml_cli, "build", "--output", "tag"])
+    out = run_in_project([bentoml_cli, "build", "--output", "tag"], env=PROJECT_MODELS)  # the served models
     assert out.returncode == 0, out.stderr[-3000:]
     bento = bentoml.get("sparsity_service:latest")
     root = Path(bento.path)

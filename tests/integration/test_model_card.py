@@ -147,7 +147,11 @@ def test_keras_safe_mode_refuses_a_lambda_in_the_worker_too(bad_store):
         ("MAX_IMAGE_PIXELS", "12", "must be a whole number from 784 to 268435456"),
         ("ACCESS_LOG", "maybe", "must be one of true, false"),
         ("SERVED_MODELS", "MNIST CNN", "must be comma-separated model tags"),
-        ("SERVED_MODELS", "iris_l1,iris_l1:latest", "each name once"),
+        (
+            "SERVED_MODELS",
+            "iris_l1,iris_l1:latest",
+            "must be comma-separated model tags name[:version], lower-case names, each name once",
+        ),
     ],
 )
 def test_bad_setting_stops_the_service_with_one_line(trained, tmp_path, name, raw, rule):

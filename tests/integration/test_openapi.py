@@ -19,7 +19,15 @@ from tests.helpers import png_bytes
 from tests.tools import ROOT, run_in_project
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
-POST_ROUTES = ("/mnist/predict", "/mnist/predict_image", "/mnist/predict_batch", "/iris/predict")
+POST_ROUTES = (
+    "/mnist/predict",
+    "/mnist/predict_image",
+    "/mnist/predict_batch",
+    "/iris/predict",
+    "/models/{name}/predict",
+    "/models/{name}/predict_batch",
+    "/models/{name}/predict_image",
+)
 
 
 @pytest.fixture(scope="module")
@@ -52,16 +60,17 @@ def _schemas(node):
 
 def test_every_route_lists_what_it_can_answer_and_nothing_else(document):
     paths = document["paths"]
-    assert set(POST_ROUTES) | {"/models"} <= set(paths)
+    assert set(POST_ROUTES) | {"/models", "/models/{name}"} <= set(paths)
     for path in POST_ROUTES:
         responses = paths[path]["post"]["responses"]
-        assert set(responses) == {"200", "400", "408", "413", "415"}, path
-        for status in ("400", "408", "413", "415"):
+        assert set(responses) == {"200", "400", "404", "408", "413", "415"}, path
+        for status in ("400", "404", "408", "413", "415"):
             assert responses[status]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
         assert paths[path]["post"]["requestBody"]["required"] is True
     assert set(paths["/models"]["get"]["responses"]) == {"200"}
+    assert set(paths["/models/{name}"]["get"]["responses"]) == {"200", "404"}
     every_status = {status for item in paths.values() for op in item.values() for status in op["responses"]}
-    assert not every_status & {"404", "500"}
+    assert "500" not in every_status
 
 
 def test_the_request_examples_are_valid_and_answered_as_documented(server, document):
@@ -72,11 +81,12 @@ def test_the_request_examples_are_valid_and_answered_as_documented(server, docum
             if "example" not in content:
                 continue
             conforms(document, content["schema"], content["example"])
-            r = httpx.post(f"{server.url}{path}", json=content["example"], timeout=60)
+            name = next((p["example"] for p in operation.get("parameters", []) if p["name"] == "name"), "")
+            r = httpx.post(f"{server.url}{path.replace('{name}', name)}", json=content["example"], timeout=60)
             assert media == "application/json" and r.status_code == 200, r.text
             conforms(document, operation["responses"]["200"]["content"]["application/json"]["schema"], r.json())
             posted += 1
-    assert posted == 2  # /mnist/predict and /iris/predict
+    assert posted == 3  # /mnist/predict, /iris/predict and /models/mnist_cnn/predict
 
 
 def test_models_answers_as_documented(server, document):
@@ -87,11 +97,18 @@ def test_models_answers_as_documented(server, document):
         document["paths"]["/models"]["get"]["responses"]["200"]["content"]["application/json"]["schema"],
         r.json(),
     )
-    mnist = {"$ref": "#/components/schemas/MnistModelInfo"}
-    iris = {"$ref": "#/components/schemas/IrisModelInfo"}
-    conforms(document, mnist, r.json()["models"][0])
-    with pytest.raises(Exception, match="required"):  # the two entries are told apart by their fields
-        conforms(document, iris, r.json()["models"][0])
+    keras = {"$ref": "#/components/schemas/KerasReluModelInfo"}
+    linear = {"$ref": "#/components/schemas/LinearModelInfo"}
+    by_name = {model["name"]: model for model in r.json()["models"]}
+    conforms(document, keras, by_name["mnist_cnn"])
+    conforms(document, linear, by_name["iris_l1"])
+    with pytest.raises(Exception, match=r"required|is not one of"):  # the two kinds are told apart
+        conforms(document, linear, by_name["mnist_cnn"])
+    card = document["paths"]["/models/{name}"]["get"]["responses"]
+    conforms(document, card["200"]["content"]["application/json"]["schema"], by_name["residual_cnn"])
+    missing = httpx.get(f"{server.url}/models/nope", timeout=30)
+    assert missing.status_code == 404
+    conforms(document, card["404"]["content"]["application/json"]["schema"], missing.json())
 
 
 @pytest.mark.parametrize(
@@ -103,10 +120,13 @@ def test_models_answers_as_documented(server, document):
         ("/mnist/predict_image", b"--x--\r\n", "multipart/form-data; boundary=x", 400),
         ("/iris/predict", b"{}", "text/plain", 415),
         ("/mnist/predict", b"x" * (17 * 1024 * 1024), "application/json", 413),
+        ("/models/{name}/predict", b'{"inputs": [[1]]}', "application/json", 400),
+        ("/models/{name}/predict_batch", b"{}", "application/json", 415),
     ],
 )
 def test_every_kind_of_refusal_has_the_documented_error_body(server, document, path, body, content_type, status):
-    r = httpx.post(f"{server.url}{path}", content=body, headers={"content-type": content_type}, timeout=60)
+    url = server.url + path.replace("{name}", "digits_mlp")
+    r = httpx.post(url, content=body, headers={"content-type": content_type}, timeout=60)
     assert r.status_code == status, r.text
     conforms(
         document,
@@ -150,13 +170,21 @@ def generated_client(server, tmp_path_factory):
 
 def test_the_generated_client_predicts_through_every_route(server, generated_client, reference, test_images):
     from sparsity_client.api.service import (
+        get_model,
         iris_predict,
         list_models,
         mnist_predict,
         mnist_predict_batch,
         mnist_predict_image,
+        predict,
     )
-    from sparsity_client.models import IrisPredictRequest, MnistPredictImageRequest, MnistPredictRequest, MnistResponse
+    from sparsity_client.models import (
+        IrisPredictRequest,
+        MnistPredictImageRequest,
+        MnistPredictRequest,
+        PredictRequest,
+        PredictResponse,
+    )
     from sparsity_client.types import File
 
     client = generated_client.Client(base_url=server.url, timeout=httpx.Timeout(60.0))
@@ -164,7 +192,7 @@ def test_the_generated_client_predicts_through_every_route(server, generated_cli
     expected = reference(images)
 
     answer = mnist_predict.sync(client=client, body=MnistPredictRequest(images=images.tolist()))
-    assert isinstance(answer, MnistResponse) and answer.model == expected["tag"]
+    assert isinstance(answer, PredictResponse) and answer.model == expected["tag"]
     for i, prediction in enumerate(answer.predictions):
         assert prediction.label == int(np.argmax(expected["probabilities"][i]))
         assert prediction.sparsity.overall == pytest.approx(expected["overall"][i], abs=1e-6)
@@ -188,9 +216,14 @@ def test_the_generated_client_predicts_through_every_route(server, generated_cli
     assert [p.name for p in iris.predictions] == [p["name"] for p in direct["predictions"]]
     assert iris.predictions[0].sparsity.contributions == direct["predictions"][0]["sparsity"]["contributions"]
 
+    generic = predict.sync(name="mnist_cnn", client=client, body=PredictRequest(inputs=images.tolist()))
+    assert generic.to_dict() == answer.to_dict()
+
     models = list_models.sync(client=client)
-    assert models.models[0].tag == expected["tag"]
-    assert models.models[0].activation_sparsity["all"].mean > 0
+    (mnist,) = [model for model in models.models if model.name == "mnist_cnn"]
+    assert mnist.tag == expected["tag"] and mnist.activation_sparsity["all"].mean > 0
+    assert get_model.sync(name="mnist_cnn", client=client).to_dict() == mnist.to_dict()
+    assert get_model.sync_detailed(name="nope", client=client).status_code == 404
 
 
 def test_a_refusal_reads_through_the_generated_error_type(server, generated_client):

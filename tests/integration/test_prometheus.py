@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import png_bytes
-from tests.integration.server import Server, free_port
+from tests.integration.server import PROJECT_MODELS, Server, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -79,7 +79,7 @@ class Prometheus:
 @pytest.fixture(scope="module")
 def stack(trained, tmp_path_factory, test_images):
     work = tmp_path_factory.mktemp("monitoring")
-    server = Server(work / "serve.log", workers=2)
+    server = Server(work / "serve.log", workers=2, env=PROJECT_MODELS)
     prometheus = None
     try:
         server.wait_ready()

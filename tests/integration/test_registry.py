@@ -126,7 +126,7 @@ def test_a_picture_model_of_its_own_takes_uploads_by_its_declared_step(server, t
     upload = {"image": ("digit.png", png_bytes(test_images[0][0]), "image/png")}
     r = httpx.post(f"{server.url}/models/residual_cnn/predict_image", files=upload, timeout=60)
     assert r.status_code == 200, r.text
-    assert list(r.json()["predictions"][0]["sparsity"]["layers"])[0] == "stem_relu"
+    assert next(iter(r.json()["predictions"][0]["sparsity"]["layers"])) == "stem_relu"
     r = httpx.post(f"{server.url}/models/digits_mlp/predict_image", files=upload, timeout=60)
     assert r.status_code == 404 and "takes inputs of shape (64,), not pictures" in r.json()["error"]
 

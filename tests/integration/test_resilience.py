@@ -21,7 +21,7 @@ import psutil
 import pytest
 
 from sparsity import logs
-from tests.integration.server import Server
+from tests.integration.server import PROJECT_MODELS, Server
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -34,7 +34,12 @@ FORTY_MB = 40 * 1024 * 1024
 def pair(trained, tmp_path_factory):
     """Two workers; a 1 MiB body limit and a 2 s body deadline, so the tests stay short. Started without
     TF_CPP_MIN_LOG_LEVEL: the service sets its own default (its log is checked below)."""
-    env = {"MAX_BODY_BYTES": str(LIMIT), "BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT), "TF_CPP_MIN_LOG_LEVEL": ""}
+    env = {
+        "MAX_BODY_BYTES": str(LIMIT),
+        "BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT),
+        "TF_CPP_MIN_LOG_LEVEL": "",
+        **PROJECT_MODELS,
+    }
     srv = Server(tmp_path_factory.mktemp("pair") / "serve.log", workers=2, env=env)
     try:
         srv.wait_ready()
@@ -211,11 +216,12 @@ def test_the_log_is_one_format_with_a_start_up_summary_and_one_line_per_refusal(
     for worker in (1, 2):
         assert f"[entry_service:sparsity_service:{worker}] ready: worker {worker} of 2, listening on " in text
     assert f"listening on http://127.0.0.1:{port}" in text
-    mnist, iris = httpx.get(f"{pair.url}/models", timeout=30).json()["models"]
+    iris, mnist = httpx.get(f"{pair.url}/models", timeout=30).json()["models"]  # by name
+    assert "serving 2 model(s), 0 refused" in text
     (line,) = [line for line in lines if f"] model {mnist['tag']} (" in line]  # worker 1 only
     for layer, stats in mnist["activation_sparsity"].items():
         assert f"{layer} {stats['mean']:.3f}" in line
-    assert f"test accuracy {mnist['test_accuracy']:.4f}" in line
+    assert f"(keras-relu, mnist-5k, accuracy {mnist['test_accuracy']:.4f})" in line
     (line,) = [line for line in lines if f"] model {iris['tag']} (" in line]
     assert f"contribution sparsity baseline {iris['contribution_sparsity']['mean']:.3f}" in line
 
@@ -280,7 +286,7 @@ def test_a_killed_worker_is_restarted_while_the_other_answers(pair):
 
 
 def test_workers_exit_when_the_supervisor_is_killed(trained, tmp_path):
-    srv = Server(tmp_path / "serve.log", workers=2)
+    srv = Server(tmp_path / "serve.log", workers=2, env=PROJECT_MODELS)
     try:
         srv.wait_ready()
         _wait_workers_initialized(srv, 2)

@@ -122,7 +122,8 @@ def test_iris_predict_happy_path(server, trained):
 def test_models_endpoint_reports_what_the_store_recorded(server, trained):
     r = httpx.get(f"{server.url}/models", timeout=10)
     assert r.status_code == 200
-    mnist, iris = r.json()["models"]
+    by_name = {model["name"]: model for model in r.json()["models"]}
+    mnist, iris = by_name["mnist_cnn"], by_name["iris_l1"]
     assert mnist["tag"] == trained["mnist"]["tag"] and iris["tag"] == trained["iris"]["tag"]
     assert mnist["test_accuracy"] == trained["mnist"]["test_accuracy"]
     assert [l["name"] for l in mnist["relu_layers"]] == ["conv1", "conv2", "dense"]
@@ -352,7 +353,7 @@ def test_fuzzed_requests_get_only_the_answers_the_openapi_document_promises(serv
     summary = out.stdout.split("SUMMARY")[-1]
     assert out.returncode == 0, out.stdout[-4000:]
     assert "passed" in summary and "failed" not in summary and "Errors:" not in summary, summary
-    assert "Tested: 9" in summary, summary  # every operation, the batch route included
+    assert "Tested: 13" in summary, summary  # every operation: the aliases, every model's routes, the cards
 
 
 def post_npy(server, array: np.ndarray, **kwargs) -> httpx.Response:
@@ -391,11 +392,15 @@ def test_fast_and_fully_validated_json_paths_give_identical_answers(server, test
 @pytest.mark.parametrize(
     ("array", "kwargs", "rule"),
     [
-        (np.zeros((2, 28, 28), dtype=np.float64), {}, "body: dtype must be uint8 (pixels 0-255) or float32 (0-1)"),
+        (
+            np.zeros((2, 28, 28), dtype=np.float64),
+            {},
+            "body: dtype must be uint8 (pixels 0-255) or float32 (in the input range)",
+        ),
         (np.zeros((2, 28, 27), dtype=np.uint8), {}, "body: shape must be (N, 28, 28), got (2, 28, 27)"),
-        (np.zeros((4097, 28, 28), dtype=np.uint8), {}, "body: must hold 1 to 4096 images, got 4097"),
+        (np.zeros((4097, 28, 28), dtype=np.uint8), {}, "body: must hold 1 to 4096 items, got 4097"),
         (np.array([{"x": 1}], dtype=object), {"allow_pickle": True}, "body: object arrays are refused"),
-        (np.full((1, 28, 28), 1.5, dtype=np.float32), {}, "images[0][0][0]: must be within [0.0, 1.0], got 1.5"),
+        (np.full((1, 28, 28), 1.5, dtype=np.float32), {}, "inputs[0][0][0]: must be within [0.0, 1.0], got 1.5"),
     ],
 )
 def test_bad_npy_batches_get_400_naming_the_rule(server, array, kwargs, rule):

@@ -137,9 +137,9 @@ ONE = [[0.5] * 28] * 28
     [
         (_images_body([ONE], note="x"), "note", "unknown field: the body holds only 'images'"),
         (json.dumps({"im1ages": [ONE]}).encode(), "images", "Field required"),
-        (_images_body([[[0.5] * 27 + ["0.5"]] + ONE[1:]]), "images[0][0][27]", "must be a number, got str"),
-        (_images_body([[[0.5] * 27 + [True]] + ONE[1:]]), "images[0][0][27]", "must be a number, got bool"),
-        (_images_body([[[0.5] * 27 + [None]] + ONE[1:]]), "images[0][0][27]", "must be a number, got null"),
+        (_images_body([[[0.5] * 27 + ["0.5"], *ONE[1:]]]), "images[0][0][27]", "must be a number, got str"),
+        (_images_body([[[0.5] * 27 + [True], *ONE[1:]]]), "images[0][0][27]", "must be a number, got bool"),
+        (_images_body([[[0.5] * 27 + [None], *ONE[1:]]]), "images[0][0][27]", "must be a number, got null"),
         (
             b'{"images": [[' + b",".join([b"[" + b",".join([b"NaN"] * 28) + b"]"] * 28) + b"]]}",
             "images[0][0][0]",

@@ -96,7 +96,7 @@ def test_models_the_probe_cannot_walk_are_refused_with_a_reason():
 
     sub = Subclassed()
     sub(np.zeros((1, 3), dtype=np.float32))
-    with pytest.raises(UnsupportedModelError, match="inputs|subclassed"):
+    with pytest.raises(UnsupportedModelError, match=r"inputs|subclassed"):
         SparsityProbe(sub)
     a, b = keras.Input((2,)), keras.Input((2,))
     two = keras.Model([a, b], keras.layers.Dense(2, activation="softmax")(keras.layers.Concatenate()([a, b])))
