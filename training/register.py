@@ -26,7 +26,7 @@ import numpy as np
 
 from sparsity.card import PREPROCESSING, CalibrationFacts, KerasReluCard, LinearCard, ModelCard, image_shaped
 from sparsity.summary import summarize
-from sparsity.typicality import calibrate
+from sparsity.typicality import calibrate, ledoit_wolf_shrinkage
 from training.store import save_model
 from training.versions import library_versions
 
@@ -39,9 +39,13 @@ NAME_RULE = (
 MIN_CALIBRATION = 30
 """At least 10 items in each of the three parts."""
 FALSE_ALARM_RATE = 0.01
+FEW_FOR_TYPICALITY = 100
+"""Below this many items in the typicality part, the summary warns: a 1% threshold set on fewer is coarse."""
 TYPICALITY_SHRINKAGE = 0.01
-"""Little shrinkage: the layers' zero fractions are strongly correlated, and that correlation is
-what sets unusual inputs apart (measured on MNIST: 0.1 already lets a share of noise images through)."""
+"""The least shrinkage of the typicality covariance; more when the Ledoit-Wolf estimate asks for it (few
+calibration rows for the profile's columns). Little is right where rows are many: the layers' zero
+fractions are strongly correlated, and that correlation is what sets unusual inputs apart (measured on
+MNIST: 0.1 already lets a share of noise images through; Ledoit-Wolf gives 0.012 there)."""
 
 
 class RegistrationError(ValueError):
@@ -140,12 +144,13 @@ def class_names_for(names: list[str] | None, classes: int) -> list[str]:
 def typicality_and_accuracy(profiles, labels_pred, calibration: Calibration, parts: Parts, features, describe: str):
     """The typicality score fitted and thresholded on one part, its false-alarm rate and the accuracy
     measured on the part used for nothing else."""
+    fit = profiles[parts.typicality]
     typicality = calibrate(
-        profiles[parts.typicality],
-        profiles[parts.typicality],
+        fit,
+        fit,
         features=list(features),
         false_alarm_rate=FALSE_ALARM_RATE,
-        shrinkage=TYPICALITY_SHRINKAGE,
+        shrinkage=min(1.0, max(TYPICALITY_SHRINKAGE, ledoit_wolf_shrinkage(fit))),
         calibration_name=f"{len(parts.typicality)} calibration items ({describe})",
     )
     typicality = typicality.measured(profiles[parts.measured], on=f"{len(parts.measured)} other calibration items")
@@ -317,6 +322,48 @@ def register_linear(
     return tag, card
 
 
+class _Identity:
+    """The standardising step of a bare classifier: it leaves the features as they are."""
+
+    def __init__(self, features: int) -> None:
+        self.mean_ = np.zeros(features)
+        self.scale_ = np.ones(features)
+
+
+def linear_parts(fitted) -> tuple[object, object]:
+    """``(scaler, classifier)`` of a fitted ``LogisticRegression``, or of a ``Pipeline`` of a
+    ``StandardScaler`` then a ``LogisticRegression``; RegistrationError for anything else."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rule = "a kind linear model is a fitted LogisticRegression, or a Pipeline of a StandardScaler then one"
+    if isinstance(fitted, LogisticRegression) and hasattr(fitted, "coef_"):
+        return _Identity(fitted.coef_.shape[1]), fitted
+    if isinstance(fitted, Pipeline) and len(fitted.steps) == 2:
+        scaler, classifier = (step for _, step in fitted.steps)
+        standard = isinstance(scaler, StandardScaler) and scaler.with_mean and scaler.with_std
+        if standard and isinstance(classifier, LogisticRegression) and hasattr(classifier, "coef_"):
+            return scaler, classifier
+    raise RegistrationError(f"{type(fitted).__name__} is not supported: {rule}")
+
+
+def load_skops_safely(path: Path):
+    """A ``.skops`` file loaded with skops' own trusted types only: a file that asks for others is refused."""
+    import skops.io
+
+    try:
+        untrusted = skops.io.get_untrusted_types(file=path)
+        if untrusted:
+            raise RegistrationError(f"{path} asks for types that are not trusted: {untrusted}")
+        return skops.io.load(path, trusted=[])
+    except RegistrationError:
+        raise
+    except Exception as exc:  # a file skops cannot read
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise RegistrationError(f"{path} could not be read by skops: {first}") from None
+
+
 def summary(tag: str, card: ModelCard) -> list[str]:
     """What was registered, on one screen."""
     low, high = card.input_range
@@ -356,6 +403,11 @@ def summary(tag: str, card: ModelCard) -> list[str]:
         f"  typicality threshold {typ.threshold:.3f} (target {typ.false_alarm_rate:.0%} false alarms); "
         f"measured {typ.measured_false_alarm_rate:.1%} on {typ.measured_on}"
     )
+    if typ.calibration_size < FEW_FOR_TYPICALITY:
+        lines.append(
+            f"  warning  only {typ.calibration_size} items set the typicality threshold: false-alarm rates near "
+            f"{typ.false_alarm_rate:.0%} need a calibration set of {3 * FEW_FOR_TYPICALITY} or more"
+        )
     if card.test_accuracy is not None:
         lines.append(f"  accuracy {card.test_accuracy:.4f} on {card.accuracy_on}")
     if card.calibration is not None:

@@ -23,7 +23,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "alarms, measured on a part it was not fitted on), and the model is saved to the BentoML store with its "
         "card. `make serve` then serves it at /models/NAME/predict."
     )
-    parser.add_argument("model", type=Path, help="the model file (.keras, saved with model.save)")
+    parser.add_argument(
+        "model",
+        type=Path,
+        help="the model file: .keras (saved with model.save), or .skops (a fitted scikit-learn LogisticRegression, "
+        "alone or after a StandardScaler in a Pipeline: kind linear)",
+    )
     parser.add_argument("--name", required=True, help="the model's name in the store and in the URL")
     parser.add_argument(
         "--calibration",
@@ -47,32 +52,65 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="picture models: how an uploaded PNG/JPEG becomes one input (default resize: to the input's height "
         "and width, pixels scaled to the input range; mnist-digit: white on black, 20x20 box, centred by mass)",
     )
+    parser.add_argument(
+        "--feature-names", type=list_of(str), help=".skops: comma-separated, one per feature (default x0,x1,...)"
+    )
     parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the calibration split (default 0)")
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
-    from training.register import Calibration, RegistrationError, load_array, register_keras, summary
+    from training.register import Calibration, RegistrationError, load_array, summary
 
     try:
-        if args.model.suffix != ".keras":
-            raise RegistrationError(f"{args.model}: only Keras .keras files can be registered (model.save('x.keras'))")
+        if args.model.suffix not in (".keras", ".skops"):
+            raise RegistrationError(f"{args.model}: register a .keras or a .skops file")
         if not args.model.is_file():
             raise RegistrationError(f"{args.model}: no such file")
         x = load_array(args.calibration, "--calibration")
         labels = load_array(args.labels, "--labels") if args.labels else None
         calibration = Calibration(x, labels, source=f"--calibration {args.calibration.name}")
-        tag, card = register_keras(
-            args.model,
-            args.name,
-            calibration,
-            class_names=args.class_names,
-            input_range=tuple(args.input_range) if args.input_range else None,
-            preprocessing=args.preprocessing,
-            seed=args.seed,
-        )
+        register = _register_keras if args.model.suffix == ".keras" else _register_linear
+        tag, card = register(args, calibration)
     except RegistrationError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2
     print("\n".join(summary(tag, card)), flush=True)
     return 0
+
+
+def _options(args: argparse.Namespace) -> dict:
+    return {
+        "class_names": args.class_names,
+        "input_range": tuple(args.input_range) if args.input_range else None,
+        "seed": args.seed,
+    }
+
+
+def _register_keras(args: argparse.Namespace, calibration):
+    from training.register import register_keras
+
+    return register_keras(args.model, args.name, calibration, preprocessing=args.preprocessing, **_options(args))
+
+
+def _register_linear(args: argparse.Namespace, calibration):
+    import shutil
+
+    from sparsity.card import LinearCard
+    from training.register import RegistrationError, check_name, linear_parts, load_skops_safely, register_linear
+
+    check_name(args.name)
+    if args.preprocessing is not None:
+        raise RegistrationError("--preprocessing: a linear model takes rows of features, not pictures")
+    scaler, classifier = linear_parts(load_skops_safely(args.model))
+    features = classifier.coef_.shape[1]
+    names = args.feature_names or [f"x{i}" for i in range(features)]
+    if len(names) != features:
+        raise RegistrationError(f"--feature-names: the model has {features} features, {len(names)} names were given")
+
+    def write(directory: Path) -> None:
+        shutil.copyfile(args.model, directory / LinearCard.MODEL_FILE)
+
+    return register_linear(
+        scaler, classifier, args.name, calibration, write=write, feature_names=names, **_options(args)
+    )

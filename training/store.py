@@ -34,8 +34,18 @@ def save_model(
 
 
 def has_model(name: str) -> bool:
+    """Whether the store holds a servable ``name``: its latest version with a valid card. A model stored
+    before registration existed (no card, or an old one) counts as missing, so ``make serve`` trains
+    a new one instead of starting a service that refuses it."""
+    from sparsity.card import ModelCardError, load_card
+
     try:
-        bentoml.models.get(f"{name}:latest")
+        stored = bentoml.models.get(f"{name}:latest")
     except bentoml.exceptions.NotFound:
+        return False
+    try:
+        load_card(str(stored.tag), stored.info.metadata)
+    except ModelCardError as exc:
+        log.warning("%s; training a new one", exc)
         return False
     return True
