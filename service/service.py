@@ -89,7 +89,8 @@ class SparsityService:
         return self._ready
 
     def describe_models(self) -> dict:
-        return {"models": [runtime.info for runtime in self.runtimes.values()], "refused": self.refused}
+        models = sorted(self.runtimes.values(), key=lambda runtime: runtime.name)
+        return {"models": [runtime.info for runtime in models], "refused": self.refused}
 
     def predict(self, runtime: Runtime, x: np.ndarray) -> Prediction:
         """One forward pass with its sparsity, recorded in the metrics. Raises InvalidInputError."""

@@ -20,6 +20,18 @@ PROJECT_MODELS = {"SERVED_MODELS": "mnist_cnn,iris_l1"}
 others too): what the monitoring, resilience, soak and speed checks measure."""
 
 
+def private_home(store: Path, home: Path) -> str:
+    """A BENTOML_HOME of this server's own whose ``models`` is ``store``'s. ``bentoml serve`` keeps its
+    metrics in ``$BENTOML_HOME/prometheus_multiproc_dir`` and empties that folder at start: two servers
+    on one home would wipe each other's metrics (seen: a second server's start erased the first's
+    per-model gauges)."""
+    home.mkdir(parents=True, exist_ok=True)
+    link = home / "models"
+    if not link.exists():
+        link.symlink_to(store.resolve() / "models", target_is_directory=True)
+    return str(home)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -41,6 +53,8 @@ class Server:
         self.log_path = log_path
         self.readyz_seen: list[int | str] = []
         full_env = {**os.environ, "SERVICE_WORKERS": str(workers), "PYTHONPATH": str(ROOT), **(env or {})}
+        store = Path(full_env.get("BENTOML_HOME") or Path.home() / "bentoml")
+        full_env["BENTOML_HOME"] = private_home(store, log_path.parent / f"bentoml-home-{log_path.stem}")
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [
