@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests use, when missing: prometheus (server + promtool),
 # docker-compose (only for `docker-compose config -q`), wrk (benchmarks), kubectl (its kustomize
-# renders deploy/k8s) and Node.js with npm (the Kubernetes schema validator in tests/k8s).
+# renders deploy/k8s), Node.js with npm (the Kubernetes schema validator in tests/k8s) and a few font
+# packages (letters rendered in many typefaces for the typicality study, benchmarks/ood_sets.py).
 set -euo pipefail
 
 missing=()
@@ -12,6 +13,9 @@ command -v wrk >/dev/null || missing+=(wrk)
 command -v kubectl >/dev/null || missing+=(kubectl)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
+for font in fonts-liberation fonts-freefont-ttf fonts-urw-base35 fonts-dejavu-extra; do
+  [ -d "/usr/share/doc/$font" ] || missing+=("$font")
+done
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
