@@ -79,10 +79,15 @@ def class_mahalanobis(train: np.ndarray, labels: np.ndarray) -> Callable[[np.nda
     classes = np.unique(labels)
     means = np.stack([train[labels == c].mean(0) for c in classes])
     precision = _precision(train - means[np.searchsorted(classes, labels)])
+    # whitened once: (x - m) P (x - m) = |x L - m L|^2 with P = L L^T, one (U x U) product per input
+    # instead of one per class (measured, one input, three layers: 0.30 ms -> 0.10 ms)
+    whiten = np.linalg.cholesky(precision)
+    centres = means @ whiten
+    centre_norms = (centres**2).sum(axis=1)
 
     def score(x: np.ndarray) -> np.ndarray:
-        d = x[:, None, :] - means[None, :, :]
-        return np.einsum("ncj,jk,nck->nc", d, precision, d).min(axis=1)
+        z = x @ whiten
+        return ((z**2).sum(axis=1, keepdims=True) - 2.0 * z @ centres.T + centre_norms).min(axis=1)
 
     return score
 
@@ -176,6 +181,42 @@ def fpr_at_95_tpr(inside: np.ndarray, outside: np.ndarray) -> float:
     return float(np.mean(inside >= threshold))
 
 
+PLOTTED = ("layer sparsity (served)", "unit firing, class Mahalanobis", "MSP", "Mahalanobis, penultimate")
+
+
+def roc_curve(inside: np.ndarray, outside: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """False-positive and true-positive rates at every threshold (outside = positive)."""
+    thresholds = np.unique(np.concatenate([inside, outside]))[::-1]
+    fpr = np.array([0.0, *[(inside >= t).mean() for t in thresholds]])
+    tpr = np.array([0.0, *[(outside >= t).mean() for t in thresholds]])
+    return fpr, tpr
+
+
+def plot_roc(scores: dict, sets: dict, calibrate, measure, path: Path) -> None:
+    """Two panels, the near sets pooled and the far sets pooled, one curve per plotted detector."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
+    for ax, kind in zip(axes, ("near", "far"), strict=True):
+        names = [n for n, s in sets.items() if s["kind"] == kind]
+        for detector in PLOTTED:
+            inside = scores[detector]["unseen digits"][measure]
+            outside = np.concatenate([scores[detector][n] for n in names])
+            fpr, tpr = roc_curve(inside, outside)
+            ax.plot(fpr, tpr, label=f"{detector} (AUROC {auroc(inside, outside):.3f})")
+        ax.plot([0, 1], [0, 1], color="#bbbbbb", linestyle=":")
+        ax.set_title(f"{kind} sets: " + ", ".join(n.split(" (")[0] for n in names), fontsize=9)
+        ax.set_xlabel("false-positive rate (unseen digits flagged)")
+        ax.set_ylabel("true-positive rate (outliers flagged)")
+        ax.legend(loc="lower right", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="mnist_cnn:latest", help="stored Keras model (default mnist_cnn:latest)")
@@ -200,9 +241,10 @@ def main(argv: list[str] | None = None) -> int:
     order = np.random.default_rng(0).permutation(len(held))
     calibrate, measure = order[: len(held) // 2], order[len(held) // 2 :]
     report = {"model": str(stored.tag), "sets": {n: {"kind": s["kind"], "size": len(s["x"])} for n, s in sets.items()}}
-    rows = {}
+    rows, all_scores = {}, {}
     for name, detector in detectors.items():
         scores = {set_name: np.asarray(detector(f), dtype=np.float64) for set_name, f in feats.items()}
+        all_scores[name] = scores
         digits = scores["unseen digits"]
         threshold = float(np.quantile(digits[calibrate], 0.99, method="higher"))
         inside = digits[measure]
@@ -223,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         row["score_ms_1"] = (time.perf_counter() - started) / 20 * 1000
         rows[name] = row
     report["detectors"] = rows
+    plot_roc(all_scores, sets, calibrate, measure, args.out / "ood_roc.png")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "ood_study.json").write_text(json.dumps(report, indent=2) + "\n")
     near = [n for n, s in sets.items() if s["kind"] == "near"]
