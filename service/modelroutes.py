@@ -23,7 +23,6 @@ from service.inputs import inputs_from_json
 from service.middleware import error_body, read_body, replay_body, respond
 from service.npy import decode_npy
 from service.preprocess import FIELD as IMAGE_FIELD
-from service.preprocess import picture_to_input
 from sparsity.errors import InvalidInputError
 
 INLINE_MAX_BYTES = 64 * 1024
@@ -103,15 +102,11 @@ class ModelRoutes:
             data = await form[IMAGE_FIELD].read()  # the guard made sure it is a file part
         finally:
             await form.close()
-        step = getattr(runtime.card, "preprocessing", None)
-        max_pixels = service.settings.max_image_pixels
         try:
-            item = await anyio.to_thread.run_sync(
-                picture_to_input, data, runtime.item_shape, runtime.value_range, step, max_pixels
-            )
+            batch = await anyio.to_thread.run_sync(runtime.picture, data, service.settings.max_image_pixels)
         except InvalidInputError as exc:
             return 400, error_body(exc.rule, exc.field, "invalid_input")
-        return _run(service, runtime, item[None])
+        return _run(service, runtime, batch)
 
 
 def _service():

@@ -57,6 +57,13 @@ class Runtime:
     def predict(self, x: np.ndarray) -> Prediction:
         raise NotImplementedError
 
+    def picture(self, data: bytes, max_pixels: int) -> np.ndarray:
+        """One uploaded PNG/JPEG as a batch of one input, by the step the card declares (picture models)."""
+        from service.preprocess import picture_to_input
+
+        step = getattr(self.card, "preprocessing", None)
+        return picture_to_input(data, self.item_shape, self.value_range, step, max_pixels)[None]
+
     def warm_up(self) -> None:
         """Run a one-item and a two-item batch (traces compiled functions before the first request)."""
         low = self.value_range[0]

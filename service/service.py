@@ -27,7 +27,6 @@ from service import __version__, logs, metrics, openapi, routes, watchdog
 from service.config import Settings, SettingsError
 from service.middleware import RequestGuard
 from service.modelroutes import ModelRoutes
-from service.preprocess import picture_to_input
 from service.registry import NothingToServe, candidates
 from service.responses import predict_json, predict_response, refusing_invalid_input
 from service.runtime import Prediction, Runtime
@@ -133,14 +132,8 @@ class SparsityService:
         sent as application/octet-stream works too."""
         runtime = self._alias(routes.MNIST_PREDICT_IMAGE)
         with refusing_invalid_input():
-            item = picture_to_input(
-                Path(image).read_bytes(),
-                runtime.item_shape,
-                runtime.value_range,
-                runtime.card.preprocessing,
-                settings.max_image_pixels,
-            )
-        return self._answer(runtime, item[None])
+            batch = runtime.picture(Path(image).read_bytes(), settings.max_image_pixels)
+        return self._answer(runtime, batch)
 
     @bentoml.api(route=routes.IRIS_PREDICT.path)
     async def iris_predict(self, features: IrisRows) -> PredictResponse:
