@@ -97,8 +97,7 @@ format: setup-dev ## format the code with ruff
 bench: setup-dev system-deps models ## in-process limits, 1 and 2 workers, JSON and .npy, the model.predict baseline: reports/bench.{json,png}
 	$(BIN)/python -m benchmarks.http_bench
 
-bench-typicality: setup-dev system-deps models ## typicality: the served flag (false alarms, unusual inputs, cost), then every detector on near and far sets: reports/ood_study.json
-	$(BIN)/python -m benchmarks.typicality
+bench-typicality: setup-dev system-deps models ## typicality: every detector on near and far sets, the rule, the served one against its targets and its cost: reports/typicality.json
 	$(BIN)/python -m benchmarks.ood_study
 
 build: models ## build a bento (bentoml build); `bentoml containerize` then makes the image

@@ -70,12 +70,22 @@ INFERENCE_SECONDS = Histogram(
     buckets=INFERENCE_BUCKETS,
 )
 PREDICTIONS = Counter("model_predictions", "Predictions made, by predicted class", ["model", "label"])
-TYPICALITY_BUCKETS = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0, 20.0, 50.0)
+TYPICALITY_BUCKETS = (
+    0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 8.0, 10.0, 12.5, 15.0, 20.0, 30.0, 50.0, 100.0, 1000.0,
+)  # fmt: skip
 TYPICALITY_SCORE = Histogram(
     "model_typicality_score",
-    "Per-input typicality score (Mahalanobis distance of its profile from the reference data)",
+    "Per-input typicality score: higher is less typical; above model_typicality_threshold it is flagged "
+    "(ReLU models: per-unit firing, class Mahalanobis per layer, standardised and summed; linear models: "
+    "Mahalanobis distance of the standardized features)",
     ["model"],
     buckets=TYPICALITY_BUCKETS,
+)
+TYPICALITY_THRESHOLD = Gauge(
+    "model_typicality_threshold",
+    "The typicality score above which an input is flagged atypical, calibrated at registration (1% false alarms)",
+    ["model"],
+    multiprocess_mode="max",
 )
 ATYPICAL = Counter(
     "model_atypical_predictions",
@@ -162,6 +172,7 @@ class ModelMetrics:
         name, card = runtime.name, runtime.card
         self.seconds = INFERENCE_SECONDS.labels(name)
         self.typicality = TYPICALITY_SCORE.labels(name)
+        TYPICALITY_THRESHOLD.labels(name).set(card.typicality.threshold)
         self.atypical = ATYPICAL.labels(name)
         self.classes = [PREDICTIONS.labels(name, c) for c in runtime.class_names]
         for layer, ratio in card.weight_sparsity.items():

@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sparsity.card import KerasReluCard, LinearCard, ModelCardError, load_card
+from sparsity.detectors import DetectorStateError, load_detector
 from sparsity.keras_file import keras_file_problems
 
 
@@ -73,6 +74,10 @@ def audit(tag: str) -> Candidate:
         problems = keras_file_problems(stored.path_of(card.MODEL_FILE))
         if problems:
             return Candidate(name, tag, problem=f"model {tag}: {card.MODEL_FILE} refused: {'; '.join(problems)}")
+    try:
+        load_detector(card.typicality, stored.path)  # NumPy only, no pickle: the hash and the arrays' shapes
+    except DetectorStateError as exc:
+        return Candidate(name, tag, problem=f"model {tag}: {exc}")
     return Candidate(name, tag, card=card)
 
 

@@ -9,12 +9,14 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from sparsity.card import KerasReluCard, LinearCard, ModelCardError
 from sparsity.contract import LINEAR_LAYER
+from sparsity.detectors import UnitFiring, load_detector
 from sparsity.linear import LinearProbe
 
 log = logging.getLogger(__name__)
@@ -76,14 +78,17 @@ class KerasReluRuntime(Runtime):
 
     def __init__(self, tag: str, card: KerasReluCard, path: str) -> None:
         from sparsity.keras_file import load_keras_safely  # TensorFlow: imported in the workers only
-        from sparsity.probe import SparsityProbe
+        from sparsity.probe import SparsityProbe, UnsupportedModelError
 
         super().__init__(tag, card)
         try:
             model = load_keras_safely(path, audit=False)  # service.registry audited it: safe mode is the second line
-        except ValueError as exc:
+            self.detector = load_detector(card.typicality, os.path.dirname(path))
+            # a unit-firing score is computed inside the probe's compiled call (see SparsityProbe._score)
+            scorer = self.detector if isinstance(self.detector, UnitFiring) else None
+            self.probe = SparsityProbe(model, value_range=self.value_range, field="inputs", scorer=scorer)
+        except (ValueError, UnsupportedModelError) as exc:  # DetectorStateError is a ValueError
             raise ModelCardError(f"model {tag}: {exc}") from None
-        self.probe = SparsityProbe(model, value_range=self.value_range, field="inputs")
         found = [layer.name for layer in self.probe.layers]
         carded = [layer.name for layer in card.relu_layers]
         if found != carded:
@@ -91,14 +96,19 @@ class KerasReluRuntime(Runtime):
         missing = [f for f in card.typicality.features if f not in found]
         if missing:
             raise ModelCardError(f"model {tag}: metadata field 'typicality.features' names {missing}, not ReLU layers")
+        if isinstance(self.detector, UnitFiring) and card.typicality.features != found:
+            raise ModelCardError(f"model {tag}: the typicality state does not fit the model's ReLU layers")
         if tuple(self.probe.item_shape) != self.item_shape:
             raise ModelCardError(f"model {tag}: the card's input_shape {self.item_shape} is not the model's")
         self.layers = found
 
     def predict(self, x: np.ndarray) -> Prediction:
         result = self.probe.run(x)
-        profiles = np.stack([result.layer_sparsity[name] for name in self.card.typicality.features], axis=1)
-        scores, atypical = self.card.typicality.flag(profiles)
+        scores = result.scores
+        if scores is None:  # a card from before unit-firing: per-layer zero fractions, scored in NumPy
+            profiles = np.stack([result.layer_sparsity[name] for name in self.card.typicality.features], axis=1)
+            scores = self.detector.scores(profiles)
+        atypical = scores > self.card.typicality.threshold
         return Prediction(
             probabilities=result.probabilities,
             layer_sparsity=result.layer_sparsity,

@@ -51,8 +51,13 @@ class CalibrationFacts(BaseModel):
 
     size: int
     sha256: str
-    baseline_size: int = Field(description="items for the per-layer baseline and dead units")
-    typicality_size: int = Field(description="items that fitted the typicality score and set its threshold")
+    baseline_size: int = Field(
+        description="items for the per-layer baseline and dead units; for a ReLU model, also the fit of the "
+        "typicality detector"
+    )
+    typicality_size: int = Field(
+        description="items that set the typicality threshold; for a linear model, they also fitted its score"
+    )
     measured_size: int = Field(description="items used for neither: the false-alarm rate and accuracy")
     seed: int = 0
 

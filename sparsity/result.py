@@ -16,6 +16,8 @@ class ProbeResult:
     layer_sparsity: dict[str, np.ndarray]  # layer -> (N,) zero fraction
     overall: np.ndarray  # (N,) zeros over activations across all ReLU layers
     fired: dict[str, np.ndarray]  # layer -> (N, units) bool: unit produced a value > 0
+    shares: np.ndarray | None = None  # (N, all units) share of each unit's positions that were on, layer by layer
+    scores: np.ndarray | None = None  # (N,) typicality scores, when the probe was built with a scorer
 
     @property
     def labels(self) -> np.ndarray:
@@ -28,4 +30,6 @@ class ProbeResult:
             layer_sparsity={name: values[rows] for name, values in self.layer_sparsity.items()},
             overall=self.overall[rows],
             fired={name: values[rows] for name, values in self.fired.items()},
+            shares=None if self.shares is None else self.shares[rows],
+            scores=None if self.scores is None else self.scores[rows],
         )

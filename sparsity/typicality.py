@@ -9,18 +9,30 @@ only scores, with NumPy, in microseconds.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class TypicalityModel(BaseModel):
-    """Parameters of the typicality score, stored with the model (part of its model card)."""
+    """The typicality score of a model, as its card records it: which detector, fitted on what, and the
+    threshold. A ``profile-mahalanobis`` detector keeps its mean and precision here; a ``unit-firing``
+    detector keeps its arrays in a file beside the model (:mod:`sparsity.detectors`)."""
 
     model_config = ConfigDict(frozen=True)
 
-    features: list[str]  # the profile's columns, e.g. the ReLU layer names
-    mean: list[float]
-    precision: list[list[float]]  # inverse of the shrunk covariance
+    detector: Literal["profile-mahalanobis", "unit-firing"] = Field(
+        default="profile-mahalanobis",
+        description="unit-firing: per-unit firing shares of every ReLU layer, class-conditional Mahalanobis per "
+        "layer, standardised and summed; profile-mahalanobis: Mahalanobis distance of the profile in features",
+    )
+    features: list[str]  # the profile's columns (standardized features), or the ReLU layers whose units are scored
+    mean: list[float] = []  # profile-mahalanobis
+    precision: list[list[float]] = []  # profile-mahalanobis: inverse of the shrunk covariance
+    state_file: str | None = None  # unit-firing: its arrays, beside the model
+    state_sha256: str | None = None
+    fit_size: int | None = Field(default=None, description="calibration items the detector was fitted on")
     threshold: float  # scores above it are atypical
     false_alarm_rate: float  # share of calibration inputs above the threshold, as asked for
     calibration: str  # which data the threshold was calibrated on

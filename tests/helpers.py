@@ -18,6 +18,16 @@ def png_bytes(a: np.ndarray, scale: int = 4) -> bytes:
     return buf.getvalue()
 
 
+NPY = {"content-type": "application/x-npy"}
+
+
+def npy_bytes(a: np.ndarray) -> bytes:
+    """``a`` as the body of a ``predict_batch`` request."""
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(a, dtype=np.float32))
+    return buf.getvalue()
+
+
 def dense_model(kernel: np.ndarray, bias: np.ndarray | None = None) -> keras.Model:
     """Input(F) -> Dense(U, relu) with the given weights -> Dense(2, softmax)."""
     features, units = kernel.shape

@@ -3,6 +3,7 @@ every model or calibration set it cannot register (the served examples are in te
 
 from __future__ import annotations
 
+import hashlib
 import sys
 
 import keras
@@ -133,10 +134,11 @@ def test_a_registered_model_gets_a_typed_card_and_a_one_screen_summary(files, be
     assert card["kind"] == "keras-relu" and card["class_names"] == ["a", "b", "c"]
     assert card["input_shape"] == [4] and card["calibration"]["size"] == 60
     assert [layer["name"] for layer in card["relu_layers"]] == ["dense"]
-    assert card["typicality"]["calibration_size"] == 20 and "test_accuracy" not in card
+    assert card["typicality"]["detector"] == "unit-firing" and card["typicality"]["fit_size"] == 20
+    assert card["typicality"]["calibration_size"] == 40 and "test_accuracy" not in card  # two parts set the threshold
+    with open(stored.path_of("typicality.npz"), "rb") as state:
+        assert card["typicality"]["state_sha256"] == hashlib.sha256(state.read()).hexdigest()
     with open(files["good"], "rb") as handle:
-        import hashlib
-
         assert card["provenance"]["sha256"] == hashlib.sha256(handle.read()).hexdigest()
     # the file is stored unchanged
     with open(stored.path_of("model.keras"), "rb") as a, open(files["good"], "rb") as b:

@@ -237,25 +237,25 @@ def test_presets_options_and_pruning_step(args, values, overrides, prune):
 
 @pytest.mark.slow
 def test_typicality_is_calibrated_and_flags_noise_blank_and_inverted_digits(trained):
+    from service.runtime import from_store
     from sparsity.typicality import TypicalityModel
 
     stored = bentoml.models.get(trained["mnist"]["tag"])
-    calibration = stored.info.metadata["typicality"]
-    model = TypicalityModel.from_dict(calibration)
-    assert model.features == ["conv1", "conv2", "dense"] and model.calibration_size == 333
-    assert calibration["measured_false_alarm_rate"] <= 0.05  # on the 334 held-back digits not calibrated on
-    keras_model = keras.models.load_model(stored.path_of("model.keras"), compile=False)
-    probe = SparsityProbe(keras_model, value_range=(0, 1))
+    model = TypicalityModel.from_dict(stored.info.metadata["typicality"])
+    assert model.detector == "unit-firing" and model.features == ["conv1", "conv2", "dense"]
+    assert model.fit_size == 333 and model.calibration_size == 666  # two parts' out-of-fold scores
+    assert model.measured_false_alarm_rate <= 0.05  # on the 334 held-back digits used for neither
+    runtime = from_store(trained["mnist"]["tag"])
     split = data.load_mnist_5k(seed=0)
     rng = np.random.default_rng(0)
 
     def flagged(x: np.ndarray) -> float:
-        result = probe.run(x)
-        return float(
-            model.atypical(model.scores(np.stack([result.layer_sparsity[f] for f in model.features], 1))).mean()
-        )
+        return float(runtime.predict(x).atypical.mean())
 
     assert flagged(rng.random((100, 28, 28), dtype=np.float32)) >= 0.95
     assert flagged(np.zeros((100, 28, 28), dtype=np.float32)) >= 0.95
     assert flagged(1.0 - split.x_test[:100]) >= 0.95
     assert flagged(split.x_test[:500]) <= 0.05
+    # the served score, computed inside the probe's compiled call, is the detector's NumPy score
+    result = runtime.probe.run(split.x_test[:50])
+    np.testing.assert_allclose(result.scores, runtime.detector.scores(result.shares), rtol=1e-5, atol=1e-4)

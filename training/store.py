@@ -36,16 +36,23 @@ def save_model(
 def has_model(name: str) -> bool:
     """Whether the store holds a servable ``name``: its latest version with a valid card. A model stored
     before registration existed (no card, or an old one) counts as missing, so ``make serve`` trains
-    a new one instead of starting a service that refuses it."""
+    a new one instead of starting a service that refuses it. So does a ReLU model whose card predates the
+    ``unit-firing`` typicality detector (the service would still serve it, with the older, weaker score)."""
     from sparsity.card import ModelCardError, load_card
+    from sparsity.detectors import UNIT_FIRING
 
     try:
         stored = bentoml.models.get(f"{name}:latest")
     except bentoml.exceptions.NotFound:
         return False
     try:
-        load_card(str(stored.tag), stored.info.metadata)
+        card = load_card(str(stored.tag), stored.info.metadata)
     except ModelCardError as exc:
         log.warning("%s; training a new one", exc)
+        return False
+    if card.kind == "keras-relu" and card.typicality.detector != UNIT_FIRING:
+        log.warning(
+            "%s has the per-layer typicality score of before the unit-firing detector; training a new one", stored.tag
+        )
         return False
     return True

@@ -13,6 +13,7 @@ DATASOURCE = {"type": "prometheus", "uid": "prometheus-sparsity"}
 OUT = Path(__file__).resolve().parent / "dashboards" / "sparsity.json"
 M = 'model="$model"'
 PREDICT = 'endpoint=~"/mnist/.*|/iris/.*|/models/[^/]+/predict.*"'
+TYPICALITY_RATE = f"rate(model_typicality_score_bucket{{{M}}}[$__rate_interval])"
 
 # (title, kind, unit, width, height, description, [(expr, legend)])
 PANELS: list[tuple[str, str, str, int, int, str, list[tuple[str, str]]]] = [
@@ -163,18 +164,17 @@ PANELS: list[tuple[str, str, str, int, int, str, list[tuple[str, str]]]] = [
         ],
     ),
     (
-        "Typicality score p50 / p99",
+        "Typicality score p50 / p99 against the threshold",
         "timeseries",
         "short",
         12,
         8,
-        "Per-input typicality score (distance of its sparsity profile, or iris features, from the reference data).",
+        "Per-input typicality score, higher is less typical (ReLU models: how far each layer's per-unit firing is "
+        "from the nearest class's calibration pattern; iris: distance of its features), and the threshold above "
+        "which an input is flagged.",
         [
-            (
-                f"histogram_quantile({q}, sum by (le) (rate(model_typicality_score_bucket{{{M}}}[$__rate_interval])))",
-                f"p{round(q * 100)}",
-            )
-            for q in (0.5, 0.99)
+            *((f"histogram_quantile({q}, sum by (le) ({TYPICALITY_RATE}))", f"p{round(q * 100)}") for q in (0.5, 0.99)),
+            (f"max(model_typicality_threshold{{{M}}})", "threshold"),
         ],
     ),
 ]

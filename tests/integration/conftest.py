@@ -80,15 +80,30 @@ def reference(trained):
         size = sum(o[0].size for o in outs[1:])
         # a unit fired on an image if its output was > 0 anywhere (conv: at any position)
         fired = {n: (o.reshape(len(o), -1, o.shape[-1]) > 0).any(axis=1) for n, o in zip(names, outs[1:], strict=True)}
+        # and the share of its positions where it was on (the typicality detector's profile)
+        shares = {
+            n: (o.reshape(len(o), -1, o.shape[-1]) > 0).mean(axis=1) for n, o in zip(names, outs[1:], strict=True)
+        }
         return {
             "probabilities": outs[0],
             "layers": layers,
             "overall": zeros / size,
             "fired": fired,
+            "shares": shares,
             "tag": str(stored.tag),
         }
 
     return compute
+
+
+@pytest.fixture(scope="session")
+def letters() -> np.ndarray:
+    """The typicality study's near-miss letters: A-J in every installed font, as MNIST-style digits."""
+    from benchmarks.ood_sets import render_letters
+
+    images, fonts = render_letters()
+    assert len(fonts) >= 5, f"only {len(fonts)} fonts installed (make system-deps installs the font packages)"
+    return images
 
 
 @pytest.fixture(scope="session")

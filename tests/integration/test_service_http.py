@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from service.preprocess import image_to_mnist
-from tests.helpers import png_bytes
+from tests.helpers import NPY, npy_bytes, png_bytes
 from tests.tools import run_in_project
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -57,21 +57,57 @@ def test_mnist_predict_happy_path_matches_an_independent_recomputation(server, r
         assert item["sparsity"]["overall"] == pytest.approx(expected["overall"][i], abs=1e-6)
 
 
+def unit_firing_scores(shares: dict[str, np.ndarray], state_path: str, layers: list[str]) -> np.ndarray:
+    """The unit-firing score recomputed layer by layer from the saved arrays, not through the core's fused
+    form: per layer, the smallest squared distance of the whitened shares to a whitened class centre,
+    standardised by the layer's saved mean and spread, summed over the layers."""
+    with np.load(state_path, allow_pickle=False) as state:
+        whiten, centres, loc, scale = state["whiten"], state["centres"], state["loc"], state["scale"]
+    total, start = np.zeros(len(next(iter(shares.values())))), 0
+    for i, name in enumerate(layers):
+        block = slice(start, start + shares[name].shape[1])
+        z = shares[name].astype(np.float64) @ whiten[block, block]
+        distances = ((z[:, None, :] - centres[i][None, :, block]) ** 2).sum(axis=2).min(axis=1)
+        total += (distances - loc[i]) / scale[i]
+        start = block.stop
+    return total
+
+
 def test_typicality_of_each_input_is_its_score_against_the_stored_calibration(server, trained, reference, test_images):
-    """Independent recomputation: Mahalanobis distance of each image's per-layer zero fractions from the
-    mean in the model's metadata, flagged above the stored threshold."""
+    """Independent recomputation: each image's per-unit firing shares from Keras' own layer outputs, scored
+    with the detector state saved at registration, flagged above the stored threshold."""
+    import bentoml
+
     calibration = trained["mnist"]["typicality"]
+    assert calibration["detector"] == "unit-firing"
     images = np.concatenate([test_images[0][:6], np.zeros((1, 28, 28)), 1.0 - test_images[0][:3]])
     r = post_json(server, "/mnist/predict", {"images": images.tolist()})
     assert r.status_code == 200, r.text
     expected = reference(images)
-    profile = np.stack([expected["layers"][name] for name in calibration["features"]], axis=1)
-    diff = profile - np.asarray(calibration["mean"])
-    scores = np.sqrt(np.einsum("ij,jk,ik->i", diff, np.asarray(calibration["precision"]), diff))
+    state = bentoml.models.get(expected["tag"]).path_of(calibration["state_file"])
+    scores = unit_firing_scores(expected["shares"], state, calibration["features"])
     for item, score in zip(r.json()["predictions"], scores, strict=True):
         assert item["typicality"]["score"] == pytest.approx(score, rel=1e-4, abs=1e-4)
         assert item["typicality"]["atypical"] is bool(score > calibration["threshold"])
     assert r.json()["predictions"][6]["typicality"]["atypical"] is True  # a blank image is never typical
+
+
+def test_near_misses_from_the_projects_letters_are_scored_as_offline_and_flagged(server, trained, reference, letters):
+    """Letters A-J from the installed fonts (the study's near set), served: the scores equal the offline
+    recomputation, and letters are flagged far more often than unseen digits are (1% by calibration)."""
+    import bentoml
+
+    calibration = trained["mnist"]["typicality"]
+    chosen = letters[np.random.default_rng(0).choice(len(letters), 120, replace=False)]
+    r = httpx.post(f"{server.url}/models/mnist_cnn/predict_batch", content=npy_bytes(chosen), headers=NPY, timeout=60)
+    assert r.status_code == 200, r.text
+    expected = reference(chosen)
+    state = bentoml.models.get(expected["tag"]).path_of(calibration["state_file"])
+    offline = unit_firing_scores(expected["shares"], state, calibration["features"])
+    served = np.array([item["typicality"]["score"] for item in r.json()["predictions"]])
+    np.testing.assert_allclose(served, offline, rtol=1e-4, atol=1e-4)
+    flagged = np.array([item["typicality"]["atypical"] for item in r.json()["predictions"]])
+    assert flagged.mean() >= 0.2, f"{flagged.mean():.0%} of letters flagged"
 
 
 def test_iris_typicality_flags_a_flower_unlike_any_training_row(server):

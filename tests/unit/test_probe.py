@@ -125,3 +125,24 @@ def test_run_batched_matches_run(probe):
     # a batch of 3 and one of 10 may take different oneDNN kernels: probabilities agree to float32
     # rounding (1 ulp was seen), not bit for bit
     np.testing.assert_allclose(whole.probabilities, chunked.probabilities, rtol=1e-6, atol=1e-7)
+
+
+def test_unit_shares_and_the_in_graph_score_are_what_numpy_computes_from_the_layer_outputs(probe):
+    from sparsity.detectors import UnitFiring
+    from sparsity.probe import UnsupportedModelError
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(40, 4, 4)).astype(np.float32)
+    model = probe.model
+    outs = keras.Model(model.inputs, [model.get_layer("conv").output, model.get_layer("dense").output])([x])
+    # each unit's share of positions with an output > 0, layer after layer (conv: 16 positions, dense: 1)
+    expected = np.concatenate([(np.asarray(o).reshape(len(x), -1, o.shape[-1]) > 0).mean(axis=1) for o in outs], 1)
+    result = probe.run(x)
+    np.testing.assert_array_equal(result.shares, expected.astype(np.float32))
+    assert result.scores is None  # no scorer, no score
+    detector = UnitFiring.fit(result.shares[:30], probe.units, result.labels[:30])
+    scored = SparsityProbe(model, scorer=detector).run(x)
+    np.testing.assert_allclose(scored.scores, detector.scores(result.shares), rtol=1e-5, atol=1e-4)
+    np.testing.assert_array_equal(scored.shares, result.shares)
+    with pytest.raises(UnsupportedModelError, match="units \\[2\\] are not the model's \\[2, 4\\]"):
+        SparsityProbe(model, scorer=UnitFiring.fit(result.shares[:30, :2], [2], result.labels[:30]))
