@@ -6,13 +6,15 @@ each one's threshold at 1% false alarms on half of the held-back digits, and sco
 against the near and far sets of :mod:`benchmarks.ood_sets`. It applies :data:`RULE`, which chose the
 detector the service serves, then measures the served detector as the service runs it (the registered
 state and threshold, through ``Runtime.predict``) against the issue's targets, with its cost over the
-forward pass. Writes ``reports/typicality.json`` and ``reports/typicality_roc.png``; prints the tables.
+forward pass. Writes ``reports/typicality.json``, ``reports/typicality.md`` (the README's tables) and
+``reports/typicality_roc.png``; prints the tables.
 
 Detectors (higher score = less typical):
 
-- ``layer sparsity`` (served today): Mahalanobis distance of the per-layer zero fractions.
-- ``unit firing, class Mahalanobis``: per layer, each unit's share of positions on; class-conditional
-  Mahalanobis with a shared covariance (Lee et al. 2018) per layer, standardised and summed.
+- ``layer sparsity`` (served before this study): Mahalanobis distance of the per-layer zero fractions.
+- ``unit firing, class Mahalanobis`` (served now, :class:`sparsity.detectors.UnitFiring`): per layer, each
+  unit's share of positions on; class-conditional Mahalanobis with a shared covariance (Lee et al. 2018)
+  per layer, standardised and summed.
 - ``unit firing, KNN``: distance to the k-th nearest training digit of the normalised firing shares.
 - baselines from their papers: MSP (Hendrycks & Gimpel 2017), energy (Liu et al. 2020), class
   Mahalanobis on the penultimate layer, ReAct + energy (Sun et al. 2021, clip at the 90th percentile),
@@ -113,7 +115,7 @@ def fit_detectors(train: dict, labels: np.ndarray) -> dict[str, Callable[[dict],
         return (e / e.sum(axis=1, keepdims=True)).max(axis=1)
 
     return {
-        "layer sparsity (served)": lambda f: zeros(f["zeros"]),
+        "layer sparsity (served before)": lambda f: zeros(f["zeros"]),
         "unit firing, class Mahalanobis": lambda f: units.scores(np.concatenate(f["shares"], axis=1)),
         "unit firing, KNN (k=10)": lambda f: units_knn(np.concatenate(f["shares"], axis=1)),
         "MSP": lambda f: -softmax_max(f["logits"]),
@@ -159,7 +161,7 @@ def fpr_at_95_tpr(inside: np.ndarray, outside: np.ndarray) -> float:
     return float(np.mean(inside >= threshold))
 
 
-PLOTTED = ("layer sparsity (served)", "unit firing, class Mahalanobis", "MSP", "Mahalanobis, penultimate")
+PLOTTED = ("layer sparsity (served before)", "unit firing, class Mahalanobis", "MSP", "Mahalanobis, penultimate")
 
 
 def roc_curve(inside: np.ndarray, outside: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -199,7 +201,7 @@ RULE = (
     "the best mean AUROC over the near sets, among detectors that flag at most 2% of unseen digits and at "
     "least 99% of every far set, at the threshold that flags 1% of held-back digits"
 )
-RULE_NAMES = {"unit firing, class Mahalanobis": "unit-firing", "layer sparsity (served)": "profile-mahalanobis"}
+RULE_NAMES = {"unit firing, class Mahalanobis": "unit-firing", "layer sparsity (served before)": "profile-mahalanobis"}
 """The study's rows that are detectors the service can serve, by the name the card gives them."""
 
 
@@ -326,6 +328,34 @@ def targets(served: dict, near: list[str], far: list[str], costs: dict) -> list[
     return [{"target": t, "measured": float(m), "met": bool(ok)} for t, m, ok in rows]
 
 
+def markdown(report: dict) -> str:
+    """The README's two tables: every detector (AUROC / FPR95, unseen digits flagged), and the served
+    detector against the targets."""
+    near = [n for n, s in report["sets"].items() if s["kind"] == "near"]
+    far = [n for n, s in report["sets"].items() if s["kind"] == "far"]
+    names = [n.split(" (")[0] for n in near + far]
+    lines = [
+        "| detector | " + " | ".join(names) + " | digits flagged |",
+        "| --- |" + " --- |" * (len(names) + 1),
+    ]
+    best = {n: max(row["sets"][n]["auroc"] for row in report["detectors"].values()) for n in near}
+    for name, row in report["detectors"].items():
+        cells = []
+        for n in near + far:
+            cell = f"{row['sets'][n]['auroc']:.3f} / {row['sets'][n]['fpr95']:.2f}"
+            cells.append(f"**{cell}**" if n in best and row["sets"][n]["auroc"] == best[n] else cell)
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {row['false_alarms_unseen_digits']:.1%} |")
+    served = report["served"]
+    lines += ["", "| target | measured | met |", "| --- | --- | --- |"]
+    for t in report["targets"]:
+        value = t["measured"]
+        shown = f"{value:.1%}" if ("flagged" in t["target"] or "%" in t["target"]) else f"{value:.3f}"
+        lines.append(f"| {t['target']} | {shown} | {'yes' if t['met'] else '**no**'} |")
+    flagged = ", ".join(f"{n.split(' (')[0]} {served['sets'][n]['flagged']:.0%}" for n in near + far)
+    lines += ["", f"Flagged at the served threshold ({served['threshold']:.2f}): {flagged}."]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="mnist_cnn:latest", help="stored Keras model (default mnist_cnn:latest)")
@@ -391,6 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     plot_roc(all_scores, sets, calibrate, measure, args.out / "typicality_roc.png")
     (args.out / "typicality.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out / "typicality.md").write_text(markdown(report))
     print(
         f"model {report['model']}; study detectors fitted on {len(split.x_train)} training digits, thresholds at 1% "
         f"on {len(calibrate)} held-back digits, measured on the other {len(measure)}"
@@ -413,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     for t in report["targets"]:
         print(f"  {'met    ' if t['met'] else 'NOT MET'}  {t['target']}: {t['measured']:.3f}")
-    print(f"written to {args.out / 'typicality.json'} and {args.out / 'typicality_roc.png'}")
+    print(f"written to {args.out}: typicality.json, typicality.md (the README's tables), typicality_roc.png")
     if chosen is not None and RULE_NAMES.get(chosen) != served["detector"]:
         print(f"WARNING: the rule picks {chosen!r}, the model serves {served['detector']!r}")
         return 1
