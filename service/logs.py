@@ -74,13 +74,15 @@ def model_line(info: dict) -> str:
     accuracy = f", accuracy {info['test_accuracy']:.4f}" if info.get("test_accuracy") is not None else ""
     head = f"model {info['tag']} ({info['kind']}{', ' + info['dataset'] if info.get('dataset') else ''}{accuracy}"
     head += f"; pruned from {info['parent']})" if info.get("parent") else ")"
+    typicality = info["typicality"]
+    flag = f"; typicality {typicality.get('detector', 'profile-mahalanobis')} above {typicality['threshold']:.3f}"
     if info["kind"] == "linear":
         weights = ", ".join(f"{name} {value:.3f}" for name, value in info["weight_sparsity"].items())
         contributions = info["contribution_sparsity"]["mean"]
-        return f"{head}: weight sparsity {weights}; contribution sparsity baseline {contributions:.3f}"
+        return f"{head}: weight sparsity {weights}; contribution sparsity baseline {contributions:.3f}{flag}"
     baseline = ", ".join(f"{layer} {stats['mean']:.3f}" for layer, stats in info["activation_sparsity"].items())
     dead = ", ".join(f"{layer} {ratio:.3f}" for layer, ratio in info["dead_unit_ratio"].items())
-    return f"{head}: activation sparsity baseline {baseline}; dead units {dead}"
+    return f"{head}: activation sparsity baseline {baseline}; dead units {dead}{flag}"
 
 
 def summary(

@@ -70,8 +70,11 @@ class Sparsity(BaseModel):
 
 class TypicalityAnswer(BaseModel):
     score: float = Field(
-        description="Mahalanobis distance of this input's profile (ReLU models: per-layer zero fractions; linear "
-        "models: standardized features) from the calibration data; higher is less typical"
+        description="how unlike the calibration data this input is; higher is less typical. ReLU models "
+        "(detector unit-firing): per layer, the distance of its per-unit firing shares from the nearest class's "
+        "calibration pattern, standardised (0 is an average calibration item, so it can be negative) and summed "
+        "over layers; linear models: the Mahalanobis distance of the standardized features. "
+        "See /models/{name} for the detector and its threshold"
     )
     atypical: bool = Field(description="score above the threshold calibrated at registration (see /models/{name})")
 

@@ -216,6 +216,8 @@ def load_detector(typicality: TypicalityModel, directory: str | Path | None) -> 
     """The scoring object a card's ``typicality`` names; a unit-firing state is read from ``directory``
     and checked against the hash in the card."""
     if typicality.detector == PROFILE_MAHALANOBIS:
+        if not typicality.mean or not typicality.precision or len(typicality.precision) != len(typicality.mean):
+            raise DetectorStateError("the profile-mahalanobis detector needs typicality.mean and typicality.precision")
         return ProfileMahalanobis(typicality)
     if directory is None or typicality.state_file is None:
         raise DetectorStateError(f"the {typicality.detector} detector needs its state file")

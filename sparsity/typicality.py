@@ -28,8 +28,8 @@ class TypicalityModel(BaseModel):
         "layer, standardised and summed; profile-mahalanobis: Mahalanobis distance of the profile in features",
     )
     features: list[str]  # the profile's columns (standardized features), or the ReLU layers whose units are scored
-    mean: list[float] = []  # profile-mahalanobis
-    precision: list[list[float]] = []  # profile-mahalanobis: inverse of the shrunk covariance
+    mean: list[float] | None = None  # profile-mahalanobis
+    precision: list[list[float]] | None = None  # profile-mahalanobis: inverse of the shrunk covariance
     state_file: str | None = None  # unit-firing: its arrays, beside the model
     state_sha256: str | None = None
     fit_size: int | None = Field(default=None, description="calibration items the detector was fitted on")

@@ -41,7 +41,7 @@ def layer_outputs(name: str, model: keras.Model, x: np.ndarray) -> dict[str, np.
     if name == "residual_cnn":  # every ReLU is a top-level layer, called once
         names = ["stem_relu", "block1_relu1", "block1_out", "block2_relu1", "block2_out"]
         multi = keras.Model(model.inputs, [model.get_layer(n).output for n in names])
-        return {n: np.asarray(o) for n, o in zip(names, multi(x, training=False), strict=True)}
+        return {n: np.asarray(o) for n, o in zip(names, multi([x], training=False), strict=True)}
     block = model.get_layer("block")  # digits_mlp: standardize -> block(hidden1, hidden2_linear, hidden2)
     h1 = block.get_layer("hidden1")(model.get_layer("standardize")(x))
     h2 = block.get_layer("hidden2")(block.get_layer("hidden2_linear")(h1))

@@ -222,6 +222,7 @@ def test_the_log_is_one_format_with_a_start_up_summary_and_one_line_per_refusal(
     for layer, stats in mnist["activation_sparsity"].items():
         assert f"{layer} {stats['mean']:.3f}" in line
     assert f"(keras-relu, mnist-5k, accuracy {mnist['test_accuracy']:.4f})" in line
+    assert line.endswith(f"; typicality unit-firing above {mnist['typicality']['threshold']:.3f}")
     (line,) = [line for line in lines if f"] model {iris['tag']} (" in line]
     assert f"contribution sparsity baseline {iris['contribution_sparsity']['mean']:.3f}" in line
 
