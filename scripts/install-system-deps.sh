@@ -2,7 +2,8 @@
 # Installs the Debian packages the tests use, when missing: prometheus (server + promtool),
 # docker-compose (only for `docker-compose config -q`), wrk (benchmarks), kubectl (its kustomize
 # renders deploy/k8s), Node.js with npm (the Kubernetes schema validator in tests/k8s) and a few font
-# packages (letters rendered in many typefaces for the typicality study, benchmarks/ood_sets.py).
+# packages (letters rendered in many typefaces for the typicality study, benchmarks/ood_sets.py), and
+# Chromium with its WebDriver (the page's tests in a real browser, tests/integration/test_page.py).
 set -euo pipefail
 
 missing=()
@@ -13,6 +14,8 @@ command -v wrk >/dev/null || missing+=(wrk)
 command -v kubectl >/dev/null || missing+=(kubectl)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
+command -v chromium >/dev/null || missing+=(chromium)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
 for font in fonts-liberation fonts-freefont-ttf fonts-urw-base35 fonts-dejavu-extra; do
   [ -d "/usr/share/doc/$font" ] || missing+=("$font")
 done

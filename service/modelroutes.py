@@ -23,6 +23,7 @@ from service.inputs import inputs_from_json
 from service.middleware import error_body, read_body, replay_body, respond
 from service.npy import decode_npy
 from service.preprocess import FIELD as IMAGE_FIELD
+from service.responses import DETAILS
 from sparsity.errors import InvalidInputError
 
 INLINE_MAX_BYTES = 64 * 1024
@@ -65,12 +66,15 @@ class ModelRoutes:
             await self.app(scope, receive, send)  # the alias image upload: BentoML's endpoint
             return
         body = await read_body(receive)
-        if route.action == "predict_image":
-            answer = await self._picture(scope, body, runtime, service)
+        detail, problem = (None, None) if route.bentoml_api else detail_of(scope)
+        if problem is not None:
+            answer = 400, problem
+        elif route.action == "predict_image":
+            answer = await self._picture(scope, body, runtime, service, detail)
         elif len(body) <= INLINE_MAX_BYTES:
-            answer = _answer(service, runtime, route, body)
+            answer = _answer(service, runtime, route, body, detail)
         else:
-            answer = await anyio.to_thread.run_sync(_answer, service, runtime, route, body)
+            answer = await anyio.to_thread.run_sync(_answer, service, runtime, route, body, detail)
         if answer is None:  # an alias body that is not plain: BentoML's endpoint validates it
             await self.app(scope, replay_body(body, receive), send)
         else:
@@ -80,14 +84,19 @@ class ModelRoutes:
     def _card(path: str) -> tuple[int, bytes] | None:
         if path.rstrip("/") == routes.MODELS_PATH:
             return 200, json.dumps(_service().describe_models()).encode()
-        name = routes.model_card_name(path)
+        name, what = routes.model_card_name(path)
         if name is None:
             return None
         runtime = _service().runtimes.get(name)
-        return (200, json.dumps(runtime.info).encode()) if runtime else (404, not_served(name))
+        if runtime is None:
+            return 404, not_served(name)
+        if what == "examples":
+            card = runtime.card
+            return 200, json.dumps({"inputs": card.examples or [], "labels": card.example_labels}).encode()
+        return 200, json.dumps(runtime.info).encode()
 
     @staticmethod
-    async def _picture(scope, body: bytes, runtime, service) -> tuple[int, bytes]:
+    async def _picture(scope, body: bytes, runtime, service, detail: str | None) -> tuple[int, bytes]:
         from starlette.requests import Request
 
         if not runtime.card.image_shaped:
@@ -106,7 +115,20 @@ class ModelRoutes:
             batch = await anyio.to_thread.run_sync(runtime.picture, data, service.settings.max_image_pixels)
         except InvalidInputError as exc:
             return 400, error_body(exc.rule, exc.field, "invalid_input")
-        return _run(service, runtime, batch)
+        return _run(service, runtime, batch, detail)
+
+
+def detail_of(scope) -> tuple[str | None, bytes | None]:
+    """The ``detail`` query parameter of a generic route: ``(value, None)``, or ``(None, error body)``."""
+    from urllib.parse import parse_qs
+
+    values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("detail", [])
+    if not values:
+        return None, None
+    if len(values) > 1 or values[0] not in DETAILS:
+        rule = f"must be one of: {', '.join(DETAILS)}; got {', '.join(values)!s}"
+        return None, error_body(rule, "detail", "invalid_input")
+    return values[0], None
 
 
 def _service():
@@ -115,14 +137,16 @@ def _service():
     return bentoml.get_current_service()
 
 
-def _run(service, runtime, x) -> tuple[int, bytes]:
+def _run(service, runtime, x, detail: str | None = None) -> tuple[int, bytes]:
     try:
-        return 200, service.predict_json(runtime, x)
+        return 200, service.predict_json(runtime, x, detail)
     except InvalidInputError as exc:
         return 400, error_body(exc.rule, exc.field, "invalid_input")
 
 
-def _answer(service, runtime, route: routes.RouteSpec, body: bytes) -> tuple[int, bytes] | None:
+def _answer(
+    service, runtime, route: routes.RouteSpec, body: bytes, detail: str | None = None
+) -> tuple[int, bytes] | None:
     """Decode, predict and encode one body (run inline or in a thread): ``(status, JSON body)``, or
     ``None`` for an alias body that its BentoML endpoint is to validate."""
     try:
@@ -134,4 +158,4 @@ def _answer(service, runtime, route: routes.RouteSpec, body: bytes) -> tuple[int
         if route.bentoml_api:
             return None
         return 400, error_body(exc.rule, exc.field, "invalid_input")
-    return _run(service, runtime, x)
+    return _run(service, runtime, x, detail)

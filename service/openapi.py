@@ -38,7 +38,7 @@ from pydantic.json_schema import models_json_schema
 
 from service import routes
 from service.npy import ACCEPTED_DTYPES
-from service.schemas import Error, PredictResponse
+from service.schemas import Error, ExamplesResponse, PredictResponse
 from sparsity.card import KerasReluCard, LinearCard, ModelCard
 from sparsity.contract import MAX_BATCH, MAX_NPY_ITEMS
 
@@ -114,7 +114,7 @@ def _card_schema(card: type[ModelCard], title: str, what: str) -> tuple[dict, di
 def component_schemas() -> dict[str, dict]:
     """The named schemas this service defines itself (pydantic models and model cards)."""
     _, top = models_json_schema(
-        [(model, "serialization") for model in (PredictResponse, Error)],
+        [(model, "serialization") for model in (PredictResponse, Error, ExamplesResponse)],
         ref_template="#/components/schemas/{model}",
     )
     schemas = dict(top["$defs"])
@@ -172,6 +172,16 @@ NAME_PARAMETER = {
 }
 
 
+DETAIL_PARAMETER = {
+    "name": "detail",
+    "in": "query",
+    "required": False,
+    "description": "`units`: each answer also carries `units`, per ReLU layer each unit's share of its positions "
+    "that were on for this input (0: it did not fire); empty for a linear model",
+    "schema": {"type": "string", "enum": ["units"]},
+}
+
+
 def _post(operation_id: str, description: str, content: dict, example: Any = None, name: bool = True) -> dict:
     body: dict = {"required": True, "content": content}
     if example is not None:
@@ -185,7 +195,7 @@ def _post(operation_id: str, description: str, content: dict, example: Any = Non
         | _refusals(),
     }
     if name:
-        operation["parameters"] = [NAME_PARAMETER]
+        operation["parameters"] = [NAME_PARAMETER, DETAIL_PARAMETER]
     return {"post": operation}
 
 
@@ -228,6 +238,19 @@ def _extra_paths() -> dict:
             },
         }
     }
+    examples = {
+        "get": {
+            "tags": [API_TAG],
+            "operationId": "get_model_examples",
+            "description": "A few items of the model's calibration set that neither fitted nor calibrated anything "
+            "(with their labels when registration had labels): inputs to try the model on.",
+            "parameters": [NAME_PARAMETER],
+            "responses": {
+                "200": {"description": "Successful Response", "content": _json(_ref("ExamplesResponse"))},
+                "404": {"description": REFUSALS["404"], "content": _json(_ref("Error"))},
+            },
+        }
+    }
     generic = routes.MODEL_ROUTES
     return {
         routes.MNIST_PREDICT_BATCH.path: _post(
@@ -238,6 +261,7 @@ def _extra_paths() -> dict:
         ),
         routes.MODELS_PATH: models,
         routes.MODELS_PATH + "/{name}": card,
+        routes.MODELS_PATH + "/{name}/examples": examples,
         generic["predict"].path: _post(
             "predict",
             f"Classify 1-{MAX_BATCH} inputs with the model `name`; each answer carries the sparsity of its own "

@@ -23,7 +23,13 @@ def refusing_invalid_input() -> Iterator[None]:
         raise input_error((exc.field,), exc.rule) from None
 
 
-def prediction_body(runtime: Runtime, prediction: Prediction) -> dict:
+DETAILS = ("units",)
+"""Values of the generic routes' ``detail`` query parameter."""
+
+
+def prediction_body(runtime: Runtime, prediction: Prediction, detail: str | None = None) -> dict:
+    """One answer per input. With ``detail="units"`` each answer also has ``units``: per ReLU layer, each
+    unit's share of its positions that were on for this input (0: it did not fire); empty for a linear model."""
     names = list(prediction.layer_sparsity)
     per_layer = np.stack([prediction.layer_sparsity[n] for n in names], axis=1).tolist()
     labels = prediction.labels.tolist()
@@ -50,6 +56,10 @@ def prediction_body(runtime: Runtime, prediction: Prediction) -> dict:
                 "typicality": {"score": score, "atypical": flag},
             }
         )
+    if detail == "units":
+        per_layer = {name: np.round(shares, 4).tolist() for name, shares in prediction.shares.items()}
+        for i, answer in enumerate(answers):
+            answer["units"] = {name: rows[i] for name, rows in per_layer.items()}
     return {"model": runtime.tag, "predictions": answers}
 
 
@@ -57,7 +67,7 @@ def predict_response(runtime: Runtime, prediction: Prediction) -> PredictRespons
     return PredictResponse.model_validate(prediction_body(runtime, prediction))
 
 
-def predict_json(runtime: Runtime, prediction: Prediction) -> bytes:
+def predict_json(runtime: Runtime, prediction: Prediction, detail: str | None = None) -> bytes:
     """The same body as :func:`predict_response`, serialized directly (for the routes that answer without
     BentoML's response model). orjson: 256 predictions in well under the 3 ms of json.dumps."""
-    return orjson.dumps(prediction_body(runtime, prediction))
+    return orjson.dumps(prediction_body(runtime, prediction, detail))

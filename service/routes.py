@@ -67,9 +67,13 @@ def match(path: str) -> tuple[RouteSpec, str] | None:
     return None
 
 
-def model_card_name(path: str) -> str | None:
-    """``name`` for ``GET /models/{name}``, else None."""
+def model_card_name(path: str) -> tuple[str | None, str | None]:
+    """``(name, "card")`` for ``GET /models/{name}``, ``(name, "examples")`` for
+    ``GET /models/{name}/examples``, else ``(None, None)``."""
     parts = path.rstrip("/").split("/")
-    if len(parts) == 3 and parts[0] == "" and "/" + parts[1] == MODELS_PATH and parts[2]:
-        return parts[2]
-    return None
+    if len(parts) in (3, 4) and parts[0] == "" and "/" + parts[1] == MODELS_PATH and parts[2]:
+        if len(parts) == 3:
+            return parts[2], "card"
+        if parts[3] == "examples":
+            return parts[2], "examples"
+    return None, None

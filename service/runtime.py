@@ -32,6 +32,7 @@ class Prediction:
     scores: np.ndarray  # (N,) typicality score
     atypical: np.ndarray  # (N,) bool
     fired: dict[str, np.ndarray] = field(default_factory=dict)  # layer -> (N, units) bool (ReLU models)
+    shares: dict[str, np.ndarray] = field(default_factory=dict)  # layer -> (N, units) share of positions on
     weights: float | None = None  # linear: share of zero coefficients
     contributions: np.ndarray | None = None  # linear: (N,) share of zero coefficient x feature terms
 
@@ -101,6 +102,7 @@ class KerasReluRuntime(Runtime):
         if tuple(self.probe.item_shape) != self.item_shape:
             raise ModelCardError(f"model {tag}: the card's input_shape {self.item_shape} is not the model's")
         self.layers = found
+        self._unit_offsets = np.cumsum(self.probe.units)[:-1]
 
     def predict(self, x: np.ndarray) -> Prediction:
         result = self.probe.run(x)
@@ -116,6 +118,7 @@ class KerasReluRuntime(Runtime):
             scores=scores,
             atypical=atypical,
             fired=result.fired,
+            shares=dict(zip(self.layers, np.split(result.shares, self._unit_offsets, axis=1), strict=True)),
         )
 
 

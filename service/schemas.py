@@ -6,7 +6,7 @@ Validation fails fast: the first broken rule is reported, with its location, so 
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AllowInfNan, BaseModel, Field, Strict, ValidationError, model_serializer
 from pydantic_core import InitErrorDetails, PydanticCustomError
@@ -85,6 +85,21 @@ class PredictionAnswer(BaseModel):
     probabilities: list[float]
     sparsity: Sparsity
     typicality: TypicalityAnswer
+    units: dict[str, list[float]] | None = Field(
+        default=None,
+        description="with ?detail=units: per ReLU layer, each unit's share of its positions that were on (0: it did "
+        "not fire)",
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_nulls(self, handler):
+        """``units`` only when asked for."""
+        return {key: value for key, value in handler(self).items() if value is not None}
+
+
+class ExamplesResponse(BaseModel):
+    inputs: list[Any] = Field(description="a few calibration items, each of the model's input shape")
+    labels: list[int] | None = Field(description="their labels, when registration had labels")
 
 
 class PredictResponse(BaseModel):

@@ -27,6 +27,7 @@ from service import __version__, logs, metrics, openapi, routes, watchdog
 from service.config import Settings, SettingsError
 from service.middleware import RequestGuard
 from service.modelroutes import ModelRoutes
+from service.pages import Pages
 from service.registry import NothingToServe, candidates
 from service.responses import predict_json, predict_response, refusing_invalid_input
 from service.runtime import Prediction, Runtime
@@ -98,9 +99,9 @@ class SparsityService:
         self.recorder.record(runtime, prediction, time.perf_counter() - start)
         return prediction
 
-    def predict_json(self, runtime: Runtime, x: np.ndarray) -> bytes:
+    def predict_json(self, runtime: Runtime, x: np.ndarray, detail: str | None = None) -> bytes:
         """:meth:`predict` answered as JSON bytes (for service.modelroutes)."""
-        return predict_json(runtime, self.predict(runtime, x))
+        return predict_json(runtime, self.predict(runtime, x), detail)
 
     def _alias(self, route: routes.RouteSpec) -> Runtime:
         runtime = self.runtimes.get(route.model)
@@ -175,6 +176,7 @@ SparsityService.add_asgi_middleware(
     body_timeout=settings.body_timeout,
 )
 SparsityService.add_asgi_middleware(ModelRoutes)  # inside the guard: 415 and 413 are answered before it reads
+SparsityService.add_asgi_middleware(Pages)  # / without BentoML's tracker, and the introspection page /ui
 SparsityService.add_asgi_middleware(
     openapi.OpenAPIDocument,
     build=lambda: openapi.fix_document(SparsityService.openapi_spec.asdict(), version=__version__),

@@ -80,8 +80,10 @@ class ModelCard(BaseModel):
         "dataset_size",
         "train_size",
         "test_size",
+        "feature_ranges",
+        "provenance",
     )
-    """The fields /models shows (besides the tag)."""
+    """The fields /models shows (besides the tag; the examples have their own route)."""
 
     kind: str
     input_shape: list[int] = Field(min_length=1)
@@ -94,6 +96,13 @@ class ModelCard(BaseModel):
     calibration: CalibrationFacts | None = None
     provenance: dict[str, Any] = {}
     versions: dict[str, str] = {}
+    feature_ranges: list[list[float]] | None = Field(
+        default=None, description="tabular inputs: each feature's [min, max] over the calibration set"
+    )
+    examples: list[Any] | None = Field(
+        default=None, description="a few calibration items used for nothing else, for GET /models/{name}/examples"
+    )
+    example_labels: list[int] | None = None
     # facts of the project's own training runs (a registered model has none)
     dataset: str | None = None
     dataset_size: int | None = None
@@ -121,6 +130,7 @@ class KerasReluCard(ModelCard):
         "not_probed",
         "activation_sparsity",
         "dead_unit_ratio",
+        "unit_firing",
         "output",
         "preprocessing",
         "pruned",
@@ -133,6 +143,10 @@ class KerasReluCard(ModelCard):
     not_probed: list[NotProbedCard] = []
     activation_sparsity: dict[str, MeanStd]  # per ReLU-family layer call, and "all"
     dead_unit_ratio: dict[str, float]
+    unit_firing: dict[str, list[float]] | None = Field(
+        default=None,
+        description="per layer, each unit's share of the baseline calibration items on which it fired (0: dead)",
+    )
     output: Literal["probabilities", "logits"] = "probabilities"
     preprocessing: Literal["resize", "mnist-digit"] | None = None  # image-shaped inputs only
     train_seconds: float | None = None

@@ -55,3 +55,19 @@ def conv_dense_model() -> keras.Model:
     dense_kernel[:, 1] = -1.0  # never fires (ReLU outputs are >= 0)
     model.get_layer("dense").set_weights([dense_kernel, np.array([0.0, 0.0, 1.0, -1.0])])
     return model
+
+
+def unit_firing_scores(shares: dict[str, np.ndarray], state_path: str, layers: list[str]) -> np.ndarray:
+    """The unit-firing score recomputed layer by layer from the saved arrays, not through the core's fused
+    form: per layer, the smallest squared distance of the whitened shares to a whitened class centre,
+    standardised by the layer's saved mean and spread, summed over the layers."""
+    with np.load(state_path, allow_pickle=False) as state:
+        whiten, centres, loc, scale = state["whiten"], state["centres"], state["loc"], state["scale"]
+    total, start = np.zeros(len(next(iter(shares.values())))), 0
+    for i, name in enumerate(layers):
+        block = slice(start, start + shares[name].shape[1])
+        z = shares[name].astype(np.float64) @ whiten[block, block]
+        distances = ((z[:, None, :] - centres[i][None, :, block]) ** 2).sum(axis=2).min(axis=1)
+        total += (distances - loc[i]) / scale[i]
+        start = block.stop
+    return total

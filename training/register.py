@@ -200,6 +200,31 @@ def unit_firing_typicality(result, parts: Parts, layers: list[str], units: list[
     return typicality, state
 
 
+EXAMPLES = 8
+"""Calibration items kept in the card for ``GET /models/{name}/examples`` (the page's examples)."""
+MAX_RANGED_FEATURES = 1024
+"""Tabular inputs up to this many features get their calibration ranges in the card (the page's form)."""
+
+
+def shown_facts(calibration: Calibration, parts: Parts, item_shape: tuple[int, ...]) -> dict:
+    """What the page shows of the calibration set: a few items of the part used for nothing else (the
+    first of each class first, when there are labels), and a tabular input's per-feature ranges."""
+    chosen = list(parts.measured)
+    if calibration.labels is not None:
+        firsts = {}
+        for i in parts.measured:
+            firsts.setdefault(int(calibration.labels[i]), int(i))
+        chosen = [*firsts.values(), *(i for i in parts.measured if i not in firsts.values())]
+    chosen = chosen[:EXAMPLES]
+    x = calibration.x
+    facts = {"examples": np.round(x[chosen].astype(np.float64), 4).tolist()}
+    if calibration.labels is not None:
+        facts["example_labels"] = [int(calibration.labels[i]) for i in chosen]
+    if len(item_shape) == 1 and item_shape[0] <= MAX_RANGED_FEATURES:
+        facts["feature_ranges"] = np.stack([x.min(axis=0), x.max(axis=0)], axis=1).astype(np.float64).tolist()
+    return facts
+
+
 def calibration_facts(calibration: Calibration, parts: Parts, seed: int) -> CalibrationFacts:
     return CalibrationFacts(
         size=len(calibration.x),
@@ -259,6 +284,11 @@ def keras_card(
         "relu_layers": [vars(layer) for layer in probe.layers],
         "not_probed": [vars(layer) for layer in probe.not_probed],
         **summarize(result.take(parts.baseline)),
+        "unit_firing": {
+            layer.name: np.round(fired[parts.baseline].mean(axis=0), 4).tolist()
+            for layer, fired in zip(probe.layers, result.fired.values(), strict=True)
+        },
+        **shown_facts(calibration, parts, probe.item_shape),
         "typicality": typicality.to_dict(),
         "weight_sparsity": weight_sparsity(model),
         "test_accuracy": accuracy,
@@ -353,6 +383,7 @@ def register_linear(
                 "accuracy_on": None if accuracy is None else f"{len(parts.measured)} measured calibration items",
                 "calibration": calibration_facts(calibration, parts, seed),
                 "versions": library_versions(),
+                **shown_facts(calibration, parts, probe.item_shape),
             },
             facts,
         )

@@ -16,7 +16,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.helpers import png_bytes
+from tests.helpers import png_bytes, unit_firing_scores
 from tests.integration.server import PROJECT_MODELS, Server, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -172,12 +172,15 @@ def test_typicality_is_counted_for_every_prediction(stack, reference, test_image
     _, prom = stack
     assert prom.wait_for('sum(model_typicality_score_count{model="mnist_cnn"})', N_IMAGES) == N_IMAGES
     assert prom.wait_for('sum(model_typicality_score_count{model="iris_l1"})', N_IRIS) == N_IRIS
+    import bentoml
+
     calibration = trained["mnist"]["typicality"]
-    layers = reference(_sent_images(test_images[0]))["layers"]
-    diff = np.stack([layers[f] for f in calibration["features"]], axis=1) - np.asarray(calibration["mean"])
-    scores = np.sqrt(np.einsum("ij,jk,ik->i", diff, np.asarray(calibration["precision"]), diff))
+    expected = reference(_sent_images(test_images[0]))
+    state = bentoml.models.get(expected["tag"]).path_of(calibration["state_file"])
+    scores = unit_firing_scores(expected["shares"], state, calibration["features"])
     atypical = int(np.sum(scores > calibration["threshold"]))
     assert prom.scalar('sum(model_atypical_predictions_total{model="mnist_cnn"})') == atypical
+    assert prom.scalar('max(model_typicality_threshold{model="mnist_cnn"})') == pytest.approx(calibration["threshold"])
 
 
 def _labels(prom: Prometheus, metric: str) -> set[tuple[str, ...]]:
@@ -205,6 +208,7 @@ def test_every_metric_exists_with_its_labels(stack, trained):
     assert _labels(prom, "activation_samples_total") == {("mnist_cnn",), ("model",)}
     assert _labels(prom, "model_typicality_score_count") == {("iris_l1",), ("mnist_cnn",), ("model",)}
     assert _labels(prom, "model_atypical_predictions_total") == {("iris_l1",), ("mnist_cnn",), ("model",)}
+    assert _labels(prom, "model_typicality_threshold") == {("iris_l1",), ("mnist_cnn",), ("model",)}
     weights = _labels(prom, "model_weight_sparsity_ratio")
     assert ("coefficients", "iris_l1") in weights and ("conv1", "mnist_cnn") in weights
     assert (

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from service.preprocess import image_to_mnist
-from tests.helpers import NPY, npy_bytes, png_bytes
+from tests.helpers import NPY, npy_bytes, png_bytes, unit_firing_scores
 from tests.tools import run_in_project
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -55,22 +55,6 @@ def test_mnist_predict_happy_path_matches_an_independent_recomputation(server, r
             assert_ratio(value)
             assert value == pytest.approx(expected["layers"][layer][i], abs=1e-6)
         assert item["sparsity"]["overall"] == pytest.approx(expected["overall"][i], abs=1e-6)
-
-
-def unit_firing_scores(shares: dict[str, np.ndarray], state_path: str, layers: list[str]) -> np.ndarray:
-    """The unit-firing score recomputed layer by layer from the saved arrays, not through the core's fused
-    form: per layer, the smallest squared distance of the whitened shares to a whitened class centre,
-    standardised by the layer's saved mean and spread, summed over the layers."""
-    with np.load(state_path, allow_pickle=False) as state:
-        whiten, centres, loc, scale = state["whiten"], state["centres"], state["loc"], state["scale"]
-    total, start = np.zeros(len(next(iter(shares.values())))), 0
-    for i, name in enumerate(layers):
-        block = slice(start, start + shares[name].shape[1])
-        z = shares[name].astype(np.float64) @ whiten[block, block]
-        distances = ((z[:, None, :] - centres[i][None, :, block]) ** 2).sum(axis=2).min(axis=1)
-        total += (distances - loc[i]) / scale[i]
-        start = block.stop
-    return total
 
 
 def test_typicality_of_each_input_is_its_score_against_the_stored_calibration(server, trained, reference, test_images):
@@ -476,3 +460,31 @@ def test_kubernetes_probes_and_scrape_path_are_routes_the_service_answers(server
     for path in sorted(paths):
         assert httpx.get(f"{server.url}{path}", timeout=10).status_code == 200, path
     assert container["ports"][0]["containerPort"] == 3000  # the port a containerized bento serves on
+
+
+def test_detail_units_gives_each_units_share_of_positions_on_as_an_independent_count(server, reference, test_images):
+    images = test_images[0][:3]
+    r = httpx.post(f"{server.url}/models/mnist_cnn/predict_batch?detail=units", content=npy_bytes(images), headers=NPY)
+    assert r.status_code == 200, r.text
+    expected = reference(images)["shares"]
+    for i, item in enumerate(r.json()["predictions"]):
+        assert set(item["units"]) == set(expected)
+        for layer, shares in item["units"].items():
+            np.testing.assert_allclose(shares, expected[layer][i], atol=5e-5)  # rounded to 4 decimals
+    plain = httpx.post(f"{server.url}/models/mnist_cnn/predict_batch", content=npy_bytes(images), headers=NPY)
+    assert "units" not in plain.json()["predictions"][0]  # only when asked for
+    iris = post_json(server, "/models/iris_l1/predict?detail=units", {"inputs": [[5.1, 3.5, 1.4, 0.2]]})
+    assert iris.status_code == 200 and iris.json()["predictions"][0]["units"] == {}
+
+
+def test_examples_are_calibration_items_with_labels_and_a_tabular_card_has_feature_ranges(server, trained):
+    r = httpx.get(f"{server.url}/models/mnist_cnn/examples", timeout=10)
+    assert r.status_code == 200
+    examples = r.json()
+    assert 2 <= len(examples["inputs"]) <= 8 and len(examples["labels"]) == len(examples["inputs"])
+    assert np.asarray(examples["inputs"]).shape[1:] == (28, 28)
+    assert len(set(examples["labels"])) == len(examples["labels"])  # one of each class first
+    card = httpx.get(f"{server.url}/models/iris_l1", timeout=10).json()
+    assert len(card["feature_ranges"]) == 4 and all(low < high for low, high in card["feature_ranges"])
+    missing = httpx.get(f"{server.url}/models/no_such_model/examples", timeout=10)
+    assert missing.status_code == 404 and "no model named 'no_such_model'" in missing.json()["error"]

@@ -69,6 +69,8 @@ def test_other_paths_are_no_prediction_route(path):
 
 
 def test_card_paths():
-    assert model_card_name("/models/wine_mlp") == "wine_mlp" and model_card_name("/models/") is None
-    assert model_card_name("/models/x/predict") is None
+    assert model_card_name("/models/wine_mlp") == ("wine_mlp", "card")
+    assert model_card_name("/models/") == (None, None)
+    assert model_card_name("/models/x/predict") == (None, None)
+    assert model_card_name("/models/x/examples") == ("x", "examples")
     assert {alias.model for alias in ALIASES} == {"mnist_cnn", "iris_l1"}

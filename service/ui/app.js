@@ -1,0 +1,475 @@
+// The introspection page. Everything it shows comes from the public API:
+//   GET /models, GET /models/{name}/examples,
+//   POST /models/{name}/predict?detail=units (JSON), POST /models/{name}/predict_image?detail=units (an upload).
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const DEBOUNCE_MS = 250;
+let models = [];
+let current = null; // the selected model's card (GET /models entry)
+let pending = 0; // answers older than the latest request are dropped
+let timer = null;
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (key === "class") node.className = value;
+    else if (key === "text") node.textContent = value;
+    else if (key === "style") Object.assign(node.style, value);
+    else node.setAttribute(key, value);
+  }
+  for (const child of children) node.append(child);
+  return node;
+}
+
+function fmt(x, digits = 3) {
+  return Number(x).toFixed(digits);
+}
+
+async function api(path, options = {}) {
+  const response = await fetch(path, options);
+  const text = await response.text();
+  let body = null;
+  try {
+    body = JSON.parse(text);
+  } catch (_) {
+    body = null;
+  }
+  if (!response.ok) {
+    const message = body && body.error ? body.error : `${response.status} ${response.statusText}: ${text.slice(0, 200)}`;
+    throw new Error(message);
+  }
+  return body;
+}
+
+function showError(message) {
+  const box = $("error");
+  box.textContent = message;
+  box.hidden = !message;
+}
+
+function isImage(card) {
+  const shape = card.input_shape;
+  return shape.length === 2 || (shape.length === 3 && (shape[2] === 1 || shape[2] === 3));
+}
+
+// ---- the model and its card --------------------------------------------------------------------------
+
+function renderCard(card) {
+  const dl = $("model-card");
+  dl.replaceChildren();
+  const rows = [
+    ["tag", card.tag],
+    ["kind", card.kind],
+    ["input", `${card.input_shape.join(" x ")}, values ${card.input_range[0]} to ${card.input_range[1]}`],
+  ];
+  if (card.test_accuracy !== undefined) rows.push(["accuracy", `${fmt(card.test_accuracy * 100, 2)}% on ${card.accuracy_on || "held-back data"}`]);
+  if (card.dataset) rows.push(["trained on", `${card.dataset}${card.train_size ? ` (${card.train_size} items)` : ""}`]);
+  if (card.provenance && card.provenance.file) rows.push(["from file", `${card.provenance.file} (sha256 ${String(card.provenance.sha256).slice(0, 12)}...)`]);
+  if (card.parent) rows.push(["pruned from", card.parent]);
+  if (card.calibration) rows.push(["calibration", `${card.calibration.size} items (sha256 ${card.calibration.sha256.slice(0, 12)}...)`]);
+  const t = card.typicality;
+  rows.push(["typicality", `${t.detector || "profile-mahalanobis"}, flags above ${fmt(t.threshold, 2)} (target ${fmt(t.false_alarm_rate * 100, 0)}% false alarms; measured ${fmt((t.measured_false_alarm_rate || 0) * 100, 1)}%)`]);
+  for (const [name, value] of rows) dl.append(el("dt", { text: name }), el("dd", { text: value }));
+}
+
+async function selectModel(name) {
+  current = models.find((m) => m.name === name);
+  pending += 1;
+  showError("");
+  $("result").hidden = true;
+  $("empty").hidden = false;
+  renderCard(current);
+  const image = isImage(current);
+  $("image-input").hidden = !image;
+  $("tabular-input").hidden = image;
+  clearPad(false);
+  let examples = { inputs: [], labels: null };
+  try {
+    examples = await api(`/models/${encodeURIComponent(name)}/examples`);
+  } catch (error) {
+    showError(error.message);
+  }
+  if (image) renderImageExamples(examples);
+  else renderFields(examples);
+}
+
+// ---- image input: the drawing pad, uploads, examples -------------------------------------------------
+
+const pad = $("pad");
+const ctx = pad.getContext("2d");
+let drawing = false;
+let last = null;
+
+function clearPad(predictAfter = true) {
+  ctx.fillStyle = "#000";
+  ctx.fillRect(0, 0, pad.width, pad.height);
+  if (predictAfter) {
+    pending += 1;
+    clearTimeout(timer);
+    timer = null;
+    $("result").hidden = true;
+    $("empty").hidden = false;
+    setState("idle");
+  }
+}
+
+function padPoint(event) {
+  const box = pad.getBoundingClientRect();
+  return [((event.clientX - box.left) * pad.width) / box.width, ((event.clientY - box.top) * pad.height) / box.height];
+}
+
+function stroke(from, to) {
+  ctx.strokeStyle = "#fff";
+  ctx.lineWidth = 22;
+  ctx.lineCap = "round";
+  ctx.lineJoin = "round";
+  ctx.beginPath();
+  ctx.moveTo(from[0], from[1]);
+  ctx.lineTo(to[0], to[1]);
+  ctx.stroke();
+}
+
+pad.addEventListener("pointerdown", (event) => {
+  event.preventDefault();
+  pad.setPointerCapture(event.pointerId);
+  drawing = true;
+  last = padPoint(event);
+  stroke(last, last);
+  schedule(predictPad);
+});
+pad.addEventListener("pointermove", (event) => {
+  if (!drawing) return;
+  const point = padPoint(event);
+  stroke(last, point);
+  last = point;
+  schedule(predictPad);
+});
+for (const type of ["pointerup", "pointercancel"]) {
+  pad.addEventListener(type, () => {
+    if (!drawing) return;
+    drawing = false;
+    schedule(predictPad);
+  });
+}
+$("clear").addEventListener("click", () => clearPad(true));
+
+// body[data-state]: "waiting" (a request is scheduled), "busy" (one is in flight) or "idle" (the page shows
+// the answer to the latest input, or its error); body[data-answers] counts the answers shown. Scripts and
+// tests can wait on them.
+function setState(state) {
+  document.body.dataset.state = state;
+}
+
+function schedule(fn) {
+  clearTimeout(timer);
+  setState("waiting");
+  timer = setTimeout(() => {
+    timer = null;
+    fn();
+  }, DEBOUNCE_MS);
+}
+
+function padBlob() {
+  return new Promise((resolve) => pad.toBlob(resolve, "image/png"));
+}
+
+// pixels of the pad as one input of the model's shape, scaled onto its input range (models without a
+// picture step: the API's predict_image needs one)
+function padInput() {
+  const [h, w] = current.input_shape;
+  const small = el("canvas", { width: w, height: h });
+  const c = small.getContext("2d");
+  c.drawImage(pad, 0, 0, w, h);
+  const data = c.getImageData(0, 0, w, h).data;
+  const [low, high] = current.input_range;
+  const channels = current.input_shape.length === 3 ? current.input_shape[2] : 0;
+  const rows = [];
+  for (let y = 0; y < h; y++) {
+    const row = [];
+    for (let x = 0; x < w; x++) {
+      const i = 4 * (y * w + x);
+      const grey = (data[i] + data[i + 1] + data[i + 2]) / 3 / 255;
+      const value = low + grey * (high - low);
+      if (channels === 3) row.push([data[i], data[i + 1], data[i + 2]].map((v) => low + (v / 255) * (high - low)));
+      else row.push(channels === 1 ? [value] : value);
+    }
+    rows.push(row);
+  }
+  return rows;
+}
+
+async function predictPad() {
+  if (!current || !isImage(current)) return;
+  if (current.preprocessing) {
+    const form = new FormData();
+    form.append("image", await padBlob(), "drawing.png");
+    return predict(`/models/${encodeURIComponent(current.name)}/predict_image?detail=units`, { method: "POST", body: form });
+  }
+  return predictJSON([padInput()]);
+}
+
+$("upload").addEventListener("change", async (event) => {
+  const file = event.target.files[0];
+  if (!file || !current) return;
+  const form = new FormData();
+  form.append("image", file, file.name);
+  await predict(`/models/${encodeURIComponent(current.name)}/predict_image?detail=units`, { method: "POST", body: form });
+  event.target.value = "";
+});
+
+function exampleToCanvas(input) {
+  const [h, w] = current.input_shape;
+  const [low, high] = current.input_range;
+  const small = el("canvas", { width: w, height: h });
+  const c = small.getContext("2d");
+  const image = c.createImageData(w, h);
+  for (let y = 0; y < h; y++) {
+    for (let x = 0; x < w; x++) {
+      const v = input[y][x];
+      const rgb = Array.isArray(v) ? (v.length === 3 ? v : [v[0], v[0], v[0]]) : [v, v, v];
+      const i = 4 * (y * w + x);
+      for (let k = 0; k < 3; k++) image.data[i + k] = Math.round((255 * (rgb[k] - low)) / (high - low));
+      image.data[i + 3] = 255;
+    }
+  }
+  c.putImageData(image, 0, 0);
+  return small;
+}
+
+function renderImageExamples(examples) {
+  const box = $("examples");
+  box.replaceChildren();
+  if (!examples.inputs.length) return;
+  box.append(el("p", { class: "hint", text: "Or try an item of the calibration set the model never fitted on:" }));
+  examples.inputs.forEach((input, i) => {
+    const small = exampleToCanvas(input);
+    const label = examples.labels ? current.class_names[examples.labels[i]] : `#${i + 1}`;
+    const button = el("button", { type: "button", "aria-label": `Example ${i + 1}, labelled ${label}`, title: `labelled ${label}` },
+      el("img", { src: small.toDataURL(), alt: "" }));
+    button.addEventListener("click", () => {
+      ctx.imageSmoothingEnabled = false;
+      ctx.drawImage(small, 0, 0, pad.width, pad.height);
+      predictJSON([input]);
+    });
+    box.append(button);
+  });
+}
+
+// ---- tabular input -------------------------------------------------------------------------------------
+
+function featureNames(card) {
+  if (card.feature_names) return card.feature_names;
+  return Array.from({ length: card.input_shape[0] }, (_, i) => `x${i}`);
+}
+
+function renderFields(examples) {
+  const fields = $("fields");
+  fields.replaceChildren();
+  const names = featureNames(current);
+  const ranges = current.feature_ranges || names.map(() => current.input_range);
+  const start = examples.inputs[0] || ranges.map(([lo, hi]) => (lo + hi) / 2);
+  names.forEach((name, i) => {
+    const [lo, hi] = ranges[i];
+    const input = el("input", { type: "number", step: "any", id: `feature-${i}`, name, value: String(start[i]) });
+    input.addEventListener("input", () => schedule(predictFields));
+    fields.append(el("label", { for: `feature-${i}` }, `${name} `, el("span", { class: "hint", text: `(calibration: ${lo} to ${hi})` }), input));
+  });
+  const row = $("tabular-examples");
+  row.replaceChildren();
+  examples.inputs.slice(0, 6).forEach((values, i) => {
+    const label = examples.labels ? current.class_names[examples.labels[i]] : `#${i + 1}`;
+    const button = el("button", { type: "button", text: `Example: ${label}` });
+    button.addEventListener("click", () => {
+      values.forEach((v, k) => ($(`feature-${k}`).value = String(v)));
+      predictFields();
+    });
+    row.append(button);
+  });
+  predictFields();
+}
+
+function predictFields() {
+  const values = featureNames(current).map((_, i) => $(`feature-${i}`).value);
+  const bad = values.findIndex((v) => v === "" || !Number.isFinite(Number(v)));
+  if (bad >= 0) {
+    showError(`${featureNames(current)[bad]}: enter a number`);
+    setState("idle");
+    return;
+  }
+  return predictJSON([values.map(Number)]);
+}
+$("tabular-input").addEventListener("submit", (event) => {
+  event.preventDefault();
+  predictFields();
+});
+
+// ---- predictions -----------------------------------------------------------------------------------------
+
+function predictJSON(inputs) {
+  return predict(`/models/${encodeURIComponent(current.name)}/predict?detail=units`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ inputs }),
+  });
+}
+
+async function predict(path, options) {
+  const ticket = ++pending;
+  const card = current;
+  setState("busy");
+  try {
+    const answer = await api(path, options);
+    if (ticket !== pending) return;
+    showError("");
+    render(card, answer.predictions[0]);
+  } catch (error) {
+    if (ticket !== pending) return;
+    $("result").hidden = true;
+    $("empty").hidden = false;
+    showError(error.message);
+  } finally {
+    if (ticket === pending) {
+      document.body.dataset.answers = String(Number(document.body.dataset.answers || 0) + 1);
+      if (timer === null) setState("idle");
+    }
+  }
+}
+
+function render(card, answer) {
+  $("empty").hidden = true;
+  const result = $("result");
+  result.hidden = false;
+  result.dataset.label = answer.label;
+  result.dataset.model = card.name;
+  const p = answer.probabilities[answer.label];
+  $("label").textContent = answer.name;
+  $("confidence").textContent = `class ${answer.label}, probability ${fmt(p * 100, 1)}%`;
+  renderTypicality(card, answer.typicality);
+  renderProbabilities(card, answer);
+  renderLayers(card, answer.sparsity);
+  renderUnits(card, answer.units || {});
+}
+
+function renderTypicality(card, typicality) {
+  const box = $("typicality");
+  const threshold = card.typicality.threshold;
+  box.className = `typicality${typicality.atypical ? " atypical" : ""}`;
+  box.dataset.atypical = String(typicality.atypical);
+  box.dataset.score = String(typicality.score);
+  const top = Math.max(threshold * 2, typicality.score * 1.1);
+  const bottom = Math.min(0, typicality.score);
+  const at = (v) => `${(100 * (v - bottom)) / (top - bottom)}%`;
+  const words = typicality.atypical
+    ? "Unlike the calibration data: treat this prediction with care."
+    : "Like the calibration data.";
+  box.replaceChildren(
+    el("p", { class: "words", id: "verdict", text: words }),
+    el("div", { class: "scale", role: "img", "aria-label": `typicality score ${fmt(typicality.score, 2)}, threshold ${fmt(threshold, 2)}` },
+      el("span", { class: "threshold", style: { left: at(threshold) } }),
+      el("span", { class: "marker", style: { left: at(Math.min(typicality.score, top)) } })),
+    el("div", { class: "scale-labels" },
+      el("span", { text: `score ${fmt(typicality.score, 2)}` }),
+      el("span", { text: `threshold ${fmt(threshold, 2)} (dashed); higher is less typical` })),
+  );
+}
+
+function renderProbabilities(card, answer) {
+  const box = $("probabilities");
+  box.replaceChildren();
+  const order = answer.probabilities.map((p, i) => [p, i]).sort((a, b) => b[0] - a[0]).slice(0, 10);
+  if (order.length < answer.probabilities.length) box.append(el("span", { class: "hint", style: { gridColumn: "1 / -1" }, text: "the 10 most probable classes" }));
+  for (const [p, i] of order) {
+    const top = i === answer.label ? " top" : "";
+    box.append(
+      el("span", { class: top.trim(), text: card.class_names[i] }),
+      el("span", { class: "bar", role: "img", "aria-label": `${card.class_names[i]}: ${fmt(p * 100, 1)}%` }, el("span", { style: { width: `${100 * p}%` } })),
+      el("span", { class: top.trim(), text: `${fmt(p * 100, 1)}%` }),
+    );
+  }
+}
+
+function renderLayers(card, sparsity) {
+  const box = $("layers");
+  box.replaceChildren();
+  for (const [name, value] of Object.entries(sparsity.layers)) {
+    const baseline = card.activation_sparsity ? card.activation_sparsity[name] : card.contribution_sparsity;
+    const row = el("div", { class: "layer", "data-layer": name, "data-value": String(value) });
+    const track = el("div", { class: "track", role: "img", "aria-label": `${name}: ${fmt(value)} zeros` });
+    let note = `${fmt(value)} zeros`;
+    let unusual = false;
+    // the track shows the part of 0..1 around the baseline and this value, so that a narrow band is visible
+    let start = 0;
+    let end = 1;
+    if (baseline) {
+      start = Math.max(0, Math.min(value, baseline.mean - 3 * baseline.std) - 0.02);
+      end = Math.min(1, Math.max(value, baseline.mean + 3 * baseline.std) + 0.02);
+    }
+    const at = (v) => `${(100 * (v - start)) / (end - start)}%`;
+    if (baseline) {
+      const lo = Math.max(0, baseline.mean - baseline.std);
+      const hi = Math.min(1, baseline.mean + baseline.std);
+      track.append(el("span", { class: "band", style: { left: at(lo), width: `${(100 * (hi - lo)) / (end - start)}%` } }));
+      note += ` (baseline ${fmt(baseline.mean)} \u00b1 ${fmt(baseline.std)})`;
+      const distance = baseline.std > 0 ? (value - baseline.mean) / baseline.std : 0;
+      if (Math.abs(distance) > 2) {
+        unusual = true;
+        note += distance > 0 ? ": unusually sparse" : ": unusually dense";
+      }
+    }
+    track.append(el("span", { class: "value", style: { left: at(value) } }));
+    const axis = el("span", { class: "axis" }, el("span", { text: fmt(start, 2) }), el("span", { text: fmt(end, 2) }));
+    row.append(el("span", { text: name }), track, axis, el("span", { class: `note${unusual ? " unusual" : ""}`, text: note }));
+    box.append(row);
+  }
+}
+
+function renderUnits(card, units) {
+  const box = $("units");
+  box.replaceChildren();
+  const layers = Object.entries(units);
+  $("units-heading").hidden = $("units-legend").hidden = layers.length === 0;
+  for (const [name, shares] of layers) {
+    const calibration = card.unit_firing ? card.unit_firing[name] : null;
+    const fired = shares.filter((s) => s > 0).length;
+    const busiest = Math.max(...shares, 0);
+    const grid = el("div", { class: "grid" });
+    shares.forEach((share, i) => {
+      const dead = calibration && calibration[i] === 0;
+      const cell = el("span", { class: `unit${dead ? " dead" : ""}` });
+      if (share > 0) cell.style.background = `rgba(0, 114, 178, ${0.25 + (0.75 * share) / busiest})`;
+      const usual = calibration ? `; fired on ${fmt(calibration[i] * 100, 0)}% of calibration items` : "";
+      cell.title = `${name} unit ${i}: ${share > 0 ? `on at ${fmt(share * 100, 1)}% of its positions` : "did not fire"}${usual}${dead ? " (dead)" : ""}`;
+      grid.append(cell);
+    });
+    const dead = calibration ? calibration.filter((c) => c === 0).length : 0;
+    const busy = fired ? `; the busiest was on at ${fmt(busiest * 100, 1)}% of its positions` : "";
+    const text = `${name}: ${fired} of ${shares.length} units fired${busy}${dead ? `; ${dead} dead on the calibration set` : ""}`;
+    box.append(el("div", { class: "units-layer", "data-layer": name, "data-fired": String(fired) }, el("span", { text }), grid));
+  }
+}
+
+// ---- start -----------------------------------------------------------------------------------------------
+
+$("model-select").addEventListener("change", (event) => selectModel(event.target.value));
+
+(async function start() {
+  clearPad(false);
+  try {
+    const listing = await api("/models");
+    models = listing.models;
+  } catch (error) {
+    showError(`could not list the models: ${error.message}`);
+    return;
+  }
+  const select = $("model-select");
+  for (const model of models) select.append(el("option", { value: model.name, text: `${model.name} (${model.kind})` }));
+  const wanted = new URLSearchParams(location.search).get("model");
+  const first = models.find((m) => m.name === wanted) || models.find((m) => m.name === "mnist_cnn") || models[0];
+  if (first) {
+    select.value = first.name;
+    await selectModel(first.name);
+  }
+  if (document.body.dataset.state === undefined) setState("idle");
+  document.body.setAttribute("data-ready", "true");
+})();
