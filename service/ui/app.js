@@ -209,9 +209,27 @@ async function predictPad() {
   return predictJSON([padInput()]);
 }
 
+// the uploaded picture, fitted into the pad, so that the page shows what it sent (the pad is cleared when
+// the browser cannot read the file either)
+async function showUpload(file) {
+  clearPad(false);
+  try {
+    const bitmap = await createImageBitmap(file);
+    const scale = Math.min(pad.width / bitmap.width, pad.height / bitmap.height);
+    const w = bitmap.width * scale;
+    const h = bitmap.height * scale;
+    ctx.imageSmoothingEnabled = true;
+    ctx.drawImage(bitmap, (pad.width - w) / 2, (pad.height - h) / 2, w, h);
+  } catch (_) {
+    // not a picture the browser can read: the API's answer says why
+  }
+}
+
 $("upload").addEventListener("change", async (event) => {
   const file = event.target.files[0];
   if (!file || !current) return;
+  setState("busy");
+  await showUpload(file);
   const form = new FormData();
   form.append("image", file, file.name);
   await predict(`/models/${encodeURIComponent(current.name)}/predict_image?detail=units`, { method: "POST", body: form });
