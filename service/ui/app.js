@@ -297,7 +297,7 @@ function renderFields(examples) {
   row.replaceChildren();
   examples.inputs.slice(0, 6).forEach((values, i) => {
     const label = examples.labels ? current.class_names[examples.labels[i]] : `#${i + 1}`;
-    const button = el("button", { type: "button", text: `Example: ${label}` });
+    const button = el("button", { type: "button", text: `Example ${i + 1}: ${label}` });
     button.addEventListener("click", () => {
       values.forEach((v, k) => ($(`feature-${k}`).value = String(v)));
       predictFields();
@@ -410,6 +410,10 @@ function renderProbabilities(card, answer) {
 function renderLayers(card, sparsity) {
   const box = $("layers");
   box.replaceChildren();
+  $("layers-heading").firstChild.textContent = card.kind === "linear" ? "Zero terms " : "Sparsity per layer ";
+  $("layers-hint").textContent = card.kind === "linear"
+    ? "(share of coefficient \u00d7 feature terms that are exactly zero; the band is the calibration baseline, mean \u00b1 std)"
+    : "(share of exact zeros; the band is the calibration baseline, mean \u00b1 std)";
   for (const [name, value] of Object.entries(sparsity.layers)) {
     const baseline = card.activation_sparsity ? card.activation_sparsity[name] : card.contribution_sparsity;
     const row = el("div", { class: "layer", "data-layer": name, "data-value": String(value) });
