@@ -71,12 +71,9 @@ def test_a_planted_outlier_scores_above_every_inlier(fixture_shares):
     assert scores[-1] > scores[:-2].max()
 
 
-def test_saved_state_reproduces_the_scores_exactly(tmp_path, fixture_shares):
-    shares, labels, _ = fixture_shares
-    detector = UnitFiring.fit(shares, UNITS, labels)
-    data = detector.to_bytes()
-    (tmp_path / STATE_FILE).write_bytes(data)
-    card = TypicalityModel(
+def unit_firing_card(data: bytes) -> TypicalityModel:
+    """A card's typicality part for a unit-firing state ``data`` over the fixture's three layers."""
+    return TypicalityModel(
         detector="unit-firing",
         features=["a", "b", "c"],
         state_file=STATE_FILE,
@@ -86,6 +83,14 @@ def test_saved_state_reproduces_the_scores_exactly(tmp_path, fixture_shares):
         calibration="test",
         calibration_size=300,
     )
+
+
+def test_saved_state_reproduces_the_scores_exactly(tmp_path, fixture_shares):
+    shares, labels, _ = fixture_shares
+    detector = UnitFiring.fit(shares, UNITS, labels)
+    data = detector.to_bytes()
+    (tmp_path / STATE_FILE).write_bytes(data)
+    card = unit_firing_card(data)
     again = load_detector(card, tmp_path)
     np.testing.assert_array_equal(again.scores(shares), detector.scores(shares))
     # and refitting on the same data gives the same state
@@ -95,16 +100,7 @@ def test_saved_state_reproduces_the_scores_exactly(tmp_path, fixture_shares):
 def test_an_altered_missing_or_mismatched_state_is_refused_with_one_line(tmp_path, fixture_shares):
     shares, labels, _ = fixture_shares
     data = UnitFiring.fit(shares, UNITS, labels).to_bytes()
-    card = TypicalityModel(
-        detector="unit-firing",
-        features=["a", "b", "c"],
-        state_file=STATE_FILE,
-        state_sha256=sha256(data),
-        threshold=1.0,
-        false_alarm_rate=0.01,
-        calibration="test",
-        calibration_size=300,
-    )
+    card = unit_firing_card(data)
     with pytest.raises(DetectorStateError, match=r"typicality state typicality\.npz: No such file"):
         load_detector(card, tmp_path)
     (tmp_path / STATE_FILE).write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
