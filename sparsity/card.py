@@ -52,11 +52,10 @@ class CalibrationFacts(BaseModel):
     size: int
     sha256: str
     baseline_size: int = Field(
-        description="items for the per-layer baseline and dead units; for a ReLU model, also the fit of the "
-        "typicality detector"
+        description="items for the per-layer baseline, dead units and the fit of the typicality detector"
     )
     typicality_size: int = Field(
-        description="items that set the typicality threshold; for a linear model, they also fitted its score"
+        description="items that, with the baseline part, set the typicality threshold (out-of-fold scores)"
     )
     measured_size: int = Field(description="items used for neither: the false-alarm rate and accuracy")
     seed: int = 0

@@ -11,7 +11,7 @@ One path for every model the service serves, the project's own included (``train
    fit of the typicality detector (``unit-firing``, :mod:`sparsity.detectors`); a second part that, with
    the first, sets the detector's threshold (1% false alarms, see :func:`unit_firing_typicality`); and a
    part used for neither, on which the false-alarm rate (and, with labels, the accuracy) is measured. A
-   linear model's small profile is fitted and thresholded on the second part;
+   linear model's small profile (``profile-mahalanobis``) is fitted and thresholded the same way;
 4. saves the file unchanged and its typed card to the BentoML store, and returns a one-screen summary.
 """
 
@@ -146,16 +146,31 @@ def class_names_for(names: list[str] | None, classes: int) -> list[str]:
 
 
 def typicality_and_accuracy(profiles, labels_pred, calibration: Calibration, parts: Parts, features, describe: str):
-    """The typicality score fitted and thresholded on one part, its false-alarm rate and the accuracy
-    measured on the part used for nothing else."""
-    fit = profiles[parts.typicality]
-    typicality = calibrate(
-        fit,
-        fit,
-        features=list(features),
-        false_alarm_rate=FALSE_ALARM_RATE,
-        shrinkage=min(1.0, max(TYPICALITY_SHRINKAGE, ledoit_wolf_shrinkage(fit))),
-        calibration_name=f"{len(parts.typicality)} calibration items ({describe})",
+    """A linear model's ``profile-mahalanobis`` score, fitted on the first part with its threshold from
+    out-of-fold scores of the first two (as :func:`unit_firing_typicality` does); its false-alarm rate and
+    the accuracy measured on the part used for nothing else. Measured on iris (40 rows a part): fitted and
+    thresholded on the same 40 rows, 7.5% false alarms on the other 40."""
+
+    def fit(rows: np.ndarray):
+        part = profiles[rows]
+        return calibrate(
+            part,
+            part,
+            features=list(features),
+            false_alarm_rate=FALSE_ALARM_RATE,
+            shrinkage=min(1.0, max(TYPICALITY_SHRINKAGE, ledoit_wolf_shrinkage(part))),
+        )
+
+    first, second = parts.baseline, parts.typicality
+    served, twin = fit(first), fit(second)
+    unseen = np.concatenate([served.scores(profiles[second]), twin.scores(profiles[first])])
+    typicality = served.model_copy(
+        update={
+            "threshold": float(np.quantile(unseen, 1.0 - FALSE_ALARM_RATE, method="higher")),
+            "calibration": f"{len(unseen)} out-of-fold scores of calibration items ({describe})",
+            "calibration_size": len(unseen),
+            "fit_size": len(first),
+        }
     )
     typicality = typicality.measured(profiles[parts.measured], on=f"{len(parts.measured)} other calibration items")
     return typicality, accuracy_on(labels_pred, calibration, parts)
