@@ -102,7 +102,6 @@ class KerasReluRuntime(Runtime):
         if tuple(self.probe.item_shape) != self.item_shape:
             raise ModelCardError(f"model {tag}: the card's input_shape {self.item_shape} is not the model's")
         self.layers = found
-        self._unit_offsets = np.cumsum(self.probe.units)[:-1]
 
     def predict(self, x: np.ndarray) -> Prediction:
         result = self.probe.run(x)
@@ -118,7 +117,7 @@ class KerasReluRuntime(Runtime):
             scores=scores,
             atypical=atypical,
             fired=result.fired,
-            shares=dict(zip(self.layers, np.split(result.shares, self._unit_offsets, axis=1), strict=True)),
+            shares=dict(zip(self.layers, np.split(result.shares, self.probe.unit_offsets, axis=1), strict=True)),
         )
 
 

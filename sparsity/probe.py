@@ -80,8 +80,8 @@ class SparsityProbe:
         self.value_range = value_range
         self.field = field
         self._sizes = np.array([l.size for l in self.layers], dtype=np.int64)
-        self._unit_offsets = np.cumsum([l.units for l in self.layers])[:-1]
         self.units = [l.units for l in self.layers]
+        self.unit_offsets = np.cumsum(self.units)[:-1]  # where each layer's units start, after the first
         positions = np.concatenate([np.full(l.units, l.size // l.units) for l in self.layers])
         self._inverse_positions = tf.constant(1.0 / positions, dtype=tf.float32)
         self.scorer = scorer
@@ -138,7 +138,7 @@ class SparsityProbe:
         probs, nonzero, shares, *scores = self._compiled(tf.convert_to_tensor(arr))
         zero_counts = self._sizes[None, :] - nonzero.numpy().astype(np.int64)  # (N, layers)
         shares = shares.numpy()
-        fired_units = np.split(shares > 0.0, self._unit_offsets, axis=1)  # (N, units) per layer
+        fired_units = np.split(shares > 0.0, self.unit_offsets, axis=1)  # (N, units) per layer
         layer_sparsity = {layer.name: zero_counts[:, i] / layer.size for i, layer in enumerate(self.layers)}
         overall = zero_counts.sum(axis=1) / self._sizes.sum()
         return ProbeResult(

@@ -145,9 +145,19 @@ def class_names_for(names: list[str] | None, classes: int) -> list[str]:
     return list(names)
 
 
+def out_of_fold(fit, profiles: np.ndarray, parts: Parts):
+    """A detector fitted on the first part (``fit(rows)``, anything with ``scores``) and its threshold at
+    :data:`FALSE_ALARM_RATE` from out-of-fold scores: it scores the second part, and a twin fitted on the
+    second part scores the first. Returns ``(detector, threshold, number of scores)``."""
+    first, second = parts.baseline, parts.typicality
+    served, twin = fit(first), fit(second)
+    unseen = np.concatenate([served.scores(profiles[second]), twin.scores(profiles[first])])
+    return served, float(np.quantile(unseen, 1.0 - FALSE_ALARM_RATE, method="higher")), len(unseen)
+
+
 def typicality_and_accuracy(profiles, labels_pred, calibration: Calibration, parts: Parts, features, describe: str):
     """A linear model's ``profile-mahalanobis`` score, fitted on the first part with its threshold from
-    out-of-fold scores of the first two (as :func:`unit_firing_typicality` does); its false-alarm rate and
+    out-of-fold scores of the first two (:func:`out_of_fold`, as for ``unit-firing``); its false-alarm rate and
     the accuracy measured on the part used for nothing else. Measured on iris (40 rows a part): fitted and
     thresholded on the same 40 rows, 7.5% false alarms on the other 40."""
 
@@ -161,15 +171,13 @@ def typicality_and_accuracy(profiles, labels_pred, calibration: Calibration, par
             shrinkage=min(1.0, max(TYPICALITY_SHRINKAGE, ledoit_wolf_shrinkage(part))),
         )
 
-    first, second = parts.baseline, parts.typicality
-    served, twin = fit(first), fit(second)
-    unseen = np.concatenate([served.scores(profiles[second]), twin.scores(profiles[first])])
+    served, threshold, scored = out_of_fold(fit, profiles, parts)
     typicality = served.model_copy(
         update={
-            "threshold": float(np.quantile(unseen, 1.0 - FALSE_ALARM_RATE, method="higher")),
-            "calibration": f"{len(unseen)} out-of-fold scores of calibration items ({describe})",
-            "calibration_size": len(unseen),
-            "fit_size": len(first),
+            "threshold": threshold,
+            "calibration": f"{scored} out-of-fold scores of calibration items ({describe})",
+            "calibration_size": scored,
+            "fit_size": len(parts.baseline),
         }
     )
     typicality = typicality.measured(profiles[parts.measured], on=f"{len(parts.measured)} other calibration items")
@@ -193,22 +201,20 @@ def unit_firing_typicality(result, parts: Parts, layers: list[str], units: list[
     digits for a 1% target); thresholding on the second part alone is right on average but noisy. Over 30
     splits of the 1,000 held-back MNIST digits, false alarms on the third part: 1.30% +/- 0.86% (6 of 30 above
     2%) on the second part alone, 0.93% +/- 0.56% (2 of 30) with the twin."""
-    first, second = parts.baseline, parts.typicality
-    detector = UnitFiring.fit(result.shares[first], units, result.labels[first])
-    twin = UnitFiring.fit(result.shares[second], units, result.labels[second])
-    unseen = np.concatenate([detector.scores(result.shares[second]), twin.scores(result.shares[first])])
-    threshold = float(np.quantile(unseen, 1.0 - FALSE_ALARM_RATE, method="higher"))
+    detector, threshold, scored = out_of_fold(
+        lambda rows: UnitFiring.fit(result.shares[rows], units, result.labels[rows]), result.shares, parts
+    )
     state = detector.to_bytes()
     typicality = TypicalityModel(
         detector=UNIT_FIRING,
         features=list(layers),
         state_file=STATE_FILE,
         state_sha256=detector_sha256(state),
-        fit_size=len(first),
+        fit_size=len(parts.baseline),
         threshold=threshold,
         false_alarm_rate=FALSE_ALARM_RATE,
-        calibration=f"{len(unseen)} out-of-fold scores of calibration items (per-unit firing shares)",
-        calibration_size=len(unseen),
+        calibration=f"{scored} out-of-fold scores of calibration items (per-unit firing shares)",
+        calibration_size=scored,
         measured_false_alarm_rate=float(np.mean(detector.scores(result.shares[parts.measured]) > threshold)),
         measured_on=f"{len(parts.measured)} other calibration items",
     )
