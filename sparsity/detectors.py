@@ -1,5 +1,6 @@
 """Typicality detectors the service serves: fitted at registration on in-distribution calibration data
-only, scored with NumPy from what the probe's forward pass already returned.
+only, scored from what the probe's forward pass already produced (``unit-firing`` inside the probe's
+compiled call, from :class:`Fused`; NumPy here for registration, the study and tests).
 
 - ``unit-firing`` (every ReLU model): the per-unit firing profile, one share per unit (conv channel or
   dense neuron) of the positions where it was on. Per ReLU layer, the class-conditional Mahalanobis
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sparsity.typicality import TypicalityModel, ledoit_wolf_shrinkage
+from sparsity.typicality import TypicalityModel, ledoit_wolf_shrinkage, mahalanobis_fit
 
 UNIT_FIRING = "unit-firing"
 PROFILE_MAHALANOBIS = "profile-mahalanobis"
@@ -40,12 +41,9 @@ class DetectorStateError(ValueError):
 
 def shrunk_precision(centred: np.ndarray, floor: float = MIN_SHRINKAGE) -> np.ndarray:
     """Inverse of the covariance of ``centred`` (N, F) shrunk toward a scaled identity (Ledoit-Wolf,
-    at least ``floor``)."""
+    at least ``floor``): :func:`sparsity.typicality.mahalanobis_fit`'s precision."""
     centred = np.asarray(centred, dtype=np.float64)
-    shrink = min(1.0, max(floor, ledoit_wolf_shrinkage(centred)))
-    cov = np.atleast_2d(np.cov(centred, rowvar=False))
-    scale = max(float(np.trace(cov)) / len(cov), 1e-12)
-    return np.linalg.inv((1.0 - shrink) * cov + shrink * scale * np.eye(len(cov)))
+    return mahalanobis_fit(centred, min(1.0, max(floor, ledoit_wolf_shrinkage(centred))))[1]
 
 
 @dataclass(frozen=True)
