@@ -79,3 +79,27 @@ class KWinners(keras.layers.Layer):
 
 SPARSE_ACTIVATIONS = (ThresholdedReLU, KWinners)
 """Custom layers whose output is a ReLU-family activation (never negative, exact zeros)."""
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class RisingL1(keras.regularizers.Regularizer):
+    """An L1 activity penalty whose strength rises during training (ProSparse-style, Song et al. 2024).
+
+    The penalty is ``strength * sum(|x|)``; ``strength`` is a variable that a training callback raises
+    from 0 to ``l1`` (``training.resnet.RampL1``), so the network first learns its task and is then
+    pushed, more and more, toward exact zeros. Outside training it does nothing; a saved model keeps
+    ``l1`` only, and loads with the strength at 0.
+    """
+
+    def __init__(self, l1: float) -> None:
+        l1 = float(l1)
+        if not l1 >= 0.0 or l1 == float("inf"):
+            raise ValueError(f"l1 must be a finite number >= 0, got {l1}")
+        self.l1 = l1
+        self.strength = keras.Variable(0.0, trainable=False, dtype="float32", name="rising_l1_strength")
+
+    def __call__(self, x):
+        return ops.cast(self.strength, x.dtype) * ops.sum(ops.abs(x))
+
+    def get_config(self) -> dict:
+        return {"l1": self.l1}

@@ -1,7 +1,7 @@
 """Command line: ``python -m training COMMAND [options]``, one parser with a subcommand each.
 
 - ``mnist``, ``iris``, ``all``: train the project's models and register them (this module);
-- ``sweep``, ``prune``: the sparsity lab (:mod:`training.lab_cli`);
+- ``sweep``, ``depth``, ``prune``: the sparsity lab (:mod:`training.lab_cli`);
 - ``register``: any Keras model with a calibration set (:mod:`training.register_cli`).
 
 Each subcommand adds its own options and names the function that runs it; nothing heavy is imported
@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
         add_train_arguments(commands.add_parser(task, help=what, description=what)).set_defaults(run=train)
     sweep = commands.add_parser("sweep", help="accuracy against sparsity over L1, init and activation design")
     lab_cli.add_sweep_arguments(sweep).set_defaults(run=lab_cli.sweep)
+    depth = commands.add_parser("depth", help="sparsity in residual nets: depth, width, placement and method")
+    lab_cli.add_depth_arguments(depth).set_defaults(run=lab_cli.depth)
     prune = commands.add_parser("prune", help="remove the units of a stored CNN that (almost) never fire, and time it")
     lab_cli.add_prune_arguments(prune).set_defaults(run=lab_cli.prune)
     register = commands.add_parser(

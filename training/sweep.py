@@ -229,15 +229,7 @@ def run_sweep(config: SweepConfig, resume: bool = False, progress: Progress | No
         config.jobs,
         config.out_dir,
     )
-    progress = progress or Progress(total=len(todo))
-    if config.jobs <= 1:
-        for p, seed in todo:
-            progress.start(f"{p.key} seed {seed}")
-            results.add(train_one(asdict(p), seed, settings))
-            progress.advance(f"{p.key} seed {seed}")
-    else:
-        _run_parallel(config, todo, settings, results, progress)
-    progress.close()
+    run_all(train_one, todo, settings, results, progress or Progress(total=len(todo)), config.jobs)
     summary = results.write()
     from training.plots import draw_pareto
 
@@ -245,19 +237,31 @@ def run_sweep(config: SweepConfig, resume: bool = False, progress: Progress | No
     return summary
 
 
-def _run_parallel(config: SweepConfig, todo: list, settings: dict, results: Results, progress: Progress) -> None:
-    """Train ``config.jobs`` runs at a time, each in its own process with one TF thread (two
-    single-threaded trainings beat one two-threaded one on these small models)."""
+def run_all(train, todo: list, settings: dict, results: Results, progress: Progress, jobs: int) -> None:
+    """Run ``train(asdict(point), seed, settings, threads)`` for every ``(point, seed)`` of ``todo``, adding
+    each row to ``results`` as it finishes. With ``jobs`` > 1, that many at a time, each in its own process
+    with one TF thread (two single-threaded trainings beat one two-threaded one on these small models)."""
+    if jobs <= 1:
+        for p, seed in todo:
+            progress.start(f"{p.key} seed {seed}")
+            results.add(train(asdict(p), seed, settings))
+            progress.advance(f"{p.key} seed {seed}")
+    else:
+        _run_parallel(train, todo, settings, results, progress, jobs)
+    progress.close()
+
+
+def _run_parallel(train, todo: list, settings: dict, results: Results, progress: Progress, jobs: int) -> None:
     context = multiprocessing.get_context("spawn")
     pending: dict[Future, str] = {}
     queue = list(todo)
-    with ProcessPoolExecutor(max_workers=config.jobs, mp_context=context) as pool:
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
         try:
             while queue or pending:
-                while queue and len(pending) < config.jobs:
+                while queue and len(pending) < jobs:
                     p, seed = queue.pop(0)
                     label = f"{p.key} seed {seed}"
-                    pending[pool.submit(train_one, asdict(p), seed, settings, 1)] = label
+                    pending[pool.submit(train, asdict(p), seed, settings, 1)] = label
                     progress.start(label)
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in finished:

@@ -1,0 +1,239 @@
+"""``python -m training depth``: activation sparsity in deeper networks, on the residual CNN family of
+:mod:`training.resnet`.
+
+One factor at a time around a centre (post-activation, 1 block per stage, width 1, L1 activity 3e-3, the
+strength the first sweep chose): depth, width, placement and the sparsity method each vary alone, several
+seeds a point. Every run trains on the same data and splits as the first sweep (seed ``s`` splits the
+digits as seed ``s`` did there, so the two studies compare point for point) and measures, on the held-back
+digits, accuracy and every ReLU layer's sparsity and dead channels, in graph order. The machinery is the
+sweep's (:mod:`training.sweep`): rows written after every run, ``--resume``, ``--jobs``, progress with an ETA.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from sparsity.contract import DEFAULT_THRESHOLD
+from sparsity.logs import quiet_tensorflow, set_tensorflow_threads
+from training.frontier import aggregate, pareto_frontier, select_default
+from training.progress import Progress
+from training.sweep import RUN_SETTINGS, Results, run_all
+
+METHODS = ("relu", "l1", "rising-l1", "fatrelu")
+"""Sparsity methods: none (plain ReLU), a constant L1 activity penalty, an L1 penalty whose strength rises
+during training (ProSparse-style), and FATReLU (zero below a threshold, no penalty)."""
+CENTER_L1 = 3e-3
+"""The first sweep's chosen L1 activity strength (README, "What we found")."""
+LOW_L1 = 1e-4
+"""The first sweep's centre strength: the other strength it found useful."""
+DEPTHS = (1, 2, 3)
+WIDTHS = (0.5, 1.0, 2.0)
+POINT_FIELDS = ("depth", "width", "placement", "method", "l1", "threshold")
+TARGET_OVERALL = 0.90
+TARGET_EVERY_LAYER = 0.75
+SERVING_RULE = (
+    f"the most accurate point (mean over seeds) with at least {TARGET_OVERALL:.0%} zeros overall and at least "
+    f"{TARGET_EVERY_LAYER:.0%} in every ReLU layer; if none has both, the sweep's rule (the sparsest point within "
+    "0.2 points of the best mean accuracy)"
+)
+
+
+@dataclass(frozen=True)
+class DepthPoint:
+    """One residual configuration and the sparsity method it is trained with."""
+
+    depth: int = 1
+    width: float = 1.0
+    placement: str = "post"
+    method: str = "l1"
+    l1: float = CENTER_L1
+    threshold: float = DEFAULT_THRESHOLD
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.method in ("relu", "fatrelu") and self.l1:
+            object.__setattr__(self, "l1", 0.0)  # these methods use no penalty: one key per configuration
+
+    @property
+    def key(self) -> str:
+        method = {
+            "relu": "relu",
+            "l1": f"l1={self.l1:g}",
+            "rising-l1": f"rising-l1={self.l1:g}",
+            "fatrelu": f"fatrelu(t={self.threshold:g})",
+        }[self.method]
+        return f"{self.placement}/d{self.depth}/w{self.width:g}/{method}"
+
+    def resnet_spec(self, augment: bool = True):
+        from training.resnet import ResNetSpec
+
+        schedule = "rising" if self.method == "rising-l1" else "constant"
+        return ResNetSpec(self.depth, self.width, self.placement, augment=augment, l1_schedule=schedule)
+
+    def layer_spec(self):
+        from training.models import LayerSpec
+
+        design = "fatrelu" if self.method == "fatrelu" else "relu"
+        return LayerSpec(activity_l1=self.l1, design=design, threshold=self.threshold)
+
+
+CENTER = DepthPoint()
+
+
+def default_points() -> list[DepthPoint]:
+    """The centre, then each factor varied alone: depth, width, placement, method."""
+    points = [CENTER]
+    points += [DepthPoint(depth=d) for d in DEPTHS if d != CENTER.depth]
+    points += [DepthPoint(width=w) for w in WIDTHS if w != CENTER.width]
+    points += [DepthPoint(placement="pre")]
+    points += [DepthPoint(method="relu"), DepthPoint(l1=LOW_L1), DepthPoint(method="rising-l1"), DepthPoint(method="fatrelu")]
+    return points
+
+
+def quick_points() -> list[DepthPoint]:
+    """Two tiny configurations for tests: both placements, two depths, two methods."""
+    return [DepthPoint(width=0.25), DepthPoint(depth=2, width=0.25, placement="pre", method="rising-l1")]
+
+
+@dataclass
+class DepthConfig:
+    points: list[DepthPoint]
+    seeds: int = 3
+    epochs: int = 8
+    batch_size: int = 32
+    limit: int = 0
+    dataset: str = "auto"
+    augment: bool = True
+    jobs: int = 2
+    description: str = ""
+    out_dir: Path = field(default_factory=lambda: Path("reports/depth"))
+
+    def settings(self) -> dict:
+        return {
+            "epochs": self.epochs,
+            "limit": self.limit,
+            "dataset": self.dataset,
+            "batch_size": self.batch_size,
+            "augment": self.augment,
+        }
+
+
+def fit_resnet(split, point: DepthPoint, seed: int, epochs: int, batch_size: int, limit: int, augment: bool, verbose=0):
+    """Train one residual model of ``point`` on ``split`` (Adam 1e-3, the default CNN's optimiser)."""
+    import keras
+
+    from training.resnet import RampL1, build_resnet
+
+    keras.utils.set_random_seed(seed)
+    model = build_resnet(point.resnet_spec(augment), point.layer_spec(), seed)
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
+    x, y = split.x_train, split.y_train
+    if limit:
+        x, y = x[:limit], y[:limit]
+    callbacks = [RampL1()] if point.method == "rising-l1" else []
+    model.fit(x, y, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=verbose, callbacks=callbacks)
+    return model
+
+
+def train_one(point: dict, seed: int, settings: dict, threads: int = 0) -> dict:
+    """Train and evaluate one (point, seed); runs in a worker process. Returns the run's row."""
+    quiet_tensorflow()
+    if threads:
+        set_tensorflow_threads(threads, threads)
+    from training import data
+    from training.mnist import evaluate
+
+    p = DepthPoint(**point)
+    split = data.load_mnist(settings["dataset"], seed)
+    start = time.perf_counter()
+    model = fit_resnet(
+        split, p, seed, settings["epochs"], settings["batch_size"], settings["limit"], settings["augment"]
+    )
+    seconds = time.perf_counter() - start
+    ev = evaluate(model, split.x_test, split.y_test)
+    layers = p.resnet_spec().relu_names()
+    row = {"point": p.key, **asdict(p), "seed": seed, **settings, "dataset_used": split.name}
+    row["test_accuracy"] = ev["test_accuracy"]
+    row["params"] = int(model.count_params())
+    row["layers"] = "|".join(layers)
+    for layer in [*layers, "all"]:
+        row[f"sparsity_{layer}"] = ev["activation_sparsity"][layer]["mean"]
+    for layer in layers:
+        row[f"dead_{layer}"] = ev["dead_unit_ratio"][layer]
+    row["train_seconds"] = round(seconds, 2)
+    return row
+
+
+def layer_sparsities(point: dict) -> list[float]:
+    """A point's mean sparsity per ReLU layer, in graph order."""
+    return [point[f"sparsity_{name}_mean"] for name in point["layers"].split("|")]
+
+
+def meets_targets(point: dict) -> bool:
+    return point["sparsity_all_mean"] >= TARGET_OVERALL and min(layer_sparsities(point)) >= TARGET_EVERY_LAYER
+
+
+def choose(points: list[dict]) -> dict:
+    """Apply :data:`SERVING_RULE`."""
+    eligible = [p for p in points if meets_targets(p)]
+    if eligible:
+        return max(eligible, key=lambda p: (p["test_accuracy_mean"], p["sparsity_all_mean"]))
+    return select_default(points)
+
+
+class DepthResults(Results):
+    def summary(self) -> dict:
+        points = aggregate(self.runs, (*POINT_FIELDS, *RUN_SETTINGS, "augment", "layers", "dataset_used"))
+        summary = {
+            "description": self.config.description,
+            "settings": self.config.settings(),
+            "selection_rule": SERVING_RULE,
+            "targets": {"overall": TARGET_OVERALL, "every_layer": TARGET_EVERY_LAYER},
+            "centre": CENTER.key,
+            "runs": self.runs,
+            "points": points,
+            "frontier": [],
+            "chosen": None,
+        }
+        if points:
+            summary["frontier"] = [p["point"] for p in pareto_frontier(points)]
+            summary["chosen"] = choose(points)["point"]
+        return summary
+
+
+def run_depth(config: DepthConfig, resume: bool = False, first_study: Path | None = None) -> dict:
+    """Train every (point, seed) not yet done, writing rows as they finish; then draw the plots."""
+    import logging
+
+    log = logging.getLogger(__name__)
+    results = DepthResults(config.out_dir, config, resume)
+    settings = config.settings()
+    done = {(r["point"], r["seed"], *(r[k] for k in (*RUN_SETTINGS, "augment"))) for r in results.runs}
+    todo = [
+        (p, seed)
+        for p in config.points
+        for seed in range(config.seeds)
+        if (p.key, seed, *(settings[k] for k in (*RUN_SETTINGS, "augment"))) not in done
+    ]
+    total = len(config.points) * config.seeds
+    log.info(
+        "depth study: %d points x %d seeds = %d runs, %d to train (%d already done), %d job(s); writing to %s",
+        len(config.points),
+        config.seeds,
+        total,
+        len(todo),
+        total - len(todo),
+        config.jobs,
+        config.out_dir,
+    )
+    run_all(train_one, todo, settings, results, Progress(total=len(todo)), config.jobs)
+    summary = results.write()
+    from training.depth_plots import draw_all
+
+    draw_all(summary, config.out_dir, first_study)
+    return summary
