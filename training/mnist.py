@@ -118,16 +118,21 @@ def training_facts(split: data.Split, opts: MnistOptions, test_accuracy: float) 
 
 
 def save_mnist(
-    model: keras.Model, split: data.Split, facts: dict, labels: dict, report_dir: Path | None
+    model: keras.Model,
+    split: data.Split,
+    facts: dict,
+    labels: dict,
+    report_dir: Path | None,
+    name: str = MNIST_MODEL_NAME,
 ) -> tuple[str, KerasReluCard]:
-    """Register ``model`` as ``mnist_cnn`` the way any user's model is registered, with the held-back
-    digits as the calibration set and ``facts`` (the training run's figures) added to its card."""
+    """Register ``model`` as ``name`` (``mnist_cnn`` by default) the way any user's model is registered, with
+    the held-back digits as the calibration set and ``facts`` (the training run's figures) added to its card."""
     with tempfile.TemporaryDirectory(prefix="mnist-") as tmp:
         path = Path(tmp) / KerasReluCard.MODEL_FILE
         model.save(path)
         return register_keras(
             path,
-            MNIST_MODEL_NAME,
+            name,
             Calibration(split.x_test, split.y_test, source=f"held-back {split.name} digits"),
             class_names=list(MNIST_CLASS_NAMES),
             input_range=MNIST_RANGE,

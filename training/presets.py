@@ -43,3 +43,11 @@ PROVENANCE: dict[str, dict] = {
         "sweep_sparsity": "0.936 overall, dense 0.797",
     },
 }
+
+RESNET_PRESET: dict = {"depth": 1, "width": 1.0, "placement": "post", "method": "l1", "l1": 1e-5, "epochs": 15}
+"""The residual CNN ``python -m training resnet`` trains: the depth study's choice (README, "Deeper networks")."""
+RESNET_PRUNE: dict = {"max_firing": 0.02, "fine_tune_epochs": 2}
+RESNET_PROVENANCE: dict = {
+    "chosen_by": "the depth study's rule in training/depth.py (SERVING_RULE)",
+    "study": "python -m training depth, 10 points x 3 seeds, mnist-5k, 2026-11-29",
+}

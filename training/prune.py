@@ -18,7 +18,7 @@ from sparsity import SparsityProbe, find_relu_layers
 from sparsity.card import KerasReluCard, load_card
 from sparsity.layers import KWinners
 from training import models
-from training.datasets import MNIST_SHAPE
+from training.datasets import MNIST_MODEL_NAME, MNIST_SHAPE
 from training.timing import median_ms_in_turns
 
 log = logging.getLogger(__name__)
@@ -124,13 +124,51 @@ def forward_times(named: dict[str, keras.Model], batch: int = 256, repeats: int 
     return {k: Timing(v[1], v[batch]) for k, v in medians.items()}
 
 
+def units(model: keras.Model) -> dict[str, int]:
+    """Units per prunable layer (CNN) or channels per tied group (residual CNN)."""
+    if model.name.startswith("mnist_resnet"):
+        from training.resnet_prune import channels
+
+        return channels(model)
+    return {name: int(weight_layer(model, name).get_weights()[1].shape[0]) for name in CNN_CHAIN}
+
+
+class _Family:
+    """How one architecture is pruned: the project's CNN (a chain) or the residual CNN (tied channels)."""
+
+    def __init__(self, parent: keras.Model, card_options: dict) -> None:
+        from training.mnist import MnistOptions
+
+        self.resnet = parent.name.startswith("mnist_resnet")
+        if self.resnet:
+            from training.mnist_resnet import RESNET_MODEL_NAME, options_of
+            from training.resnet_prune import spec_of
+
+            self.opts = options_of(card_options)
+            self.rspec, _ = spec_of(parent)
+            self.name, self.arch, self.design = RESNET_MODEL_NAME, "resnet", self.opts.point.layer_spec().design
+        else:
+            known = set(MnistOptions.__dataclass_fields__)
+            self.opts = MnistOptions(**{k: v for k, v in card_options.items() if k in known})
+            self.opts.verbose = 0
+            self.name, self.arch, self.design = MNIST_MODEL_NAME, "cnn", self.opts.design
+        self.parent = parent
+
+    def prune(self, shares: dict[str, np.ndarray], level: float) -> keras.Model:
+        if self.resnet:
+            from training.resnet_prune import prune_resnet, tied_keep_plan
+
+            return prune_resnet(self.parent, tied_keep_plan(shares, self.rspec, level), self.opts.seed)
+        return prune_cnn(self.parent, keep_plan(shares, level), self.opts.layer_spec, self.opts.seed)
+
+
 def _row(
     label: str, kind: str, model: keras.Model, accuracy: float | None, timing: Timing | None, dense: Timing | None
 ) -> dict:
     row = {
         "label": label,
         "kind": kind,
-        "units": {name: int(weight_layer(model, name).get_weights()[1].shape[0]) for name in CNN_CHAIN},
+        "units": units(model),
         "params": count_params(model),
         "test_accuracy": accuracy,
     }
@@ -162,17 +200,16 @@ def run_prune(
     import bentoml
 
     from training import data
-    from training.mnist import MnistOptions, evaluate, save_mnist, training_facts
+    from training.mnist import evaluate, save_mnist, training_facts
 
     tf.get_logger().setLevel("ERROR")  # retracing notes from evaluating several models are expected here
     stored = bentoml.models.get(parent_tag)
     parent = keras.models.load_model(stored.path_of("model.keras"), compile=False, safe_mode=True)
-    known = set(MnistOptions.__dataclass_fields__)
     card = load_card(str(stored.tag), stored.info.metadata)
     if not isinstance(card, KerasReluCard):
-        raise ValueError(f"{stored.tag} is a {card.kind} model; pruning needs the project's CNN")
-    opts = MnistOptions(**{k: v for k, v in card.options.items() if k in known})
-    opts.verbose = 0
+        raise ValueError(f"{stored.tag} is a {card.kind} model; pruning needs the project's CNN or residual CNN")
+    family = _Family(parent, card.options)
+    opts = family.opts
     split = data.load_mnist(opts.dataset, opts.seed)
     x_train = split.x_train[: opts.limit] if opts.limit else split.x_train
     shares = firing_shares(parent, x_train) if by == "samples" else activation_shares(parent, x_train)
@@ -187,9 +224,9 @@ def run_prune(
     )
     pruned_models, levels = {}, []
     for level in max_firings:
-        plan = keep_plan(shares, level)
-        model = prune_cnn(parent, plan, opts.layer_spec, opts.seed)
-        removed = {name: int(len(shares[name]) - len(plan[name])) for name in CNN_CHAIN}
+        model = family.prune(shares, level)
+        after = units(model)
+        removed = {name: count - after[name] for name, count in units(parent).items()}
         max_diff = float(np.max(np.abs(model.predict(x_train, batch_size=512, verbose=0) - parent_train_probs)))
         epochs = fine_tune_epochs if level > 0 else 0  # level 0 is exact as it is: nothing to recover
         if epochs:
@@ -258,7 +295,13 @@ def run_prune(
                 "parent": str(stored.tag),
                 "provenance": {"pruned_from": str(stored.tag), **card.provenance},
             }
-            tags = {"task": "mnist", "arch": "cnn", "dataset": split.name, "design": opts.design, "pruned": "true"}
-            row["tag"], _ = save_mnist(model, split, facts, tags, report_dir)
+            tags = {
+                "task": "mnist",
+                "arch": family.arch,
+                "dataset": split.name,
+                "design": family.design,
+                "pruned": "true",
+            }
+            row["tag"], _ = save_mnist(model, split, facts, tags, report_dir, name=family.name)
         report["levels"].append(row)
     return report

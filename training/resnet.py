@@ -41,7 +41,7 @@ PLACEMENTS = ("post", "pre")
 L1_SCHEDULES = ("constant", "rising")
 RAMP_SHARE = 0.7
 """A rising L1 reaches its full strength after this share of the training steps."""
-STAGE_CHANNELS = (16, 32)
+STAGE_CHANNELS = (16, 32, 64)
 """Channels of each stage at width 1; every stage after the first halves the resolution."""
 
 

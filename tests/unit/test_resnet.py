@@ -30,8 +30,8 @@ def test_the_family_builds_at_every_knob_and_the_probe_finds_every_relu(placemen
     found = find_relu_layers(model)
     assert [layer.name for layer in found] == rspec.relu_names()
     channels = {layer.name: layer.units for layer in found}
-    last = f"s1b{depth - 1}_{'relu2' if placement == 'pre' else 'out'}"  # pre: relu1 sees the stage's input
-    assert channels["stem"] == rspec.channels(0) and channels[last] == rspec.channels(1)
+    last = f"s2b{depth - 1}_{'relu2' if placement == 'pre' else 'out'}"  # pre: relu1 sees the stage's input
+    assert channels["stem"] == rspec.channels(0) and channels[last] == rspec.channels(len(rspec.stages) - 1)
     adds = [layer for layer in model.layers if isinstance(layer, keras.layers.Add)]
     assert len(adds) == depth * len(rspec.stages)
 

@@ -1,0 +1,89 @@
+"""``python -m training resnet``: train the residual CNN the depth study chose and register it as
+``mnist_resnet``, served next to ``mnist_cnn``; then prune it with tied channels, fine-tune it, and
+register the pruned model after its parent, so ``mnist_resnet:latest`` is the pruned one.
+
+The data, split, calibration and card are the default CNN's (:func:`training.mnist.save_mnist`), so the two
+models' accuracies compare on the same held-back digits.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+
+from training import data
+from training.depth import DepthPoint, fit_resnet
+from training.mnist import EpochLog, evaluate, save_mnist, training_facts
+
+log = logging.getLogger(__name__)
+
+RESNET_MODEL_NAME = "mnist_resnet"
+
+
+@dataclass
+class ResnetOptions:
+    depth: int = 1
+    width: float = 1.0
+    placement: str = "post"
+    method: str = "l1"
+    l1: float = 1e-5
+    threshold: float = DepthPoint().threshold
+    epochs: int = 15
+    batch_size: int = 32
+    augment: bool = True
+    dataset: str = "auto"
+    seed: int = 0
+    limit: int = 0
+    verbose: int | None = None
+
+    @property
+    def point(self) -> DepthPoint:
+        return DepthPoint(self.depth, self.width, self.placement, self.method, self.l1, self.threshold)
+
+
+def train_resnet(opts: ResnetOptions, report_dir=None, provenance: dict | None = None) -> dict:
+    """Train, evaluate and register ``mnist_resnet``; returns the report saved with it."""
+    start = time.perf_counter()
+    split = data.load_mnist(opts.dataset, opts.seed)
+    log.info(
+        "residual CNN %s: %d epochs on %s, %d train / %d test",
+        opts.point.key,
+        opts.epochs,
+        split.name,
+        len(split.x_train),
+        len(split.x_test),
+    )
+    callbacks = [] if opts.verbose == 0 else [EpochLog(opts.epochs)]
+    model = fit_resnet(
+        split, opts.point, opts.seed, opts.epochs, opts.batch_size, opts.limit, opts.augment, callbacks=callbacks
+    )
+    seconds = time.perf_counter() - start
+    evaluation = evaluate(model, split.x_test, split.y_test)
+    facts = {
+        **training_facts(split, opts, evaluation["test_accuracy"]),
+        "train_seconds": round(seconds, 2),
+        "provenance": provenance or {},
+    }
+    labels = {"task": "mnist", "arch": "resnet", "dataset": split.name, "design": opts.point.layer_spec().design}
+    tag, card = save_mnist(model, split, facts, labels, report_dir, name=RESNET_MODEL_NAME)
+    log.info(
+        "saved %s: test accuracy %.4f, overall sparsity %.3f (least sparse layer %.3f), %.0f s",
+        tag,
+        evaluation["test_accuracy"],
+        evaluation["activation_sparsity"]["all"]["mean"],
+        min(v["mean"] for k, v in evaluation["activation_sparsity"].items() if k != "all"),
+        seconds,
+    )
+    return {"tag": tag, **card.metadata()}
+
+
+def options_of(card_options: dict) -> ResnetOptions:
+    known = set(ResnetOptions.__dataclass_fields__)
+    opts = ResnetOptions(**{k: v for k, v in card_options.items() if k in known})
+    opts.verbose = 0
+    return opts
+
+
+def describe(opts: ResnetOptions) -> dict:
+    return {k: v for k, v in asdict(opts).items() if k != "verbose"}
