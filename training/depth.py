@@ -1,8 +1,8 @@
 """``python -m training depth``: activation sparsity in deeper networks, on the residual CNN family of
 :mod:`training.resnet`.
 
-One factor at a time around a centre (post-activation, 1 block per stage, width 1, L1 activity 1e-5): depth, width, placement and the sparsity method each vary alone, several
-seeds a point. Every run trains on the same data and splits as the first sweep (seed ``s`` splits the
+One factor at a time around a centre (post-activation, 1 block per stage, width 1, L1 activity 1e-5):
+depth, width, placement and the sparsity method each vary alone, several seeds a point. Every run trains on the same data and splits as the first sweep (seed ``s`` splits the
 digits as seed ``s`` did there, so the two studies compare point for point) and measures, on the held-back
 digits, accuracy and every ReLU layer's sparsity and dead channels, in graph order. The machinery is the
 sweep's (:mod:`training.sweep`): rows written after every run, ``--resume``, ``--jobs``, progress with an ETA.
@@ -93,12 +93,8 @@ def default_points() -> list[DepthPoint]:
     points += [DepthPoint(depth=d) for d in DEPTHS if d != CENTER.depth]
     points += [DepthPoint(width=w) for w in WIDTHS if w != CENTER.width]
     points += [DepthPoint(placement="pre")]
-    points += [
-        DepthPoint(method="relu"),
-        DepthPoint(l1=LOW_L1),
-        DepthPoint(method="rising-l1"),
-        DepthPoint(method="fatrelu"),
-    ]
+    points += [DepthPoint(method="relu"), *(DepthPoint(l1=l1) for l1 in MORE_L1)]
+    points += [DepthPoint(method="rising-l1", l1=MORE_L1[-1]), DepthPoint(method="fatrelu")]
     return points
 
 

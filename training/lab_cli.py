@@ -202,7 +202,8 @@ def add_depth_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.description = (
         "Sparsity in deeper networks: train the residual CNN family one factor at a time around a centre "
         "(post-activation, 1 block per stage, width 1, L1 activity 1e-5): depth 1/2/3 blocks per stage, width "
-        "0.5/1/2, pre-activation, and the methods (no penalty, L1 3e-5 and 1e-4, L1 rising to 1e-4, FATReLU), several seeds each. "
+        "0.5/1/2, pre-activation, and the methods (no penalty, L1 3e-5 and 1e-4, L1 rising to 1e-4, FATReLU), "
+        "several seeds each. "
         "Writes results.csv, results.json, layers.png, scaling.png and pareto.png. About 40 minutes on 2 cores "
         "with the offline 5k digits; full MNIST (--dataset auto on a machine with the internet) takes about 12 "
         "times longer."
