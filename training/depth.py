@@ -1,11 +1,12 @@
 """``python -m training depth``: activation sparsity in deeper networks, on the residual CNN family of
 :mod:`training.resnet`.
 
-One factor at a time around a centre (post-activation, 1 block per stage, width 1, L1 activity 1e-5):
-depth, width, placement and the sparsity method each vary alone, several seeds a point. Every run trains on
-the same data and splits as the first sweep (seed ``s`` splits the digits as seed ``s`` did there, so the two studies compare point for point) and measures, on the held-back
-digits, accuracy and every ReLU layer's sparsity and dead channels, in graph order. The machinery is the
-sweep's (:mod:`training.sweep`): rows written after every run, ``--resume``, ``--jobs``, progress with an ETA.
+One factor at a time around a centre (post-activation, 1 block per stage, width 1, L1 activity 1e-5): depth,
+width, placement and the sparsity method each vary alone, several seeds a point. Every run trains on the same
+data and splits as the first sweep (seed ``s`` splits the digits as seed ``s`` did there, so the two studies
+compare point for point) and measures, on the held-back digits, accuracy and every ReLU layer's sparsity and
+dead channels, in graph order. The machinery is the sweep's (:mod:`training.sweep`): rows written after every
+run, ``--resume``, ``--jobs``, progress with an ETA.
 """
 
 from __future__ import annotations
