@@ -16,7 +16,7 @@ export PYTHONPATH := $(CURDIR)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export BENTOML_DO_NOT_TRACK := true
 
-.PHONY: help setup setup-dev models train examples sweep prune serve k8s-manifests test test-fast test-container soak system-deps lint format bench bench-typicality build monitor clean
+.PHONY: help setup setup-dev models train examples sweep depth resnet prune serve k8s-manifests test test-fast test-container soak system-deps lint format bench bench-typicality build monitor clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -56,6 +56,12 @@ examples: setup ## train the two example models (a residual CNN, an MLP) and reg
 
 sweep: setup ## accuracy against sparsity over L1, init and activation design, 3 seeds (ARGS="--resume"); reports/sweep/
 	$(BIN)/python -m training sweep $(ARGS)
+
+depth: setup ## sparsity in residual nets: depth, width, placement, method, 3 seeds, ~45 min (ARGS="--resume"); reports/depth/
+	$(BIN)/python -m training depth $(ARGS)
+
+resnet: setup ## train, prune and register the deeper model, mnist_resnet (make serve then serves it too)
+	$(BIN)/python -m training resnet --if-missing $(ARGS)
 
 prune: setup ## remove never-firing units from mnist_cnn:latest and time it (ARGS="--max-firing 0,0.01"); reports/prune/
 	$(BIN)/python -m training prune $(ARGS)

@@ -162,3 +162,38 @@ def test_training_into_a_log_writes_one_formatted_line_per_epoch_and_no_progress
     assert [re.search(r"epoch (\d)/3: ", line).group(1) for line in epochs] == ["1", "2", "3"]
     assert all(re.search(r"accuracy 0\.\d{4}, loss \d+\.\d{4} \(\d+\.\d s", line) for line in epochs), epochs
     assert "ETA" in epochs[0] and "ETA" not in epochs[-1]
+
+
+def test_quick_depth_study_writes_its_rows_plots_and_resumes(tmp_path):
+    from training.depth import choose
+    from training.resnet import ResNetSpec
+
+    out = tmp_path / "depth"
+    run = _training("depth", "--quick", "--out", str(out))
+    assert run.returncode == 0, run.stderr[-3000:]
+    summary = json.loads((out / "results.json").read_text())
+    assert len(summary["runs"]) == 2 * 2 and len(summary["points"]) == 2
+    for row in summary["runs"]:  # every ReLU of the configuration, inside the blocks too, in graph order
+        names = ResNetSpec(row["depth"], row["width"], row["placement"]).relu_names()
+        assert row["layers"].split("|") == names
+        assert all(0.0 <= row[f"sparsity_{n}"] <= 1.0 and f"dead_{n}" in row for n in names)
+        assert row["dataset_used"] == "mnist-5k" and row["train_seconds"] > 0
+    assert summary["chosen"] == choose(summary["points"])["point"]
+    with (out / "results.csv").open() as f:
+        kinds = [r["kind"] for r in csv.DictReader(f)]
+    assert kinds.count("run") == 4 and kinds.count("point") == 2
+    for plot in ("layers.png", "scaling.png", "pareto.png"):
+        png = (out / plot).read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000, plot
+    assert run.stderr.count("ETA") == 4 and "chosen by the rule" in run.stderr
+    again = _training("depth", "--quick", "--out", str(out), "--resume")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "0 to train (4 already done)" in again.stderr
+    assert len(json.loads((out / "results.json").read_text())["runs"]) == 4
+
+
+def test_depth_and_resnet_options_are_checked():
+    run = _training("depth", "--jobs", "0")
+    assert run.returncode == 2 and "--jobs" in run.stderr
+    run = _training("resnet", "--placement", "middle")
+    assert run.returncode == 2 and "middle" in run.stderr
