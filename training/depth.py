@@ -195,6 +195,30 @@ def choose(points: list[dict]) -> dict:
     return select_default(points)
 
 
+def markdown(summary: dict) -> str:
+    """The study's table, one row per point: accuracy, overall sparsity, the least sparse layer, the sparsity of
+    the first and last stages' ReLUs, dead channels, parameters and training time (means over seeds)."""
+    head = (
+        "| point | accuracy % | overall | least sparse layer | first stage | last stage | dead channels | "
+        "params | train s |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
+    )
+    rows = []
+    for p in summary["points"]:
+        names = p["layers"].split("|")
+        least = min(names, key=lambda n: p[f"sparsity_{n}_mean"])
+        last_stage = max(n[1] for n in names if n.startswith("s") and n[1].isdigit())
+        stage = lambda k: [p[f"sparsity_{n}_mean"] for n in names if n.startswith(f"s{k}b")]  # noqa: E731
+        dead = sum(p[f"dead_{n}_mean"] for n in names) / len(names)
+        mark = "**" if p["point"] == summary.get("chosen") else ""
+        rows.append(
+            f"| {mark}{p['point']}{mark} | {p['test_accuracy_mean'] * 100:.2f} ± {p['test_accuracy_std'] * 100:.2f} | "
+            f"{p['sparsity_all_mean']:.3f} | {least} {p[f'sparsity_{least}_mean']:.2f} | "
+            f"{sum(stage(0)) / len(stage(0)):.2f} | {sum(stage(last_stage)) / len(stage(last_stage)):.2f} | "
+            f"{dead:.3f} | {p['params_mean']:.0f} | {p['train_seconds_mean']:.0f} |"
+        )
+    return head + "\n".join(rows) + "\n"
+
+
 class DepthResults(Results):
     def summary(self) -> dict:
         points = aggregate(self.runs, (*POINT_FIELDS, *RUN_SETTINGS, "augment", "layers", "dataset_used"))
@@ -242,6 +266,8 @@ def run_depth(config: DepthConfig, resume: bool = False, first_study: Path | Non
     )
     run_all(train_one, todo, settings, results, Progress(total=len(todo)), config.jobs)
     summary = results.write()
+    if summary["points"]:
+        (config.out_dir / "results.md").write_text(markdown(summary))
     from training.depth_plots import draw_all
 
     draw_all(summary, config.out_dir, first_study)

@@ -16,6 +16,7 @@ from training.depth import (
     DepthPoint,
     choose,
     default_points,
+    markdown,
     meets_targets,
 )
 from training.models import LayerSpec
@@ -108,3 +109,17 @@ def test_rising_l1_refuses_a_bad_strength():
     for bad in (-1.0, float("inf"), float("nan")):
         with pytest.raises(ValueError, match="l1"):
             RisingL1(bad)
+
+
+def test_the_table_has_one_row_per_point_and_marks_the_chosen_one():
+    point = _point("post/d1/w1/l1=1e-05", 0.98, [0.9, 0.8, 0.6], 0.77)
+    point["layers"] = "stem|s0b0_relu1|s1b0_out"
+    point.update({"sparsity_stem_mean": 0.9, "sparsity_s0b0_relu1_mean": 0.8, "sparsity_s1b0_out_mean": 0.6})
+    point.update({f"dead_{n}_mean": 0.0 for n in ("stem", "s0b0_relu1", "s1b0_out")}, params_mean=1000.0)
+    point.update(train_seconds_mean=12.0, test_accuracy_std=0.002)
+    other = {**point, "point": "post/d2/w1/l1=1e-05", "dead_stem_mean": 0.3}
+    table = markdown({"points": [point, other], "chosen": "post/d2/w1/l1=1e-05"})
+    lines = table.strip().splitlines()
+    assert len(lines) == 2 + 2 and lines[3].startswith("| **post/d2/w1/l1=1e-05** |")
+    assert "| 98.00 ± 0.20 | 0.770 | s1b0_out 0.60 | 0.80 | 0.60 | 0.000 | 1000 | 12 |" in lines[2]
+    assert "| 0.100 |" in lines[3]  # dead channels: the mean share over the layers
