@@ -207,13 +207,14 @@ def markdown(summary: dict) -> str:
         names = p["layers"].split("|")
         least = min(names, key=lambda n: p[f"sparsity_{n}_mean"])
         last_stage = max(n[1] for n in names if n.startswith("s") and n[1].isdigit())
-        stage = lambda k: [p[f"sparsity_{n}_mean"] for n in names if n.startswith(f"s{k}b")]  # noqa: E731
+        first = [p[f"sparsity_{n}_mean"] for n in names if n.startswith("s0b")]
+        last = [p[f"sparsity_{n}_mean"] for n in names if n.startswith(f"s{last_stage}b")]
         dead = sum(p[f"dead_{n}_mean"] for n in names) / len(names)
         mark = "**" if p["point"] == summary.get("chosen") else ""
         rows.append(
             f"| {mark}{p['point']}{mark} | {p['test_accuracy_mean'] * 100:.2f} ± {p['test_accuracy_std'] * 100:.2f} | "
             f"{p['sparsity_all_mean']:.3f} | {least} {p[f'sparsity_{least}_mean']:.2f} | "
-            f"{sum(stage(0)) / len(stage(0)):.2f} | {sum(stage(last_stage)) / len(stage(last_stage)):.2f} | "
+            f"{sum(first) / len(first):.2f} | {sum(last) / len(last):.2f} | "
             f"{dead:.3f} | {p['params_mean']:.0f} | {p['train_seconds_mean']:.0f} |"
         )
     return head + "\n".join(rows) + "\n"
