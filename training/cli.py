@@ -199,26 +199,10 @@ def train(args: argparse.Namespace) -> int:
         trained = train_mnist(opts, report_dir=args.report_dir, provenance=provenance)
         prune = prune_configuration(args)
         if prune:
-            from training.prune import run_prune
+            from training.prune import prune_after_training
 
-            report = run_prune(
-                trained["tag"],
-                [prune["max_firing"]],
-                fine_tune_epochs=prune["fine_tune_epochs"],
-                by=prune["by"],
-                time_models=False,
-                report_dir=args.report_dir,
-            )
-            (level,) = report["levels"]
-            log.info(
-                "pruned %s -> %s: units %s, accuracy %.4f, overall sparsity %.3f; this is mnist_cnn:latest "
-                "(serve the unpruned parent with SERVED_MODELS=%s)",
-                trained["tag"],
-                level["tag"],
-                level["units"],
-                level["test_accuracy"],
-                level["sparsity"]["all"],
-                trained["tag"],
+            prune_after_training(
+                trained["tag"], MNIST_MODEL_NAME, prune["max_firing"], prune["fine_tune_epochs"], args.report_dir
             )
     store = os.environ.get("BENTOML_HOME", str(Path.home() / "bentoml"))
     log.info("model store: %s/models; reports: %s", store, args.report_dir)

@@ -19,7 +19,7 @@ from sparsity.contract import DEFAULT_THRESHOLD
 from sparsity.logs import quiet_tensorflow, set_tensorflow_threads
 from training.frontier import aggregate, pareto_frontier, select_default
 from training.progress import Progress
-from training.sweep import RUN_SETTINGS, Results, run_all
+from training.sweep import RUN_SETTINGS, Results, SweepConfig, run_all
 
 METHODS = ("relu", "l1", "rising-l1", "fatrelu")
 """Sparsity methods: none (plain ReLU), a constant L1 activity penalty, an L1 penalty whose strength rises
@@ -105,26 +105,17 @@ def quick_points() -> list[DepthPoint]:
 
 
 @dataclass
-class DepthConfig:
+class DepthConfig(SweepConfig):
+    """The sweep's configuration with the study's defaults and one more setting, augmentation."""
+
     points: list[DepthPoint]
-    seeds: int = 3
     epochs: int = 10
-    batch_size: int = 32
-    limit: int = 0
     dataset: str = "auto"
     augment: bool = True
-    jobs: int = 2
-    description: str = ""
     out_dir: Path = field(default_factory=lambda: Path("reports/depth"))
 
     def settings(self) -> dict:
-        return {
-            "epochs": self.epochs,
-            "limit": self.limit,
-            "dataset": self.dataset,
-            "batch_size": self.batch_size,
-            "augment": self.augment,
-        }
+        return {**super().settings(), "augment": self.augment}
 
 
 def fit_resnet(

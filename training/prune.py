@@ -305,3 +305,31 @@ def run_prune(
             row["tag"], _ = save_mnist(model, split, facts, tags, report_dir, name=family.name)
         report["levels"].append(row)
     return report
+
+
+def prune_after_training(
+    trained_tag: str, name: str, max_firing: float, fine_tune_epochs: int, report_dir=None
+) -> dict:
+    """Training's own pruning step (``python -m training mnist`` and ``resnet``): one level by activation share,
+    fine-tuned, saved after its parent (so it is ``name:latest``), not timed. Returns the level's row."""
+    report = run_prune(
+        trained_tag,
+        [max_firing],
+        fine_tune_epochs=fine_tune_epochs,
+        by="activations",
+        time_models=False,
+        report_dir=report_dir,
+    )
+    (level,) = report["levels"]
+    log.info(
+        "pruned %s -> %s: units %s, accuracy %.4f, overall sparsity %.3f; this is %s:latest "
+        "(serve the unpruned parent with SERVED_MODELS=%s)",
+        trained_tag,
+        level["tag"],
+        level["units"],
+        level["test_accuracy"],
+        level["sparsity"]["all"],
+        name,
+        trained_tag,
+    )
+    return level

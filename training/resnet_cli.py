@@ -92,26 +92,9 @@ def run(args: argparse.Namespace) -> int:
     trained = train_resnet(opts, report_dir=args.report_dir, provenance={**RESNET_PROVENANCE, "overrides": overrides})
     if args.no_prune:
         return 0
-    from training.prune import run_prune
+    from training.prune import prune_after_training
 
-    report = run_prune(
-        trained["tag"],
-        [args.prune_max_firing],
-        fine_tune_epochs=args.fine_tune_epochs,
-        by="activations",
-        time_models=False,
-        report_dir=args.report_dir,
-    )
-    (level,) = report["levels"]
-    log.info(
-        "pruned %s -> %s: channels %s, accuracy %.4f, overall sparsity %.3f; this is %s:latest "
-        "(serve the unpruned parent with SERVED_MODELS=...,%s)",
-        trained["tag"],
-        level["tag"],
-        level["units"],
-        level["test_accuracy"],
-        level["sparsity"]["all"],
-        RESNET_MODEL_NAME,
-        trained["tag"],
+    prune_after_training(
+        trained["tag"], RESNET_MODEL_NAME, args.prune_max_firing, args.fine_tune_epochs, args.report_dir
     )
     return 0
