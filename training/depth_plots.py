@@ -58,27 +58,22 @@ def draw_layers(summary: dict, path: Path) -> Path:
         ),
     )
     for ax, (title, group) in zip(axes, panels, strict=True):
+        same = len({p["layers"] for p in group}) == 1  # else positions relative to the network's depth
         for p in sorted(group, key=lambda q: q["point"]):
             names, means, stds = _layers(p)
-            xs = list(range(len(names)))
-            ax.errorbar(
-                xs,
-                means,
-                yerr=stds,
-                marker=PLACEMENT_MARKERS.get(p["placement"], "o"),
-                markersize=4,
-                capsize=2,
-                linewidth=1.2,
-                label=p["point"],
-            )
-            if len(names) == max(len(_layers(q)[0]) for q in group):
+            xs = list(range(len(names))) if same else [i / max(1, len(names) - 1) for i in range(len(names))]
+            marker = PLACEMENT_MARKERS.get(p["placement"], "o")
+            ax.errorbar(xs, means, yerr=stds, marker=marker, markersize=4, capsize=2, linewidth=1.2, label=p["point"])
+            if same:
                 ax.set_xticks(xs, names, rotation=60, ha="right", fontsize=7)
+        ax.set_xlabel(
+            "ReLU layer, in graph order" if same else "position of the ReLU layer in the network (0 = stem, 1 = last)"
+        )
         ax.axhline(0.5, color="black", linestyle=":", linewidth=0.8)
         ax.text(
             0.02, 0.505, "50%: a batch-normed pre-activation's sign", fontsize=7, transform=ax.get_yaxis_transform()
         )
         ax.set_title(title, fontsize=10)
-        ax.set_xlabel("ReLU layer, in graph order (the longest configuration's names)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
     axes[0].set_ylabel("share of exact zeros on the held-back digits (mean ± std over seeds)")

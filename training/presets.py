@@ -44,7 +44,7 @@ PROVENANCE: dict[str, dict] = {
     },
 }
 
-RESNET_PRESET: dict = {"depth": 1, "width": 1.0, "placement": "post", "method": "l1", "l1": 1e-5, "epochs": 15}
+RESNET_PRESET: dict = {"depth": 1, "width": 2.0, "placement": "post", "method": "l1", "l1": 1e-5, "epochs": 15}
 """The residual CNN ``python -m training resnet`` trains: the depth study's choice (README, "Deeper networks")."""
 RESNET_PRUNE: dict = {"max_firing": 0.02, "fine_tune_epochs": 2}
 RESNET_PROVENANCE: dict = {
