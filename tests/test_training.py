@@ -196,7 +196,7 @@ def test_cli_help_explains_every_command_and_option():
         (["mnist", "--epochs", "ten"], "expected a whole number"),
         (["mnist", "--activity-l1", "-1"], "finite number >= 0"),
         (["mnist", "--dataset", "cifar"], "invalid choice"),
-        (["resnet"], "invalid choice"),
+        (["transformer"], "invalid choice"),
         (["iris", "--c", "0"], "greater than 0"),
         (["mnist", "--kwta-density", "1.5"], "must be in (0, 1], got 1.5"),
         (["mnist", "--kwta-density", "0"], "greater than 0"),
