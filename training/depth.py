@@ -19,7 +19,7 @@ from sparsity.contract import DEFAULT_THRESHOLD
 from sparsity.logs import quiet_tensorflow, set_tensorflow_threads
 from training.frontier import aggregate, pareto_frontier, select_default
 from training.progress import Progress
-from training.sweep import RUN_SETTINGS, Results, SweepConfig, run_all
+from training.sweep import RUN_SETTINGS, Results, SweepConfig, pending_runs, run_all
 
 METHODS = ("relu", "l1", "rising-l1", "fatrelu")
 """Sparsity methods: none (plain ReLU), a constant L1 activity penalty, an L1 penalty whose strength rises
@@ -233,29 +233,9 @@ class DepthResults(Results):
 
 def run_depth(config: DepthConfig, resume: bool = False, first_study: Path | None = None) -> dict:
     """Train every (point, seed) not yet done, writing rows as they finish; then draw the plots."""
-    import logging
-
-    log = logging.getLogger(__name__)
     results = DepthResults(config.out_dir, config, resume)
     settings = config.settings()
-    done = {(r["point"], r["seed"], *(r[k] for k in (*RUN_SETTINGS, "augment"))) for r in results.runs}
-    todo = [
-        (p, seed)
-        for p in config.points
-        for seed in range(config.seeds)
-        if (p.key, seed, *(settings[k] for k in (*RUN_SETTINGS, "augment"))) not in done
-    ]
-    total = len(config.points) * config.seeds
-    log.info(
-        "depth study: %d points x %d seeds = %d runs, %d to train (%d already done), %d job(s); writing to %s",
-        len(config.points),
-        config.seeds,
-        total,
-        len(todo),
-        total - len(todo),
-        config.jobs,
-        config.out_dir,
-    )
+    todo = pending_runs(config, results, (*RUN_SETTINGS, "augment"), "depth study")
     run_all(train_one, todo, settings, results, Progress(total=len(todo)), config.jobs)
     summary = results.write()
     if summary["points"]:

@@ -128,10 +128,6 @@ def train_one(point: dict, seed: int, settings: dict, threads: int = 0) -> dict:
     return row
 
 
-def _identity(row: dict) -> tuple:
-    return (row["point"], row["seed"], *(row[k] for k in RUN_SETTINGS))
-
-
 class Results:
     """The sweep's rows on disk, rewritten (atomically) after every run."""
 
@@ -152,9 +148,6 @@ class Results:
             log.info("resuming: %d finished runs read from %s", len(self.runs), self.json_path)
         elif self.json_path.exists():
             log.warning("%s exists and --resume was not given: starting a new sweep over it", self.json_path)
-
-    def done(self) -> set[tuple]:
-        return {_identity(r) for r in self.runs}
 
     def add(self, row: dict) -> None:
         self.runs.append(row)
@@ -212,15 +205,30 @@ def run_sweep(config: SweepConfig, resume: bool = False, progress: Progress | No
     """Train every (point, seed) not yet done, writing rows as they finish; then draw the plot."""
     results = Results(config.out_dir, config, resume)
     settings = config.settings()
+    todo = pending_runs(config, results, RUN_SETTINGS, "sweep")
+    run_all(train_one, todo, settings, results, progress or Progress(total=len(todo)), config.jobs)
+    summary = results.write()
+    from training.plots import draw_pareto
+
+    draw_pareto(summary, config.out_dir / "pareto.png")
+    return summary
+
+
+def pending_runs(config, results: Results, keys: tuple[str, ...], what: str) -> list[tuple]:
+    """The ``(point, seed)`` pairs of ``config`` that ``results`` has no row for (a row matches on point, seed
+    and the ``keys`` settings), logged with the totals."""
+    settings = config.settings()
+    done = {(r["point"], r["seed"], *(r[k] for k in keys)) for r in results.runs}
     todo = [
         (p, seed)
         for p in config.points
         for seed in range(config.seeds)
-        if (p.key, seed, *(settings[k] for k in RUN_SETTINGS)) not in results.done()
+        if (p.key, seed, *(settings[k] for k in keys)) not in done
     ]
     total = len(config.points) * config.seeds
     log.info(
-        "sweep: %d points x %d seeds = %d runs, %d to train (%d already done), %d job(s); writing to %s",
+        "%s: %d points x %d seeds = %d runs, %d to train (%d already done), %d job(s); writing to %s",
+        what,
         len(config.points),
         config.seeds,
         total,
@@ -229,12 +237,7 @@ def run_sweep(config: SweepConfig, resume: bool = False, progress: Progress | No
         config.jobs,
         config.out_dir,
     )
-    run_all(train_one, todo, settings, results, progress or Progress(total=len(todo)), config.jobs)
-    summary = results.write()
-    from training.plots import draw_pareto
-
-    draw_pareto(summary, config.out_dir / "pareto.png")
-    return summary
+    return todo
 
 
 def run_all(train, todo: list, settings: dict, results: Results, progress: Progress, jobs: int) -> None:
