@@ -19,7 +19,8 @@ from training.resnet_prune import channels
 
 pytestmark = pytest.mark.slow
 
-SMALL = ("--dataset", "mnist-5k", "--epochs", "1", "--limit", "400", "--quiet")
+SMALL = ("--dataset", "mnist-5k", "--epochs", "1", "--limit", "400", "--width", "0.5", "--quiet")
+"""Small and quick: the served configuration at a quarter of its channels, one epoch on 400 digits."""
 
 
 def _training(*args: str, env: dict, timeout: int = 600):
@@ -63,6 +64,8 @@ def test_training_registers_the_parent_then_the_tied_pruned_model(resnet_store):
     units = {layer["name"]: layer["units"] for layer in report["relu_layers"]}
     assert units["s2b0_out"] == after["s2"] and units["s0b0_relu1"] == after["s0b0_mid"]
     assert report["options"]["placement"] == "post" and 0.0 <= report["test_accuracy"] <= 1.0
+    assert report["provenance"]["overrides"] == {"width": 0.5, "epochs": 1}  # the rest is the study's choice
+    assert report["options"]["l1"] == 1e-5 and report["options"]["width"] == 0.5
 
 
 def test_the_served_resnet_counts_exactly_and_reports_typicality_and_metrics(resnet_store, resnet_server, test_images):
