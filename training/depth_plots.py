@@ -7,6 +7,7 @@ import csv
 from pathlib import Path
 
 from training.frontier import pareto_frontier
+from training.plots import label_accuracy_axes
 
 FIRST_STUDY = Path("docs/sparsity-lab/results.csv")
 METHOD_COLOURS = {"relu": "tab:grey", "l1": "tab:blue", "rising-l1": "tab:green", "fatrelu": "tab:orange"}
@@ -204,10 +205,9 @@ def draw_pareto(summary: dict, path: Path, first: list[dict]) -> Path:
     handles += [Line2D([], [], color="black", linestyle="--", label="Pareto frontier (both studies)")]
     ax.legend(handles=handles, fontsize=8, loc="lower left")
     ax.set_ylim(floor, best + 0.5)
-    ax.set_xlabel("overall activation sparsity (share of exact zeros in ReLU-family layers)")
-    ax.set_ylabel("accuracy on the held-back digits (%)")
-    ax.set_title("Accuracy against sparsity: the residual family beside the first study (mean ± std over seeds)")
-    ax.grid(alpha=0.3)
+    label_accuracy_axes(
+        ax, "Accuracy against sparsity: the residual family beside the first study (mean ± std over seeds)"
+    )
     fig.tight_layout()
     return _save(fig, path, plt)
 

@@ -19,6 +19,14 @@ Y_WINDOW = 2.5
 """Accuracy points shown below the best: points further down (collapsed runs) sit on the lower edge."""
 
 
+def label_accuracy_axes(ax, title: str) -> None:
+    """The axes of every accuracy-against-sparsity plot of the lab."""
+    ax.set_xlabel("overall activation sparsity (share of exact zeros in ReLU-family layers)")
+    ax.set_ylabel("accuracy on the held-back digits (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+
+
 def draw_pareto(summary: dict, path: Path, prune: dict | None = None) -> Path:
     import matplotlib
 
@@ -111,10 +119,7 @@ def draw_pareto(summary: dict, path: Path, prune: dict | None = None) -> Path:
                 ha="right" if offset[0] < 0 else "left",
             )
     ax.set_ylim(floor, best + 0.6)
-    ax.set_xlabel("overall activation sparsity (share of exact zeros in ReLU-family layers)")
-    ax.set_ylabel("accuracy on the held-back digits (%)")
-    ax.set_title("Accuracy against sparsity (mean ± std over seeds)")
-    ax.grid(alpha=0.3)
+    label_accuracy_axes(ax, "Accuracy against sparsity (mean ± std over seeds)")
     handles = [
         Line2D([], [], color=c, marker="o", linestyle="", label=d)
         for d, c in DESIGN_COLOURS.items()
