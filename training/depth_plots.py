@@ -77,7 +77,7 @@ def draw_layers(summary: dict, path: Path) -> Path:
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
-    axes[0].set_ylabel("share of exact zeros on the held-back digits (mean ± std over seeds)")
+    axes[0].set_ylabel("share of exact zeros, held-back digits (mean ± std)")
     axes[0].set_ylim(0, 1.02)
     fig.tight_layout()
     return _save(fig, path, plt)
@@ -158,9 +158,11 @@ def draw_pareto(summary: dict, path: Path, first: list[dict]) -> Path:
                 markersize=5,
                 capsize=1.5,
             )
-    for p in points:
+    keys: list[str] = []  # residual points are numbered on the plot and named in a list: they crowd together
+    for p in sorted(points, key=lambda q: (q["sparsity_all_mean"], q["test_accuracy_mean"])):
         if p["test_accuracy_mean"] * 100 < floor:
             continue
+        keys.append(p["point"])
         colour = METHOD_COLOURS.get(p["method"], "black")
         ax.errorbar(
             p["sparsity_all_mean"],
@@ -173,13 +175,26 @@ def draw_pareto(summary: dict, path: Path, first: list[dict]) -> Path:
             capsize=2,
         )
         ax.annotate(
-            p["point"].replace("/", " "),
+            str(len(keys)),
             (p["sparsity_all_mean"], p["test_accuracy_mean"] * 100),
             textcoords="offset points",
-            xytext=(4, 4),
-            fontsize=6,
+            xytext=(5, 3),
+            fontsize=7,
+            fontweight="bold",
             color=colour,
         )
+    ax.text(
+        0.99,
+        0.02,
+        "\n".join(f"{n}  {key}" for n, key in enumerate(keys, start=1)),
+        transform=ax.transAxes,
+        fontsize=7,
+        family="monospace",
+        ha="right",
+        multialignment="left",
+        va="bottom",
+        bbox={"facecolor": "white", "edgecolor": "lightgrey", "alpha": 0.9},
+    )
     frontier = pareto_frontier(shown)
     ax.plot(
         [p["sparsity_all_mean"] for p in frontier],
