@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from training import data
 from training.depth import DepthPoint, fit_resnet
@@ -76,14 +76,3 @@ def train_resnet(opts: ResnetOptions, report_dir=None, provenance: dict | None =
         seconds,
     )
     return {"tag": tag, **card.metadata()}
-
-
-def options_of(card_options: dict) -> ResnetOptions:
-    known = set(ResnetOptions.__dataclass_fields__)
-    opts = ResnetOptions(**{k: v for k, v in card_options.items() if k in known})
-    opts.verbose = 0
-    return opts
-
-
-def describe(opts: ResnetOptions) -> dict:
-    return {k: v for k, v in asdict(opts).items() if k != "verbose"}

@@ -141,18 +141,24 @@ class _Family:
 
         self.resnet = parent.name.startswith("mnist_resnet")
         if self.resnet:
-            from training.mnist_resnet import RESNET_MODEL_NAME, options_of
+            from training.mnist_resnet import RESNET_MODEL_NAME, ResnetOptions
             from training.resnet_prune import spec_of
 
-            self.opts = options_of(card_options)
+            self.opts = self._options(ResnetOptions, card_options)
             self.rspec, _ = spec_of(parent)
             self.name, self.arch, self.design = RESNET_MODEL_NAME, "resnet", self.opts.point.layer_spec().design
         else:
-            known = set(MnistOptions.__dataclass_fields__)
-            self.opts = MnistOptions(**{k: v for k, v in card_options.items() if k in known})
-            self.opts.verbose = 0
+            self.opts = self._options(MnistOptions, card_options)
             self.name, self.arch, self.design = MNIST_MODEL_NAME, "cnn", self.opts.design
         self.parent = parent
+
+    @staticmethod
+    def _options(options_class, card_options: dict):
+        """The training options stored on the parent's card, silent (the fine-tuning logs nothing per epoch)."""
+        known = set(options_class.__dataclass_fields__)
+        opts = options_class(**{k: v for k, v in card_options.items() if k in known})
+        opts.verbose = 0
+        return opts
 
     def prune(self, shares: dict[str, np.ndarray], level: float) -> keras.Model:
         if self.resnet:

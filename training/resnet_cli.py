@@ -74,21 +74,9 @@ def run(args: argparse.Namespace) -> int:
     if args.if_missing and has_model(RESNET_MODEL_NAME):
         log.info("%s is already in the store; not training it", RESNET_MODEL_NAME)
         return 0
-    opts = ResnetOptions(
-        depth=args.depth,
-        width=args.width,
-        placement=args.placement,
-        method=args.method,
-        l1=args.l1,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        dataset=args.dataset,
-        seed=args.seed,
-        limit=args.limit,
-        verbose=0 if args.quiet else 2,
-    )
-    chosen = {k: RESNET_PRESET[k] for k in ("depth", "width", "placement", "method", "l1", "epochs")}
-    overrides = {k: getattr(args, k) for k in chosen if getattr(args, k) != chosen[k]}
+    given = ("depth", "width", "placement", "method", "l1", "epochs", "batch_size", "dataset", "seed", "limit")
+    opts = ResnetOptions(**{k: getattr(args, k) for k in given}, verbose=0 if args.quiet else 2)
+    overrides = {k: getattr(args, k) for k in RESNET_PRESET if getattr(args, k) != RESNET_PRESET[k]}
     trained = train_resnet(opts, report_dir=args.report_dir, provenance={**RESNET_PROVENANCE, "overrides": overrides})
     if args.no_prune:
         return 0
