@@ -100,6 +100,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SERVICE_WORKERS", "workers", 1, whole(1, 64), "worker processes (each loads every served model)"),
     Setting("TF_INTRA_OP_THREADS", "tf_intra_threads", 1, whole(1, 256), "TensorFlow threads inside one op"),
     Setting("TF_INTER_OP_THREADS", "tf_inter_threads", 1, whole(1, 256), "TensorFlow ops run in parallel"),
+    Setting("ONNX_INTRA_OP_THREADS", "onnx_intra_threads", 1, whole(1, 256), "ONNX Runtime threads inside one op"),
     # 1024 images of 784 numbers written with up to ~20 characters each fit in 16 MiB.
     Setting("MAX_BODY_BYTES", "max_body_bytes", 16 * MiB, whole(1024, 1024 * MiB), "larger bodies get 413"),
     Setting(
@@ -127,6 +128,7 @@ class Settings:
     workers: int
     tf_intra_threads: int
     tf_inter_threads: int
+    onnx_intra_threads: int
     max_body_bytes: int
     max_drain_bytes: int
     body_timeout: float

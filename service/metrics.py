@@ -10,7 +10,7 @@ import time
 import numpy as np
 from prometheus_client import Counter, Gauge, Histogram
 
-from sparsity.card import KerasReluCard
+from sparsity.card import ReluCard
 from sparsity.contract import ALL_LAYERS
 
 RATIO_BUCKETS = tuple(round(0.05 * i, 2) for i in range(21))  # 0.0, 0.05 .. 1.0 (+Inf implied)
@@ -180,7 +180,7 @@ class ModelMetrics:
         self.layers: dict = {}
         self.firing: FiringCounts | None = None
         self.contributions = None
-        if isinstance(card, KerasReluCard):
+        if isinstance(card, ReluCard):
             self.layers = {layer: ACTIVATION_SPARSITY.labels(name, layer) for layer in [*runtime.layers, ALL_LAYERS]}
             for layer in self.layers:
                 BASELINE.labels(name, layer).set(card.activation_sparsity[layer].mean)

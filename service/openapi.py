@@ -39,14 +39,14 @@ from pydantic.json_schema import models_json_schema
 from service import routes
 from service.npy import ACCEPTED_DTYPES
 from service.schemas import Error, ExamplesResponse, PredictResponse
-from sparsity.card import KerasReluCard, LinearCard, ModelCard
+from sparsity.card import KerasReluCard, LinearCard, ModelCard, OnnxReluCard
 from sparsity.contract import MAX_BATCH, MAX_NPY_ITEMS
 
 DOCUMENT_PATH = "/docs.json"
 OPENAPI_VERSION = "3.0.3"
 TITLE = "ReLU sparsity service"
 DESCRIPTION = (
-    "Predictions from every registered model (Keras classifiers whose hidden layers are ReLU-family, and "
+    "Predictions from every registered model (Keras and ONNX classifiers whose hidden layers are ReLU-family, and "
     "linear classifiers), each answered with the activation sparsity of its own forward pass: the fraction "
     "of exact zeros in every ReLU-family layer, or the share of zero coefficient-times-feature terms, plus "
     "a typicality score. `GET /models` lists the served models; each has `/models/{name}/predict` (JSON), "
@@ -119,12 +119,14 @@ def component_schemas() -> dict[str, dict]:
     )
     schemas = dict(top["$defs"])
     keras, keras_defs = _card_schema(KerasReluCard, "KerasReluModelInfo", "A Keras ReLU model's card and baselines")
+    onnx, onnx_defs = _card_schema(OnnxReluCard, "OnnxReluModelInfo", "An ONNX ReLU model's card and baselines")
     linear, linear_defs = _card_schema(LinearCard, "LinearModelInfo", "A linear classifier's card and baselines")
-    schemas |= keras_defs | linear_defs | {"KerasReluModelInfo": keras, "LinearModelInfo": linear}
+    schemas |= keras_defs | onnx_defs | linear_defs
+    schemas |= {"KerasReluModelInfo": keras, "OnnxReluModelInfo": onnx, "LinearModelInfo": linear}
     schemas["ModelInfo"] = {
         "title": "ModelInfo",
         "description": "One served model's card (by its kind)",
-        "oneOf": [_ref("KerasReluModelInfo"), _ref("LinearModelInfo")],
+        "oneOf": [_ref("KerasReluModelInfo"), _ref("OnnxReluModelInfo"), _ref("LinearModelInfo")],
     }
     schemas["ModelsResponse"] = {
         "type": "object",

@@ -3,7 +3,8 @@
 By default the latest version of every model in the BentoML store; ``SERVED_MODELS=name[:version],...``
 narrows that. Each candidate is audited before anything in it is loaded: its card must be valid
 (:func:`sparsity.card.load_card`), and a Keras file may hold only Keras' own objects and the core's
-layers (:func:`sparsity.keras_file.keras_file_problems`: no ``Lambda``, no serialized function). This
+layers (:func:`sparsity.keras_file.keras_file_problems`: no ``Lambda``, no serialized function), and an ONNX file must
+be valid ONNX with standard operators only (:func:`sparsity.onnx_graph.problems`). This
 reads metadata and a zip's ``config.json`` only: no TensorFlow, so the supervising process runs it
 before any worker starts, and every worker runs it again and gets the same answer.
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sparsity.card import KerasReluCard, LinearCard, ModelCardError, load_card
+from sparsity.card import KerasReluCard, LinearCard, ModelCardError, OnnxReluCard, load_card
 from sparsity.detectors import DetectorStateError, load_detector
 from sparsity.keras_file import keras_file_problems
 
@@ -29,7 +30,7 @@ class Candidate:
 
     name: str
     tag: str
-    card: KerasReluCard | LinearCard | None = None
+    card: KerasReluCard | OnnxReluCard | LinearCard | None = None
     problem: str | None = None
 
     @property
@@ -72,6 +73,12 @@ def audit(tag: str) -> Candidate:
         return Candidate(name, tag, problem=str(exc))
     if isinstance(card, KerasReluCard):
         problems = keras_file_problems(stored.path_of(card.MODEL_FILE))
+        if problems:
+            return Candidate(name, tag, problem=f"model {tag}: {card.MODEL_FILE} refused: {'; '.join(problems)}")
+    if isinstance(card, OnnxReluCard):
+        from sparsity.onnx_graph import problems as onnx_file_problems  # the onnx package only, nothing run
+
+        problems = onnx_file_problems(stored.path_of(card.MODEL_FILE))
         if problems:
             return Candidate(name, tag, problem=f"model {tag}: {card.MODEL_FILE} refused: {'; '.join(problems)}")
     try:

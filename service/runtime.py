@@ -3,6 +3,8 @@
 :class:`Runtime`, and :data:`RUNTIMES` says which class serves which ``kind`` of card.
 
 - ``keras-relu``: the model loaded in Keras' safe mode, run through the core's compiled one-pass probe.
+- ``onnx-relu``: the counting copy of the ONNX graph in ONNX Runtime (:mod:`sparsity.onnx_probe`), one
+  intra-op thread per worker unless ``ONNX_INTRA_OP_THREADS`` says otherwise.
 - ``linear``: computed from the card's coefficients and scaler (no scikit-learn, no file to unpickle).
 """
 
@@ -14,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sparsity.card import KerasReluCard, LinearCard, ModelCardError
+from sparsity.card import KerasReluCard, LinearCard, ModelCardError, OnnxReluCard
 from sparsity.contract import LINEAR_LAYER
 from sparsity.detectors import UnitFiring, load_detector
 from sparsity.linear import LinearProbe
@@ -45,7 +47,7 @@ class Runtime:
     """A loaded model: its card, what its inputs are, and ``predict``."""
 
     kind: str
-    card: KerasReluCard | LinearCard
+    card: KerasReluCard | OnnxReluCard | LinearCard
     layers: list[str]  # the sparsity layers of its answers, in order (for metrics)
 
     def __init__(self, tag: str, card) -> None:
@@ -121,6 +123,52 @@ class KerasReluRuntime(Runtime):
         )
 
 
+class OnnxReluRuntime(Runtime):
+    kind = "onnx-relu"
+    threads = 1
+    """ONNX Runtime's intra-op threads per session (the service sets it from its settings before loading)."""
+
+    def __init__(self, tag: str, card: OnnxReluCard, path: str) -> None:
+        from sparsity import onnx_graph
+        from sparsity.onnx_probe import OnnxProbe
+
+        super().__init__(tag, card)
+        layers = [
+            onnx_graph.ProbedTensor(l.name, l.tensor, l.op, units=l.units, size=l.size, axis=l.axis, rank=l.rank)
+            for l in card.relu_layers
+        ]
+        try:
+            self.detector = load_detector(card.typicality, os.path.dirname(path))
+            self.probe = OnnxProbe(
+                onnx_graph.load(path),
+                layers=layers,
+                output=card.output,
+                value_range=self.value_range,
+                field="inputs",
+                threads=self.threads,
+            )
+        except ValueError as exc:  # OnnxModelError, DetectorStateError
+            raise ModelCardError(f"model {tag}: {exc}") from None
+        if tuple(self.probe.item_shape) != self.item_shape:
+            raise ModelCardError(f"model {tag}: the card's input_shape {self.item_shape} is not the model's")
+        self.layers = [layer.name for layer in layers]
+        if not isinstance(self.detector, UnitFiring) or card.typicality.features != self.layers:
+            raise ModelCardError(f"model {tag}: the typicality state does not fit the model's ReLU-family layers")
+
+    def predict(self, x: np.ndarray) -> Prediction:
+        result = self.probe.run(x)
+        scores = self.detector.scores(result.shares)
+        return Prediction(
+            probabilities=result.probabilities,
+            layer_sparsity=result.layer_sparsity,
+            overall=result.overall,
+            scores=scores,
+            atypical=scores > self.card.typicality.threshold,
+            fired=result.fired,
+            shares=dict(zip(self.layers, np.split(result.shares, self.probe.unit_offsets, axis=1), strict=True)),
+        )
+
+
 class LinearRuntime(Runtime):
     kind = "linear"
 
@@ -154,7 +202,11 @@ class LinearRuntime(Runtime):
         )
 
 
-RUNTIMES: dict[str, type[Runtime]] = {"keras-relu": KerasReluRuntime, "linear": LinearRuntime}
+RUNTIMES: dict[str, type[Runtime]] = {
+    "keras-relu": KerasReluRuntime,
+    "onnx-relu": OnnxReluRuntime,
+    "linear": LinearRuntime,
+}
 
 
 def load(stored, card) -> Runtime:

@@ -63,7 +63,9 @@ class SparsityService:
         self.refused = [{"tag": c.tag, "reason": c.problem} for c in CANDIDATES if not c.accepted]
         if any(c.accepted and c.card.kind == "keras-relu" for c in CANDIDATES):
             set_tensorflow_threads(settings.tf_intra_threads, settings.tf_inter_threads)
-        from service.runtime import load
+        from service.runtime import OnnxReluRuntime, load
+
+        OnnxReluRuntime.threads = settings.onnx_intra_threads
 
         for candidate in (c for c in CANDIDATES if c.accepted):
             try:

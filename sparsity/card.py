@@ -6,6 +6,8 @@ builds a card and stores ``card.metadata()`` as the model's metadata; the servic
 lacks a field or has one of the wrong type with one line naming the model's tag and the field.
 
 - ``keras-relu``: a Keras classifier whose hidden layers are ReLU-family, served through the probe.
+- ``onnx-relu``: an ONNX classifier (from PyTorch, scikit-learn, ...) with ReLU-family nodes, counted
+  inside ONNX Runtime.
 - ``linear``: a standardising step plus a linear classifier, served from its coefficients.
 """
 
@@ -17,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from sparsity.typicality import TypicalityModel
 
-KINDS = ("keras-relu", "linear")
+KINDS = ("keras-relu", "onnx-relu", "linear")
 PREPROCESSING = ("resize", "mnist-digit")
 """Declared steps that turn an uploaded picture into one input (``POST /models/{name}/predict_image``):
 ``resize`` scales the picture to the input's height and width and its pixels to the input range;
@@ -39,6 +41,15 @@ class ReluLayerCard(BaseModel):
     name: str
     units: int
     size: int
+
+
+class OnnxLayerCard(ReluLayerCard):
+    """An ONNX ReLU-family node: the tensor it outputs, its op, and where its units are."""
+
+    tensor: str
+    op: str
+    axis: int = Field(description="the units' axis in the batched tensor (1: channels of NCHW, or dense units)")
+    rank: int = Field(description="the tensor's axes per input (the batch axis not counted)")
 
 
 class NotProbedCard(BaseModel):
@@ -122,7 +133,9 @@ class ModelCard(BaseModel):
         return image_shaped(self.input_shape)
 
 
-class KerasReluCard(ModelCard):
+class ReluCard(ModelCard):
+    """What every model with ReLU-family layers says: the layers, their baselines and dead units."""
+
     PUBLIC: ClassVar[tuple[str, ...]] = (
         *ModelCard.PUBLIC,
         "relu_layers",
@@ -135,9 +148,6 @@ class KerasReluCard(ModelCard):
         "pruned",
         "parent",
     )
-    MODEL_FILE: ClassVar[str] = "model.keras"
-
-    kind: Literal["keras-relu"]
     relu_layers: list[ReluLayerCard] = Field(min_length=1)
     not_probed: list[NotProbedCard] = []
     activation_sparsity: dict[str, MeanStd]  # per ReLU-family layer call, and "all"
@@ -153,6 +163,23 @@ class KerasReluCard(ModelCard):
     parent: str | None = None  # the tag it was pruned from
 
 
+class KerasReluCard(ReluCard):
+    MODEL_FILE: ClassVar[str] = "model.keras"
+
+    kind: Literal["keras-relu"]
+
+
+class OnnxReluCard(ReluCard):
+    PUBLIC: ClassVar[tuple[str, ...]] = (*ReluCard.PUBLIC, "opset", "producer", "unit_convention")
+    MODEL_FILE: ClassVar[str] = "model.onnx"
+
+    kind: Literal["onnx-relu"]
+    relu_layers: list[OnnxLayerCard] = Field(min_length=1)
+    opset: int
+    producer: str = Field(description="the program that wrote the file, as the file says (e.g. pytorch 2.9)")
+    unit_convention: str
+
+
 class LinearCard(ModelCard):
     PUBLIC: ClassVar[tuple[str, ...]] = (*ModelCard.PUBLIC, "contribution_sparsity", "feature_names")
     MODEL_FILE: ClassVar[str] = "model.skops"
@@ -166,7 +193,7 @@ class LinearCard(ModelCard):
     feature_names: list[str]
 
 
-AnyCard = Annotated[KerasReluCard | LinearCard, Field(discriminator="kind")]
+AnyCard = Annotated[KerasReluCard | OnnxReluCard | LinearCard, Field(discriminator="kind")]
 _ANY_CARD = TypeAdapter(AnyCard)
 
 
@@ -174,7 +201,7 @@ class ModelCardError(ValueError):
     """A stored model's metadata is not a valid card: one line with the tag and the field."""
 
 
-def load_card(tag: str, metadata: dict) -> KerasReluCard | LinearCard:
+def load_card(tag: str, metadata: dict) -> KerasReluCard | OnnxReluCard | LinearCard:
     """The card of a stored model, of the class its ``kind`` names; ModelCardError otherwise."""
     if not isinstance(metadata, dict) or "kind" not in metadata:
         raise ModelCardError(

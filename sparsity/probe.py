@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from sparsity.graph import ReluLayer, UnsupportedModelError, is_relu_family, run_graph, survey, weight_sparsity
-from sparsity.result import ProbeResult
+from sparsity.result import ProbeResult, concatenate, from_counts
 from sparsity.validation import check_batch
 
 __all__ = [
@@ -136,30 +136,10 @@ class SparsityProbe:
         arr = check_batch(x, field=self.field, item_shape=self.item_shape, low=low, high=high)
         # a tf.function may be called from several threads at once; each call has its own outputs
         probs, nonzero, shares, *scores = self._compiled(tf.convert_to_tensor(arr))
-        zero_counts = self._sizes[None, :] - nonzero.numpy().astype(np.int64)  # (N, layers)
-        shares = shares.numpy()
-        fired_units = np.split(shares > 0.0, self.unit_offsets, axis=1)  # (N, units) per layer
-        layer_sparsity = {layer.name: zero_counts[:, i] / layer.size for i, layer in enumerate(self.layers)}
-        overall = zero_counts.sum(axis=1) / self._sizes.sum()
-        return ProbeResult(
-            probabilities=probs.numpy(),
-            layer_sparsity=layer_sparsity,
-            overall=overall,
-            fired={layer.name: f for layer, f in zip(self.layers, fired_units, strict=True)},
-            shares=shares,
-            scores=scores[0].numpy() if scores else None,
-        )
+        names = [layer.name for layer in self.layers]
+        score = scores[0].numpy() if scores else None
+        return from_counts(probs.numpy(), nonzero.numpy(), shares.numpy(), names, self._sizes, self.unit_offsets, score)
 
     def run_batched(self, x: np.ndarray, batch_size: int = 512) -> ProbeResult:
         """``run`` over a large array in chunks (for evaluating a whole test set)."""
-        parts = [self.run(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
-        return ProbeResult(
-            probabilities=np.concatenate([p.probabilities for p in parts]),
-            layer_sparsity={
-                name: np.concatenate([p.layer_sparsity[name] for p in parts]) for name in parts[0].layer_sparsity
-            },
-            overall=np.concatenate([p.overall for p in parts]),
-            fired={name: np.concatenate([p.fired[name] for p in parts]) for name in parts[0].fired},
-            shares=np.concatenate([p.shares for p in parts]),
-            scores=None if parts[0].scores is None else np.concatenate([p.scores for p in parts]),
-        )
+        return concatenate([self.run(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])

@@ -33,3 +33,39 @@ class ProbeResult:
             shares=None if self.shares is None else self.shares[rows],
             scores=None if self.scores is None else self.scores[rows],
         )
+
+
+def from_counts(
+    probabilities: np.ndarray,
+    nonzero: np.ndarray,
+    shares: np.ndarray,
+    names: list[str],
+    sizes: np.ndarray,
+    unit_offsets: np.ndarray,
+    scores: np.ndarray | None = None,
+) -> ProbeResult:
+    """A probe's result from what its compiled pass returns: per sample, each layer's non-zero count
+    (N, layers) and each unit's share of positions on (N, units), layer after layer."""
+    zero_counts = sizes[None, :] - np.rint(nonzero).astype(np.int64)  # (N, layers)
+    fired_units = np.split(shares > 0.0, unit_offsets, axis=1)  # (N, units) per layer
+    return ProbeResult(
+        probabilities=probabilities,
+        layer_sparsity={name: zero_counts[:, i] / sizes[i] for i, name in enumerate(names)},
+        overall=zero_counts.sum(axis=1) / sizes.sum(),
+        fired=dict(zip(names, fired_units, strict=True)),
+        shares=shares,
+        scores=scores,
+    )
+
+
+def concatenate(parts: list[ProbeResult]) -> ProbeResult:
+    """The results of consecutive batches as one."""
+    first = parts[0]
+    return ProbeResult(
+        probabilities=np.concatenate([p.probabilities for p in parts]),
+        layer_sparsity={name: np.concatenate([p.layer_sparsity[name] for p in parts]) for name in first.layer_sparsity},
+        overall=np.concatenate([p.overall for p in parts]),
+        fired={name: np.concatenate([p.fired[name] for p in parts]) for name in first.fired},
+        shares=None if first.shares is None else np.concatenate([p.shares for p in parts]),
+        scores=None if first.scores is None else np.concatenate([p.scores for p in parts]),
+    )

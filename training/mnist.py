@@ -19,7 +19,7 @@ from sparsity.summary import summarize
 from training import data, models
 from training.datasets import MNIST_CLASS_NAMES, MNIST_MODEL_NAME, MNIST_PREPROCESSING, MNIST_RANGE
 from training.progress import duration
-from training.register import Calibration, register_keras
+from training.register import Calibration, register_relu
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ def save_mnist(
     with tempfile.TemporaryDirectory(prefix="mnist-") as tmp:
         path = Path(tmp) / KerasReluCard.MODEL_FILE
         model.save(path)
-        return register_keras(
+        return register_relu(
             path,
             name,
             Calibration(split.x_test, split.y_test, source=f"held-back {split.name} digits"),

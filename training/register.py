@@ -21,12 +21,21 @@ import hashlib
 import logging
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from sparsity.card import PREPROCESSING, CalibrationFacts, KerasReluCard, LinearCard, ModelCard, image_shaped
+from sparsity.card import (
+    PREPROCESSING,
+    CalibrationFacts,
+    KerasReluCard,
+    LinearCard,
+    ModelCard,
+    OnnxReluCard,
+    ReluCard,
+    image_shaped,
+)
 from sparsity.detectors import STATE_FILE, UNIT_FIRING, UnitFiring
 from sparsity.detectors import sha256 as detector_sha256
 from sparsity.summary import summarize
@@ -265,6 +274,54 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def relu_card(
+    probe,
+    result,
+    calibration: Calibration,
+    parts: Parts,
+    *,
+    classes: int,
+    path: Path,
+    class_names: list[str] | None,
+    input_range: tuple[float, float] | None,
+    preprocessing: str | None,
+    seed: int,
+) -> tuple[dict, bytes]:
+    """The card fields every model with ReLU-family layers has, from its probe's run over the calibration set
+    (Keras or ONNX: both probes give layers with ``name``/``units``/``size`` and a ``ProbeResult``), and its
+    typicality detector's state."""
+    low, high = input_range_of(calibration, input_range)
+    names = [layer.name for layer in probe.layers]
+    typicality, state = unit_firing_typicality(result, parts, names, probe.units)
+    accuracy = accuracy_on(result.labels, calibration, parts)
+    if preprocessing is not None and preprocessing not in PREPROCESSING:
+        raise RegistrationError(f"--preprocessing {preprocessing!r} is not one of {', '.join(PREPROCESSING)}")
+    if preprocessing is not None and not image_shaped(probe.item_shape):
+        raise RegistrationError(f"--preprocessing {preprocessing}: the input {probe.item_shape} is not a picture")
+    card = {
+        "input_shape": list(probe.item_shape),
+        "input_range": [low, high],
+        "class_names": class_names_for(class_names, classes),
+        "output": probe.output,
+        "preprocessing": preprocessing,
+        "relu_layers": [asdict(layer) for layer in probe.layers],
+        "not_probed": [asdict(layer) for layer in probe.not_probed],
+        **summarize(result.take(parts.baseline)),
+        "unit_firing": {
+            name: np.round(fired[parts.baseline].mean(axis=0), 4).tolist()
+            for name, fired in zip(names, result.fired.values(), strict=True)
+        },
+        **shown_facts(calibration, parts, probe.item_shape),
+        "typicality": typicality.to_dict(),
+        "test_accuracy": accuracy,
+        "accuracy_on": None if accuracy is None else f"{len(parts.measured)} measured calibration items",
+        "calibration": calibration_facts(calibration, parts, seed),
+        "provenance": {"file": path.name, "sha256": file_sha256(path)},
+        "versions": library_versions(),
+    }
+    return card, state
+
+
 def keras_card(
     path: Path,
     calibration: Calibration,
@@ -285,42 +342,81 @@ def keras_card(
         probe = SparsityProbe(model, field="calibration")
     except (ValueError, UnsupportedModelError) as exc:
         raise RegistrationError(str(exc)) from None
-    if preprocessing is not None and preprocessing not in PREPROCESSING:
-        raise RegistrationError(f"--preprocessing {preprocessing!r} is not one of {', '.join(PREPROCESSING)}")
     classes = int(model.outputs[0].shape[-1])
     check_calibration(calibration, probe.item_shape, classes)
-    low, high = input_range_of(calibration, input_range)
     parts = split(len(calibration.x), seed)
     result = probe.run_batched(calibration.x.astype(np.float32))
-    names = [layer.name for layer in probe.layers]
-    typicality, state = unit_firing_typicality(result, parts, names, probe.units)
-    accuracy = accuracy_on(result.labels, calibration, parts)
-    card = {
-        "kind": "keras-relu",
-        "input_shape": list(probe.item_shape),
-        "input_range": [low, high],
-        "class_names": class_names_for(class_names, classes),
-        "output": probe.output,
-        "preprocessing": preprocessing,
-        "relu_layers": [vars(layer) for layer in probe.layers],
-        "not_probed": [vars(layer) for layer in probe.not_probed],
-        **summarize(result.take(parts.baseline)),
-        "unit_firing": {
-            layer.name: np.round(fired[parts.baseline].mean(axis=0), 4).tolist()
-            for layer, fired in zip(probe.layers, result.fired.values(), strict=True)
-        },
-        **shown_facts(calibration, parts, probe.item_shape),
-        "typicality": typicality.to_dict(),
-        "weight_sparsity": weight_sparsity(model),
-        "test_accuracy": accuracy,
-        "accuracy_on": None if accuracy is None else f"{len(parts.measured)} measured calibration items",
-        "calibration": calibration_facts(calibration, parts, seed),
-        "provenance": {"file": path.name, "sha256": file_sha256(path)},
-        "versions": library_versions(),
-    }
-    if preprocessing is not None and not image_shaped(probe.item_shape):
-        raise RegistrationError(f"--preprocessing {preprocessing}: the input {probe.item_shape} is not a picture")
+    card, state = relu_card(
+        probe,
+        result,
+        calibration,
+        parts,
+        classes=classes,
+        path=path,
+        class_names=class_names,
+        input_range=input_range,
+        preprocessing=preprocessing,
+        seed=seed,
+    )
+    card |= {"kind": "keras-relu", "weight_sparsity": weight_sparsity(model)}
     return KerasReluCard.model_validate(merge(card, facts)), state
+
+
+PROBABILITY_TOLERANCE = 1e-3
+"""An ONNX model's scores are taken as probabilities when every calibration row is in [0, 1] and sums to 1
+within this; otherwise they are logits, and the service applies a softmax."""
+
+
+def onnx_card(
+    path: Path,
+    calibration: Calibration,
+    *,
+    class_names: list[str] | None = None,
+    input_range: tuple[float, float] | None = None,
+    preprocessing: str | None = None,
+    seed: int = 0,
+    facts: dict | None = None,
+) -> tuple[OnnxReluCard, bytes]:
+    """Check the ONNX file ``path`` (:func:`sparsity.onnx_graph.load`), count its ReLU-family tensors over the
+    calibration set inside ONNX Runtime, and build its card and detector state (nothing saved yet)."""
+    from sparsity import onnx_graph
+    from sparsity.onnx_probe import OnnxProbe
+
+    try:
+        model = onnx_graph.load(path)
+        probe = OnnxProbe(model, field="calibration")
+    except onnx_graph.OnnxModelError as exc:
+        raise RegistrationError(f"{path.name}: {exc}") from None
+    check_calibration(calibration, probe.item_shape, probe.classes)
+    parts = split(len(calibration.x), seed)
+    result = probe.run_batched(calibration.x.astype(np.float32))
+    scores = result.probabilities
+    rows_sum_to_one = np.allclose(scores.sum(axis=1), 1.0, atol=PROBABILITY_TOLERANCE)
+    probe.output = "probabilities" if rows_sum_to_one and scores.min() >= 0 and scores.max() <= 1 else "logits"
+    if probe.output == "logits":
+        shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
+        result.probabilities = shifted / shifted.sum(axis=1, keepdims=True)
+    card, state = relu_card(
+        probe,
+        result,
+        calibration,
+        parts,
+        classes=probe.classes,
+        path=path,
+        class_names=class_names,
+        input_range=input_range,
+        preprocessing=preprocessing,
+        seed=seed,
+    )
+    producer = " ".join(part for part in (model.producer_name, model.producer_version) if part) or "unknown"
+    card |= {
+        "kind": "onnx-relu",
+        "weight_sparsity": onnx_graph.weight_sparsity(model),
+        "opset": probe.opset,
+        "producer": producer,
+        "unit_convention": onnx_graph.UNIT_CONVENTION,
+    }
+    return OnnxReluCard.model_validate(merge(card, facts)), state
 
 
 def merge(card: dict, facts: dict | None) -> dict:
@@ -333,7 +429,11 @@ def merge(card: dict, facts: dict | None) -> dict:
     return merged
 
 
-def register_keras(
+CARD_BUILDERS = {".keras": keras_card, ".onnx": onnx_card}
+"""How a ReLU model file is read, by its suffix; the kind on the card follows from it."""
+
+
+def register_relu(
     path: Path,
     name: str,
     calibration: Calibration,
@@ -341,13 +441,16 @@ def register_keras(
     labels: dict | None = None,
     report_dir: Path | None = None,
     **options,
-) -> tuple[str, KerasReluCard]:
-    """Build the card of the Keras file ``path`` and save both as ``name`` in the store."""
+) -> tuple[str, KerasReluCard | OnnxReluCard]:
+    """Build the card of the Keras or ONNX file ``path`` (by its suffix) and save both as ``name`` in the store."""
     check_name(name)
-    card, state = keras_card(path, calibration, **options)
+    build = CARD_BUILDERS.get(path.suffix)
+    if build is None:
+        raise RegistrationError(f"{path}: a ReLU model is a .keras or an .onnx file")
+    card, state = build(path, calibration, **options)
 
     def write(directory: Path) -> None:
-        shutil.copyfile(path, directory / KerasReluCard.MODEL_FILE)
+        shutil.copyfile(path, directory / card.MODEL_FILE)
         (directory / STATE_FILE).write_bytes(state)
 
     tag = save_model(
@@ -466,7 +569,7 @@ def summary(tag: str, card: ModelCard) -> list[str]:
         f"  input    shape {tuple(card.input_shape)}, values in [{low:g}, {high:g}]",
         f"  classes  {len(card.class_names)}: {', '.join(card.class_names[:10])}{more}",
     ]
-    if isinstance(card, KerasReluCard):
+    if isinstance(card, ReluCard):
         lines.append(
             f"  output   {card.output}" + (f"; picture uploads: {card.preprocessing}" if card.preprocessing else "")
         )
@@ -485,6 +588,8 @@ def summary(tag: str, card: ModelCard) -> list[str]:
         lines.append(f"    {'all':<{width}}  {'':>11}  {overall.mean:.3f} +/- {overall.std:.3f}")
         not_probed = ", ".join(f"{layer.name} ({layer.activation})" for layer in card.not_probed) or "none"
         lines.append(f"  not_probed  {not_probed}")
+        if isinstance(card, OnnxReluCard):
+            lines.append(f"  onnx     opset {card.opset}, written by {card.producer}; counted inside ONNX Runtime")
     else:
         stats = card.contribution_sparsity
         lines.append(

@@ -1,4 +1,4 @@
-"""``python -m training register MODEL.keras --name NAME --calibration CAL.npy [...]``: options and runner.
+"""``python -m training register MODEL.keras|MODEL.onnx --name NAME --calibration CAL.npy [...]``: options and runner.
 
 Every refusal is one line on stderr, ``error: <what> <why>``, and exit status 2.
 """
@@ -17,16 +17,17 @@ log = logging.getLogger("training")
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.description = (
-        "Register a Keras classifier (.keras file) whose hidden layers are ReLU-family, with a calibration set of "
-        "typical inputs: every ReLU-family layer call is found (nested blocks and shared layers included), the "
-        "calibration set gives the sparsity baseline, the dead units and the typicality threshold (1% false "
-        "alarms, measured on a part it was not fitted on), and the model is saved to the BentoML store with its "
-        "card. `make serve` then serves it at /models/NAME/predict."
+        "Register a Keras (.keras) or ONNX (.onnx) classifier whose hidden layers are ReLU-family, with a "
+        "calibration set of typical inputs: every ReLU-family layer call is found (nested blocks and shared layers "
+        "included), the calibration set gives the sparsity baseline, the dead units and the typicality threshold "
+        "(1% false alarms, measured on a part it was not fitted on), and the model is saved to the BentoML store "
+        "with its card. `make serve` then serves it at /models/NAME/predict."
     )
     parser.add_argument(
         "model",
         type=Path,
-        help="the model file: .keras (saved with model.save), or .skops (a fitted scikit-learn LogisticRegression, "
+        help="the model file: .keras (saved with model.save); .onnx (exported from PyTorch, scikit-learn, ...: "
+        "kind onnx-relu, counted inside ONNX Runtime); or .skops (a fitted scikit-learn LogisticRegression, "
         "alone or after a StandardScaler in a Pipeline: kind linear)",
     )
     parser.add_argument("--name", required=True, help="the model's name in the store and in the URL")
@@ -63,14 +64,14 @@ def run(args: argparse.Namespace) -> int:
     from training.register import Calibration, RegistrationError, load_array, summary
 
     try:
-        if args.model.suffix not in (".keras", ".skops"):
-            raise RegistrationError(f"{args.model}: register a .keras or a .skops file")
+        if args.model.suffix not in (".keras", ".onnx", ".skops"):
+            raise RegistrationError(f"{args.model}: register a .keras, an .onnx or a .skops file")
         if not args.model.is_file():
             raise RegistrationError(f"{args.model}: no such file")
         x = load_array(args.calibration, "--calibration")
         labels = load_array(args.labels, "--labels") if args.labels else None
         calibration = Calibration(x, labels, source=f"--calibration {args.calibration.name}")
-        register = _register_keras if args.model.suffix == ".keras" else _register_linear
+        register = _register_linear if args.model.suffix == ".skops" else _register_relu
         tag, card = register(args, calibration)
     except RegistrationError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
@@ -87,10 +88,10 @@ def _options(args: argparse.Namespace) -> dict:
     }
 
 
-def _register_keras(args: argparse.Namespace, calibration):
-    from training.register import register_keras
+def _register_relu(args: argparse.Namespace, calibration):
+    from training.register import register_relu
 
-    return register_keras(args.model, args.name, calibration, preprocessing=args.preprocessing, **_options(args))
+    return register_relu(args.model, args.name, calibration, preprocessing=args.preprocessing, **_options(args))
 
 
 def _register_linear(args: argparse.Namespace, calibration):

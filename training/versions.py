@@ -5,7 +5,7 @@ from __future__ import annotations
 import platform
 from importlib import metadata
 
-PACKAGES = ("bentoml", "tensorflow-cpu", "keras", "scikit-learn", "numpy", "skops", "mlxtend")
+PACKAGES = ("bentoml", "tensorflow-cpu", "keras", "onnx", "onnxruntime", "scikit-learn", "numpy", "skops", "mlxtend")
 
 
 def library_versions() -> dict[str, str]:

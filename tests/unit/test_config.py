@@ -12,6 +12,7 @@ BAD = {
     "SERVICE_WORKERS": ["0", "65", "two", "1.5"],
     "TF_INTRA_OP_THREADS": ["0", "-1", "many"],
     "TF_INTER_OP_THREADS": ["0", "257"],
+    "ONNX_INTRA_OP_THREADS": ["0", "257"],
     "MAX_BODY_BYTES": ["100", "16MB", str(2**31)],
     "MAX_DRAIN_BYTES": ["-1", "lots"],
     "BODY_TIMEOUT_SECONDS": ["0", "nan", "3601", "soon"],

@@ -1,0 +1,135 @@
+"""One-pass activation probe for ONNX classifiers, counted inside ONNX Runtime.
+
+The probe runs the counting copy of the model (:func:`sparsity.onnx_graph.counting_model`): one
+``InferenceSession.run`` returns the class probabilities, each ReLU-family tensor's non-zero count per
+input and each unit's share of positions on, and nothing else, so a prediction and its sparsity come from
+the same forward pass and no activation is copied out. Its results are the Keras probe's
+(:class:`sparsity.result.ProbeResult`), so registration, the runtime and the metrics treat both alike.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from sparsity.onnx_graph import (
+    NONZERO,
+    PROBABILITIES,
+    SHARES,
+    OnnxModelError,
+    ProbedTensor,
+    counting_model,
+    survey,
+    with_outputs,
+    with_shapes,
+)
+from sparsity.result import ProbeResult, concatenate, from_counts
+from sparsity.validation import check_batch
+
+
+def session(model: onnx.ModelProto, threads: int = 1):
+    """An ONNX Runtime session on the CPU with ``threads`` intra-op threads and one inter-op thread."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors only: no warning lines per model
+    try:
+        return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime's own exception types are not public
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise OnnxModelError(f"ONNX Runtime cannot run the model: {text[:300]}") from None
+
+
+class OnnxProbe:
+    """Predictions and ReLU-family sparsity of an ONNX classifier from a single ONNX Runtime run.
+
+    ``layers`` (from a card) gives the probed tensors' shapes; without it (registration) they are
+    measured once with the tensors added as outputs. ``output`` says what the model returns:
+    ``probabilities`` as they are, ``logits`` get a softmax in the graph, ``None`` (registration, before
+    it is known) returns the scores as they are. Input is checked as the Keras probe checks it.
+    """
+
+    def __init__(
+        self,
+        model: onnx.ModelProto,
+        *,
+        layers: list[ProbedTensor] | None = None,
+        output: str | None = None,
+        value_range: tuple[float, float] | None = None,
+        field: str = "inputs",
+        threads: int = 1,
+    ) -> None:
+        found = survey(model)
+        if not found.probed:
+            others = ", ".join(f"{n.name} ({n.activation})" for n in found.not_probed) or "none"
+            raise OnnxModelError(
+                f"the model has no ReLU-family node to probe (Relu, Clip with min 0, Max(x, 0)); activations without "
+                f"exact zeros: {others}"
+            )
+        self.item_shape = found.item_shape
+        self.fixed_batch = found.fixed_batch
+        self.input_name = found.input_name
+        self.input_type = found.input_type
+        self.opset = found.opset
+        self.not_probed = found.not_probed
+        self.classes: int | None = None  # measured at registration
+        if layers is None:
+            layers = self._measure(model, found)
+        else:
+            carded = [(p.name, p.tensor) for p in layers]
+            present = [(p.name, p.tensor) for p in found.probed]
+            if carded != present:
+                raise OnnxModelError(f"the card's ReLU-family tensors {carded} are not the model's {present}")
+        self.layers = layers
+        self.output = output
+        self.value_range = value_range
+        self.field = field
+        self._sizes = np.array([p.size for p in layers], dtype=np.int64)
+        self.units = [p.units for p in layers]
+        self.unit_offsets = np.cumsum(self.units)[:-1]
+        self._names = [p.name for p in layers]
+        self.model = counting_model(model, found, layers, softmax=output == "logits")
+        self._session = session(self.model, threads)
+        self._outputs = [PROBABILITIES, NONZERO, SHARES]
+
+    def _measure(self, model: onnx.ModelProto, found) -> list[ProbedTensor]:
+        """The probed tensors' shapes per input, and the output's, from one run on a batch of one zero input."""
+        tensors = [p.tensor for p in found.probed]
+        plain = session(with_outputs(model, tensors))
+        x = np.zeros((1, *found.item_shape), dtype=found.input_type)
+        values = plain.run([found.output_name, *tensors], {found.input_name: x})
+        scores = np.asarray(values[0])
+        if scores.ndim != 2 or scores.shape != (1, scores.shape[1]) or scores.shape[1] < 2:
+            raise OnnxModelError(
+                f"output {found.output_name!r} gives shape {scores.shape[1:]} per input; a classifier outputs "
+                "(classes,) scores, at least 2"
+            )
+        self.classes = int(scores.shape[1])
+        for p, value in zip(found.probed, values[1:], strict=True):
+            if np.shape(value)[:1] != (1,):
+                raise OnnxModelError(f"ReLU-family node {p.name!r} does not keep the batch axis first")
+        return with_shapes(found, {p.tensor: np.shape(v)[1:] for p, v in zip(found.probed, values[1:], strict=True)})
+
+    def _forward(self, arr: np.ndarray) -> list[np.ndarray]:
+        # InferenceSession.run may be called from several threads at once
+        return self._session.run(self._outputs, {self.input_name: arr})
+
+    def run(self, x: np.ndarray) -> ProbeResult:
+        """Check ``x`` (N, *item_shape) and return predictions and sparsity for each input."""
+        low, high = self.value_range if self.value_range else (None, None)
+        arr = check_batch(x, field=self.field, item_shape=self.item_shape, low=low, high=high)
+        arr = arr.astype(self.input_type, copy=False)
+        if self.fixed_batch == 1 and len(arr) > 1:  # an export with its batch fixed at 1: one run per input
+            runs = [self._forward(arr[i : i + 1]) for i in range(len(arr))]
+            probabilities, nonzero, shares = (np.concatenate(part) for part in zip(*runs, strict=True))
+        else:
+            probabilities, nonzero, shares = self._forward(arr)
+        return from_counts(probabilities, nonzero, shares, self._names, self._sizes, self.unit_offsets)
+
+    def run_batched(self, x: np.ndarray, batch_size: int = 512) -> ProbeResult:
+        """``run`` over a large array in chunks."""
+        return concatenate([self.run(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
