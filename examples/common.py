@@ -21,14 +21,14 @@ def stratified_parts(labels: np.ndarray, shares: tuple[float, ...], seed: int) -
     return [np.asarray(rng.permutation(part), dtype=np.int64) for part in parts]
 
 
-def write_outputs(out: Path, name: str, model, arrays: dict[str, np.ndarray], facts: dict) -> Path:
-    """``NAME.keras`` plus one ``NAME_<part>.npy`` per array, and ``NAME.json`` with the run's figures."""
+def write_outputs(out: Path, path: Path, save, arrays: dict[str, np.ndarray], facts: dict) -> Path:
+    """The model (``save(path)``) plus one ``NAME_<part>.npy`` per array, and ``NAME.json`` with the run's
+    figures, NAME being ``path``'s stem."""
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{name}.keras"
-    model.save(path)
+    save(path)
     for part, array in arrays.items():
-        np.save(out / f"{name}_{part}.npy", array)
-    (out / f"{name}.json").write_text(json.dumps(facts, indent=2) + "\n")
+        np.save(out / f"{path.stem}_{part}.npy", array)
+    (out / f"{path.stem}.json").write_text(json.dumps(facts, indent=2) + "\n")
     return path
 
 
@@ -42,11 +42,27 @@ def parser(doc: str, epochs: int) -> argparse.ArgumentParser:
 
 
 def finish(name: str, model, x: np.ndarray, y: np.ndarray, calibration, unseen, args, what: str) -> int:
-    """Measure the accuracy on the unseen part, then write the model, the calibration set with its labels
-    and the unseen part (typical inputs neither training nor registration saw)."""
-    accuracy = float(np.mean(np.argmax(model.predict(x[unseen], verbose=0), axis=1) == y[unseen]))
-    print(f"{name}: accuracy {accuracy:.4f} on {len(unseen)} unseen {what}")
+    """A Keras model's files: see :func:`finish_with`."""
+    return finish_with(
+        args.out / f"{name}.keras",
+        lambda v: model.predict(v, verbose=0),
+        model.save,
+        x,
+        y,
+        calibration,
+        unseen,
+        args,
+        what,
+    )
+
+
+def finish_with(path: Path, predict, save, x: np.ndarray, y: np.ndarray, calibration, unseen, args, what: str) -> int:
+    """Measure the accuracy on the unseen part (``predict(x)`` gives class scores), then write the model
+    (``save(path)``), the calibration set with its labels and the unseen part (typical inputs neither
+    training nor registration saw)."""
+    accuracy = float(np.mean(np.argmax(predict(x[unseen]), axis=1) == y[unseen]))
+    print(f"{path.stem}: accuracy {accuracy:.4f} on {len(unseen)} unseen {what}")
     arrays = {"calibration": x[calibration], "labels": y[calibration], "unseen": x[unseen], "unseen_labels": y[unseen]}
-    path = write_outputs(args.out, name, model, arrays, {"unseen_accuracy": accuracy, "epochs": args.epochs})
-    print(f"saved {path}; register it with: python -m training register {path} --name {name} ...")
+    write_outputs(args.out, path, save, arrays, {"unseen_accuracy": accuracy, "epochs": args.epochs})
+    print(f"saved {path}; register it with: python -m training register {path} --name {path.stem} ...")
     return 0

@@ -17,6 +17,7 @@ import warnings
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from sparsity.card import picture_size
 from sparsity.errors import InvalidInputError
 
 MNIST_SHAPE = (28, 28)
@@ -107,9 +108,8 @@ def resize(picture: np.ndarray, height: int, width: int) -> np.ndarray:
 def picture_to_input(
     data: bytes, input_shape: tuple[int, ...], value_range: tuple[float, float], step: str | None, max_pixels: int
 ) -> np.ndarray:
-    """Uploaded bytes -> one input of ``input_shape`` ((H, W), (H, W, 1) or (H, W, 3)) by ``step``."""
-    height, width = input_shape[:2]
-    channels = input_shape[2] if len(input_shape) == 3 else None
+    """Uploaded bytes -> one input of ``input_shape`` ((H, W), (H, W, 1), (H, W, 3) or (1, H, W)) by ``step``."""
+    height, width, channels = picture_size(input_shape)
     if step == "mnist-digit":
         if (height, width) != MNIST_SHAPE or channels not in (None, 1):
             raise InvalidInputError(

@@ -26,10 +26,23 @@ PREPROCESSING = ("resize", "mnist-digit")
 ``mnist-digit`` does what MNIST did to its digits (white on black, 20x20 box, centred by mass)."""
 
 
-def image_shaped(shape) -> bool:
-    """Inputs that are pictures: (H, W), or (H, W, C) with 1 or 3 channels."""
+def picture_size(shape) -> tuple[int, int, int | None] | None:
+    """``(height, width, channels)`` of an input that is a picture, else None: (H, W) (channels None), (H, W, C)
+    with 1 or 3 channels, or (1, H, W), a grey picture channels first (as ONNX exports of NCHW networks take
+    it; its values lie in the same order as (H, W)'s)."""
     shape = tuple(shape)
-    return len(shape) == 2 or (len(shape) == 3 and shape[2] in (1, 3))
+    if len(shape) == 2:
+        return shape[0], shape[1], None
+    if len(shape) == 3 and shape[2] in (1, 3):
+        return shape[0], shape[1], shape[2]
+    if len(shape) == 3 and shape[0] == 1:
+        return shape[1], shape[2], 1
+    return None
+
+
+def image_shaped(shape) -> bool:
+    """Inputs that are pictures (see :func:`picture_size`)."""
+    return picture_size(shape) is not None
 
 
 class MeanStd(BaseModel):

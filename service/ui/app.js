@@ -48,9 +48,18 @@ function showError(message) {
   box.hidden = !message;
 }
 
-function isImage(card) {
+// [height, width, channels, channelsFirst] of a picture input, else null: (H, W), (H, W, 1|3), or (1, H, W),
+// a grey picture channels first as ONNX exports of NCHW networks take it (sparsity.card.picture_size)
+function pictureSize(card) {
   const shape = card.input_shape;
-  return shape.length === 2 || (shape.length === 3 && (shape[2] === 1 || shape[2] === 3));
+  if (shape.length === 2) return [shape[0], shape[1], 0, false];
+  if (shape.length === 3 && (shape[2] === 1 || shape[2] === 3)) return [shape[0], shape[1], shape[2], false];
+  if (shape.length === 3 && shape[0] === 1) return [shape[1], shape[2], 1, true];
+  return null;
+}
+
+function isImage(card) {
+  return pictureSize(card) !== null;
 }
 
 // ---- the model and its card --------------------------------------------------------------------------
@@ -177,13 +186,12 @@ function padBlob() {
 // pixels of the pad as one input of the model's shape, scaled onto its input range (models without a
 // picture step: the API's predict_image needs one)
 function padInput() {
-  const [h, w] = current.input_shape;
+  const [h, w, channels, channelsFirst] = pictureSize(current);
   const small = el("canvas", { width: w, height: h });
   const c = small.getContext("2d");
   c.drawImage(pad, 0, 0, w, h);
   const data = c.getImageData(0, 0, w, h).data;
   const [low, high] = current.input_range;
-  const channels = current.input_shape.length === 3 ? current.input_shape[2] : 0;
   const rows = [];
   for (let y = 0; y < h; y++) {
     const row = [];
@@ -192,11 +200,11 @@ function padInput() {
       const grey = (data[i] + data[i + 1] + data[i + 2]) / 3 / 255;
       const value = low + grey * (high - low);
       if (channels === 3) row.push([data[i], data[i + 1], data[i + 2]].map((v) => low + (v / 255) * (high - low)));
-      else row.push(channels === 1 ? [value] : value);
+      else row.push(channels === 1 && !channelsFirst ? [value] : value);
     }
     rows.push(row);
   }
-  return rows;
+  return channelsFirst ? [rows] : rows;
 }
 
 async function predictPad() {
@@ -236,8 +244,9 @@ $("upload").addEventListener("change", async (event) => {
   event.target.value = "";
 });
 
-function exampleToCanvas(input) {
-  const [h, w] = current.input_shape;
+function exampleToCanvas(example) {
+  const [h, w, , channelsFirst] = pictureSize(current);
+  const input = channelsFirst ? example[0] : example;
   const [low, high] = current.input_range;
   const small = el("canvas", { width: w, height: h });
   const c = small.getContext("2d");
