@@ -5,7 +5,8 @@ images/s in one process and in two at once, as two workers would run), then the 
 1 and 2 workers and the ``model.predict`` baseline service over HTTP, driven by wrk on 127.0.0.1
 (bounded: a few seconds per case). wrk's latency percentiles are only reported next to a check
 against its own request rate: mean latency x requests cannot exceed duration x connections.
-Prints one table and the targets, writes ``reports/bench.json`` and ``reports/bench.png``.
+Then ONNX Runtime against TensorFlow on the same network (:mod:`benchmarks.onnx_bench`). Prints one
+table and the targets, writes ``reports/bench.json`` and ``reports/bench.png``.
 
 Usage: ``make bench`` or ``python -m benchmarks.http_bench --seconds 10``.
 """
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks import onnx_bench
 from tests.integration.server import PROJECT_MODELS, Server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -201,10 +203,11 @@ def memory(server: Server) -> dict:
     }
 
 
-def serve_cases(target: str, workers: int, cases: list[Case], bodies, args, work: Path) -> tuple[dict, dict]:
-    server = Server(
-        work / f"serve-{target.split(':')[1]}-{workers}.log", workers=workers, target=target, env=PROJECT_MODELS
-    )
+def serve_cases(
+    target: str, workers: int, cases: list[Case], bodies, args, work: Path, env: dict = PROJECT_MODELS
+) -> tuple[dict, dict]:
+    log = work / f"serve-{target.split(':')[1]}-{workers}-{len(list(work.glob('serve-*.log')))}.log"
+    server = Server(log, workers=workers, target=target, env=env)
     results = {}
     try:
         server.wait_ready()
@@ -364,8 +367,10 @@ def main(argv: list[str] | None = None) -> int:
         f"one image over HTTP (p50, 1 worker, 1 conn) {http_1:.2f} ms = "
         f"{limits['http_p50_over_inprocess_probe_1']:.1f} x the in-process probe ({limits['probe_ms_1']:.3f} ms)"
     )
+    onnx = onnx_bench.run(args.seconds, work)
     print("targets:")
     checked = targets(results, limits)
+    checked += [(name, t["value"], "{:.2f}", t["met"]) for name, t in onnx["targets"].items()]
     for name, value, fmt, ok in checked:
         print(f"  {name:<62} {fmt.format(value):>8}  {'MET' if ok else 'NOT MET'}")
     args.output.parent.mkdir(parents=True, exist_ok=True)
@@ -373,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         "inprocess": limits,
         "http": results,
         "memory": memory_of,
+        "onnx": onnx,
         "targets": {name: {"value": value, "met": ok} for name, value, _, ok in checked},
     }
     args.output.write_text(json.dumps(report, indent=2) + "\n")

@@ -18,7 +18,8 @@ def _init(rng: np.random.Generator, name: str, shape: tuple[int, ...], scale: fl
 
 def cnn(seed: int = 0, *, opset: int = OPSET, batch: int | str | None = "batch", names: bool = True) -> onnx.ModelProto:
     """Conv -> Relu -> MaxPool -> Conv -> Clip(0, 6) -> Flatten -> Gemm -> Gelu -> Gemm -> Max(x, 0) -> Gemm ->
-    Softmax, on (batch, 1, 12, 12) inputs: every kind of node the probe must find or pass over."""
+    Softmax, on (batch, 1, 12, 12) inputs: every kind of node the probe must find or pass over. Below opset
+    20 (no Gelu) the not-probed activation is a Sigmoid; below 11, Clip takes its bounds as attributes."""
     rng = np.random.default_rng(seed)
     inits = [
         _init(rng, "conv1.weight", (4, 1, 3, 3), 2.0),
@@ -40,10 +41,12 @@ def cnn(seed: int = 0, *, opset: int = OPSET, batch: int | str | None = "batch",
         helper.make_node("Relu", ["c1"], ["r1"], name=n("relu1")),
         helper.make_node("MaxPool", ["r1"], ["p1"], name=n("pool1"), kernel_shape=[2, 2], strides=[2, 2]),
         helper.make_node("Conv", ["p1", "conv2.weight", "conv2.bias"], ["c2"], name=n("conv2"), pads=[1, 1, 1, 1]),
-        helper.make_node("Clip", ["c2", "zero", "six"], ["r2"], name=n("relu6")),
+        helper.make_node("Clip", ["c2", "zero", "six"], ["r2"], name=n("relu6"))
+        if opset >= 11
+        else helper.make_node("Clip", ["c2"], ["r2"], name=n("relu6"), min=0.0, max=6.0),
         helper.make_node("Flatten", ["r2"], ["f"], name=n("flatten"), axis=1),
         helper.make_node("Gemm", ["f", "fc1.weight", "fc1.bias"], ["g1"], name=n("fc1"), transB=1),
-        helper.make_node("Gelu", ["g1"], ["h1"], name=n("gelu")),
+        helper.make_node("Gelu" if opset >= 20 else "Sigmoid", ["g1"], ["h1"], name=n("gelu")),
         helper.make_node("Gemm", ["h1", "fc2.weight", "fc2.bias"], ["g2"], name=n("fc2"), transB=1),
         helper.make_node("Max", ["g2", "zero"], ["h2"], name=n("max0")),
         helper.make_node("Gemm", ["h2", "fc3.weight", "fc3.bias"], ["logits"], name=n("fc3"), transB=1),
@@ -70,3 +73,19 @@ def calibration(count: int = 120, seed: int = 1) -> np.ndarray:
         r, c = rng.integers(0, 8, size=2)
         item[0, r : r + 4, c : c + 4] += 0.8
     return np.clip(x, 0, 1)
+
+
+def tiny(nodes: list, inputs: list, outputs: list, inits: list | None = None, opset: int = 17):
+    """A model from nodes and value infos (for refusals and odd graphs), not checked."""
+    graph = helper.make_graph(nodes, "tiny", inputs, outputs, inits or [])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 10
+    return model
+
+
+def labels(x: np.ndarray, seed: int = 0) -> np.ndarray:
+    """What :func:`cnn` predicts for ``x`` (its random weights have no other truth), from a plain ONNX Runtime run."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(cnn(seed).SerializeToString(), providers=["CPUExecutionProvider"])
+    return np.argmax(session.run(None, {"x": x})[0], axis=1).astype(np.int64)

@@ -8,8 +8,10 @@ import sys
 
 import keras
 import numpy as np
+import onnx
 import pytest
 
+from tests import onnx_models
 from tests.tools import run_in_project
 from training.register import (
     MIN_CALIBRATION,
@@ -84,12 +86,27 @@ def files(tmp_path_factory):
         ),
         "no_relu": save("no_relu.keras", [keras.layers.Dense(8, activation="tanh")]),
     }
+    custom = onnx_models.cnn()
+    custom.graph.node[1].domain = "com.example.fast"
+    custom.opset_import.append(onnx.helper.make_opsetid("com.example.fast", 1))
+    gelu_only = onnx_models.cnn()
+    relus = [n for n in gelu_only.graph.node if n.op_type in ("Relu", "Clip", "Max")]
+    for node in relus:
+        node.op_type = "Gelu"
+        del node.input[1:]
+    for name, model in {"onnx_good": onnx_models.cnn(), "onnx_custom": custom, "onnx_gelu": gelu_only}.items():
+        (d / f"{name}.onnx").write_bytes(model.SerializeToString())
+        paths[name] = str(d / f"{name}.onnx")
+    (d / "garbage.onnx").write_bytes(b"this is not protobuf" * 8)
+    paths["onnx_garbage"] = str(d / "garbage.onnx")
     rng = np.random.default_rng(0)
     for name, array in {
         "cal": rng.random((60, 4), dtype=np.float32),
         "cal_wrong_shape": rng.random((60, 5), dtype=np.float32),
         "cal_small": rng.random((10, 4), dtype=np.float32),
         "cal_objects": np.array([{"a": 1}] * 40, dtype=object),
+        "cal_images": onnx_models.calibration(90),
+        "cal_channels_last": onnx_models.calibration(90).reshape(90, 12, 12, 1),
     }.items():
         np.save(d / f"{name}.npy", array, allow_pickle=True)
         paths[name] = str(d / f"{name}.npy")
@@ -110,6 +127,10 @@ def _register(*args: str):
         ("good", "Not/A-Name", "cal", "--name 'Not/A-Name' is not a valid model name"),
         ("good", "too_few", "cal_small", "calibration set has 10 items; at least 30 are needed"),
         ("good", "objects", "cal_objects", "not a plain numeric .npy array"),
+        ("onnx_garbage", "garbage", "cal_images", "error: garbage.onnx is not an ONNX model (DecodeError"),
+        ("onnx_custom", "custom", "cal_images", "uses custom operator domains ['com.example.fast']"),
+        ("onnx_gelu", "gelu", "cal_images", "no ReLU-family node to probe (Relu, Clip with min 0, Max(x, 0)); "),
+        ("onnx_good", "last", "cal_channels_last", "must have shape (N, 1, 12, 12) (the model's input), got"),
     ],
 )
 def test_registration_refuses_with_one_line_and_exit_2(files, model, name, calibration, message):
@@ -144,6 +165,30 @@ def test_a_registered_model_gets_a_typed_card_and_a_one_screen_summary(files, be
     with open(stored.path_of("model.keras"), "rb") as a, open(files["good"], "rb") as b:
         assert a.read() == b.read()
     bentoml.models.delete(str(stored.tag))  # the session's servers serve every stored model: leave none extra
+
+
+@pytest.mark.slow
+def test_an_onnx_model_gets_an_onnx_relu_card_with_its_nodes_and_the_unit_convention(files, bentoml_home):
+    import bentoml
+
+    out = _register(files["onnx_good"], "--name", "small_onnx", "--calibration", files["cal_images"])
+    assert out.returncode == 0, out.stderr
+    assert "onnx     opset 20, written by tests; counted inside ONNX Runtime" in out.stdout
+    assert "not_probed  gelu (Gelu)" in out.stdout
+    stored = bentoml.models.get("small_onnx:latest")
+    card = stored.info.metadata
+    assert card["kind"] == "onnx-relu" and card["opset"] == 20 and card["output"] == "probabilities"
+    assert [(l["name"], l["tensor"], l["op"], l["units"], l["axis"]) for l in card["relu_layers"]] == [
+        ("relu1", "r1", "Relu", 4, 1),
+        ("relu6", "r2", "Clip(0, 6)", 6, 1),
+        ("max0", "h2", "Max(x, 0)", 8, 1),
+    ]
+    assert card["unit_convention"].startswith("units: axis 1 of a (N, units) tensor and of a convolution's output")
+    assert set(card["weight_sparsity"]) == {"conv1.weight", "conv2.weight", "fc1.weight", "fc2.weight", "fc3.weight"}
+    assert card["typicality"]["features"] == ["relu1", "relu6", "max0"]
+    with open(stored.path_of("model.onnx"), "rb") as a, open(files["onnx_good"], "rb") as b:
+        assert a.read() == b.read()
+    bentoml.models.delete(str(stored.tag))
 
 
 def test_ledoit_wolf_shrinkage_is_scikit_learns():

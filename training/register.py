@@ -383,7 +383,10 @@ def onnx_card(
     from sparsity.onnx_probe import OnnxProbe
 
     try:
-        model = onnx_graph.load(path)
+        model = onnx_graph.load(path)  # its refusals name the file
+    except onnx_graph.OnnxModelError as exc:
+        raise RegistrationError(str(exc)) from None
+    try:
         probe = OnnxProbe(model, field="calibration")
     except onnx_graph.OnnxModelError as exc:
         raise RegistrationError(f"{path.name}: {exc}") from None

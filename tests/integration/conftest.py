@@ -7,11 +7,13 @@ import keras
 import numpy as np
 import pytest
 
+from tests import onnx_models
 from tests.integration.server import Server
 from tests.tools import run_in_project
 
 EXAMPLES = {
     "residual_cnn": ["--input-range", "0", "1", "--preprocessing", "mnist-digit"],
+    "digits_onnx": ["--input-range", "0", "16"],
     "digits_mlp": [
         "--input-range",
         "0",
@@ -24,19 +26,27 @@ EXAMPLES = {
 
 @pytest.fixture(scope="session")
 def examples(trained, tmp_path_factory) -> dict[str, Path]:
-    """The two example models of ``examples/``, trained by their scripts and registered with the CLI into
-    the session store, as the README's walkthrough does. Returns the folder of each one's files."""
+    """The example models of ``examples/`` (all but the PyTorch one, whose torch the tests never need),
+    trained by their scripts and registered with the CLI into the session store, as the README's walkthrough
+    does; and ``small_onnx``, the ``onnx.helper`` CNN of :mod:`tests.onnx_models`. Returns the folder of each
+    one's files."""
     out = tmp_path_factory.mktemp("examples")
-    for name, options in EXAMPLES.items():
-        done = run_in_project([sys.executable, f"examples/{name}.py", "--out", str(out)], timeout=600)
-        assert done.returncode == 0, done.stderr[-3000:]
+    (out / "small_onnx.onnx").write_bytes(onnx_models.cnn().SerializeToString())
+    np.save(out / "small_onnx_calibration.npy", onnx_models.calibration(300))
+    np.save(out / "small_onnx_labels.npy", onnx_models.labels(onnx_models.calibration(300)))
+    for name, options in [*EXAMPLES.items(), ("small_onnx", ["--input-range", "0", "1"])]:
+        model = out / f"{name}.onnx"
+        if name in EXAMPLES:
+            done = run_in_project([sys.executable, f"examples/{name}.py", "--out", str(out)], timeout=600)
+            assert done.returncode == 0, done.stderr[-3000:]
+            model = model if model.exists() else out / f"{name}.keras"
         registered = run_in_project(
             [
                 sys.executable,
                 "-m",
                 "training",
                 "register",
-                str(out / f"{name}.keras"),
+                str(model),
                 "--name",
                 name,
                 "--calibration",
@@ -48,7 +58,7 @@ def examples(trained, tmp_path_factory) -> dict[str, Path]:
             timeout=300,
         )
         assert registered.returncode == 0, registered.stderr[-3000:]
-    return {name: out for name in EXAMPLES}
+    return {name: out for name in [*EXAMPLES, "small_onnx"]}
 
 
 @pytest.fixture(scope="session")

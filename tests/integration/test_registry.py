@@ -15,7 +15,7 @@ from tests.helpers import png_bytes
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
-ALL = ["digits_mlp", "iris_l1", "mnist_cnn", "residual_cnn"]
+ALL = ["digits_mlp", "digits_onnx", "iris_l1", "mnist_cnn", "residual_cnn", "small_onnx"]
 
 
 def predict(server, name: str, inputs: np.ndarray, batch: int = 256) -> list[dict]:
@@ -54,9 +54,11 @@ def test_every_registered_model_is_served_listed_and_described(server):
     kinds = {m["name"]: m["kind"] for m in listing["models"]}
     assert kinds == {
         "digits_mlp": "keras-relu",
+        "digits_onnx": "onnx-relu",
         "iris_l1": "linear",
         "mnist_cnn": "keras-relu",
         "residual_cnn": "keras-relu",
+        "small_onnx": "onnx-relu",
     }
     for entry in listing["models"]:
         assert httpx.get(f"{server.url}/models/{entry['name']}").json() == entry
@@ -85,6 +87,65 @@ def test_served_sparsity_equals_an_independent_count_and_false_alarms_stay_under
     print(f"{name}: {len(x)} unseen inputs, false alarms {false_alarms:.2%}, accuracy {accuracy:.4f}")
     assert false_alarms <= 0.02
     assert accuracy >= 0.8  # a trained model, not noise
+
+
+@pytest.mark.parametrize("name", ["small_onnx", "digits_onnx"])
+def test_onnx_sparsity_over_http_equals_onnx_runtime_with_the_activations_as_outputs(server, examples, name):
+    """The served per-layer sparsity (counted inside the graph) against the slow, independent way: a plain ONNX
+    Runtime session of the registered file with every probed tensor added as an output, counted in NumPy."""
+    import bentoml
+    import onnx
+
+    from sparsity.onnx_graph import with_outputs
+    from sparsity.onnx_probe import session
+
+    x = np.load(examples[name] / f"{name}_unseen.npy") if name != "small_onnx" else None
+    if x is None:
+        from tests.onnx_models import calibration
+
+        x = calibration(64, seed=7)
+    answers = predict(server, name, x)
+    stored = bentoml.models.get(f"{name}:latest")
+    card = stored.info.metadata
+    model = onnx.load(stored.path_of("model.onnx"))
+    tensors = [layer["tensor"] for layer in card["relu_layers"]]
+    plain = session(with_outputs(model, tensors))
+    output = next(o.name for o in model.graph.output if o.type.tensor_type.elem_type == onnx.TensorProto.FLOAT)
+    scores, *acts = plain.run([output, *tensors], {model.graph.input[0].name: x.astype(np.float32)})
+    sizes = [layer["size"] for layer in card["relu_layers"]]
+    assert sizes == [int(np.prod(a.shape[1:])) for a in acts]
+    for i, answer in enumerate(answers):
+        zeros = [int(np.count_nonzero(a[i] == 0)) for a in acts]
+        served = answer["sparsity"]["layers"]
+        assert list(served) == [layer["name"] for layer in card["relu_layers"]]
+        assert list(served.values()) == [z / s for z, s in zip(zeros, sizes, strict=True)], i
+        assert answer["sparsity"]["overall"] == pytest.approx(sum(zeros) / sum(sizes), abs=1e-12)
+        assert answer["label"] == int(np.argmax(scores[i]))
+    if name == "digits_onnx":  # a trained model: the scores are probabilities, the flag rarely raised
+        np.testing.assert_allclose([a["probabilities"] for a in answers], scores, rtol=1e-4, atol=1e-6)
+        labels = np.load(examples[name] / f"{name}_unseen_labels.npy")
+        assert np.mean(np.array([a["label"] for a in answers]) == labels) >= 0.9
+        assert np.mean([a["typicality"]["atypical"] for a in answers]) <= 0.03
+
+
+def test_onnx_models_are_described_measured_and_take_channels_first_pictures(server, test_images):
+    entry = httpx.get(f"{server.url}/models/small_onnx").json()
+    assert entry["kind"] == "onnx-relu" and entry["producer"] == "tests" and entry["opset"] == 20
+    assert entry["not_probed"] == [{"name": "gelu", "activation": "Gelu"}]
+    assert [layer["op"] for layer in entry["relu_layers"]] == ["Relu", "Clip(0, 6)", "Max(x, 0)"]
+    upload = {"image": ("digit.png", png_bytes(test_images[0][0]), "image/png")}
+    r = httpx.post(f"{server.url}/models/small_onnx/predict_image", files=upload, timeout=60)
+    assert r.status_code == 200, r.text  # resized to 12x12, grey, channels first
+    assert list(r.json()["predictions"][0]["sparsity"]["layers"]) == ["relu1", "relu6", "max0"]
+    bad = httpx.post(f"{server.url}/models/small_onnx/predict", json={"inputs": [np.zeros((12, 12, 1)).tolist()]})
+    assert bad.status_code == 400 and bad.json()["error"].startswith("inputs[0]")
+    metrics = httpx.get(f"{server.url}/metrics").text
+    for series in (
+        'activation_sparsity_ratio_count{layer="relu6",model="small_onnx"}',
+        'activation_sparsity_baseline_ratio{layer="max0",model="small_onnx"}',
+        'activation_unit_fired_total{layer="relu1",model="small_onnx",unit="3"}',
+    ):
+        assert series in metrics, series
 
 
 def test_aliases_answer_exactly_as_the_generic_routes(server, test_images):
