@@ -44,7 +44,7 @@ train: setup ## retrain both models now (options: make train ARGS="--epochs 20 -
 
 EXAMPLES_OUT ?= examples/out
 
-examples: setup ## train the two example models (a residual CNN, an MLP) and register them: served next to ours
+examples: setup ## train the example models (a residual CNN, an MLP, an MLP exported to ONNX) and register them: served next to ours
 	$(BIN)/python examples/residual_cnn.py --out $(EXAMPLES_OUT)
 	$(BIN)/python -m training register $(EXAMPLES_OUT)/residual_cnn.keras --name residual_cnn \
 		--calibration $(EXAMPLES_OUT)/residual_cnn_calibration.npy --labels $(EXAMPLES_OUT)/residual_cnn_labels.npy \
@@ -52,6 +52,10 @@ examples: setup ## train the two example models (a residual CNN, an MLP) and reg
 	$(BIN)/python examples/digits_mlp.py --out $(EXAMPLES_OUT)
 	$(BIN)/python -m training register $(EXAMPLES_OUT)/digits_mlp.keras --name digits_mlp \
 		--calibration $(EXAMPLES_OUT)/digits_mlp_calibration.npy --labels $(EXAMPLES_OUT)/digits_mlp_labels.npy \
+		--input-range 0 16
+	$(BIN)/python examples/digits_onnx.py --out $(EXAMPLES_OUT)
+	$(BIN)/python -m training register $(EXAMPLES_OUT)/digits_onnx.onnx --name digits_onnx \
+		--calibration $(EXAMPLES_OUT)/digits_onnx_calibration.npy --labels $(EXAMPLES_OUT)/digits_onnx_labels.npy \
 		--input-range 0 16
 
 sweep: setup ## accuracy against sparsity over L1, init and activation design, 3 seeds (ARGS="--resume"); reports/sweep/

@@ -182,10 +182,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compare-only", action="store_true", help="the in-process comparison only (JSON line)")
     parser.add_argument("--output", type=Path, default=ROOT / "reports" / "onnx-bench.json")
     args = parser.parse_args(argv)
-    if args.compare_only:
-        from sparsity.logs import quiet_tensorflow
+    from sparsity.logs import quiet_tensorflow
 
-        quiet_tensorflow()
+    quiet_tensorflow()
+    if args.compare_only:
         print("RESULT " + json.dumps(compare(f"{KERAS}:latest", args.repeats)), flush=True)
         return 0
     result = run(args.seconds, Path(tempfile.mkdtemp(prefix="onnx-bench-")))

@@ -251,3 +251,25 @@ def test_one_intra_op_thread_and_bad_inputs_are_refused_before_running():
         probe.run(np.full((1, 1, 12, 12), 2.0, np.float32))
     with pytest.raises(InvalidInputError):
         probe.run(np.zeros((1, 12, 12), np.float32))
+
+
+def test_a_dense_layer_along_a_sequence_has_its_units_on_the_last_axis():
+    w = numpy_helper.from_array(np.array([[1.0, -1.0, 0.5], [-0.5, 1.0, 1.0]], np.float32), "w")
+    model = tiny(
+        [
+            helper.make_node("MatMul", ["x", "w"], ["h"]),
+            helper.make_node("Relu", ["h"], ["r"], name="relu"),
+            helper.make_node("ReduceMean", ["r"], ["y"], axes=[1], keepdims=0),
+        ],
+        [helper.make_tensor_value_info("x", FLOAT, ["n", 5, 2])],
+        [helper.make_tensor_value_info("y", FLOAT, ["n", 3])],
+        [w],
+        opset=17,
+    )
+    probe = OnnxProbe(model)
+    (layer,) = probe.layers
+    assert (layer.units, layer.size, layer.axis, layer.rank) == (3, 15, 2, 2)
+    x = np.random.default_rng(0).normal(size=(4, 5, 2)).astype(np.float32)
+    result = probe.run(x)
+    on = (np.maximum(x @ np.array([[1.0, -1.0, 0.5], [-0.5, 1.0, 1.0]], np.float32), 0) > 0).sum(axis=1)
+    np.testing.assert_allclose(result.shares, on / 5)
