@@ -30,6 +30,11 @@ def check_batch(
     if arr.shape[0] == 0:
         raise InvalidInputError(field, "must hold at least one item")
     arr = arr.astype(dtype, copy=False)
+    # the common case in two reductions: NaN fails both comparisons, and a finite range excludes infinity
+    # (measured on 28x28 images: 420 -> 46 us at 256, 14 -> 9 us at one)
+    bounded = low is not None and high is not None and np.isfinite(low) and np.isfinite(high)
+    if bounded and arr.min() >= low and arr.max() <= high:
+        return arr
     finite = np.isfinite(arr)
     if not finite.all():
         index = _first_bad(finite)

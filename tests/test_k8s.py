@@ -78,6 +78,7 @@ def test_workers_and_threads_match_the_cpu_limit_and_the_pod_runs_as_non_root(ob
     env = {e["name"]: e["value"] for e in container["env"]}
     cpu_limit = int(container["resources"]["limits"]["cpu"])
     assert int(env["SERVICE_WORKERS"]) * int(env["TF_INTRA_OP_THREADS"]) == cpu_limit
+    assert int(env["SERVICE_WORKERS"]) * int(env["ONNX_INTRA_OP_THREADS"]) == cpu_limit
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert container["startupProbe"]["periodSeconds"] * container["startupProbe"]["failureThreshold"] >= 120

@@ -98,12 +98,16 @@ def test_models_answers_as_documented(server, document):
         r.json(),
     )
     keras = {"$ref": "#/components/schemas/KerasReluModelInfo"}
+    onnx = {"$ref": "#/components/schemas/OnnxReluModelInfo"}
     linear = {"$ref": "#/components/schemas/LinearModelInfo"}
     by_name = {model["name"]: model for model in r.json()["models"]}
     conforms(document, keras, by_name["mnist_cnn"])
+    conforms(document, onnx, by_name["small_onnx"])
     conforms(document, linear, by_name["iris_l1"])
-    with pytest.raises(Exception, match=r"required|is not one of"):  # the two kinds are told apart
+    with pytest.raises(Exception, match=r"required|is not one of"):  # the kinds are told apart
         conforms(document, linear, by_name["mnist_cnn"])
+    with pytest.raises(Exception, match=r"required|is not one of"):
+        conforms(document, onnx, by_name["digits_mlp"])
     card = document["paths"]["/models/{name}"]["get"]["responses"]
     conforms(document, card["200"]["content"]["application/json"]["schema"], by_name["residual_cnn"])
     missing = httpx.get(f"{server.url}/models/nope", timeout=30)

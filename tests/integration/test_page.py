@@ -227,6 +227,34 @@ def test_an_example_is_scored_by_the_api_and_the_units_and_dead_units_are_drawn(
     browser.save_screenshot(str(SCREENSHOTS / "ui-example.png"))
 
 
+def test_a_channels_first_onnx_model_shows_its_examples_and_scores_drawings(browser, server):
+    """``small_onnx`` takes (1, 12, 12) inputs, as PyTorch exports take them: its examples are drawn as
+    pictures and a drawing on the pad goes to the API as one channels-first input."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    open_page(browser, server)
+    Select(browser.find_element(By.ID, "model-select")).select_by_value("small_onnx")
+    wait_for(browser, "document.getElementById('model-card').textContent.includes('small_onnx')")
+    wait_for(browser, "document.querySelectorAll('#examples button').length >= 2")
+    examples = httpx.get(f"{server.url}/models/small_onnx/examples", timeout=10).json()
+    before = answers(browser)
+    browser.find_elements(By.CSS_SELECTOR, "#examples button")[1].click()
+    settled(browser, before)
+    answer = httpx.post(
+        f"{server.url}/models/small_onnx/predict?detail=units", json={"inputs": examples["inputs"][1:2]}, timeout=30
+    ).json()["predictions"][0]
+    assert_page_equals_api(shown(browser), answer)
+    before = answers(browser)
+    draw(browser, [(-60, -60), (0, 0), (60, 60)])
+    settled(browser, before)
+    page = shown(browser)
+    assert (
+        page["error"] is None and page["model"] == "small_onnx" and list(page["layers"]) == ["relu1", "relu6", "max0"]
+    )
+    browser.save_screenshot(str(SCREENSHOTS / "ui-onnx-channels-first.png"))
+
+
 def test_the_tabular_form_and_switching_models(browser, server):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select

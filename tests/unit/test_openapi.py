@@ -153,6 +153,12 @@ def test_the_routes_bentoml_does_not_know_are_added():
     assert {"name", "tag", "kind", "activation_sparsity", "relu_layers", "typicality"} <= set(keras["required"])
     assert keras["properties"]["kind"] == {"enum": ["keras-relu"], "title": "Kind", "type": "string"}
     assert "options" not in keras["properties"]  # only what /models shows, not the whole card
+    onnx = schemas["OnnxReluModelInfo"]
+    assert {"$ref": "#/components/schemas/OnnxReluModelInfo"} in schemas["ModelInfo"]["oneOf"]
+    assert {"kind", "relu_layers", "opset", "producer", "unit_convention"} <= set(onnx["required"])
+    assert onnx["properties"]["kind"]["enum"] == ["onnx-relu"]
+    layer = schemas[onnx["properties"]["relu_layers"]["items"]["$ref"].rsplit("/", 1)[1]]
+    assert {"tensor", "op", "axis", "rank", "units", "size"} <= set(layer["required"])
     card = doc["paths"]["/models/{name}"]["get"]
     assert set(card["responses"]) == {"200", "404"} and card["parameters"][0]["in"] == "path"
     predict = doc["paths"]["/models/{name}/predict"]["post"]
