@@ -20,6 +20,7 @@ from sparsity.card import KerasReluCard, LinearCard, ModelCardError, OnnxReluCar
 from sparsity.contract import LINEAR_LAYER
 from sparsity.detectors import UnitFiring, load_detector
 from sparsity.linear import LinearProbe
+from sparsity.result import by_layer
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ class KerasReluRuntime(Runtime):
             scores=scores,
             atypical=atypical,
             fired=result.fired,
-            shares=dict(zip(self.layers, np.split(result.shares, self.probe.unit_offsets, axis=1), strict=True)),
+            shares=by_layer(result.shares, self.layers, self.probe.unit_offsets),
         )
 
 
@@ -165,7 +166,7 @@ class OnnxReluRuntime(Runtime):
             scores=scores,
             atypical=scores > self.card.typicality.threshold,
             fired=result.fired,
-            shares=dict(zip(self.layers, np.split(result.shares, self.probe.unit_offsets, axis=1), strict=True)),
+            shares=by_layer(result.shares, self.layers, self.probe.unit_offsets),
         )
 
 

@@ -412,14 +412,14 @@ def counting_model(
         else:
             nodes.append(helper.make_node("ReduceSum", [source], [out], axes=axes, keepdims=keepdims))
 
-    on_counts, totals = [], []
+    on_counts = []
     for i, p in enumerate(probed):
         prefix = f"sparsity.{i}"
-        # T != 0, exact for any float type (float16 and float64 too). Per unit of a convolution's output, the
-        # positions on are one integer matrix product: (N * units, positions) uint8 times a column of ones,
-        # accumulated in int32. Measured at 256 images of mnist_cnn's first ReLU (3M activations), one thread,
-        # per-channel counts: Sign then ReduceSum 5.5-7.5 ms (ONNX Runtime's Sign is a scalar loop), Greater,
-        # Cast and ReduceSum 3.0-3.5, two Casts and ReduceSum 2.3, two Casts and MatMulInteger 1.5.
+        # T != 0, exact for any float type (float16 and float64 too), counted per unit in int32. For a
+        # convolution's output, one integer matrix product: (N * units, positions) uint8 times a column of ones.
+        # Measured at 256 images of mnist_cnn's first ReLU (3M activations), one thread, per-channel counts:
+        # Sign then ReduceSum 5.5-7.5 ms (ONNX Runtime's Sign is a scalar loop), Greater, Cast and ReduceSum
+        # 3.0-3.5, two Casts and ReduceSum 2.3, two Casts and MatMulInteger 1.5.
         nodes.append(helper.make_node("Cast", [p.tensor], [f"{prefix}.on_bool"], to=TensorProto.BOOL))
         others = [a for a in range(1, p.rank + 1) if a != p.axis]
         if others and p.axis == 1 and found.opset >= 10:  # MatMulInteger is an operator from opset 10
@@ -428,24 +428,26 @@ def counting_model(
             rows = const(f"{prefix}.rows", np.array([-1, positions], dtype=np.int64))
             nodes.append(helper.make_node("Reshape", [f"{prefix}.on_u8", rows], [f"{prefix}.rows_u8"]))
             ones = const(f"{prefix}.ones", np.ones((positions, 1), dtype=np.uint8))
-            nodes.append(helper.make_node("MatMulInteger", [f"{prefix}.rows_u8", ones], [f"{prefix}.on_i32"]))
-            nodes.append(helper.make_node("Cast", [f"{prefix}.on_i32"], [f"{prefix}.on_rows"], to=TensorProto.FLOAT))
+            nodes.append(helper.make_node("MatMulInteger", [f"{prefix}.rows_u8", ones], [f"{prefix}.on_rows"]))
             units = const(f"{prefix}.units", np.array([-1, p.units], dtype=np.int64))
             nodes.append(helper.make_node("Reshape", [f"{prefix}.on_rows", units], [f"{prefix}.on"]))
-            on = f"{prefix}.on"
         else:
-            nodes.append(helper.make_node("Cast", [f"{prefix}.on_bool"], [f"{prefix}.float"], to=TensorProto.FLOAT))
-            on = f"{prefix}.float"
+            nodes.append(helper.make_node("Cast", [f"{prefix}.on_bool"], [f"{prefix}.on_i32"], to=TensorProto.INT32))
             if others:
-                reduce_sum(on, f"{prefix}.on", others, 0)
-                on = f"{prefix}.on"
-        reduce_sum(on, f"{prefix}.total", [1], 1)
-        on_counts.append(on)
-        totals.append(f"{prefix}.total")
-    positions = np.concatenate([np.full(p.units, p.units / p.size) for p in probed]).astype(np.float32)
-    nodes.append(helper.make_node("Concat", on_counts, ["sparsity.on"], axis=1))
+                reduce_sum(f"{prefix}.on_i32", f"{prefix}.on", others, 0)
+            else:
+                nodes[-1].output[0] = f"{prefix}.on"
+        on_counts.append(f"{prefix}.on")
+    # every unit's count in one tensor; its shares, and each layer's total as one product with a 0/1 matrix
+    # that picks the layer's units (fewer nodes: each costs a few microseconds on a one-image request)
+    sizes = [(p.units, p.size) for p in probed]
+    positions = np.concatenate([np.full(units, units / size) for units, size in sizes]).astype(np.float32)
+    layer_of = np.repeat(np.arange(len(probed)), [units for units, _ in sizes])
+    picks = (layer_of[:, None] == np.arange(len(probed))[None, :]).astype(np.float32)
+    nodes.append(helper.make_node("Concat", on_counts, ["sparsity.on_i32"], axis=1))
+    nodes.append(helper.make_node("Cast", ["sparsity.on_i32"], ["sparsity.on"], to=TensorProto.FLOAT))
     nodes.append(helper.make_node("Mul", ["sparsity.on", const("sparsity.inverse_positions", positions)], [SHARES]))
-    nodes.append(helper.make_node("Concat", totals, [NONZERO], axis=1))
+    nodes.append(helper.make_node("MatMul", ["sparsity.on", const("sparsity.layer_picks", picks)], [NONZERO]))
     nodes.append(helper.make_node("Cast", [found.output_name], ["sparsity.scores"], to=TensorProto.FLOAT))
     scores = "sparsity.scores"
     nodes.append(

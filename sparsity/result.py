@@ -35,6 +35,13 @@ class ProbeResult:
         )
 
 
+def by_layer(units: np.ndarray, names: list[str], unit_offsets: np.ndarray) -> dict[str, np.ndarray]:
+    """(N, all units) as one (N, units) column view per layer (``unit_offsets``: where each layer after the
+    first starts)."""
+    bounds = [0, *np.asarray(unit_offsets).tolist(), units.shape[1]]
+    return {name: units[:, a:b] for name, a, b in zip(names, bounds[:-1], bounds[1:], strict=True)}
+
+
 def from_counts(
     probabilities: np.ndarray,
     nonzero: np.ndarray,
@@ -50,13 +57,11 @@ def from_counts(
     39 us with ``np.split`` and a division per layer, 26 us so)."""
     zero_counts = sizes - np.rint(nonzero).astype(np.int64)  # (N, layers)
     fractions = zero_counts / sizes
-    fired = shares > 0.0
-    bounds = [0, *unit_offsets.tolist(), shares.shape[1]]
     return ProbeResult(
         probabilities=probabilities,
         layer_sparsity={name: fractions[:, i] for i, name in enumerate(names)},
         overall=zero_counts.sum(axis=1) / sizes.sum(),
-        fired={name: fired[:, a:b] for name, a, b in zip(names, bounds[:-1], bounds[1:], strict=True)},
+        fired=by_layer(shares > 0.0, names, unit_offsets),
         shares=shares,
         scores=scores,
     )
