@@ -37,6 +37,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from sparsity.contract import ALL_LAYERS
+
 STANDARD_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml"})
 OPSETS = (9, 28)
 """The ``ai.onnx`` opsets served: ONNX Runtime 1.32 runs 7 to 28; counting needs ``Cast`` to bool (opset 9)."""
@@ -315,8 +317,12 @@ def survey(model: onnx.ModelProto) -> Survey:
                     if child_kind:
                         inner_name = f"{name}/{child.name or child.output[0]}"
                         not_probed.append(NotProbed(inner_name, f"{child_kind} inside {node.op_type}"))
+    # a name must be unique and not the overall entry's ("all"): else the output's (unique in a valid graph)
     counts = Counter(p.name for p in probed)
-    probed = [p if counts[p.name] == 1 else ProbedTensor(p.tensor, p.tensor, p.op, axis=p.axis) for p in probed]
+    probed = [
+        p if counts[p.name] == 1 and p.name != ALL_LAYERS else ProbedTensor(p.tensor, p.tensor, p.op, axis=p.axis)
+        for p in probed
+    ]
     return Survey(
         probed=probed,
         not_probed=not_probed,
@@ -347,7 +353,7 @@ def _unit_axis(node: onnx.NodeProto, producers: dict) -> int:
     seen, frontier = set(), [node]
     while frontier:
         current = frontier.pop()
-        for name in current.input[:1] if current.op_type != "Add" else current.input:
+        for name in current.input:  # weights and constants have no producer
             producer = producers.get(name)
             if producer is None or id(producer) in seen:
                 continue

@@ -273,3 +273,21 @@ def test_a_dense_layer_along_a_sequence_has_its_units_on_the_last_axis():
     result = probe.run(x)
     on = (np.maximum(x @ np.array([[1.0, -1.0, 0.5], [-0.5, 1.0, 1.0]], np.float32), 0) > 0).sum(axis=1)
     np.testing.assert_allclose(result.shares, on / 5)
+
+
+def test_max_with_the_zero_first_after_a_conv_counts_channels_and_a_node_named_all_is_renamed():
+    w = numpy_helper.from_array(np.ones((2, 1, 1, 1), np.float32), "w")
+    zero = numpy_helper.from_array(np.array(0.0, np.float32), "zero")
+    model = tiny(
+        [
+            helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+            helper.make_node("Max", ["zero", "c"], ["m"], name="all"),
+            helper.make_node("Flatten", ["m"], ["f"]),
+            helper.make_node("Softmax", ["f"], ["y"], axis=1),
+        ],
+        [helper.make_tensor_value_info("x", FLOAT, ["n", 1, 3, 3])],
+        [helper.make_tensor_value_info("y", FLOAT, ["n", 18])],
+        [w, zero],
+    )
+    (layer,) = OnnxProbe(model).layers
+    assert (layer.name, layer.op, layer.units, layer.axis) == ("m", "Max(x, 0)", 2, 1)
