@@ -22,4 +22,4 @@ rm -rf /var/lib/apt/lists/* /root/.cache /tmp/*
 site=$(/app/.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 rm -rf "$site/tensorflow/include" "$site/clang" "$site"/libclang-*.dist-info
 # nothing the service imports may be gone: import what a worker imports
-/app/.venv/bin/python -c 'import tensorflow, keras, sklearn, skops.io, bentoml, PIL, uvloop, httptools, orjson'
+/app/.venv/bin/python -c 'import tensorflow, keras, sklearn, skops.io, bentoml, PIL, uvloop, httptools, orjson, onnx, onnxruntime'
