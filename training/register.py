@@ -21,8 +21,10 @@ import hashlib
 import logging
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -274,22 +276,37 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+@dataclass
+class OpenedModel:
+    """A ReLU model file read for registration (Keras or ONNX: both probes give layers with ``name``,
+    ``units`` and ``size``, and a ``ProbeResult``): its probe, class count, card class and its kind's fields."""
+
+    probe: Any
+    classes: int
+    card_class: type[ReluCard]
+    fields: dict
+    settle: Callable[[Any], None] = lambda result: None
+    """What the kind does with the calibration run's result before the card is built (ONNX: the output kind)."""
+
+
 def relu_card(
-    probe,
-    result,
-    calibration: Calibration,
-    parts: Parts,
-    *,
-    classes: int,
     path: Path,
-    class_names: list[str] | None,
-    input_range: tuple[float, float] | None,
-    preprocessing: str | None,
-    seed: int,
-) -> tuple[dict, bytes]:
-    """The card fields every model with ReLU-family layers has, from its probe's run over the calibration set
-    (Keras or ONNX: both probes give layers with ``name``/``units``/``size`` and a ``ProbeResult``), and its
-    typicality detector's state."""
+    calibration: Calibration,
+    opened: OpenedModel,
+    *,
+    class_names: list[str] | None = None,
+    input_range: tuple[float, float] | None = None,
+    preprocessing: str | None = None,
+    seed: int = 0,
+    facts: dict | None = None,
+) -> tuple[ReluCard, bytes]:
+    """Probe the opened model over the calibration set and build its card and its typicality detector's
+    state (nothing saved yet)."""
+    probe, classes = opened.probe, opened.classes
+    check_calibration(calibration, probe.item_shape, classes)
+    parts = split(len(calibration.x), seed)
+    result = probe.run_batched(calibration.x.astype(np.float32))
+    opened.settle(result)
     low, high = input_range_of(calibration, input_range)
     names = [layer.name for layer in probe.layers]
     typicality, state = unit_firing_typicality(result, parts, names, probe.units)
@@ -318,22 +335,13 @@ def relu_card(
         "calibration": calibration_facts(calibration, parts, seed),
         "provenance": {"file": path.name, "sha256": file_sha256(path)},
         "versions": library_versions(),
+        **opened.fields,
     }
-    return card, state
+    return opened.card_class.model_validate(merge(card, facts)), state
 
 
-def keras_card(
-    path: Path,
-    calibration: Calibration,
-    *,
-    class_names: list[str] | None = None,
-    input_range: tuple[float, float] | None = None,
-    preprocessing: str | None = None,
-    seed: int = 0,
-    facts: dict | None = None,
-) -> tuple[KerasReluCard, bytes]:
-    """Load ``path`` safely, probe it over the calibration set and build its card and its typicality
-    detector's state (nothing saved yet)."""
+def open_keras(path: Path) -> OpenedModel:
+    """A Keras file loaded safely (config audit, then safe mode), with its probe."""
     from sparsity.keras_file import load_keras_safely
     from sparsity.probe import SparsityProbe, UnsupportedModelError, weight_sparsity
 
@@ -342,24 +350,8 @@ def keras_card(
         probe = SparsityProbe(model, field="calibration")
     except (ValueError, UnsupportedModelError) as exc:
         raise RegistrationError(str(exc)) from None
-    classes = int(model.outputs[0].shape[-1])
-    check_calibration(calibration, probe.item_shape, classes)
-    parts = split(len(calibration.x), seed)
-    result = probe.run_batched(calibration.x.astype(np.float32))
-    card, state = relu_card(
-        probe,
-        result,
-        calibration,
-        parts,
-        classes=classes,
-        path=path,
-        class_names=class_names,
-        input_range=input_range,
-        preprocessing=preprocessing,
-        seed=seed,
-    )
-    card |= {"kind": "keras-relu", "weight_sparsity": weight_sparsity(model)}
-    return KerasReluCard.model_validate(merge(card, facts)), state
+    fields = {"kind": "keras-relu", "weight_sparsity": weight_sparsity(model)}
+    return OpenedModel(probe, int(model.outputs[0].shape[-1]), KerasReluCard, fields)
 
 
 PROBABILITY_TOLERANCE = 1e-3
@@ -367,18 +359,9 @@ PROBABILITY_TOLERANCE = 1e-3
 within this; otherwise they are logits, and the service applies a softmax."""
 
 
-def onnx_card(
-    path: Path,
-    calibration: Calibration,
-    *,
-    class_names: list[str] | None = None,
-    input_range: tuple[float, float] | None = None,
-    preprocessing: str | None = None,
-    seed: int = 0,
-    facts: dict | None = None,
-) -> tuple[OnnxReluCard, bytes]:
-    """Check the ONNX file ``path`` (:func:`sparsity.onnx_graph.load`), count its ReLU-family tensors over the
-    calibration set inside ONNX Runtime, and build its card and detector state (nothing saved yet)."""
+def open_onnx(path: Path) -> OpenedModel:
+    """An ONNX file checked (:func:`sparsity.onnx_graph.load`), with its probe that counts inside ONNX Runtime.
+    Whether it outputs probabilities or logits is decided on the calibration run."""
     from sparsity import onnx_graph
     from sparsity.onnx_probe import OnnxProbe
 
@@ -390,36 +373,24 @@ def onnx_card(
         probe = OnnxProbe(model, field="calibration")
     except onnx_graph.OnnxModelError as exc:
         raise RegistrationError(f"{path.name}: {exc}") from None
-    check_calibration(calibration, probe.item_shape, probe.classes)
-    parts = split(len(calibration.x), seed)
-    result = probe.run_batched(calibration.x.astype(np.float32))
-    scores = result.probabilities
-    rows_sum_to_one = np.allclose(scores.sum(axis=1), 1.0, atol=PROBABILITY_TOLERANCE)
-    probe.output = "probabilities" if rows_sum_to_one and scores.min() >= 0 and scores.max() <= 1 else "logits"
-    if probe.output == "logits":
-        shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
-        result.probabilities = shifted / shifted.sum(axis=1, keepdims=True)
-    card, state = relu_card(
-        probe,
-        result,
-        calibration,
-        parts,
-        classes=probe.classes,
-        path=path,
-        class_names=class_names,
-        input_range=input_range,
-        preprocessing=preprocessing,
-        seed=seed,
-    )
+
+    def settle(result) -> None:
+        scores = result.probabilities
+        rows_sum_to_one = np.allclose(scores.sum(axis=1), 1.0, atol=PROBABILITY_TOLERANCE)
+        probe.output = "probabilities" if rows_sum_to_one and scores.min() >= 0 and scores.max() <= 1 else "logits"
+        if probe.output == "logits":
+            shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
+            result.probabilities = shifted / shifted.sum(axis=1, keepdims=True)
+
     producer = " ".join(part for part in (model.producer_name, model.producer_version) if part) or "unknown"
-    card |= {
+    fields = {
         "kind": "onnx-relu",
         "weight_sparsity": onnx_graph.weight_sparsity(model),
         "opset": probe.opset,
         "producer": producer,
         "unit_convention": onnx_graph.UNIT_CONVENTION,
     }
-    return OnnxReluCard.model_validate(merge(card, facts)), state
+    return OpenedModel(probe, probe.classes, OnnxReluCard, fields, settle)
 
 
 def merge(card: dict, facts: dict | None) -> dict:
@@ -432,7 +403,7 @@ def merge(card: dict, facts: dict | None) -> dict:
     return merged
 
 
-CARD_BUILDERS = {".keras": keras_card, ".onnx": onnx_card}
+OPENERS = {".keras": open_keras, ".onnx": open_onnx}
 """How a ReLU model file is read, by its suffix; the kind on the card follows from it."""
 
 
@@ -447,10 +418,10 @@ def register_relu(
 ) -> tuple[str, KerasReluCard | OnnxReluCard]:
     """Build the card of the Keras or ONNX file ``path`` (by its suffix) and save both as ``name`` in the store."""
     check_name(name)
-    build = CARD_BUILDERS.get(path.suffix)
-    if build is None:
+    opener = OPENERS.get(path.suffix)
+    if opener is None:
         raise RegistrationError(f"{path}: a ReLU model is a .keras or an .onnx file")
-    card, state = build(path, calibration, **options)
+    card, state = relu_card(path, calibration, opener(path), **options)
 
     def write(directory: Path) -> None:
         shutil.copyfile(path, directory / card.MODEL_FILE)
