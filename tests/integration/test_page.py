@@ -249,9 +249,8 @@ def test_a_channels_first_onnx_model_shows_its_examples_and_scores_drawings(brow
     draw(browser, [(-60, -60), (0, 0), (60, 60)])
     settled(browser, before)
     page = shown(browser)
-    assert (
-        page["error"] is None and page["model"] == "small_onnx" and list(page["layers"]) == ["relu1", "relu6", "max0"]
-    )
+    assert page["error"] is None and page["model"] == "small_onnx"
+    assert set(page["layers"]) == {"relu1", "relu6", "max0"}  # the page orders its rows itself
     browser.save_screenshot(str(SCREENSHOTS / "ui-onnx-channels-first.png"))
 
 
