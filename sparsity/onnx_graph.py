@@ -390,7 +390,7 @@ def with_shapes(found: Survey, shapes: dict[str, tuple[int, ...]]) -> list[Probe
         shape = shapes[p.tensor]
         if len(shape) == 0:
             raise OnnxModelError(f"ReLU-family node {p.name!r} gives one value per input; nothing to count")
-        axis = 1 if len(shape) == 1 else (1 if p.axis == 1 else len(shape))
+        axis = 1 if len(shape) == 1 or p.axis == 1 else len(shape)
         units, size = int(shape[axis - 1]), int(np.prod(shape))
         sized.append(ProbedTensor(p.name, p.tensor, p.op, units=units, size=size, axis=axis, rank=len(shape)))
     return sized

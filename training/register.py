@@ -303,18 +303,18 @@ def relu_card(
     """Probe the opened model over the calibration set and build its card and its typicality detector's
     state (nothing saved yet)."""
     probe, classes = opened.probe, opened.classes
-    check_calibration(calibration, probe.item_shape, classes)
-    parts = split(len(calibration.x), seed)
-    result = probe.run_batched(calibration.x.astype(np.float32))
-    opened.settle(result)
-    low, high = input_range_of(calibration, input_range)
-    names = [layer.name for layer in probe.layers]
-    typicality, state = unit_firing_typicality(result, parts, names, probe.units)
-    accuracy = accuracy_on(result.labels, calibration, parts)
     if preprocessing is not None and preprocessing not in PREPROCESSING:
         raise RegistrationError(f"--preprocessing {preprocessing!r} is not one of {', '.join(PREPROCESSING)}")
     if preprocessing is not None and not image_shaped(probe.item_shape):
         raise RegistrationError(f"--preprocessing {preprocessing}: the input {probe.item_shape} is not a picture")
+    check_calibration(calibration, probe.item_shape, classes)
+    low, high = input_range_of(calibration, input_range)
+    parts = split(len(calibration.x), seed)  # every refusal before the calibration run
+    result = probe.run_batched(calibration.x.astype(np.float32))
+    opened.settle(result)
+    names = [layer.name for layer in probe.layers]
+    typicality, state = unit_firing_typicality(result, parts, names, probe.units)
+    accuracy = accuracy_on(result.labels, calibration, parts)
     card = {
         "input_shape": list(probe.item_shape),
         "input_range": [low, high],
