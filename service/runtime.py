@@ -77,7 +77,26 @@ class Runtime:
             self.predict(np.full((n, *self.item_shape), low, dtype=np.float32))
 
 
-class KerasReluRuntime(Runtime):
+class ReluRuntime(Runtime):
+    """What the Keras and ONNX runtimes share: a probe with an input shape, and one answer from a probe result."""
+
+    def check_input_shape(self) -> None:
+        if tuple(self.probe.item_shape) != self.item_shape:
+            raise ModelCardError(f"model {self.tag}: the card's input_shape {self.item_shape} is not the model's")
+
+    def prediction(self, result, scores: np.ndarray) -> Prediction:
+        return Prediction(
+            probabilities=result.probabilities,
+            layer_sparsity=result.layer_sparsity,
+            overall=result.overall,
+            scores=scores,
+            atypical=scores > self.card.typicality.threshold,
+            fired=result.fired,
+            shares=by_layer(result.shares, self.layers, self.probe.unit_offsets),
+        )
+
+
+class KerasReluRuntime(ReluRuntime):
     kind = "keras-relu"
 
     def __init__(self, tag: str, card: KerasReluCard, path: str) -> None:
@@ -102,8 +121,7 @@ class KerasReluRuntime(Runtime):
             raise ModelCardError(f"model {tag}: metadata field 'typicality.features' names {missing}, not ReLU layers")
         if isinstance(self.detector, UnitFiring) and card.typicality.features != found:
             raise ModelCardError(f"model {tag}: the typicality state does not fit the model's ReLU layers")
-        if tuple(self.probe.item_shape) != self.item_shape:
-            raise ModelCardError(f"model {tag}: the card's input_shape {self.item_shape} is not the model's")
+        self.check_input_shape()
         self.layers = found
 
     def predict(self, x: np.ndarray) -> Prediction:
@@ -112,19 +130,10 @@ class KerasReluRuntime(Runtime):
         if scores is None:  # a card from before unit-firing: per-layer zero fractions, scored in NumPy
             profiles = np.stack([result.layer_sparsity[name] for name in self.card.typicality.features], axis=1)
             scores = self.detector.scores(profiles)
-        atypical = scores > self.card.typicality.threshold
-        return Prediction(
-            probabilities=result.probabilities,
-            layer_sparsity=result.layer_sparsity,
-            overall=result.overall,
-            scores=scores,
-            atypical=atypical,
-            fired=result.fired,
-            shares=by_layer(result.shares, self.layers, self.probe.unit_offsets),
-        )
+        return self.prediction(result, scores)
 
 
-class OnnxReluRuntime(Runtime):
+class OnnxReluRuntime(ReluRuntime):
     kind = "onnx-relu"
     threads = 1
     """ONNX Runtime's intra-op threads per session (the service sets it from its settings before loading)."""
@@ -150,24 +159,14 @@ class OnnxReluRuntime(Runtime):
             )
         except ValueError as exc:  # OnnxModelError, DetectorStateError
             raise ModelCardError(f"model {tag}: {exc}") from None
-        if tuple(self.probe.item_shape) != self.item_shape:
-            raise ModelCardError(f"model {tag}: the card's input_shape {self.item_shape} is not the model's")
+        self.check_input_shape()
         self.layers = [layer.name for layer in layers]
         if not isinstance(self.detector, UnitFiring) or card.typicality.features != self.layers:
             raise ModelCardError(f"model {tag}: the typicality state does not fit the model's ReLU-family layers")
 
     def predict(self, x: np.ndarray) -> Prediction:
         result = self.probe.run(x)
-        scores = self.detector.scores(result.shares)
-        return Prediction(
-            probabilities=result.probabilities,
-            layer_sparsity=result.layer_sparsity,
-            overall=result.overall,
-            scores=scores,
-            atypical=scores > self.card.typicality.threshold,
-            fired=result.fired,
-            shares=by_layer(result.shares, self.layers, self.probe.unit_offsets),
-        )
+        return self.prediction(result, self.detector.scores(result.shares))
 
 
 class LinearRuntime(Runtime):
