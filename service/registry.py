@@ -57,6 +57,16 @@ def wanted_tags(served_models: Iterable[str]) -> list[str]:
     return [str(latest[name].tag) for name in sorted(latest)]
 
 
+def _onnx_file_problems(path: str) -> list[str]:
+    from sparsity.onnx_graph import problems  # the onnx package only, nothing run
+
+    return problems(path)
+
+
+FILE_CHECKS = {"keras-relu": keras_file_problems, "onnx-relu": _onnx_file_problems}
+"""Each kind's check of its stored file, run before anything is loaded (a linear model's file is never read)."""
+
+
 def audit(tag: str) -> Candidate:
     """Look ``tag`` up and check its card and files without loading anything."""
     import bentoml
@@ -71,16 +81,10 @@ def audit(tag: str) -> Candidate:
         card = load_card(tag, stored.info.metadata)
     except ModelCardError as exc:
         return Candidate(name, tag, problem=str(exc))
-    if isinstance(card, KerasReluCard):
-        problems = keras_file_problems(stored.path_of(card.MODEL_FILE))
-        if problems:
-            return Candidate(name, tag, problem=f"model {tag}: {card.MODEL_FILE} refused: {'; '.join(problems)}")
-    if isinstance(card, OnnxReluCard):
-        from sparsity.onnx_graph import problems as onnx_file_problems  # the onnx package only, nothing run
-
-        problems = onnx_file_problems(stored.path_of(card.MODEL_FILE))
-        if problems:
-            return Candidate(name, tag, problem=f"model {tag}: {card.MODEL_FILE} refused: {'; '.join(problems)}")
+    file_problems = FILE_CHECKS.get(card.kind)
+    problems = file_problems(stored.path_of(card.MODEL_FILE)) if file_problems else []
+    if problems:
+        return Candidate(name, tag, problem=f"model {tag}: {card.MODEL_FILE} refused: {'; '.join(problems)}")
     try:
         load_detector(card.typicality, stored.path)  # NumPy only, no pickle: the hash and the arrays' shapes
     except DetectorStateError as exc:
