@@ -1,0 +1,56 @@
+"""The service's ONNX runtime over a registered card and its files, without a store: it answers as the
+probe counts, and a file changed after registration is refused by the audit's check and by the runtime."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from onnx import helper
+
+from service.registry import FILE_CHECKS
+from service.runtime import OnnxReluRuntime
+from sparsity.card import ModelCardError, OnnxReluCard
+from sparsity.detectors import STATE_FILE
+from tests.onnx_models import calibration, cnn
+from training.register import Calibration, open_onnx, relu_card
+
+
+@pytest.fixture(scope="module")
+def registered(tmp_path_factory) -> tuple[OnnxReluCard, Path]:
+    directory = tmp_path_factory.mktemp("onnx-model")
+    path = directory / OnnxReluCard.MODEL_FILE
+    path.write_bytes(cnn().SerializeToString())
+    card, state = relu_card(path, Calibration(calibration(90)), open_onnx(path), input_range=(0.0, 1.0))
+    (directory / STATE_FILE).write_bytes(state)
+    return card, path
+
+
+def test_the_runtime_answers_with_the_counts_and_the_cards_typicality(registered):
+    card, path = registered
+    runtime = OnnxReluRuntime("small:1", card, str(path))
+    assert FILE_CHECKS["onnx-relu"](str(path)) == []
+    x = calibration(5, seed=3)
+    answer = runtime.predict(x)
+    assert runtime.layers == ["relu1", "relu6", "max0"] and list(answer.layer_sparsity) == runtime.layers
+    assert [s.shape[1] for s in answer.shares.values()] == [4, 6, 8]
+    np.testing.assert_array_equal(answer.atypical, answer.scores > card.typicality.threshold)
+    np.testing.assert_array_equal(answer.fired["relu6"], answer.shares["relu6"] > 0)
+
+
+def test_a_file_changed_after_registration_is_refused(registered, tmp_path):
+    card, path = registered
+    custom = cnn()
+    custom.graph.node[1].domain = "com.example.fast"
+    custom.opset_import.append(helper.make_opsetid("com.example.fast", 1))
+    changed = tmp_path / OnnxReluCard.MODEL_FILE
+    changed.write_bytes(custom.SerializeToString())
+    (tmp_path / STATE_FILE).write_bytes((path.parent / STATE_FILE).read_bytes())
+    assert "custom operator domains ['com.example.fast']" in FILE_CHECKS["onnx-relu"](str(changed))[0]
+    with pytest.raises(ModelCardError, match=r"model small:2: .*custom operator domains"):
+        OnnxReluRuntime("small:2", card, str(changed))
+    other = cnn(names=False)  # the same graph with other node names: the card's layers are not its layers
+    changed.write_bytes(other.SerializeToString())
+    with pytest.raises(ModelCardError, match="the card's ReLU-family tensors"):
+        OnnxReluRuntime("small:3", card, str(changed))
