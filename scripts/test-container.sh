@@ -159,10 +159,17 @@ container=$(podman ps --filter "label=com.docker.compose.project=$project" --fil
 uid=$(podman exec "$container" id -u)
 [ "$uid" != 0 ] || fail "the service container runs as root"
 say "the service runs as uid $uid"
-compose logs --no-color service >"$work/service-log.txt" 2>&1 || true
-summary=$(grep -o '\] model mnist_cnn:[^ ]* ([^)]*)' "$work/service-log.txt" | head -1 || true)
-[ -n "$summary" ] && grep -q '\] ready: worker 1 of ' "$work/service-log.txt" \
-  || { tail -20 "$work/service-log.txt"; fail "the service's log has no start-up summary"; }
+# /readyz answers once any worker is up; worker 1 may log its summary a few seconds later, so
+# the log is read until the summary is there (at most 60 s).
+summary=""
+for _ in $(seq 40); do
+  compose logs --no-color service >"$work/service-log.txt" 2>&1 || true
+  summary=$(grep -o '\] model mnist_cnn:[^ ]* ([^)]*)' "$work/service-log.txt" | head -1 || true)
+  [ -n "$summary" ] && grep -q '\] ready: worker 1 of ' "$work/service-log.txt" && break
+  summary=""
+  sleep 1.5
+done
+[ -n "$summary" ] || { tail -20 "$work/service-log.txt"; fail "the service's log has no start-up summary within 60 s of /readyz"; }
 say "start-up summary in the service's log:${summary#]}"
 
 # 5. what a client sees, and what Prometheus sees: one Python script, JSON out
