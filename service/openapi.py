@@ -274,8 +274,9 @@ def _extra_paths() -> dict:
         generic["predict_batch"].path: _post("predict_batch", f"Classify {batch_text}", npy),
         generic["predict_image"].path: _post(
             "predict_image",
-            "Classify one uploaded PNG or JPEG with a picture model (input (H, W), (H, W, 1) or (H, W, 3)), "
-            "converted by the step its card declares (`preprocessing`: resize, or mnist-digit).",
+            "Classify one uploaded PNG or JPEG with a picture model (input (H, W), (H, W, 1), (H, W, 3), or "
+            "channels first (1, H, W) or (3, H, W)), converted by the step its card declares (`preprocessing`: "
+            "resize, or mnist-digit).",
             upload,
         ),
     }

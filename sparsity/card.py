@@ -28,16 +28,22 @@ PREPROCESSING = ("resize", "mnist-digit")
 
 def picture_size(shape) -> tuple[int, int, int | None] | None:
     """``(height, width, channels)`` of an input that is a picture, else None: (H, W) (channels None), (H, W, C)
-    with 1 or 3 channels, or (1, H, W), a grey picture channels first (as ONNX exports of NCHW networks take
-    it; its values lie in the same order as (H, W)'s)."""
+    with 1 or 3 channels, or channels first, (1, H, W) grey or (3, H, W) colour, as ONNX exports of NCHW
+    networks (PyTorch's) take them. A shape that reads both ways, (3, H, 3), is channels last."""
     shape = tuple(shape)
     if len(shape) == 2:
         return shape[0], shape[1], None
     if len(shape) == 3 and shape[2] in (1, 3):
         return shape[0], shape[1], shape[2]
-    if len(shape) == 3 and shape[0] == 1:
-        return shape[1], shape[2], 1
+    if len(shape) == 3 and shape[0] in (1, 3):
+        return shape[1], shape[2], shape[0]
     return None
+
+
+def channels_first(shape) -> bool:
+    """A picture input whose channels come first, (1, H, W) or (3, H, W) (see :func:`picture_size`)."""
+    shape = tuple(shape)
+    return len(shape) == 3 and shape[2] not in (1, 3) and shape[0] in (1, 3)
 
 
 def image_shaped(shape) -> bool:

@@ -16,13 +16,15 @@ def _init(rng: np.random.Generator, name: str, shape: tuple[int, ...], scale: fl
     return numpy_helper.from_array((rng.normal(size=shape) * scale / np.sqrt(fan_in)).astype(np.float32), name)
 
 
-def cnn(seed: int = 0, *, opset: int = OPSET, batch: int | str | None = "batch", names: bool = True) -> onnx.ModelProto:
+def cnn(
+    seed: int = 0, *, opset: int = OPSET, batch: int | str | None = "batch", names: bool = True, channels: int = 1
+) -> onnx.ModelProto:
     """Conv -> Relu -> MaxPool -> Conv -> Clip(0, 6) -> Flatten -> Gemm -> Gelu -> Gemm -> Max(x, 0) -> Gemm ->
-    Softmax, on (batch, 1, 12, 12) inputs: every kind of node the probe must find or pass over. Below opset
-    20 (no Gelu) the not-probed activation is a Sigmoid; below 11, Clip takes its bounds as attributes."""
+    Softmax, on (batch, channels, 12, 12) inputs: every kind of node the probe must find or pass over. Below
+    opset 20 (no Gelu) the not-probed activation is a Sigmoid; below 11, Clip takes its bounds as attributes."""
     rng = np.random.default_rng(seed)
     inits = [
-        _init(rng, "conv1.weight", (4, 1, 3, 3), 2.0),
+        _init(rng, "conv1.weight", (4, channels, 3, 3), 2.0),
         numpy_helper.from_array(rng.normal(scale=0.1, size=4).astype(np.float32), "conv1.bias"),
         _init(rng, "conv2.weight", (6, 4, 3, 3), 2.0),
         numpy_helper.from_array(np.full(6, -0.05, np.float32), "conv2.bias"),
@@ -55,7 +57,7 @@ def cnn(seed: int = 0, *, opset: int = OPSET, batch: int | str | None = "batch",
     graph = helper.make_graph(
         nodes,
         "small_cnn",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, *ITEM_SHAPE])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, channels, *ITEM_SHAPE[1:]])],
         [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [batch, CLASSES])],
         inits,
     )
@@ -65,13 +67,14 @@ def cnn(seed: int = 0, *, opset: int = OPSET, batch: int | str | None = "batch",
     return model
 
 
-def calibration(count: int = 120, seed: int = 1) -> np.ndarray:
-    """Inputs in [0, 1] with some structure (a bright square at a random place), float32."""
+def calibration(count: int = 120, seed: int = 1, channels: int = 1) -> np.ndarray:
+    """Inputs in [0, 1] with some structure (a bright square at a random place, in one random channel of
+    colour inputs), float32, channels first."""
     rng = np.random.default_rng(seed)
-    x = rng.uniform(0, 0.2, size=(count, *ITEM_SHAPE)).astype(np.float32)
+    x = rng.uniform(0, 0.2, size=(count, channels, *ITEM_SHAPE[1:])).astype(np.float32)
     for item in x:
         r, c = rng.integers(0, 8, size=2)
-        item[0, r : r + 4, c : c + 4] += 0.8
+        item[rng.integers(0, channels) if channels > 1 else 0, r : r + 4, c : c + 4] += 0.8
     return np.clip(x, 0, 1)
 
 
@@ -87,5 +90,6 @@ def labels(x: np.ndarray, seed: int = 0) -> np.ndarray:
     """What :func:`cnn` predicts for ``x`` (its random weights have no other truth), from a plain ONNX Runtime run."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(cnn(seed).SerializeToString(), providers=["CPUExecutionProvider"])
+    model = cnn(seed, channels=x.shape[1])
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     return np.argmax(session.run(None, {"x": x})[0], axis=1).astype(np.int64)

@@ -48,13 +48,13 @@ function showError(message) {
   box.hidden = !message;
 }
 
-// [height, width, channels, channelsFirst] of a picture input, else null: (H, W), (H, W, 1|3), or (1, H, W),
-// a grey picture channels first as ONNX exports of NCHW networks take it (sparsity.card.picture_size)
+// [height, width, channels, channelsFirst] of a picture input, else null: (H, W), (H, W, 1|3), or channels
+// first, (1|3, H, W), as ONNX exports of NCHW networks take them (sparsity.card.picture_size)
 function pictureSize(card) {
   const shape = card.input_shape;
   if (shape.length === 2) return [shape[0], shape[1], 0, false];
   if (shape.length === 3 && (shape[2] === 1 || shape[2] === 3)) return [shape[0], shape[1], shape[2], false];
-  if (shape.length === 3 && shape[0] === 1) return [shape[1], shape[2], 1, true];
+  if (shape.length === 3 && (shape[0] === 1 || shape[0] === 3)) return [shape[1], shape[2], shape[0], true];
   return null;
 }
 
@@ -192,19 +192,27 @@ function padInput() {
   c.drawImage(pad, 0, 0, w, h);
   const data = c.getImageData(0, 0, w, h).data;
   const [low, high] = current.input_range;
-  const rows = [];
-  for (let y = 0; y < h; y++) {
-    const row = [];
-    for (let x = 0; x < w; x++) {
-      const i = 4 * (y * w + x);
-      const grey = (data[i] + data[i + 1] + data[i + 2]) / 3 / 255;
-      const value = low + grey * (high - low);
-      if (channels === 3) row.push([data[i], data[i + 1], data[i + 2]].map((v) => low + (v / 255) * (high - low)));
-      else row.push(channels === 1 && !channelsFirst ? [value] : value);
+  const scaled = (v) => low + (v / 255) * (high - low);
+  // one plane: the grey value, or colour k of each pixel (channels first takes planes, channels last pixels)
+  const plane = (k) => {
+    const rows = [];
+    for (let y = 0; y < h; y++) {
+      const row = [];
+      for (let x = 0; x < w; x++) {
+        const i = 4 * (y * w + x);
+        row.push(scaled(k === null ? (data[i] + data[i + 1] + data[i + 2]) / 3 : data[i + k]));
+      }
+      rows.push(row);
     }
-    rows.push(row);
+    return rows;
+  };
+  if (channelsFirst) return channels === 3 ? [plane(0), plane(1), plane(2)] : [plane(null)];
+  if (channels === 3) {
+    const [r, g, b] = [plane(0), plane(1), plane(2)];
+    return r.map((row, y) => row.map((v, x) => [v, g[y][x], b[y][x]]));
   }
-  return channelsFirst ? [rows] : rows;
+  const grey = plane(null);
+  return channels === 1 ? grey.map((row) => row.map((v) => [v])) : grey;
 }
 
 async function predictPad() {
@@ -245,15 +253,18 @@ $("upload").addEventListener("change", async (event) => {
 });
 
 function exampleToCanvas(example) {
-  const [h, w, , channelsFirst] = pictureSize(current);
-  const input = channelsFirst ? example[0] : example;
+  const [h, w, channels, channelsFirst] = pictureSize(current);
+  // channels first: the pixel at (y, x) is [plane[y][x] for each plane]
+  const pixel = channelsFirst
+    ? (y, x) => (channels === 3 ? example.map((p) => p[y][x]) : example[0][y][x])
+    : (y, x) => example[y][x];
   const [low, high] = current.input_range;
   const small = el("canvas", { width: w, height: h });
   const c = small.getContext("2d");
   const image = c.createImageData(w, h);
   for (let y = 0; y < h; y++) {
     for (let x = 0; x < w; x++) {
-      const v = input[y][x];
+      const v = pixel(y, x);
       const rgb = Array.isArray(v) ? (v.length === 3 ? v : [v[0], v[0], v[0]]) : [v, v, v];
       const i = 4 * (y * w + x);
       for (let k = 0; k < 3; k++) image.data[i + k] = Math.round((255 * (rgb[k] - low)) / (high - low));

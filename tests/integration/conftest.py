@@ -23,18 +23,23 @@ EXAMPLES = {
     ],
 }
 
+HELPER_MODELS = {"small_onnx": 1, "colour_onnx": 3}
+"""The ``onnx.helper`` CNNs the session serves, by their input channels."""
+
 
 @pytest.fixture(scope="session")
 def examples(trained, tmp_path_factory) -> dict[str, Path]:
     """The example models of ``examples/`` (all but the PyTorch one, whose torch the tests never need),
     trained by their scripts and registered with the CLI into the session store, as the README's walkthrough
-    does; and ``small_onnx``, the ``onnx.helper`` CNN of :mod:`tests.onnx_models`. Returns the folder of each
-    one's files."""
+    does; and the ``onnx.helper`` CNNs of :mod:`tests.onnx_models`, ``small_onnx`` on grey (1, 12, 12) inputs and
+    ``colour_onnx`` on colour (3, 12, 12) ones. Returns the folder of each one's files."""
     out = tmp_path_factory.mktemp("examples")
-    (out / "small_onnx.onnx").write_bytes(onnx_models.cnn().SerializeToString())
-    np.save(out / "small_onnx_calibration.npy", onnx_models.calibration(300))
-    np.save(out / "small_onnx_labels.npy", onnx_models.labels(onnx_models.calibration(300)))
-    for name, options in [*EXAMPLES.items(), ("small_onnx", ["--input-range", "0", "1"])]:
+    for name, channels in HELPER_MODELS.items():
+        calibration = onnx_models.calibration(300, seed=channels, channels=channels)
+        (out / f"{name}.onnx").write_bytes(onnx_models.cnn(channels=channels).SerializeToString())
+        np.save(out / f"{name}_calibration.npy", calibration)
+        np.save(out / f"{name}_labels.npy", onnx_models.labels(calibration))
+    for name, options in [*EXAMPLES.items(), *((name, ["--input-range", "0", "1"]) for name in HELPER_MODELS)]:
         model = out / f"{name}.onnx"
         if name in EXAMPLES:
             done = run_in_project([sys.executable, f"examples/{name}.py", "--out", str(out)], timeout=600)
@@ -58,7 +63,7 @@ def examples(trained, tmp_path_factory) -> dict[str, Path]:
             timeout=300,
         )
         assert registered.returncode == 0, registered.stderr[-3000:]
-    return {name: out for name in [*EXAMPLES, "small_onnx"]}
+    return {name: out for name in [*EXAMPLES, *HELPER_MODELS]}
 
 
 @pytest.fixture(scope="session")

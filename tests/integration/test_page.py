@@ -254,6 +254,58 @@ def test_a_channels_first_onnx_model_shows_its_examples_and_scores_drawings(brow
     browser.save_screenshot(str(SCREENSHOTS / "ui-onnx-channels-first.png"))
 
 
+def test_a_colour_channels_first_model_is_drawn_in_colour_and_sent_as_rgb_planes(browser, server):
+    """``colour_onnx`` takes (3, 12, 12) inputs: an example is drawn from its three planes, and the pad goes to
+    the API as red, green and blue planes, in that order."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    open_page(browser, server)
+    Select(browser.find_element(By.ID, "model-select")).select_by_value("colour_onnx")
+    wait_for(browser, "document.getElementById('model-card').textContent.includes('colour_onnx')")
+    wait_for(browser, "document.querySelectorAll('#examples button').length >= 2")
+    example = np.array(httpx.get(f"{server.url}/models/colour_onnx/examples", timeout=10).json()["inputs"][1])
+    before = answers(browser)
+    browser.find_elements(By.CSS_SELECTOR, "#examples button")[1].click()
+    settled(browser, before)
+    # the example on the pad, one 12x12 cell per input pixel: the colour of each cell's centre is its planes
+    cells = browser.execute_script(
+        """
+        const pad = document.getElementById('pad'), cell = pad.width / 12, rgb = [];
+        const data = pad.getContext('2d').getImageData(0, 0, pad.width, pad.height).data;
+        for (let y = 0; y < 12; y++) for (let x = 0; x < 12; x++) {
+          const i = 4 * (Math.floor((y + 0.5) * cell) * pad.width + Math.floor((x + 0.5) * cell));
+          rgb.push([data[i], data[i + 1], data[i + 2]]);
+        }
+        return rgb;
+        """
+    )
+    np.testing.assert_array_equal(np.array(cells).reshape(12, 12, 3), np.floor(255 * example.transpose(1, 2, 0) + 0.5))
+    # red on the left half of the pad, blue on the right: the planes the page sends
+    before = answers(browser)
+    planes = np.array(
+        browser.execute_script(
+            """
+            const pad = document.getElementById('pad'), c = pad.getContext('2d');
+            c.fillStyle = '#f00'; c.fillRect(0, 0, pad.width / 2, pad.height);
+            c.fillStyle = '#00f'; c.fillRect(pad.width / 2, 0, pad.width / 2, pad.height);
+            predictPad();
+            return padInput();
+            """
+        )
+    )
+    settled(browser, before)
+    assert planes.shape == (3, 12, 12)
+    red, green, blue = planes
+    assert (red[:, :5] == 1).all() and (red[:, 7:] == 0).all() and (blue[:, :5] == 0).all() and (blue[:, 7:] == 1).all()
+    assert (green == 0).all()
+    answer = httpx.post(
+        f"{server.url}/models/colour_onnx/predict?detail=units", json={"inputs": [planes.tolist()]}, timeout=30
+    ).json()["predictions"][0]
+    assert_page_equals_api(shown(browser), answer)
+    browser.save_screenshot(str(SCREENSHOTS / "ui-onnx-colour.png"))
+
+
 def test_the_tabular_form_and_switching_models(browser, server):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select

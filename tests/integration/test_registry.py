@@ -15,7 +15,7 @@ from tests.helpers import png_bytes
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
-ALL = ["digits_mlp", "digits_onnx", "iris_l1", "mnist_cnn", "residual_cnn", "small_onnx"]
+ALL = ["colour_onnx", "digits_mlp", "digits_onnx", "iris_l1", "mnist_cnn", "residual_cnn", "small_onnx"]
 
 
 def predict(server, name: str, inputs: np.ndarray, batch: int = 256) -> list[dict]:
@@ -53,6 +53,7 @@ def test_every_registered_model_is_served_listed_and_described(server):
     assert [m["name"] for m in listing["models"]] == ALL and listing["refused"] == []
     kinds = {m["name"]: m["kind"] for m in listing["models"]}
     assert kinds == {
+        "colour_onnx": "onnx-relu",
         "digits_mlp": "keras-relu",
         "digits_onnx": "onnx-relu",
         "iris_l1": "linear",
@@ -89,7 +90,7 @@ def test_served_sparsity_equals_an_independent_count_and_false_alarms_stay_under
     assert accuracy >= 0.8  # a trained model, not noise
 
 
-@pytest.mark.parametrize("name", ["small_onnx", "digits_onnx"])
+@pytest.mark.parametrize("name", ["small_onnx", "colour_onnx", "digits_onnx"])
 def test_onnx_sparsity_over_http_equals_onnx_runtime_with_the_activations_as_outputs(server, examples, name):
     """The served per-layer sparsity (counted inside the graph) against the slow, independent way: a plain ONNX
     Runtime session of the registered file with every probed tensor added as an output, counted in NumPy."""
@@ -99,11 +100,12 @@ def test_onnx_sparsity_over_http_equals_onnx_runtime_with_the_activations_as_out
     from sparsity.onnx_graph import with_outputs
     from sparsity.onnx_probe import session
 
-    x = np.load(examples[name] / f"{name}_unseen.npy") if name != "small_onnx" else None
-    if x is None:
+    if name == "digits_onnx":
+        x = np.load(examples[name] / f"{name}_unseen.npy")
+    else:
         from tests.onnx_models import calibration
 
-        x = calibration(64, seed=7)
+        x = calibration(64, seed=7, channels=3 if name == "colour_onnx" else 1)
     answers = predict(server, name, x)
     stored = bentoml.models.get(f"{name}:latest")
     card = stored.info.metadata
@@ -146,6 +148,32 @@ def test_onnx_models_are_described_measured_and_take_channels_first_pictures(ser
         'activation_unit_fired_total{layer="relu1",model="small_onnx",unit="3"}',
     ):
         assert series in metrics, series
+
+
+def test_a_colour_picture_reaches_a_channels_first_model_as_rgb_planes(server):
+    """``colour_onnx`` takes (3, 12, 12) inputs: an uploaded 12x12 picture, red on the left and blue on the
+    right, is answered exactly as those two planes sent as numbers."""
+    from PIL import Image, ImageDraw
+
+    picture = Image.new("RGB", (12, 12), (255, 0, 0))
+    ImageDraw.Draw(picture).rectangle((6, 0, 11, 11), fill=(0, 0, 255))
+    png = io.BytesIO()
+    picture.save(png, format="PNG")
+    upload = {"image": ("halves.png", png.getvalue(), "image/png")}
+    r = httpx.post(f"{server.url}/models/colour_onnx/predict_image?detail=units", files=upload, timeout=60)
+    assert r.status_code == 200, r.text
+    planes = np.zeros((3, 12, 12))
+    planes[0, :, :6] = planes[2, :, 6:] = 1.0
+    as_numbers = httpx.post(
+        f"{server.url}/models/colour_onnx/predict?detail=units", json={"inputs": [planes.tolist()]}, timeout=60
+    )
+    swapped = httpx.post(  # blue on the left: another input, so the planes' order shows in the answer
+        f"{server.url}/models/colour_onnx/predict?detail=units", json={"inputs": [planes[::-1].tolist()]}, timeout=60
+    )
+    uploaded, direct, other = (a.json()["predictions"][0] for a in (r, as_numbers, swapped))
+    for key in ("label", "probabilities", "sparsity", "typicality", "units"):
+        assert uploaded[key] == direct[key], key
+    assert uploaded["probabilities"] != other["probabilities"]
 
 
 def test_aliases_answer_exactly_as_the_generic_routes(server, test_images):

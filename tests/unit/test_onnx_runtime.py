@@ -3,18 +3,20 @@ probe counts, and a file changed after registration is refused by the audit's ch
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 import pytest
 from onnx import helper
+from PIL import Image, ImageDraw
 
 from service.registry import FILE_CHECKS
 from service.runtime import OnnxReluRuntime
 from sparsity.card import ModelCardError, OnnxReluCard
 from sparsity.detectors import STATE_FILE
 from tests.onnx_models import calibration, cnn
-from training.register import Calibration, open_onnx, relu_card
+from training.register import Calibration, RegistrationError, open_onnx, relu_card
 
 
 @pytest.fixture(scope="module")
@@ -54,3 +56,32 @@ def test_a_file_changed_after_registration_is_refused(registered, tmp_path):
     changed.write_bytes(other.SerializeToString())
     with pytest.raises(ModelCardError, match="the card's ReLU-family tensors"):
         OnnxReluRuntime("small:3", card, str(changed))
+
+
+def test_a_colour_channels_first_model_takes_uploaded_pictures_as_rgb_planes(tmp_path):
+    path = tmp_path / OnnxReluCard.MODEL_FILE
+    path.write_bytes(cnn(2, channels=3).SerializeToString())
+    x = calibration(90, seed=3, channels=3)
+    card, state = relu_card(path, Calibration(x), open_onnx(path), input_range=(0.0, 1.0), preprocessing="resize")
+    (tmp_path / STATE_FILE).write_bytes(state)
+    assert card.input_shape == [3, 12, 12] and card.image_shaped
+    runtime = OnnxReluRuntime("colour:1", card, str(path))
+    picture = Image.new("RGB", (12, 12), (255, 0, 0))  # red on the left, blue on the right: nothing to resize
+    ImageDraw.Draw(picture).rectangle((6, 0, 11, 11), fill=(0, 0, 255))
+    png = io.BytesIO()
+    picture.save(png, format="PNG")
+    sent = runtime.picture(png.getvalue(), 10**6)
+    planes = np.zeros((1, 3, 12, 12), np.float32)
+    planes[0, 0, :, :6] = planes[0, 2, :, 6:] = 1.0
+    np.testing.assert_array_equal(sent, planes)
+    uploaded, direct = runtime.predict(sent), runtime.predict(planes)
+    np.testing.assert_array_equal(uploaded.probabilities, direct.probabilities)
+    assert list(uploaded.layer_sparsity) == ["relu1", "relu6", "max0"]
+    for layer, sparsity in uploaded.layer_sparsity.items():
+        np.testing.assert_array_equal(sparsity, direct.layer_sparsity[layer])
+
+
+def test_registration_refuses_the_mnist_digit_step_for_inputs_other_than_grey_28x28(registered):
+    _, path = registered
+    with pytest.raises(RegistrationError, match=r"mnist-digit makes 28x28 grey digits; the input is \(1, 12, 12\)"):
+        relu_card(path, Calibration(calibration(90)), open_onnx(path), preprocessing="mnist-digit")

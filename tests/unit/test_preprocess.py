@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from service.preprocess import decode_image, image_to_mnist, to_mnist
+from service.preprocess import decode_image, image_to_mnist, picture_to_input, to_mnist
 from sparsity import InvalidInputError
+from sparsity.card import channels_first, picture_size
 
 MAX_PIXELS = 4096 * 4096
 
@@ -100,3 +101,46 @@ def test_enormous_dimensions_are_refused_before_decoding():
 def test_blank_image_is_refused():
     with pytest.raises(InvalidInputError, match="blank"):
         image_to_mnist(_png(Image.new("L", (50, 50), 255)), MAX_PIXELS)
+
+
+@pytest.mark.parametrize(
+    ("shape", "size", "first"),
+    [
+        ((28, 28), (28, 28, None), False),
+        ((28, 28, 1), (28, 28, 1), False),
+        ((32, 32, 3), (32, 32, 3), False),
+        ((1, 12, 12), (12, 12, 1), True),
+        ((3, 32, 32), (32, 32, 3), True),
+        ((3, 8, 3), (3, 8, 3), False),  # reads both ways: channels last
+        ((4, 12, 12), None, False),
+        ((64,), None, False),
+        ((2, 3, 4, 5), None, False),
+    ],
+)
+def test_picture_shapes_channels_last_and_first(shape, size, first):
+    assert picture_size(shape) == size and channels_first(shape) is first
+
+
+def _halves() -> bytes:
+    """24x16: the left half red, the right half blue."""
+    img = Image.new("RGB", (24, 16), (255, 0, 0))
+    ImageDraw.Draw(img).rectangle((12, 0, 23, 15), fill=(0, 0, 255))
+    return _png(img)
+
+
+def test_a_colour_picture_goes_in_as_rgb_planes_channels_first_and_as_pixels_channels_last():
+    last = picture_to_input(_halves(), (8, 12, 3), (0.0, 1.0), "resize", MAX_PIXELS)
+    first = picture_to_input(_halves(), (3, 8, 12), (-1.0, 1.0), "resize", MAX_PIXELS)
+    assert last.shape == (8, 12, 3) and first.shape == (3, 8, 12) and first.dtype == np.float32
+    np.testing.assert_allclose(first, 2 * last.transpose(2, 0, 1) - 1, atol=1e-6)
+    red, green, blue = first
+    assert (red[:, :5] == 1).all() and (red[:, 7:] == -1).all()
+    assert (blue[:, :5] == -1).all() and (blue[:, 7:] == 1).all() and (green == -1).all()
+
+
+def test_a_grey_picture_channels_first_is_one_plane_and_mnist_digit_takes_grey_28x28_only():
+    grey = picture_to_input(_png(_digit()), (1, 30, 40), (0.0, 1.0), "resize", MAX_PIXELS)
+    assert grey.shape == (1, 30, 40) and grey.max() == 1.0 and grey.min() == 0.0
+    assert picture_to_input(_png(_digit()), (1, 28, 28), (0.0, 1.0), "mnist-digit", MAX_PIXELS).shape == (1, 28, 28)
+    with pytest.raises(InvalidInputError, match=r"28x28 grey digits; this model takes \(3, 28, 28\)"):
+        picture_to_input(_png(_digit()), (3, 28, 28), (0.0, 1.0), "mnist-digit", MAX_PIXELS)
