@@ -20,7 +20,9 @@ quiet_tensorflow()
 
 
 def _load(tag: str):
-    """The probe exactly as a service worker builds it (one TF thread), and the plain forward pass."""
+    """The probe exactly as a service worker builds it (one TF thread), and the plain forward pass, called as
+    the probe is, through its concrete function. Through ``tf.function`` (its argument matching) the plain pass
+    took 1.07 ms against 0.82 at one image, measured in one process, which made the probe look free there."""
     import tensorflow as tf
 
     from service.runtime import from_store
@@ -30,7 +32,7 @@ def _load(tag: str):
     runtime = from_store(tag)
     model = runtime.probe.model
     spec = tf.TensorSpec((None, *runtime.item_shape), tf.float32)
-    plain = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+    plain = tf.function(lambda x: model(x, training=False), input_signature=[spec]).get_concrete_function()
     return runtime.tag, runtime.probe, plain
 
 
