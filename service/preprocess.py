@@ -17,7 +17,7 @@ import warnings
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from sparsity.card import channels_first, picture_size
+from sparsity.card import picture_layout, step_makes
 from sparsity.errors import InvalidInputError
 
 MNIST_SHAPE = (28, 28)
@@ -110,15 +110,15 @@ def picture_to_input(
 ) -> np.ndarray:
     """Uploaded bytes -> one input of ``input_shape`` ((H, W), (H, W, 1), (H, W, 3), (1, H, W) or (3, H, W))
     by ``step``."""
-    height, width, channels = picture_size(input_shape)
+    height, width, channels, first = picture_layout(input_shape)
     if step == "mnist-digit":
-        if (height, width) != MNIST_SHAPE or channels not in (None, 1):
+        if not step_makes(step, input_shape):
             raise InvalidInputError(
                 FIELD, f"the mnist-digit step makes 28x28 grey digits; this model takes {input_shape}"
             )
         return image_to_mnist(data, max_pixels).reshape(input_shape)
     picture = resize(decode_image(data, max_pixels, "RGB" if channels == 3 else "L"), height, width)
-    if channels == 3 and channels_first(input_shape):
+    if channels == 3 and first:
         picture = picture.transpose(2, 0, 1)  # (H, W, RGB) -> (RGB, H, W)
     low, high = value_range
     return (low + picture * (high - low)).astype(np.float32).reshape(input_shape)

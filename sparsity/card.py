@@ -26,29 +26,31 @@ PREPROCESSING = ("resize", "mnist-digit")
 ``mnist-digit`` does what MNIST did to its digits (white on black, 20x20 box, centred by mass)."""
 
 
-def picture_size(shape) -> tuple[int, int, int | None] | None:
-    """``(height, width, channels)`` of an input that is a picture, else None: (H, W) (channels None), (H, W, C)
-    with 1 or 3 channels, or channels first, (1, H, W) grey or (3, H, W) colour, as ONNX exports of NCHW
-    networks (PyTorch's) take them. A shape that reads both ways, (3, H, 3), is channels last."""
+def picture_layout(shape) -> tuple[int, int, int | None, bool] | None:
+    """``(height, width, channels, channels_first)`` of an input that is a picture, else None: (H, W)
+    (channels None), (H, W, C) with 1 or 3 channels, or channels first, (1, H, W) grey or (3, H, W) colour, as
+    ONNX exports of NCHW networks (PyTorch's) take them. A shape that reads both ways, (3, H, 3), is channels
+    last."""
     shape = tuple(shape)
     if len(shape) == 2:
-        return shape[0], shape[1], None
+        return shape[0], shape[1], None, False
     if len(shape) == 3 and shape[2] in (1, 3):
-        return shape[0], shape[1], shape[2]
+        return shape[0], shape[1], shape[2], False
     if len(shape) == 3 and shape[0] in (1, 3):
-        return shape[1], shape[2], shape[0]
+        return shape[1], shape[2], shape[0], True
     return None
 
 
-def channels_first(shape) -> bool:
-    """A picture input whose channels come first, (1, H, W) or (3, H, W) (see :func:`picture_size`)."""
-    shape = tuple(shape)
-    return len(shape) == 3 and shape[2] not in (1, 3) and shape[0] in (1, 3)
-
-
 def image_shaped(shape) -> bool:
-    """Inputs that are pictures (see :func:`picture_size`)."""
-    return picture_size(shape) is not None
+    """Inputs that are pictures (see :func:`picture_layout`)."""
+    return picture_layout(shape) is not None
+
+
+def step_makes(step: str, shape) -> bool:
+    """Whether the picture step ``step`` (one of :data:`PREPROCESSING`) makes inputs of ``shape``: ``resize``
+    any picture, ``mnist-digit`` grey 28x28 ones only."""
+    layout = picture_layout(shape)
+    return layout is not None and (step != "mnist-digit" or (layout[:2] == (28, 28) and layout[2] in (None, 1)))
 
 
 class MeanStd(BaseModel):

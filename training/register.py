@@ -37,7 +37,7 @@ from sparsity.card import (
     OnnxReluCard,
     ReluCard,
     image_shaped,
-    picture_size,
+    step_makes,
 )
 from sparsity.detectors import STATE_FILE, UNIT_FIRING, UnitFiring
 from sparsity.detectors import sha256 as detector_sha256
@@ -308,7 +308,7 @@ def relu_card(
         raise RegistrationError(f"--preprocessing {preprocessing!r} is not one of {', '.join(PREPROCESSING)}")
     if preprocessing is not None and not image_shaped(probe.item_shape):
         raise RegistrationError(f"--preprocessing {preprocessing}: the input {probe.item_shape} is not a picture")
-    if preprocessing == "mnist-digit" and picture_size(probe.item_shape) not in ((28, 28, None), (28, 28, 1)):
+    if preprocessing is not None and not step_makes(preprocessing, probe.item_shape):
         raise RegistrationError(f"--preprocessing mnist-digit makes 28x28 grey digits; the input is {probe.item_shape}")
     check_calibration(calibration, probe.item_shape, classes)
     low, high = input_range_of(calibration, input_range)

@@ -49,7 +49,7 @@ function showError(message) {
 }
 
 // [height, width, channels, channelsFirst] of a picture input, else null: (H, W), (H, W, 1|3), or channels
-// first, (1|3, H, W), as ONNX exports of NCHW networks take them (sparsity.card.picture_size)
+// first, (1|3, H, W), as ONNX exports of NCHW networks take them (sparsity.card.picture_layout)
 function pictureSize(card) {
   const shape = card.input_shape;
   if (shape.length === 2) return [shape[0], shape[1], 0, false];

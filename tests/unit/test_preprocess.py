@@ -10,7 +10,7 @@ from PIL import Image, ImageDraw
 
 from service.preprocess import decode_image, image_to_mnist, picture_to_input, to_mnist
 from sparsity import InvalidInputError
-from sparsity.card import channels_first, picture_size
+from sparsity.card import picture_layout, step_makes
 
 MAX_PIXELS = 4096 * 4096
 
@@ -104,21 +104,23 @@ def test_blank_image_is_refused():
 
 
 @pytest.mark.parametrize(
-    ("shape", "size", "first"),
+    ("shape", "layout", "digits"),
     [
-        ((28, 28), (28, 28, None), False),
-        ((28, 28, 1), (28, 28, 1), False),
-        ((32, 32, 3), (32, 32, 3), False),
-        ((1, 12, 12), (12, 12, 1), True),
-        ((3, 32, 32), (32, 32, 3), True),
-        ((3, 8, 3), (3, 8, 3), False),  # reads both ways: channels last
+        ((28, 28), (28, 28, None, False), True),
+        ((28, 28, 1), (28, 28, 1, False), True),
+        ((1, 28, 28), (28, 28, 1, True), True),
+        ((3, 28, 28), (28, 28, 3, True), False),
+        ((32, 32, 3), (32, 32, 3, False), False),
+        ((1, 12, 12), (12, 12, 1, True), False),
+        ((3, 8, 3), (3, 8, 3, False), False),  # reads both ways: channels last
         ((4, 12, 12), None, False),
         ((64,), None, False),
         ((2, 3, 4, 5), None, False),
     ],
 )
-def test_picture_shapes_channels_last_and_first(shape, size, first):
-    assert picture_size(shape) == size and channels_first(shape) is first
+def test_picture_layouts_channels_last_and_first_and_what_each_step_makes(shape, layout, digits):
+    assert picture_layout(shape) == layout
+    assert step_makes("resize", shape) is (layout is not None) and step_makes("mnist-digit", shape) is digits
 
 
 def _halves() -> bytes:
