@@ -23,7 +23,7 @@ from sparsity.onnx_graph import (
     with_outputs,
     with_shapes,
 )
-from sparsity.result import ProbeResult, concatenate, from_counts
+from sparsity.result import ProbeResult, from_counts, in_chunks
 from sparsity.validation import check_batch
 
 
@@ -140,4 +140,4 @@ class OnnxProbe:
 
     def run_batched(self, x: np.ndarray, batch_size: int = 512) -> ProbeResult:
         """``run`` over a large array in chunks."""
-        return concatenate([self.run(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+        return in_chunks(self.run, x, batch_size)

@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from sparsity.graph import ReluLayer, UnsupportedModelError, is_relu_family, run_graph, survey, weight_sparsity
-from sparsity.result import ProbeResult, concatenate, from_counts
+from sparsity.result import ProbeResult, from_counts, in_chunks
 from sparsity.validation import check_batch
 
 __all__ = [
@@ -142,4 +142,4 @@ class SparsityProbe:
 
     def run_batched(self, x: np.ndarray, batch_size: int = 512) -> ProbeResult:
         """``run`` over a large array in chunks (for evaluating a whole test set)."""
-        return concatenate([self.run(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+        return in_chunks(self.run, x, batch_size)

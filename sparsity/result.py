@@ -78,3 +78,8 @@ def concatenate(parts: list[ProbeResult]) -> ProbeResult:
         shares=None if first.shares is None else np.concatenate([p.shares for p in parts]),
         scores=None if first.scores is None else np.concatenate([p.scores for p in parts]),
     )
+
+
+def in_chunks(run, x: np.ndarray, batch_size: int = 512) -> ProbeResult:
+    """A probe's ``run`` over a large array, ``batch_size`` inputs at a time, as one result."""
+    return concatenate([run(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])

@@ -61,10 +61,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from training.register import Calibration, RegistrationError, load_array, summary
+    from training.register import OPENERS, Calibration, RegistrationError, load_array, summary
 
     try:
-        if args.model.suffix not in (".keras", ".onnx", ".skops"):
+        if args.model.suffix not in (*OPENERS, ".skops"):
             raise RegistrationError(f"{args.model}: register a .keras, an .onnx or a .skops file")
         if not args.model.is_file():
             raise RegistrationError(f"{args.model}: no such file")
