@@ -19,10 +19,11 @@ from sparsity.logs import quiet_tensorflow
 quiet_tensorflow()
 
 
-def _load(tag: str):
-    """The probe exactly as a service worker builds it (one TF thread), and the plain forward pass, called as
-    the probe is, through its concrete function. Through ``tf.function`` (its argument matching) the plain pass
-    took 1.07 ms against 0.82 at one image, measured in one process, which made the probe look free there."""
+def load(tag: str):
+    """The runtime with its probe exactly as a service worker builds it (one TF thread), and the plain forward
+    pass, a concrete function taking a tensor, as the probe calls its own. Through ``tf.function`` (its
+    argument matching) the plain pass took 1.07 ms against 0.82 at one image, measured in one process, which
+    made the probe look free there."""
     import tensorflow as tf
 
     from service.runtime import from_store
@@ -33,7 +34,7 @@ def _load(tag: str):
     model = runtime.probe.model
     spec = tf.TensorSpec((None, *runtime.item_shape), tf.float32)
     plain = tf.function(lambda x: model(x, training=False), input_signature=[spec]).get_concrete_function()
-    return runtime.tag, runtime.probe, plain
+    return runtime, plain
 
 
 def compare(tag: str, repeats: int) -> dict:
@@ -43,7 +44,8 @@ def compare(tag: str, repeats: int) -> dict:
 
     from training.timing import median_ms_in_turns
 
-    name, probe, plain = _load(tag)
+    runtime, plain = load(tag)
+    name, probe = runtime.tag, runtime.probe
     rng = np.random.default_rng(0)
     inputs = {n: rng.random((n, 28, 28), dtype=np.float32) for n in (1, 256)}
     calls = {
@@ -63,7 +65,7 @@ def compare(tag: str, repeats: int) -> dict:
 def throughput(tag: str, start_at: float, seconds: float, batch: int) -> dict:
     """Images/s of ``probe.run`` on ``batch`` images, in a window that starts at ``start_at`` (so that
     several processes measure the same seconds)."""
-    _, probe, _ = _load(tag)
+    probe = load(tag)[0].probe
     x = np.random.default_rng(0).random((batch, 28, 28), dtype=np.float32)
     probe.run(x)
     time.sleep(max(0.0, start_at - time.time()))

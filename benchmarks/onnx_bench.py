@@ -33,18 +33,13 @@ def compare(tag: str, repeats: int) -> dict:
     import onnx
     import tensorflow as tf
 
+    from benchmarks.inprocess import load
     from benchmarks.keras_onnx import convert
-    from service.runtime import from_store
-    from sparsity.logs import set_tensorflow_threads
     from sparsity.onnx_probe import OnnxProbe, session
     from training.timing import median_ms_in_turns
 
-    set_tensorflow_threads(1, 1)
-    runtime = from_store(tag)
-    model = runtime.probe.model
-    spec = tf.TensorSpec((None, *runtime.item_shape), tf.float32)
-    tf_plain = tf.function(lambda x: model(x, training=False), input_signature=[spec]).get_concrete_function()
-    converted = convert(model)
+    runtime, tf_plain = load(tag)
+    converted = convert(runtime.probe.model)
     onnx.checker.check_model(converted)
     plain = session(converted, threads=1)
     probe = OnnxProbe(converted, output="probabilities", value_range=runtime.value_range, threads=1)
