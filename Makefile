@@ -46,29 +46,29 @@ EXAMPLES_OUT ?= examples/out
 
 examples: setup ## train the example models (a residual CNN, an MLP, an MLP exported to ONNX) and register them: served next to ours
 	$(BIN)/python examples/residual_cnn.py --out $(EXAMPLES_OUT)
-	$(BIN)/python -m training register $(EXAMPLES_OUT)/residual_cnn.keras --name residual_cnn \
+	$(BIN)/python -m modelstore register $(EXAMPLES_OUT)/residual_cnn.keras --name residual_cnn \
 		--calibration $(EXAMPLES_OUT)/residual_cnn_calibration.npy --labels $(EXAMPLES_OUT)/residual_cnn_labels.npy \
 		--input-range 0 1 --preprocessing mnist-digit
 	$(BIN)/python examples/digits_mlp.py --out $(EXAMPLES_OUT)
-	$(BIN)/python -m training register $(EXAMPLES_OUT)/digits_mlp.keras --name digits_mlp \
+	$(BIN)/python -m modelstore register $(EXAMPLES_OUT)/digits_mlp.keras --name digits_mlp \
 		--calibration $(EXAMPLES_OUT)/digits_mlp_calibration.npy --labels $(EXAMPLES_OUT)/digits_mlp_labels.npy \
 		--input-range 0 16
 	$(BIN)/python examples/digits_onnx.py --out $(EXAMPLES_OUT)
-	$(BIN)/python -m training register $(EXAMPLES_OUT)/digits_onnx.onnx --name digits_onnx \
+	$(BIN)/python -m modelstore register $(EXAMPLES_OUT)/digits_onnx.onnx --name digits_onnx \
 		--calibration $(EXAMPLES_OUT)/digits_onnx_calibration.npy --labels $(EXAMPLES_OUT)/digits_onnx_labels.npy \
 		--input-range 0 16
 
 sweep: setup ## accuracy against sparsity over L1, init and activation design, 3 seeds (ARGS="--resume"); reports/sweep/
-	$(BIN)/python -m training sweep $(ARGS)
+	$(BIN)/python -m lab sweep $(ARGS)
 
 depth: setup ## sparsity in residual nets: depth, width, placement, method, 3 seeds, ~45 min (ARGS="--resume"); reports/depth/
-	$(BIN)/python -m training depth $(ARGS)
+	$(BIN)/python -m lab depth $(ARGS)
 
 resnet: setup ## train, prune and register the deeper model, mnist_resnet (make serve then serves it too)
 	$(BIN)/python -m training resnet --if-missing $(ARGS)
 
 prune: setup ## remove never-firing units from mnist_cnn:latest and time it (ARGS="--max-firing 0,0.01"); reports/prune/
-	$(BIN)/python -m training prune $(ARGS)
+	$(BIN)/python -m lab prune $(ARGS)
 
 serve: models ## serve on http://127.0.0.1:3000 (make serve PORT=3100 WORKERS=2)
 	SERVICE_WORKERS=$(WORKERS) $(BIN)/bentoml serve service.service:SparsityService --host $(HOST) --port $(PORT)

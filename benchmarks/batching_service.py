@@ -10,8 +10,8 @@ from __future__ import annotations
 import bentoml
 import numpy as np
 
-from service.runtime import load
-from sparsity.card import load_card
+from modelstore.kinds import load_card
+from modelstore.runtime import load
 
 
 @bentoml.service(name="batching_experiment")

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import onnx_bench
-from tests.integration.server import PROJECT_MODELS, Server
+from benchmarks.server import PROJECT_MODELS, Server
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICE = "service.service:SparsityService"

@@ -34,7 +34,7 @@ def render_letters(letters: str = LETTERS, size: int = 96) -> tuple[np.ndarray, 
     """Each letter in each installed font, as an MNIST-style digit (N, 28, 28) in [0, 1]; and the fonts used."""
     from PIL import Image, ImageDraw, ImageFont
 
-    from service.preprocess import image_to_mnist
+    from service.codecs.pictures import image_to_mnist
 
     images, used = [], []
     for path in font_files():

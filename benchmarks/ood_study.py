@@ -230,7 +230,7 @@ def measured_part(runtime, digits: np.ndarray) -> tuple[np.ndarray, str]:
     its calibration set when ``digits`` is that set (same hash), else every row."""
     import hashlib
 
-    from training.register import split as calibration_split
+    from modelstore.register import split as calibration_split
 
     facts = runtime.card.calibration
     if facts is not None and facts.sha256 == hashlib.sha256(np.ascontiguousarray(digits).tobytes()).hexdigest():
@@ -368,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     set_tensorflow_threads(1, 1)
 
     from benchmarks.ood_sets import evaluation_sets
-    from service.runtime import from_store
+    from modelstore.runtime import from_store
     from training.data import load_mnist_5k
 
     runtime = from_store(args.model)

@@ -30,7 +30,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from tests.integration.server import PROJECT_MODELS, Server
+from benchmarks.server import PROJECT_MODELS, Server
 
 WARM_UP_SECONDS = 10.0
 MEMORY_GROWTH_LIMIT = 0.10
@@ -149,8 +149,8 @@ def memory_sampler(server: Server, stop: threading.Event, out: list[tuple[float,
 
 def check_samples(samples: list[tuple[str, object, dict]], digits: np.ndarray, iris: np.ndarray) -> dict:
     """Recompute each sampled answer in process, on the same stored models, and compare."""
-    from service.preprocess import image_to_mnist
-    from service.runtime import from_store
+    from modelstore.runtime import from_store
+    from service.codecs.pictures import image_to_mnist
     from sparsity.logs import set_tensorflow_threads
 
     set_tensorflow_threads(1, 1)

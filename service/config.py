@@ -80,6 +80,17 @@ def model_tags(raw: str) -> tuple[str, ...]:
     return tags
 
 
+_MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+def module_paths(raw: str) -> tuple[str, ...]:
+    """``package.module,...``: Python module paths."""
+    paths = tuple(part.strip() for part in raw.split(","))
+    if any(not _MODULE.match(path) for path in paths):
+        raise ValueError("must be comma-separated Python module paths (e.g. mykinds.numpy_mlp)")
+    return paths
+
+
 @dataclass(frozen=True)
 class Setting:
     env: str
@@ -96,6 +107,13 @@ SETTINGS: tuple[Setting, ...] = (
         (),
         model_tags,
         "the models to serve, name[:version],...; unset: the latest version of every model in the store",
+    ),
+    Setting(
+        "MODEL_KINDS",
+        "model_kinds",
+        (),
+        module_paths,
+        "more model kinds, module.path,...: each module's KIND is added to the kinds table (see README, Layout)",
     ),
     Setting("SERVICE_WORKERS", "workers", 1, whole(1, 64), "worker processes (each loads every served model)"),
     Setting("TF_INTRA_OP_THREADS", "tf_intra_threads", 1, whole(1, 256), "TensorFlow threads inside one op"),
@@ -125,6 +143,7 @@ SETTINGS: tuple[Setting, ...] = (
 @dataclass(frozen=True)
 class Settings:
     served_models: tuple[str, ...]
+    model_kinds: tuple[str, ...]
     workers: int
     tf_intra_threads: int
     tf_inter_threads: int

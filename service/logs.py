@@ -18,6 +18,7 @@ import psutil
 from bentoml.exceptions import BentoMLException
 from pydantic import ValidationError
 
+from modelstore.summary import model_line
 from service.middleware import location
 
 log = logging.getLogger(__name__)
@@ -69,35 +70,20 @@ def listening_addresses() -> list[str]:
     return sorted({f"{c.laddr.ip}:{c.laddr.port}" for c in connections if c.status == psutil.CONN_LISTEN})
 
 
-def model_line(info: dict) -> str:
-    """One served model, from its ``/models`` entry: tag, kind, accuracy and baselines."""
-    accuracy = f", accuracy {info['test_accuracy']:.4f}" if info.get("test_accuracy") is not None else ""
-    head = f"model {info['tag']} ({info['kind']}{', ' + info['dataset'] if info.get('dataset') else ''}{accuracy}"
-    head += f"; pruned from {info['parent']})" if info.get("parent") else ")"
-    typicality = info["typicality"]
-    flag = f"; typicality {typicality.get('detector', 'profile-mahalanobis')} above {typicality['threshold']:.3f}"
-    if info["kind"] == "linear":
-        weights = ", ".join(f"{name} {value:.3f}" for name, value in info["weight_sparsity"].items())
-        contributions = info["contribution_sparsity"]["mean"]
-        return f"{head}: weight sparsity {weights}; contribution sparsity baseline {contributions:.3f}{flag}"
-    baseline = ", ".join(f"{layer} {stats['mean']:.3f}" for layer, stats in info["activation_sparsity"].items())
-    dead = ", ".join(f"{layer} {ratio:.3f}" for layer, ratio in info["dead_unit_ratio"].items())
-    return f"{head}: activation sparsity baseline {baseline}; dead units {dead}{flag}"
-
-
 def summary(
-    models: list[dict], refused: list[dict], workers: int, worker_index: int | None, addresses: list[str]
+    models: list, refused: list[dict], workers: int, worker_index: int | None, addresses: list[str]
 ) -> list[str]:
-    """The start-up summary, one log line per fact, from the models' ``/models`` entries."""
+    """The start-up summary, one log line per fact: the served models' runtimes (each told by
+    :func:`modelstore.summary.model_line`), the refused ones' reasons."""
     where = ", ".join(f"http://{address}" for address in addresses) or "an unknown address"
     worker = f"worker {worker_index} of {workers}" if worker_index is not None else f"in-process ({workers} configured)"
     lines = [f"ready: {worker}, listening on {where}; serving {len(models)} model(s), {len(refused)} refused"]
-    lines += [model_line(info) for info in models]
+    lines += [model_line(runtime.tag, runtime.card) for runtime in models]
     lines += [f"refused: {item['reason']}" for item in refused]
     return lines
 
 
-def log_summary(models: list[dict], refused: list[dict], workers: int, worker_index: int | None) -> None:
+def log_summary(models: list, refused: list[dict], workers: int, worker_index: int | None) -> None:
     """Worker 1 (or an in-process service) logs the whole summary; other workers only their ready line."""
     lines = summary(models, refused, workers, worker_index, listening_addresses())
     for line in lines if worker_index in (None, 1) else lines[:1]:

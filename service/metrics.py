@@ -10,7 +10,7 @@ import time
 import numpy as np
 from prometheus_client import Counter, Gauge, Histogram
 
-from sparsity.card import ReluCard
+from modelstore.card import ReluCard
 from sparsity.contract import ALL_LAYERS
 
 RATIO_BUCKETS = tuple(round(0.05 * i, 2) for i in range(21))  # 0.0, 0.05 .. 1.0 (+Inf implied)

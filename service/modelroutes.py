@@ -15,29 +15,31 @@ middlewares, so request metrics, concurrency limits and timeouts apply as before
 from __future__ import annotations
 
 import json
+from urllib.parse import parse_qs
 
 import anyio
 
 from service import routes
-from service.inputs import inputs_from_json
+from service.codecs.pictures import FIELD as IMAGE_FIELD
+from service.dataplane import DataPlane, DataPlaneError, NotAPictureModel
 from service.middleware import error_body, read_body, replay_body, respond
-from service.npy import decode_npy
-from service.preprocess import FIELD as IMAGE_FIELD
-from service.responses import DETAILS
-from sparsity.errors import InvalidInputError
 
 INLINE_MAX_BYTES = 64 * 1024
 """Bodies up to this size (about 8 JSON images) are handled on the event loop; larger ones in a worker
 thread, so the loop keeps accepting requests while a big batch is parsed and run."""
 
 
-def not_served(name: str) -> bytes:
-    return error_body(f"no model named {name!r} is served (GET /models lists them)", "model", "model_not_found")
+def refusal(exc: DataPlaneError) -> tuple[int, bytes]:
+    """The one HTTP form of a data-plane refusal: its status and the ``Error`` body."""
+    return exc.status, error_body(exc.message, exc.field, exc.kind)
 
 
 class ModelRoutes:
-    def __init__(self, app) -> None:
+    """An ASGI middleware: the routes above, answered through ``plane``; anything else goes on to ``app``."""
+
+    def __init__(self, app, plane: DataPlane) -> None:
         self.app = app
+        self.plane = plane
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -56,106 +58,72 @@ class ModelRoutes:
             await self.app(scope, receive, send)
             return
         route, name = found
-        service = _service()
-        runtime = service.runtimes.get(name)
-        if runtime is None:
+        try:
+            runtime = self.plane.model(name)
+        except DataPlaneError as exc:
             await read_body(receive)  # the client may be sending it still: read it, then answer
-            await respond(send, 404, not_served(name))
+            await respond(send, *refusal(exc))
             return
         if route.bentoml_api and route.action != "predict":
             await self.app(scope, receive, send)  # the alias image upload: BentoML's endpoint
             return
         body = await read_body(receive)
-        detail, problem = (None, None) if route.bentoml_api else detail_of(scope)
-        if problem is not None:
-            answer = 400, problem
-        elif route.action == "predict_image":
-            answer = await self._picture(scope, body, runtime, service, detail)
-        elif len(body) <= INLINE_MAX_BYTES:
-            answer = _answer(service, runtime, route, body, detail)
-        else:
-            answer = await anyio.to_thread.run_sync(_answer, service, runtime, route, body, detail)
+        try:
+            detail = None if route.bentoml_api else detail_of(scope)
+            if route.action == "predict_image":
+                answer = await self._picture(scope, body, runtime, detail)
+            elif len(body) <= INLINE_MAX_BYTES:
+                answer = self._answer(runtime, route, body, detail)
+            else:
+                answer = await anyio.to_thread.run_sync(self._answer, runtime, route, body, detail)
+        except DataPlaneError as exc:
+            answer = refusal(exc)
         if answer is None:  # an alias body that is not plain: BentoML's endpoint validates it
             await self.app(scope, replay_body(body, receive), send)
         else:
             await respond(send, *answer)
 
-    @staticmethod
-    def _card(path: str) -> tuple[int, bytes] | None:
+    def _card(self, path: str) -> tuple[int, bytes] | None:
         if path.rstrip("/") == routes.MODELS_PATH:
-            return 200, json.dumps(_service().describe_models()).encode()
+            return 200, json.dumps(self.plane.models()).encode()
         name, what = routes.model_card_name(path)
         if name is None:
             return None
-        runtime = _service().runtimes.get(name)
-        if runtime is None:
-            return 404, not_served(name)
-        if what == "examples":
-            card = runtime.card
-            return 200, json.dumps({"inputs": card.examples or [], "labels": card.example_labels}).encode()
-        return 200, json.dumps(runtime.info).encode()
+        try:
+            return 200, json.dumps(self.plane.examples(name) if what == "examples" else self.plane.card(name)).encode()
+        except DataPlaneError as exc:
+            return refusal(exc)
 
-    @staticmethod
-    async def _picture(scope, body: bytes, runtime, service, detail: str | None) -> tuple[int, bytes]:
+    async def _picture(self, scope, body: bytes, runtime, detail: str | None) -> tuple[int, bytes]:
         from starlette.requests import Request
-
-        if not runtime.card.image_shaped:
-            message = f"model {runtime.name!r} takes inputs of shape {runtime.item_shape}, not pictures; use predict"
-            return 404, error_body(message, "model", "not_a_picture_model")
 
         async def once():
             return {"type": "http.request", "body": body, "more_body": False}
 
+        if not runtime.card.image_shaped:
+            raise NotAPictureModel(runtime)  # before the form is read
         form = await Request(scope, receive=once).form(max_files=4, max_fields=16)
         try:
             data = await form[IMAGE_FIELD].read()  # the guard made sure it is a file part
         finally:
             await form.close()
+        batch = await anyio.to_thread.run_sync(self.plane.decode_picture, runtime, data)
+        return 200, self.plane.infer_json(runtime, batch, detail)
+
+    def _answer(self, runtime, route: routes.RouteSpec, body: bytes, detail: str | None) -> tuple[int, bytes] | None:
+        """Decode, predict and encode one body (run inline or in a thread): ``(status, JSON body)``, or
+        ``None`` for an alias body that its BentoML endpoint is to validate."""
+        codec = "npy" if route.action == "predict_batch" else "json"
         try:
-            batch = await anyio.to_thread.run_sync(runtime.picture, data, service.settings.max_image_pixels)
-        except InvalidInputError as exc:
-            return 400, error_body(exc.rule, exc.field, "invalid_input")
-        return _run(service, runtime, batch, detail)
+            x = self.plane.decode(runtime, body, codec, json_key=route.json_key)
+        except DataPlaneError:
+            if route.bentoml_api:
+                return None
+            raise
+        return 200, self.plane.infer_json(runtime, x, detail)
 
 
-def detail_of(scope) -> tuple[str | None, bytes | None]:
-    """The ``detail`` query parameter of a generic route: ``(value, None)``, or ``(None, error body)``."""
-    from urllib.parse import parse_qs
-
+def detail_of(scope) -> str | None:
+    """The ``detail`` query parameter of a generic route (InvalidInput when it is not one the plane knows)."""
     values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("detail", [])
-    if not values:
-        return None, None
-    if len(values) > 1 or values[0] not in DETAILS:
-        rule = f"must be one of: {', '.join(DETAILS)}; got {', '.join(values)!s}"
-        return None, error_body(rule, "detail", "invalid_input")
-    return values[0], None
-
-
-def _service():
-    import bentoml
-
-    return bentoml.get_current_service()
-
-
-def _run(service, runtime, x, detail: str | None = None) -> tuple[int, bytes]:
-    try:
-        return 200, service.predict_json(runtime, x, detail)
-    except InvalidInputError as exc:
-        return 400, error_body(exc.rule, exc.field, "invalid_input")
-
-
-def _answer(
-    service, runtime, route: routes.RouteSpec, body: bytes, detail: str | None = None
-) -> tuple[int, bytes] | None:
-    """Decode, predict and encode one body (run inline or in a thread): ``(status, JSON body)``, or
-    ``None`` for an alias body that its BentoML endpoint is to validate."""
-    try:
-        if route.action == "predict_batch":
-            x = decode_npy(body, runtime.item_shape, runtime.value_range)
-        else:
-            x = inputs_from_json(body, runtime.item_shape, runtime.value_range, key=route.json_key)
-    except InvalidInputError as exc:
-        if route.bentoml_api:
-            return None
-        return 400, error_body(exc.rule, exc.field, "invalid_input")
-    return _run(service, runtime, x, detail)
+    return DataPlane.check_detail(values)

@@ -21,7 +21,7 @@ this service, and what :func:`fix_document` does about each:
    ``service``.
 5. Routes served outside ``@bentoml.api`` are missing: every model's ``/models/{name}/...`` routes,
    ``GET /models/{name}``, ``POST /mnist/predict_batch`` (``.npy``)
-   and ``GET /models`` (schemas from the model cards of :mod:`sparsity.card`) are added.
+   and ``GET /models`` (schemas from the model cards of :mod:`modelstore.card`) are added.
 6. Request bodies get examples; ``info`` gets the project's title, version and description
    instead of BentoML's advert and ``version: "None"``; components nothing refers to are dropped.
 
@@ -36,10 +36,11 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
+from modelstore.card import ModelCard
+from modelstore.kinds import KINDS
 from service import routes
-from service.npy import ACCEPTED_DTYPES
+from service.codecs.npy import ACCEPTED_DTYPES
 from service.schemas import Error, ExamplesResponse, PredictResponse
-from sparsity.card import KerasReluCard, LinearCard, ModelCard, OnnxReluCard
 from sparsity.contract import MAX_BATCH, MAX_NPY_ITEMS
 
 DOCUMENT_PATH = "/docs.json"
@@ -118,15 +119,16 @@ def component_schemas() -> dict[str, dict]:
         ref_template="#/components/schemas/{model}",
     )
     schemas = dict(top["$defs"])
-    keras, keras_defs = _card_schema(KerasReluCard, "KerasReluModelInfo", "A Keras ReLU model's card and baselines")
-    onnx, onnx_defs = _card_schema(OnnxReluCard, "OnnxReluModelInfo", "An ONNX ReLU model's card and baselines")
-    linear, linear_defs = _card_schema(LinearCard, "LinearModelInfo", "A linear classifier's card and baselines")
-    schemas |= keras_defs | onnx_defs | linear_defs
-    schemas |= {"KerasReluModelInfo": keras, "OnnxReluModelInfo": onnx, "LinearModelInfo": linear}
+    entries, definitions = {}, {}
+    for kind in KINDS.values():
+        title = kind.card.__name__.removesuffix("Card") + "ModelInfo"
+        entries[title], defs = _card_schema(kind.card, title, kind.describes)
+        definitions |= defs
+    schemas |= definitions | entries
     schemas["ModelInfo"] = {
         "title": "ModelInfo",
         "description": "One served model's card (by its kind)",
-        "oneOf": [_ref("KerasReluModelInfo"), _ref("OnnxReluModelInfo"), _ref("LinearModelInfo")],
+        "oneOf": [_ref(title) for title in entries],
     }
     schemas["ModelsResponse"] = {
         "type": "object",

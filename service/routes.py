@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sparsity.contract import IRIS_MODEL_NAME, MNIST_MODEL_NAME
+
 
 @dataclass(frozen=True)
 class RouteSpec:
@@ -25,8 +27,8 @@ class RouteSpec:
 JSON = ("application/json",)
 NPY = ("application/x-npy",)
 MULTIPART = ("multipart/form-data",)
-MNIST_ALIAS_MODEL = "mnist_cnn"
-IRIS_ALIAS_MODEL = "iris_l1"
+MNIST_ALIAS_MODEL = MNIST_MODEL_NAME
+IRIS_ALIAS_MODEL = IRIS_MODEL_NAME
 
 MNIST_PREDICT = RouteSpec("/mnist/predict", JSON, model=MNIST_ALIAS_MODEL, json_key="images")
 MNIST_PREDICT_IMAGE = RouteSpec(

@@ -11,12 +11,7 @@ from typing import Annotated, Any
 from pydantic import AllowInfNan, BaseModel, Field, Strict, ValidationError, model_serializer
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from sparsity.contract import MAX_BATCH
-
-MNIST_SHAPE = (28, 28)
-"""What the ``/mnist/predict`` alias documents (the model's card is what is checked)."""
-IRIS_FEATURE_LIMIT = 1e6
-"""What the ``/iris/predict`` alias documents: iris_l1's input range is +/- this."""
+from sparsity.contract import IRIS_FEATURE_LIMIT, MAX_BATCH, MNIST_SHAPE
 
 StrictFinite = Annotated[float, Strict(), AllowInfNan(False)]
 """A JSON number: no strings, no booleans, no NaN/Infinity."""

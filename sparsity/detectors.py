@@ -26,10 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
-from sparsity.typicality import TypicalityModel, ledoit_wolf_shrinkage, mahalanobis_fit
+from sparsity.typicality import (
+    PROFILE_MAHALANOBIS,
+    TypicalityModel,
+    ledoit_wolf_shrinkage,
+    mahalanobis_fit,
+)
 
-UNIT_FIRING = "unit-firing"
-PROFILE_MAHALANOBIS = "profile-mahalanobis"
 STATE_FILE = "typicality.npz"
 MIN_SHRINKAGE = 0.01
 """Never less shrinkage than this (a unit that never varied keeps the covariance invertible)."""

@@ -14,6 +14,10 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+UNIT_FIRING = "unit-firing"
+PROFILE_MAHALANOBIS = "profile-mahalanobis"
+"""The detectors' names, as cards record them (their code: :mod:`sparsity.detectors`)."""
+
 
 class TypicalityModel(BaseModel):
     """The typicality score of a model, as its card records it: which detector, fitted on what, and the
@@ -22,8 +26,8 @@ class TypicalityModel(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    detector: Literal["profile-mahalanobis", "unit-firing"] = Field(
-        default="profile-mahalanobis",
+    detector: Literal[PROFILE_MAHALANOBIS, UNIT_FIRING] = Field(
+        default=PROFILE_MAHALANOBIS,
         description="unit-firing: per-unit firing shares of every ReLU layer, class-conditional Mahalanobis per "
         "layer, standardised and summed; profile-mahalanobis: Mahalanobis distance of the profile in features",
     )

@@ -12,11 +12,15 @@ import sys
 
 import pytest
 
+from lab.frontier import pareto_frontier, select_default
 from sparsity import logs
 from tests.tools import run_in_project
-from training.frontier import pareto_frontier, select_default
 
 pytestmark = pytest.mark.slow
+
+
+def _lab(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    return run_in_project([sys.executable, "-m", "lab", *args], env=env, timeout=timeout)
 
 
 def _training(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -26,7 +30,7 @@ def _training(*args: str, env: dict | None = None, timeout: int = 300) -> subpro
 @pytest.fixture(scope="module")
 def quick_sweep(tmp_path_factory):
     out = tmp_path_factory.mktemp("sweep")
-    run = _training("sweep", "--quick", "--design", "relu,fatrelu", "--out", str(out))
+    run = _lab("sweep", "--quick", "--design", "relu,fatrelu", "--out", str(out))
     assert run.returncode == 0, run.stderr[-3000:]
     return out, run
 
@@ -67,7 +71,7 @@ def test_resume_skips_finished_runs_and_trains_only_new_ones(quick_sweep, tmp_pa
     out, _ = quick_sweep
     copy = tmp_path / "sweep"
     shutil.copytree(out, copy)
-    again = _training("sweep", "--quick", "--design", "relu,fatrelu,kwta", "--l1", "0", "--out", str(copy), "--resume")
+    again = _lab("sweep", "--quick", "--design", "relu,fatrelu,kwta", "--l1", "0", "--out", str(copy), "--resume")
     assert again.returncode == 0, again.stderr[-3000:]
     assert "2 to train (4 already done)" in again.stderr
     summary = json.loads((copy / "results.json").read_text())
@@ -75,7 +79,7 @@ def test_resume_skips_finished_runs_and_trains_only_new_ones(quick_sweep, tmp_pa
 
 
 def test_sweep_options_are_checked():
-    run = _training("sweep", "--design", "relu,swish")
+    run = _lab("sweep", "--design", "relu,swish")
     assert run.returncode == 2 and "swish not among relu, fatrelu, kwta" in run.stderr
 
 
@@ -85,7 +89,7 @@ def test_prune_from_the_cli_saves_a_pruned_model_the_service_loads(trained, bent
     store = tmp_path / "store"
     shutil.copytree(bentoml_home, store)  # the session store stays as it is for the other tests
     parent = bentoml.models.get("mnist_cnn:latest")
-    run = _training(
+    run = _lab(
         "prune",
         "--max-firing",
         "0",
@@ -103,7 +107,7 @@ def test_prune_from_the_cli_saves_a_pruned_model_the_service_loads(trained, bent
     for row in (report["dense_reference"], report["parent"], level):
         assert row["forward_ms_1"] > 0 and row["forward_ms_256"] > 0
     script = (
-        "import bentoml, json, numpy as np; from service.runtime import from_store; "
+        "import bentoml, json, numpy as np; from modelstore.runtime import from_store; "
         "m = bentoml.models.get('mnist_cnn:latest'); r = from_store('mnist_cnn:latest'); r.warm_up(); "
         "print(json.dumps({'labels': m.info.labels, 'parent': m.info.metadata['parent'], "
         "'units': [l.units for l in r.card.relu_layers]}))"
@@ -123,7 +127,7 @@ def test_prune_from_the_cli_saves_a_pruned_model_the_service_loads(trained, bent
 
 
 def test_prune_names_a_missing_model():
-    run = _training("prune", "--model", "mnist_cnn:doesnotexist", "--no-save")
+    run = _lab("prune", "--model", "mnist_cnn:doesnotexist", "--no-save")
     assert run.returncode == 2 and "no model mnist_cnn:doesnotexist" in run.stderr
 
 
@@ -165,11 +169,11 @@ def test_training_into_a_log_writes_one_formatted_line_per_epoch_and_no_progress
 
 
 def test_quick_depth_study_writes_its_rows_plots_and_resumes(tmp_path):
-    from training.depth import choose
+    from lab.depth import choose
     from training.resnet import ResNetSpec
 
     out = tmp_path / "depth"
-    run = _training("depth", "--quick", "--out", str(out))
+    run = _lab("depth", "--quick", "--out", str(out))
     assert run.returncode == 0, run.stderr[-3000:]
     summary = json.loads((out / "results.json").read_text())
     assert len(summary["runs"]) == 2 * 2 and len(summary["points"]) == 2
@@ -186,14 +190,14 @@ def test_quick_depth_study_writes_its_rows_plots_and_resumes(tmp_path):
         png = (out / plot).read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000, plot
     assert run.stderr.count("ETA") == 4 and "chosen by the rule" in run.stderr
-    again = _training("depth", "--quick", "--out", str(out), "--resume")
+    again = _lab("depth", "--quick", "--out", str(out), "--resume")
     assert again.returncode == 0, again.stderr[-3000:]
     assert "0 to train (4 already done)" in again.stderr
     assert len(json.loads((out / "results.json").read_text())["runs"]) == 4
 
 
 def test_depth_and_resnet_options_are_checked():
-    run = _training("depth", "--jobs", "0")
+    run = _lab("depth", "--jobs", "0")
     assert run.returncode == 2 and "--jobs" in run.stderr
     run = _training("resnet", "--placement", "middle")
     assert run.returncode == 2 and "middle" in run.stderr

@@ -11,9 +11,7 @@ import numpy as np
 import onnx
 import pytest
 
-from tests import onnx_models
-from tests.tools import run_in_project
-from training.register import (
+from modelstore.register import (
     MIN_CALIBRATION,
     Calibration,
     RegistrationError,
@@ -22,6 +20,8 @@ from training.register import (
     input_range_of,
     split,
 )
+from tests import onnx_models
+from tests.tools import run_in_project
 
 
 def test_calibration_parts_are_disjoint_cover_everything_and_repeat_with_the_seed():
@@ -211,8 +211,8 @@ def test_a_scikit_learn_linear_model_saved_with_skops_registers_as_kind_linear(t
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from service.runtime import LinearRuntime
-    from sparsity.card import load_card
+    from modelstore.kinds import load_card
+    from modelstore.kinds.linear import LinearRuntime
 
     x, y = load_wine(return_X_y=True)
     model = make_pipeline(StandardScaler(), LogisticRegression(l1_ratio=1.0, solver="saga", C=0.5, max_iter=5000))

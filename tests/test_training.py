@@ -11,13 +11,13 @@ import keras
 import numpy as np
 import pytest
 
-from service.runtime import LinearRuntime
+from modelstore.kinds import load_card
+from modelstore.kinds.linear import LinearRuntime
+from modelstore.register import split as calibration_split
 from sparsity import InvalidInputError, SparsityProbe
-from sparsity.card import load_card
 from tests.tools import run_in_project
 from training import data
 from training.mnist import MnistOptions, evaluate, fit
-from training.register import split as calibration_split
 
 MNIST_FIELDS = {
     "kind",
@@ -179,8 +179,11 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 def test_cli_help_explains_every_command_and_option():
     out = _cli("--help")
     assert out.returncode == 0
-    for command in ("mnist", "iris", "all", "sweep", "prune", "register"):
+    for command in ("mnist", "iris", "all", "resnet", "register"):
         assert command in out.stdout
+    lab = run_in_project([sys.executable, "-m", "lab", "--help"], timeout=120)
+    for command in ("sweep", "depth", "prune"):
+        assert command in lab.stdout
     out = _cli("mnist", "--help")
     for option in ("--dataset", "--arch", "--epochs", "--batch-size", "--activity-l1", "--seed", "--c"):
         assert option in out.stdout
@@ -237,7 +240,7 @@ def test_presets_options_and_pruning_step(args, values, overrides, prune):
 
 @pytest.mark.slow
 def test_typicality_is_calibrated_and_flags_noise_blank_and_inverted_digits(trained):
-    from service.runtime import from_store
+    from modelstore.runtime import from_store
     from sparsity.typicality import TypicalityModel
 
     stored = bentoml.models.get(trained["mnist"]["tag"])

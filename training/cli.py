@@ -2,8 +2,10 @@
 
 - ``mnist``, ``iris``, ``all``: train the project's models and register them (this module);
 - ``resnet``: the deeper model, ``mnist_resnet`` (:mod:`training.resnet_cli`);
-- ``sweep``, ``depth``, ``prune``: the sparsity lab (:mod:`training.lab_cli`);
-- ``register``: any Keras model with a calibration set (:mod:`training.register_cli`).
+- ``register``: any model with a calibration set, the store's own command kept under its first name
+  (:mod:`modelstore.cli`, ``python -m modelstore register``).
+
+The sparsity lab's studies (``sweep``, ``depth``, ``prune``) are ``python -m lab`` (:mod:`lab.cli`).
 
 Each subcommand adds its own options and names the function that runs it; nothing heavy is imported
 before the options are parsed, so ``--help`` and a bad option answer at once.
@@ -17,9 +19,8 @@ import os
 import sys
 from pathlib import Path
 
-from sparsity import logs
-from training import lab_cli, register_cli, resnet_cli
-from training.arguments import (
+from modelstore import cli
+from modelstore.arguments import (
     DEFAULT_REPORT_DIR,
     density,
     non_negative_float,
@@ -28,6 +29,8 @@ from training.arguments import (
     positive_int,
     share,
 )
+from sparsity import logs
+from training import resnet_cli
 from training.choices import ARCHS, DATASETS, DESIGNS, INITS
 from training.datasets import IRIS_MODEL_NAME, MNIST_MODEL_NAME
 from training.presets import DEFAULT_PRESET, PRESETS, PROVENANCE, PRUNE_AFTER
@@ -61,8 +64,9 @@ def prune_configuration(args: argparse.Namespace) -> dict | None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m training",
-        description="Train the project's models, study sparsity, or register your own model, into the BentoML "
-        "model store (location: $BENTOML_HOME, default ~/bentoml).",
+        description="Train the project's models into the BentoML model store (location: $BENTOML_HOME, default "
+        "~/bentoml). The sparsity lab's studies are python -m lab; registering your own model is python -m modelstore "
+        "register (also here, as register).",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for task, what in (
@@ -71,18 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
         ("all", "train both"),
     ):
         add_train_arguments(commands.add_parser(task, help=what, description=what)).set_defaults(run=train)
-    sweep = commands.add_parser("sweep", help="accuracy against sparsity over L1, init and activation design")
-    lab_cli.add_sweep_arguments(sweep).set_defaults(run=lab_cli.sweep)
     resnet = commands.add_parser("resnet", help="train the depth study's residual CNN and register it as mnist_resnet")
     resnet_cli.add_arguments(resnet).set_defaults(run=resnet_cli.run)
-    depth = commands.add_parser("depth", help="sparsity in residual nets: depth, width, placement and method")
-    lab_cli.add_depth_arguments(depth).set_defaults(run=lab_cli.depth)
-    prune = commands.add_parser("prune", help="remove the units of a stored CNN that (almost) never fire, and time it")
-    lab_cli.add_prune_arguments(prune).set_defaults(run=lab_cli.prune)
     register = commands.add_parser(
-        "register", help="register your own Keras ReLU classifier with a calibration set (served next to ours)"
+        "register",
+        help="register your own model with a calibration set (served next to ours); the same as "
+        "python -m modelstore register",
     )
-    register_cli.add_arguments(register).set_defaults(run=register_cli.run)
+    cli.add_arguments(register).set_defaults(run=cli.run)
     return parser
 
 
@@ -171,9 +171,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def train(args: argparse.Namespace) -> int:
     # Imported here so that --help and bad options answer without loading TensorFlow.
+    from modelstore.audit import has_model
     from training.iris import IrisOptions, train_iris
     from training.mnist import MnistOptions, train_mnist
-    from training.store import has_model
 
     wanted = {"iris": args.command in ("iris", "all"), "mnist": args.command in ("mnist", "all")}
     if args.if_missing:

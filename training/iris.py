@@ -12,11 +12,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from sparsity.card import LinearCard
+from modelstore.kinds.linear import LinearCard, register_linear
+from modelstore.register import Calibration
 from sparsity.linear import LinearProbe
 from training import data
 from training.datasets import IRIS_CLASS_NAMES, IRIS_FEATURE_LIMIT, IRIS_FEATURES, IRIS_MODEL_NAME
-from training.register import Calibration, register_linear
 
 log = logging.getLogger(__name__)
 

@@ -12,14 +12,14 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from modelstore.kinds.keras_relu import KerasReluCard
+from modelstore.register import Calibration, register_file
 from sparsity import SparsityProbe
-from sparsity.card import KerasReluCard
 from sparsity.contract import DEFAULT_DENSITY, DEFAULT_THRESHOLD
 from sparsity.summary import summarize
 from training import data, models
-from training.datasets import MNIST_CLASS_NAMES, MNIST_MODEL_NAME, MNIST_PREPROCESSING, MNIST_RANGE
+from training.datasets import MNIST_CLASS_NAMES, MNIST_DIGIT, MNIST_MODEL_NAME, MNIST_RANGE
 from training.progress import duration
-from training.register import Calibration, register_relu
 
 log = logging.getLogger(__name__)
 
@@ -130,13 +130,13 @@ def save_mnist(
     with tempfile.TemporaryDirectory(prefix="mnist-") as tmp:
         path = Path(tmp) / KerasReluCard.MODEL_FILE
         model.save(path)
-        return register_relu(
+        return register_file(
             path,
             name,
             Calibration(split.x_test, split.y_test, source=f"held-back {split.name} digits"),
             class_names=list(MNIST_CLASS_NAMES),
             input_range=MNIST_RANGE,
-            preprocessing=MNIST_PREPROCESSING,
+            preprocessing=MNIST_DIGIT,
             facts=facts,
             labels=labels,
             report_dir=report_dir,

@@ -13,8 +13,8 @@ import time
 from dataclasses import dataclass
 
 from training import data
-from training.depth import DepthPoint, fit_resnet
 from training.mnist import EpochLog, evaluate, save_mnist, training_facts
+from training.resnet_fit import DepthPoint, fit_resnet
 
 log = logging.getLogger(__name__)
 

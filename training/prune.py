@@ -14,8 +14,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from modelstore.kinds import load_card
+from modelstore.kinds.keras_relu import KerasReluCard
 from sparsity import SparsityProbe, find_relu_layers
-from sparsity.card import KerasReluCard, load_card
 from sparsity.layers import KWinners
 from training import models
 from training.datasets import MNIST_MODEL_NAME, MNIST_SHAPE

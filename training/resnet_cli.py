@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from training.arguments import (
+from modelstore.arguments import (
     DEFAULT_REPORT_DIR,
     non_negative_float,
     non_negative_int,
@@ -68,8 +68,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from modelstore.audit import has_model
     from training.mnist_resnet import RESNET_MODEL_NAME, ResnetOptions, train_resnet
-    from training.store import has_model
 
     if args.if_missing and has_model(RESNET_MODEL_NAME):
         log.info("%s is already in the store; not training it", RESNET_MODEL_NAME)

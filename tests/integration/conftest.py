@@ -7,8 +7,8 @@ import keras
 import numpy as np
 import pytest
 
+from benchmarks.server import Server
 from tests import onnx_models
-from tests.integration.server import Server
 from tests.tools import run_in_project
 
 EXAMPLES = {

@@ -11,7 +11,7 @@ import bentoml
 import pytest
 import yaml
 
-from tests.integration.server import PROJECT_MODELS
+from benchmarks.server import PROJECT_MODELS
 from tests.tools import run_in_project
 
 

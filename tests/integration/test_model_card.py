@@ -11,7 +11,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.integration.server import Server
+from benchmarks.server import Server
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -124,8 +124,9 @@ def test_nothing_left_to_serve_stops_the_service_with_one_line(bad_store, tmp_pa
 
 def test_keras_safe_mode_refuses_a_lambda_in_the_worker_too(bad_store):
     """The second line: a worker that were handed the file (the audit skipped) refuses it while loading."""
-    from service.runtime import KerasReluRuntime
-    from sparsity.card import ModelCardError, load_card
+    from modelstore.card import ModelCardError
+    from modelstore.kinds import load_card
+    from modelstore.kinds.keras_relu import KerasReluRuntime
 
     store, reasons = bad_store
     evil = next(t for t in reasons if t.startswith("evil_cnn"))

@@ -16,8 +16,8 @@ import httpx
 import numpy as np
 import pytest
 
+from benchmarks.server import PROJECT_MODELS, Server, free_port
 from tests.helpers import png_bytes, unit_firing_scores
-from tests.integration.server import PROJECT_MODELS, Server, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -95,7 +95,7 @@ def stack(trained, tmp_path_factory, test_images):
 
 def _sent_images(images: np.ndarray) -> np.ndarray:
     """Every image the traffic below sends, in model input form (the upload after preprocessing)."""
-    from service.preprocess import image_to_mnist
+    from service.codecs.pictures import image_to_mnist
 
     upload = image_to_mnist(png_bytes(images[-1], scale=3), 10**7)
     return np.concatenate([np.resize(images, (sum(MNIST_BATCHES), 28, 28)), upload[None]])

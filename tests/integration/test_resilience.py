@@ -20,8 +20,8 @@ import numpy as np
 import psutil
 import pytest
 
+from benchmarks.server import PROJECT_MODELS, Server
 from sparsity import logs
-from tests.integration.server import PROJECT_MODELS, Server
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 

@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import pytest
 
-from tests.integration.server import Server
+from benchmarks.server import Server
 from tests.tools import run_in_project
 from training.resnet_prune import channels
 
@@ -97,18 +97,24 @@ def test_prune_from_the_cli_is_exact_at_level_0_and_times_the_residual_models(re
     shutil.copytree(resnet_store["store"], store)
     parent = resnet_store["report"]["parent"]
     out = tmp_path / "prune"
-    run = _training(
-        "prune",
-        "--model",
-        parent,
-        "--max-firing",
-        "0",
-        "--no-save",
-        "--out",
-        str(out),
-        "--sweep",
-        str(tmp_path / "x"),
+    run = run_in_project(
+        [
+            sys.executable,
+            "-m",
+            "lab",
+            "prune",
+            "--model",
+            parent,
+            "--max-firing",
+            "0",
+            "--no-save",
+            "--out",
+            str(out),
+            "--sweep",
+            str(tmp_path / "x"),
+        ],
         env={"BENTOML_HOME": str(store)},
+        timeout=600,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads((out / "prune.json").read_text())

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.preprocess import image_to_mnist
+from service.codecs.pictures import image_to_mnist
 from tests.helpers import NPY, npy_bytes, png_bytes, unit_firing_scores
 from tests.tools import run_in_project
 

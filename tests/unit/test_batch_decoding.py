@@ -11,8 +11,8 @@ import pickle
 import numpy as np
 import pytest
 
-from service.inputs import inputs_from_json
-from service.npy import decode_npy
+from service.codecs.json_inputs import inputs_from_json
+from service.codecs.npy import decode_npy
 from sparsity.errors import InvalidInputError
 
 

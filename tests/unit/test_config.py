@@ -18,6 +18,7 @@ BAD = {
     "BODY_TIMEOUT_SECONDS": ["0", "nan", "3601", "soon"],
     "MAX_IMAGE_PIXELS": ["10", "big"],
     "ACCESS_LOG": ["maybe", "2"],
+    "MODEL_KINDS": ["my kinds", "a..b", "1mod", "a,,b"],
 }
 
 

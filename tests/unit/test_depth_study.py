@@ -8,19 +8,19 @@ import keras
 import numpy as np
 import pytest
 
-from sparsity.layers import RisingL1
-from training.depth import (
+from lab.depth import (
     CENTER,
     DEPTHS,
     WIDTHS,
-    DepthPoint,
     choose,
     default_points,
     markdown,
     meets_targets,
 )
+from sparsity.layers import RisingL1
 from training.models import LayerSpec
 from training.resnet import RAMP_SHARE, RampL1, ResNetSpec, build_resnet
+from training.resnet_fit import DepthPoint
 
 
 def test_the_default_grid_varies_one_factor_at_a_time_with_three_values_each():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from training.frontier import aggregate, pareto_frontier, select_default
+from lab.frontier import aggregate, pareto_frontier, select_default
 
 
 def _p(key: str, acc: float, sparsity: float, acc_std: float = 0.0) -> dict:

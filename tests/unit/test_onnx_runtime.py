@@ -11,12 +11,13 @@ import pytest
 from onnx import helper
 from PIL import Image, ImageDraw
 
-from service.registry import FILE_CHECKS
-from service.runtime import OnnxReluRuntime
-from sparsity.card import ModelCardError, OnnxReluCard
+from modelstore.card import ModelCardError
+from modelstore.kinds import kind_of
+from modelstore.kinds.onnx_relu import OnnxReluCard, OnnxReluRuntime, open_onnx
+from modelstore.register import Calibration, RegistrationError, relu_card
+from service.dataplane import DataPlane
 from sparsity.detectors import STATE_FILE
 from tests.onnx_models import calibration, cnn
-from training.register import Calibration, RegistrationError, open_onnx, relu_card
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +33,7 @@ def registered(tmp_path_factory) -> tuple[OnnxReluCard, Path]:
 def test_the_runtime_answers_with_the_counts_and_the_cards_typicality(registered):
     card, path = registered
     runtime = OnnxReluRuntime("small:1", card, str(path))
-    assert FILE_CHECKS["onnx-relu"](str(path)) == []
+    assert kind_of("onnx-relu").file_problems(str(path)) == []
     x = calibration(5, seed=3)
     answer = runtime.predict(x)
     assert runtime.layers == ["relu1", "relu6", "max0"] and list(answer.layer_sparsity) == runtime.layers
@@ -49,7 +50,7 @@ def test_a_file_changed_after_registration_is_refused(registered, tmp_path):
     changed = tmp_path / OnnxReluCard.MODEL_FILE
     changed.write_bytes(custom.SerializeToString())
     (tmp_path / STATE_FILE).write_bytes((path.parent / STATE_FILE).read_bytes())
-    assert "custom operator domains ['com.example.fast']" in FILE_CHECKS["onnx-relu"](str(changed))[0]
+    assert "custom operator domains ['com.example.fast']" in kind_of("onnx-relu").file_problems(str(changed))[0]
     with pytest.raises(ModelCardError, match=r"model small:2: .*custom operator domains"):
         OnnxReluRuntime("small:2", card, str(changed))
     other = cnn(names=False)  # the same graph with other node names: the card's layers are not its layers
@@ -70,7 +71,7 @@ def test_a_colour_channels_first_model_takes_uploaded_pictures_as_rgb_planes(tmp
     ImageDraw.Draw(picture).rectangle((6, 0, 11, 11), fill=(0, 0, 255))
     png = io.BytesIO()
     picture.save(png, format="PNG")
-    sent = runtime.picture(png.getvalue(), 10**6)
+    sent = DataPlane(max_image_pixels=10**6).decode_picture(runtime, png.getvalue())
     planes = np.zeros((1, 3, 12, 12), np.float32)
     planes[0, 0, :, :6] = planes[0, 2, :, 6:] = 1.0
     np.testing.assert_array_equal(sent, planes)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from service.preprocess import decode_image, image_to_mnist, picture_to_input, to_mnist
+from service.codecs.pictures import decode_image, image_to_mnist, picture_to_input, to_mnist
 from sparsity import InvalidInputError
-from sparsity.card import picture_layout, step_makes
+from sparsity.contract import picture_layout, step_makes
 
 MAX_PIXELS = 4096 * 4096
 

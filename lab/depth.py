@@ -1,11 +1,11 @@
-"""``python -m training depth``: activation sparsity in deeper networks, on the residual CNN family of
+"""``python -m lab depth``: activation sparsity in deeper networks, on the residual CNN family of
 :mod:`training.resnet`.
 
 One factor at a time around a centre (post-activation, 1 block per stage, width 1, L1 activity 1e-5): depth,
 width, placement and the sparsity method each vary alone, several seeds a point. Every run trains on the same
 data and splits as the first sweep (seed ``s`` splits the digits as seed ``s`` did there, so the two studies
 compare point for point) and measures, on the held-back digits, accuracy and every ReLU layer's sparsity and
-dead channels, in graph order. The machinery is the sweep's (:mod:`training.sweep`): rows written after every
+dead channels, in graph order. The machinery is the sweep's (:mod:`lab.sweep`): rows written after every
 run, ``--resume``, ``--jobs``, progress with an ETA.
 """
 
@@ -15,24 +15,14 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from sparsity.contract import DEFAULT_THRESHOLD
+from lab.frontier import aggregate, pareto_frontier, select_default
+from lab.sweep import RUN_SETTINGS, Results, SweepConfig, pending_runs, run_all
 from sparsity.logs import quiet_tensorflow, set_tensorflow_threads
-from training.frontier import aggregate, pareto_frontier, select_default
 from training.progress import Progress
-from training.sweep import RUN_SETTINGS, Results, SweepConfig, pending_runs, run_all
+from training.resnet_fit import DepthPoint, fit_resnet
 
-METHODS = ("relu", "l1", "rising-l1", "fatrelu")
-"""Sparsity methods: none (plain ReLU), a constant L1 activity penalty, an L1 penalty whose strength rises
-during training (ProSparse-style), and FATReLU (zero below a threshold, no penalty)."""
-CENTER_L1 = 1e-5
-"""The weakest strength of the first sweep's grid. Its chosen 3e-3, and 3e-4 and 1e-3, leave the residual
-family at chance (every unit of the last stage silent); 1e-4 costs it several points (README, "Deeper
-networks")."""
 MORE_L1 = (3e-5, 1e-4)
 """The other constant strengths of the method axis; the rising schedule ends at the last."""
-PEAK_LEARNING_RATE = 3e-3
-"""Adam's rate at the start of its cosine decay to 0: batch norm's running statistics settle as the rate
-falls (at a constant 1e-3 the held-back accuracy swung by 5 points from epoch to epoch)."""
 DEPTHS = (1, 2, 3)
 WIDTHS = (0.5, 1.0, 2.0)
 POINT_FIELDS = ("depth", "width", "placement", "method", "l1", "threshold")
@@ -43,46 +33,6 @@ SERVING_RULE = (
     f"{TARGET_EVERY_LAYER:.0%} in every ReLU layer; if none has both, the sweep's rule (the sparsest point within "
     "0.2 points of the best mean accuracy)"
 )
-
-
-@dataclass(frozen=True)
-class DepthPoint:
-    """One residual configuration and the sparsity method it is trained with."""
-
-    depth: int = 1
-    width: float = 1.0
-    placement: str = "post"
-    method: str = "l1"
-    l1: float = CENTER_L1
-    threshold: float = DEFAULT_THRESHOLD
-
-    def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
-        if self.method in ("relu", "fatrelu") and self.l1:
-            object.__setattr__(self, "l1", 0.0)  # these methods use no penalty: one key per configuration
-
-    @property
-    def key(self) -> str:
-        method = {
-            "relu": "relu",
-            "l1": f"l1={self.l1:g}",
-            "rising-l1": f"rising-l1={self.l1:g}",
-            "fatrelu": f"fatrelu(t={self.threshold:g})",
-        }[self.method]
-        return f"{self.placement}/d{self.depth}/w{self.width:g}/{method}"
-
-    def resnet_spec(self, augment: bool = True):
-        from training.resnet import ResNetSpec
-
-        schedule = "rising" if self.method == "rising-l1" else "constant"
-        return ResNetSpec(self.depth, self.width, self.placement, augment=augment, l1_schedule=schedule)
-
-    def layer_spec(self):
-        from training.models import LayerSpec
-
-        design = "fatrelu" if self.method == "fatrelu" else "relu"
-        return LayerSpec(activity_l1=self.l1, design=design, threshold=self.threshold)
 
 
 CENTER = DepthPoint()
@@ -116,28 +66,6 @@ class DepthConfig(SweepConfig):
 
     def settings(self) -> dict:
         return {**super().settings(), "augment": self.augment}
-
-
-def fit_resnet(
-    split, point: DepthPoint, seed: int, epochs: int, batch_size: int, limit: int, augment: bool, callbacks=()
-):
-    """Train one residual model of ``point`` on ``split``: Adam, its rate decaying from
-    :data:`PEAK_LEARNING_RATE` to 0 along a cosine."""
-    import keras
-
-    from training.resnet import RampL1, build_resnet
-
-    keras.utils.set_random_seed(seed)
-    model = build_resnet(point.resnet_spec(augment), point.layer_spec(), seed)
-    x, y = split.x_train, split.y_train
-    if limit:
-        x, y = x[:limit], y[:limit]
-    steps = epochs * -(-len(x) // batch_size)
-    rate = keras.optimizers.schedules.CosineDecay(PEAK_LEARNING_RATE, steps)
-    model.compile(optimizer=keras.optimizers.Adam(rate), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    callbacks = [*callbacks, RampL1()] if point.method == "rising-l1" else list(callbacks)
-    model.fit(x, y, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=0, callbacks=callbacks)
-    return model
 
 
 def train_one(point: dict, seed: int, settings: dict, threads: int = 0) -> dict:
@@ -240,7 +168,7 @@ def run_depth(config: DepthConfig, resume: bool = False, first_study: Path | Non
     summary = results.write()
     if summary["points"]:
         (config.out_dir / "results.md").write_text(markdown(summary))
-    from training.depth_plots import draw_all
+    from lab.depth_plots import draw_all
 
     draw_all(summary, config.out_dir, first_study)
     return summary

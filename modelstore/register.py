@@ -1,10 +1,12 @@
-"""Registering a model: ``python -m training register MODEL.keras --name NAME --calibration CAL.npy``.
+"""Registering a model, the store's write side: ``python -m modelstore register MODEL --name NAME
+--calibration CAL.npy`` (the CLI: :mod:`modelstore.cli`).
 
 One path for every model the service serves, the project's own included (``training.mnist`` and
-``training.iris`` save through here). Registration
+``training.iris`` save through here). What is the same for every kind is here; how a file of a kind is
+read is in its module (:mod:`modelstore.kinds`). Registration of a ReLU-family model
 
-1. loads the file safely (config audit, then Keras' safe mode): a ``Lambda`` layer or an unknown class
-   is refused with one line;
+1. opens the file safely by its kind (Keras: config audit, then safe mode; ONNX: standard operators only):
+   a ``Lambda`` layer or an unknown class is refused with one line;
 2. finds every ReLU-family layer call in the whole graph (:mod:`sparsity.graph`), and lists the hidden
    activations that have no exact zeros as ``not_probed``; a model with no ReLU-family layer is refused;
 3. splits the calibration set reproducibly into three parts: the per-layer baseline, the dead units and the
@@ -28,23 +30,14 @@ from typing import Any
 
 import numpy as np
 
-from sparsity.card import (
-    PREPROCESSING,
-    CalibrationFacts,
-    KerasReluCard,
-    LinearCard,
-    ModelCard,
-    OnnxReluCard,
-    ReluCard,
-    image_shaped,
-    step_makes,
-)
-from sparsity.detectors import STATE_FILE, UNIT_FIRING, UnitFiring
+from modelstore.card import CalibrationFacts, ModelCard, ReluCard
+from modelstore.files import save_model
+from modelstore.versions import library_versions
+from sparsity.contract import PREPROCESSING, image_shaped, step_makes
+from sparsity.detectors import STATE_FILE, UnitFiring
 from sparsity.detectors import sha256 as detector_sha256
 from sparsity.summary import summarize
-from sparsity.typicality import TypicalityModel, calibrate, ledoit_wolf_shrinkage
-from training.store import save_model
-from training.versions import library_versions
+from sparsity.typicality import UNIT_FIRING, TypicalityModel
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +48,6 @@ NAME_RULE = (
 MIN_CALIBRATION = 30
 """At least 10 items in each of the three parts."""
 FALSE_ALARM_RATE = 0.01
-FEW_FOR_TYPICALITY = 100
-"""Below this many items in the typicality part, the summary warns: a 1% threshold set on fewer is coarse."""
-TYPICALITY_SHRINKAGE = 0.01
-"""The least shrinkage of the typicality covariance; more when the Ledoit-Wolf estimate asks for it (few
-calibration rows for the profile's columns). Little is right where rows are many: the layers' zero
-fractions are strongly correlated, and that correlation is what sets unusual inputs apart (measured on
-MNIST: 0.1 already lets a share of noise images through; Ledoit-Wolf gives 0.012 there)."""
 
 
 class RegistrationError(ValueError):
@@ -165,35 +151,6 @@ def out_of_fold(fit, profiles: np.ndarray, parts: Parts):
     served, twin = fit(first), fit(second)
     unseen = np.concatenate([served.scores(profiles[second]), twin.scores(profiles[first])])
     return served, float(np.quantile(unseen, 1.0 - FALSE_ALARM_RATE, method="higher")), len(unseen)
-
-
-def typicality_and_accuracy(profiles, labels_pred, calibration: Calibration, parts: Parts, features, describe: str):
-    """A linear model's ``profile-mahalanobis`` score, fitted on the first part with its threshold from
-    out-of-fold scores of the first two (:func:`out_of_fold`, as for ``unit-firing``); its false-alarm rate and
-    the accuracy measured on the part used for nothing else. Measured on iris (40 rows a part): fitted and
-    thresholded on the same 40 rows, 7.5% false alarms on the other 40."""
-
-    def fit(rows: np.ndarray):
-        part = profiles[rows]
-        return calibrate(
-            part,
-            part,
-            features=list(features),
-            false_alarm_rate=FALSE_ALARM_RATE,
-            shrinkage=min(1.0, max(TYPICALITY_SHRINKAGE, ledoit_wolf_shrinkage(part))),
-        )
-
-    served, threshold, scored = out_of_fold(fit, profiles, parts)
-    typicality = served.model_copy(
-        update={
-            "threshold": threshold,
-            "calibration": f"{scored} out-of-fold scores of calibration items ({describe})",
-            "calibration_size": scored,
-            "fit_size": len(parts.baseline),
-        }
-    )
-    typicality = typicality.measured(profiles[parts.measured], on=f"{len(parts.measured)} other calibration items")
-    return typicality, accuracy_on(labels_pred, calibration, parts)
 
 
 def accuracy_on(labels_pred: np.ndarray, calibration: Calibration, parts: Parts) -> float | None:
@@ -343,59 +300,6 @@ def relu_card(
     return opened.card_class.model_validate(merge(card, facts)), state
 
 
-def open_keras(path: Path) -> OpenedModel:
-    """A Keras file loaded safely (config audit, then safe mode), with its probe."""
-    from sparsity.keras_file import load_keras_safely
-    from sparsity.probe import SparsityProbe, UnsupportedModelError, weight_sparsity
-
-    try:
-        model = load_keras_safely(str(path))
-        probe = SparsityProbe(model, field="calibration")
-    except (ValueError, UnsupportedModelError) as exc:
-        raise RegistrationError(str(exc)) from None
-    fields = {"kind": "keras-relu", "weight_sparsity": weight_sparsity(model)}
-    return OpenedModel(probe, int(model.outputs[0].shape[-1]), KerasReluCard, fields)
-
-
-PROBABILITY_TOLERANCE = 1e-3
-"""An ONNX model's scores are taken as probabilities when every calibration row is in [0, 1] and sums to 1
-within this; otherwise they are logits, and the service applies a softmax."""
-
-
-def open_onnx(path: Path) -> OpenedModel:
-    """An ONNX file checked (:func:`sparsity.onnx_graph.load`), with its probe that counts inside ONNX Runtime.
-    Whether it outputs probabilities or logits is decided on the calibration run."""
-    from sparsity import onnx_graph
-    from sparsity.onnx_probe import OnnxProbe
-
-    try:
-        model = onnx_graph.load(path)  # its refusals name the file
-    except onnx_graph.OnnxModelError as exc:
-        raise RegistrationError(str(exc)) from None
-    try:
-        probe = OnnxProbe(model, field="calibration")
-    except onnx_graph.OnnxModelError as exc:
-        raise RegistrationError(f"{path.name}: {exc}") from None
-
-    def settle(result) -> None:
-        scores = result.probabilities
-        rows_sum_to_one = np.allclose(scores.sum(axis=1), 1.0, atol=PROBABILITY_TOLERANCE)
-        probe.output = "probabilities" if rows_sum_to_one and scores.min() >= 0 and scores.max() <= 1 else "logits"
-        if probe.output == "logits":
-            shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
-            result.probabilities = shifted / shifted.sum(axis=1, keepdims=True)
-
-    producer = " ".join(part for part in (model.producer_name, model.producer_version) if part) or "unknown"
-    fields = {
-        "kind": "onnx-relu",
-        "weight_sparsity": onnx_graph.weight_sparsity(model),
-        "opset": probe.opset,
-        "producer": producer,
-        "unit_convention": onnx_graph.UNIT_CONVENTION,
-    }
-    return OpenedModel(probe, probe.classes, OnnxReluCard, fields, settle)
-
-
 def merge(card: dict, facts: dict | None) -> dict:
     """The card with ``facts`` (a training run's own figures) over it; provenance entries are combined,
     the registered file's own hash winning over any the facts carry (a pruned model's parent's)."""
@@ -406,24 +310,19 @@ def merge(card: dict, facts: dict | None) -> dict:
     return merged
 
 
-OPENERS = {".keras": open_keras, ".onnx": open_onnx}
-"""How a ReLU model file is read, by its suffix; the kind on the card follows from it."""
-
-
 def register_relu(
     path: Path,
     name: str,
     calibration: Calibration,
+    opener: Callable[[Path], OpenedModel],
     *,
     labels: dict | None = None,
     report_dir: Path | None = None,
     **options,
-) -> tuple[str, KerasReluCard | OnnxReluCard]:
-    """Build the card of the Keras or ONNX file ``path`` (by its suffix) and save both as ``name`` in the store."""
+) -> tuple[str, ReluCard]:
+    """Build the card of the ReLU model file ``path``, read by its kind's ``opener``, and save both as ``name``
+    in the store."""
     check_name(name)
-    opener = OPENERS.get(path.suffix)
-    if opener is None:
-        raise RegistrationError(f"{path}: a ReLU model is a .keras or an .onnx file")
     card, state = relu_card(path, calibration, opener(path), **options)
 
     def write(directory: Path) -> None:
@@ -436,163 +335,13 @@ def register_relu(
     return tag, card
 
 
-def register_linear(
-    scaler,
-    classifier,
-    name: str,
-    calibration: Calibration,
-    *,
-    write,
-    feature_names: list[str],
-    class_names: list[str] | None = None,
-    input_range: tuple[float, float] | None = None,
-    seed: int = 0,
-    facts: dict | None = None,
-    labels: dict | None = None,
-    report_dir: Path | None = None,
-) -> tuple[str, LinearCard]:
-    """Card and store entry of a fitted standardising step plus linear classifier (kind ``linear``);
-    ``write(directory)`` saves the fitted objects next to the card (the service serves from the card)."""
-    from sparsity.linear import LinearProbe
+def register_file(path: Path, name: str, calibration: Calibration, **options) -> tuple[str, ModelCard]:
+    """Register the file ``path`` as ``name``: its kind is the one that takes its suffix (:mod:`modelstore.kinds`)."""
+    from modelstore.kinds import by_suffix, suffixes
 
-    check_name(name)
-    probe = LinearProbe.from_fitted(scaler, classifier)
-    check_calibration(calibration, probe.item_shape, probe.classes)
-    low, high = input_range_of(calibration, input_range)
-    parts = split(len(calibration.x), seed)
-    result = probe.run(calibration.x)
-    typicality, accuracy = typicality_and_accuracy(
-        result.scaled, result.labels, calibration, parts, feature_names, "standardized features"
-    )
-    contributions = result.sparsity.contributions[parts.baseline]
-    card = LinearCard.model_validate(
-        merge(
-            {
-                "kind": "linear",
-                "input_shape": [probe.item_shape[0]],
-                "input_range": [low, high],
-                "class_names": class_names_for(class_names, probe.classes),
-                "feature_names": list(feature_names),
-                "coefficients": probe.coef.tolist(),
-                "intercept": probe.intercept.tolist(),
-                "scaler_mean": probe.mean.tolist(),
-                "scaler_scale": probe.scale.tolist(),
-                "weight_sparsity": {"coefficients": result.sparsity.weights},
-                "contribution_sparsity": {"mean": float(np.mean(contributions)), "std": float(np.std(contributions))},
-                "typicality": typicality.to_dict(),
-                "test_accuracy": accuracy,
-                "accuracy_on": None if accuracy is None else f"{len(parts.measured)} measured calibration items",
-                "calibration": calibration_facts(calibration, parts, seed),
-                "versions": library_versions(),
-                **shown_facts(calibration, parts, probe.item_shape),
-            },
-            facts,
-        )
-    )
-    tag = save_model(
-        name, write, labels={"kind": card.kind, **(labels or {})}, metadata=card.metadata(), report_dir=report_dir
-    )
-    return tag, card
-
-
-class _Identity:
-    """The standardising step of a bare classifier: it leaves the features as they are."""
-
-    def __init__(self, features: int) -> None:
-        self.mean_ = np.zeros(features)
-        self.scale_ = np.ones(features)
-
-
-def linear_parts(fitted) -> tuple[object, object]:
-    """``(scaler, classifier)`` of a fitted ``LogisticRegression``, or of a ``Pipeline`` of a
-    ``StandardScaler`` then a ``LogisticRegression``; RegistrationError for anything else."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    rule = "a kind linear model is a fitted LogisticRegression, or a Pipeline of a StandardScaler then one"
-    if isinstance(fitted, LogisticRegression) and hasattr(fitted, "coef_"):
-        return _Identity(fitted.coef_.shape[1]), fitted
-    if isinstance(fitted, Pipeline) and len(fitted.steps) == 2:
-        scaler, classifier = (step for _, step in fitted.steps)
-        standard = isinstance(scaler, StandardScaler) and scaler.with_mean and scaler.with_std
-        if standard and isinstance(classifier, LogisticRegression) and hasattr(classifier, "coef_"):
-            return scaler, classifier
-    raise RegistrationError(f"{type(fitted).__name__} is not supported: {rule}")
-
-
-def load_skops_safely(path: Path):
-    """A ``.skops`` file loaded with skops' own trusted types only: a file that asks for others is refused."""
-    import skops.io
-
-    try:
-        untrusted = skops.io.get_untrusted_types(file=path)
-        if untrusted:
-            raise RegistrationError(f"{path} asks for types that are not trusted: {untrusted}")
-        return skops.io.load(path, trusted=[])
-    except RegistrationError:
-        raise
-    except Exception as exc:  # a file skops cannot read
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise RegistrationError(f"{path} could not be read by skops: {first}") from None
-
-
-def summary(tag: str, card: ModelCard) -> list[str]:
-    """What was registered, on one screen."""
-    low, high = card.input_range
-    more = " ..." if len(card.class_names) > 10 else ""
-    lines = [
-        f"registered {tag} (kind {card.kind})",
-        f"  input    shape {tuple(card.input_shape)}, values in [{low:g}, {high:g}]",
-        f"  classes  {len(card.class_names)}: {', '.join(card.class_names[:10])}{more}",
-    ]
-    if isinstance(card, ReluCard):
-        lines.append(
-            f"  output   {card.output}" + (f"; picture uploads: {card.preprocessing}" if card.preprocessing else "")
-        )
-        lines.append(
-            f"  probed   {len(card.relu_layers)} ReLU-family layer call(s): "
-            "zeros at baseline (mean +/- std), dead units"
-        )
-        width = max(len(layer.name) for layer in card.relu_layers)
-        for layer in card.relu_layers:
-            stats = card.activation_sparsity[layer.name]
-            lines.append(
-                f"    {layer.name:<{width}}  {layer.units:>5} units  {stats.mean:.3f} +/- {stats.std:.3f}  "
-                f"dead {card.dead_unit_ratio[layer.name]:.3f}"
-            )
-        overall = card.activation_sparsity["all"]
-        lines.append(f"    {'all':<{width}}  {'':>11}  {overall.mean:.3f} +/- {overall.std:.3f}")
-        not_probed = ", ".join(f"{layer.name} ({layer.activation})" for layer in card.not_probed) or "none"
-        lines.append(f"  not_probed  {not_probed}")
-        if isinstance(card, OnnxReluCard):
-            lines.append(f"  onnx     opset {card.opset}, written by {card.producer}; counted inside ONNX Runtime")
-    else:
-        stats = card.contribution_sparsity
-        lines.append(
-            f"  sparsity weights {card.weight_sparsity['coefficients']:.3f} zero; "
-            f"contributions {stats.mean:.3f} +/- {stats.std:.3f}"
-        )
-    typ = card.typicality
-    fitted = f", fitted on {typ.fit_size} items" if typ.fit_size else ""
-    lines.append(
-        f"  typicality {typ.detector}{fitted}: threshold {typ.threshold:.3f} (target {typ.false_alarm_rate:.0%} "
-        f"false alarms); measured {typ.measured_false_alarm_rate:.1%} on {typ.measured_on}"
-    )
-    if typ.calibration_size < FEW_FOR_TYPICALITY:
-        lines.append(
-            f"  warning  only {typ.calibration_size} items set the typicality threshold: false-alarm rates near "
-            f"{typ.false_alarm_rate:.0%} need a calibration set of {3 * FEW_FOR_TYPICALITY} or more"
-        )
-    if card.test_accuracy is not None:
-        lines.append(f"  accuracy {card.test_accuracy:.4f} on {card.accuracy_on}")
-    if card.calibration is not None:
-        c = card.calibration
-        lines.append(
-            f"  calibration {c.size} items (sha256 {c.sha256[:12]}...): {c.baseline_size} baseline, "
-            f"{c.typicality_size} typicality, {c.measured_size} measured"
-        )
-    if "sha256" in card.provenance:
-        lines.append(f"  file     {card.provenance.get('file', '')} sha256 {card.provenance['sha256'][:12]}...")
-    lines.append(f"  serve it: make serve, then POST /models/{tag.split(':')[0]}/predict")
-    return lines
+    kind = by_suffix(path.suffix)
+    if kind is None:
+        raise RegistrationError(f"{path}: register one of these files: {', '.join(suffixes())}")
+    if not path.is_file():
+        raise RegistrationError(f"{path}: no such file")
+    return kind.register_file(path, name, calibration, **options)

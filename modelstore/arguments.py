@@ -1,4 +1,5 @@
-"""Argument types shared by the subcommands of ``python -m training``: each checks one rule and names it."""
+"""Argument types shared by the command lines (``python -m modelstore``, ``training``, ``lab``): each checks one
+rule and names it."""
 
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
-"""Which stored models the service serves, and which it refuses.
+"""The store's read side: which stored models can be served, and which are refused (the one servability
+check, for the service and for ``make serve``'s "train if missing").
 
 By default the latest version of every model in the BentoML store; ``SERVED_MODELS=name[:version],...``
 narrows that. Each candidate is audited before anything in it is loaded: its card must be valid
-(:func:`sparsity.card.load_card`), and a Keras file may hold only Keras' own objects and the core's
+(:func:`modelstore.card.load_card`), and a Keras file may hold only Keras' own objects and the core's
 layers (:func:`sparsity.keras_file.keras_file_problems`: no ``Lambda``, no serialized function), and an ONNX file must
 be valid ONNX with standard operators only (:func:`sparsity.onnx_graph.problems`). This
 reads metadata and a zip's ``config.json`` only: no TensorFlow, so the supervising process runs it
@@ -16,12 +17,15 @@ because one of them is bad. Only when no model at all can be served does the ser
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sparsity.card import KerasReluCard, LinearCard, ModelCardError, OnnxReluCard, load_card
+from modelstore.card import ModelCard, ModelCardError
+from modelstore.kinds import kind_of, load_card
 from sparsity.detectors import DetectorStateError, load_detector
-from sparsity.keras_file import keras_file_problems
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -30,8 +34,9 @@ class Candidate:
 
     name: str
     tag: str
-    card: KerasReluCard | OnnxReluCard | LinearCard | None = None
+    card: ModelCard | None = None
     problem: str | None = None
+    found: bool = True  # False: no such model in the store
 
     @property
     def accepted(self) -> bool:
@@ -57,16 +62,6 @@ def wanted_tags(served_models: Iterable[str]) -> list[str]:
     return [str(latest[name].tag) for name in sorted(latest)]
 
 
-def _onnx_file_problems(path: str) -> list[str]:
-    from sparsity.onnx_graph import problems  # the onnx package only, nothing run
-
-    return problems(path)
-
-
-FILE_CHECKS = {"keras-relu": keras_file_problems, "onnx-relu": _onnx_file_problems}
-"""Each kind's check of its stored file, run before anything is loaded (a linear model's file is never read)."""
-
-
 def audit(tag: str) -> Candidate:
     """Look ``tag`` up and check its card and files without loading anything."""
     import bentoml
@@ -75,13 +70,13 @@ def audit(tag: str) -> Candidate:
     try:
         stored = bentoml.models.get(tag)
     except bentoml.exceptions.NotFound:
-        return Candidate(name, tag, problem=f"model {tag} is not in the store")
+        return Candidate(name, tag, problem=f"model {tag} is not in the store", found=False)
     tag = str(stored.tag)
     try:
         card = load_card(tag, stored.info.metadata)
     except ModelCardError as exc:
         return Candidate(name, tag, problem=str(exc))
-    file_problems = FILE_CHECKS.get(card.kind)
+    file_problems = kind_of(card.kind).file_problems
     problems = file_problems(stored.path_of(card.MODEL_FILE)) if file_problems else []
     if problems:
         return Candidate(name, tag, problem=f"model {tag}: {card.MODEL_FILE} refused: {'; '.join(problems)}")
@@ -99,3 +94,21 @@ def candidates(served_models: Iterable[str]) -> list[Candidate]:
         reasons = "; ".join(c.problem or "" for c in found) or "the model store is empty (make train, or register one)"
         raise NothingToServe(f"no model can be served: {reasons}")
     return found
+
+
+def has_model(name: str) -> bool:
+    """Whether the store holds a servable ``name``: its latest version passes :func:`audit`. A model stored
+    before registration existed (no card, or an old one) counts as missing, so ``make serve`` trains a new one
+    instead of starting a service that refuses it. So does one whose kind says it should be trained again
+    (``Kind.upgrade_reason``: a Keras card from before the ``unit-firing`` detector, which the service would
+    still serve, with the older, weaker score)."""
+    candidate = audit(f"{name}:latest")
+    if not candidate.accepted:
+        if candidate.found:
+            log.warning("%s; training a new one", candidate.problem)
+        return False
+    reason = kind_of(candidate.card.kind).upgrade_reason(candidate.card)
+    if reason is not None:
+        log.warning("%s: %s; training a new one", candidate.tag, reason)
+        return False
+    return True

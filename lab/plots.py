@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from training.frontier import ACCURACY_TOLERANCE
+from lab.frontier import ACCURACY_TOLERANCE
 
 DESIGN_COLOURS = {
     "relu": "tab:blue",

@@ -1,4 +1,4 @@
-"""The sparsity lab's subcommands of ``python -m training``: ``sweep``, ``depth``, ``prune``."""
+"""``python -m lab COMMAND``: the sparsity lab's studies, ``sweep``, ``depth`` and ``prune``."""
 
 from __future__ import annotations
 
@@ -6,9 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from sparsity.contract import DEFAULT_DENSITY, DEFAULT_THRESHOLD
-from sparsity.logs import set_tensorflow_threads
-from training.arguments import (
+from modelstore.arguments import (
     DEFAULT_REPORT_DIR,
     density,
     list_of,
@@ -18,6 +16,8 @@ from training.arguments import (
     positive_int,
     share,
 )
+from sparsity.contract import DEFAULT_DENSITY, DEFAULT_THRESHOLD
+from sparsity.logs import set_tensorflow_threads
 from training.choices import DATASETS, DESIGNS, INITS
 
 log = logging.getLogger("training")
@@ -69,7 +69,7 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
 
 
 def sweep(args: argparse.Namespace) -> int:
-    from training.sweep import SweepConfig, default_points, product_points, run_sweep
+    from lab.sweep import SweepConfig, default_points, product_points, run_sweep
 
     if args.quick:
         points = product_points(
@@ -155,9 +155,9 @@ def prune(args: argparse.Namespace) -> int:
     set_tensorflow_threads(1, 1)  # like each service worker: the timings compare models, not thread pools
     import bentoml
 
-    from training.plots import draw_pareto
+    from lab.plots import draw_pareto
+    from lab.sweep import Point
     from training.prune import run_prune
-    from training.sweep import Point
 
     sweep_json = args.sweep / "results.json"
     sweep = json.loads(sweep_json.read_text()) if sweep_json.exists() else None
@@ -241,7 +241,7 @@ def add_depth_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
 
 
 def depth(args: argparse.Namespace) -> int:
-    from training.depth import DepthConfig, default_points, quick_points, run_depth
+    from lab.depth import DepthConfig, default_points, quick_points, run_depth
 
     if args.quick:
         config = DepthConfig(quick_points(), seeds=2, epochs=1, limit=300, jobs=1, description="quick study (tests)")
@@ -271,3 +271,30 @@ def depth(args: argparse.Namespace) -> int:
         args.out,
     )
     return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m lab",
+        description="The sparsity lab: accuracy against sparsity, studied over many trained models (reports/).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sweep_parser = commands.add_parser("sweep", help="accuracy against sparsity over L1, init and activation design")
+    add_sweep_arguments(sweep_parser).set_defaults(run=sweep)
+    depth_parser = commands.add_parser("depth", help="sparsity in residual nets: depth, width, placement and method")
+    add_depth_arguments(depth_parser).set_defaults(run=depth)
+    prune_parser = commands.add_parser(
+        "prune", help="remove the units of a stored CNN that (almost) never fire, and time it"
+    )
+    add_prune_arguments(prune_parser).set_defaults(run=prune)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    import sys
+
+    from sparsity import logs
+
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    logs.configure(logging.WARNING if getattr(args, "quiet", False) else logging.INFO)
+    return args.run(args)

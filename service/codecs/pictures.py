@@ -17,11 +17,8 @@ import warnings
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from sparsity.card import picture_layout, step_makes
+from sparsity.contract import MNIST_SHAPE, picture_layout, step_makes
 from sparsity.errors import InvalidInputError
-
-MNIST_SHAPE = (28, 28)
-"""The ``mnist-digit`` step's output: an MNIST digit's height and width."""
 
 FIELD = "image"
 ALLOWED_FORMATS = ("PNG", "JPEG")

@@ -6,8 +6,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from training.frontier import pareto_frontier
-from training.plots import label_accuracy_axes
+from lab.frontier import pareto_frontier
+from lab.plots import label_accuracy_axes
 
 FIRST_STUDY = Path("docs/sparsity-lab/results.csv")
 METHOD_COLOURS = {"relu": "tab:grey", "l1": "tab:blue", "rising-l1": "tab:green", "fatrelu": "tab:orange"}

@@ -3,25 +3,11 @@ per input, in input order)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import numpy as np
 import orjson
 
-from service.runtime import Prediction, Runtime
-from service.schemas import PredictResponse, input_error
-from sparsity.errors import InvalidInputError
-
-
-@contextmanager
-def refusing_invalid_input() -> Iterator[None]:
-    """Turn the core's InvalidInputError into the API's 400 (a pydantic-shaped ValidationError)."""
-    try:
-        yield
-    except InvalidInputError as exc:
-        raise input_error((exc.field,), exc.rule) from None
-
+from modelstore.runtime import Prediction, Runtime
+from service.schemas import PredictResponse
 
 DETAILS = ("units",)
 """Values of the generic routes' ``detail`` query parameter."""

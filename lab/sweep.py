@@ -18,9 +18,9 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from lab.frontier import SELECTION_RULE, aggregate, pareto_frontier, select_default
 from sparsity.contract import DEFAULT_DENSITY, DEFAULT_THRESHOLD
 from sparsity.logs import quiet_tensorflow, set_tensorflow_threads
-from training.frontier import SELECTION_RULE, aggregate, pareto_frontier, select_default
 from training.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -208,7 +208,7 @@ def run_sweep(config: SweepConfig, resume: bool = False, progress: Progress | No
     todo = pending_runs(config, results, RUN_SETTINGS, "sweep")
     run_all(train_one, todo, settings, results, progress or Progress(total=len(todo)), config.jobs)
     summary = results.write()
-    from training.plots import draw_pareto
+    from lab.plots import draw_pareto
 
     draw_pareto(summary, config.out_dir / "pareto.png")
     return summary

@@ -4,7 +4,7 @@
   a body of numbers and brackets only is parsed by pydantic-core's JSON parser straight into NumPy
   (256 MNIST images: a few ms, against about 20 ms through pydantic models). Anything else, or a
   ragged array, is walked to name the first item that breaks a rule (``inputs[0][3]: must be a number``).
-- ``.npy`` (``predict_batch``): see :mod:`service.npy`.
+- ``.npy`` (``predict_batch``): see :mod:`service.codecs.npy`.
 
 Every refusal is an :class:`~sparsity.errors.InvalidInputError` naming the field and the rule.
 """

@@ -1,4 +1,5 @@
-"""``python -m training register MODEL.keras|MODEL.onnx --name NAME --calibration CAL.npy [...]``: options and runner.
+"""``python -m modelstore register MODEL --name NAME --calibration CAL.npy [...]``: options and runner
+(``python -m training register`` is the same command under its first name).
 
 Every refusal is one line on stderr, ``error: <what> <why>``, and exit status 2.
 """
@@ -10,9 +11,10 @@ import logging
 import sys
 from pathlib import Path
 
-from training.arguments import finite_float, list_of, non_negative_int
+from modelstore.arguments import finite_float, list_of, non_negative_int
+from sparsity.contract import PREPROCESSING
 
-log = logging.getLogger("training")
+log = logging.getLogger("modelstore")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -49,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--preprocessing",
-        choices=("resize", "mnist-digit"),
+        choices=PREPROCESSING,
         help="picture models: how an uploaded PNG/JPEG becomes one input (default resize: to the input's height "
         "and width, pixels scaled to the input range; mnist-digit: white on black, 20x20 box, centred by mass)",
     )
@@ -61,57 +63,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from training.register import OPENERS, Calibration, RegistrationError, load_array, summary
+    from modelstore.kinds import by_suffix, suffixes
+    from modelstore.register import Calibration, RegistrationError, load_array, register_file
+    from modelstore.summary import registration_summary
 
     try:
-        if args.model.suffix not in (*OPENERS, ".skops"):
-            raise RegistrationError(f"{args.model}: register a .keras, an .onnx or a .skops file")
+        if by_suffix(args.model.suffix) is None:
+            raise RegistrationError(f"{args.model}: register one of these files: {', '.join(suffixes())}")
         if not args.model.is_file():
             raise RegistrationError(f"{args.model}: no such file")
         x = load_array(args.calibration, "--calibration")
         labels = load_array(args.labels, "--labels") if args.labels else None
         calibration = Calibration(x, labels, source=f"--calibration {args.calibration.name}")
-        register = _register_linear if args.model.suffix == ".skops" else _register_relu
-        tag, card = register(args, calibration)
+        tag, card = register_file(
+            args.model,
+            args.name,
+            calibration,
+            class_names=args.class_names,
+            input_range=tuple(args.input_range) if args.input_range else None,
+            seed=args.seed,
+            preprocessing=args.preprocessing,
+            feature_names=args.feature_names,
+        )
     except RegistrationError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2
-    print("\n".join(summary(tag, card)), flush=True)
+    print("\n".join(registration_summary(tag, card)), flush=True)
     return 0
 
 
-def _options(args: argparse.Namespace) -> dict:
-    return {
-        "class_names": args.class_names,
-        "input_range": tuple(args.input_range) if args.input_range else None,
-        "seed": args.seed,
-    }
+def main(argv: list[str] | None = None) -> int:
+    from sparsity import logs
 
-
-def _register_relu(args: argparse.Namespace, calibration):
-    from training.register import register_relu
-
-    return register_relu(args.model, args.name, calibration, preprocessing=args.preprocessing, **_options(args))
-
-
-def _register_linear(args: argparse.Namespace, calibration):
-    import shutil
-
-    from sparsity.card import LinearCard
-    from training.register import RegistrationError, check_name, linear_parts, load_skops_safely, register_linear
-
-    check_name(args.name)
-    if args.preprocessing is not None:
-        raise RegistrationError("--preprocessing: a linear model takes rows of features, not pictures")
-    scaler, classifier = linear_parts(load_skops_safely(args.model))
-    features = classifier.coef_.shape[1]
-    names = args.feature_names or [f"x{i}" for i in range(features)]
-    if len(names) != features:
-        raise RegistrationError(f"--feature-names: the model has {features} features, {len(names)} names were given")
-
-    def write(directory: Path) -> None:
-        shutil.copyfile(args.model, directory / LinearCard.MODEL_FILE)
-
-    return register_linear(
-        scaler, classifier, args.name, calibration, write=write, feature_names=names, **_options(args)
+    parser = argparse.ArgumentParser(
+        prog="python -m modelstore",
+        description="The model store (location: $BENTOML_HOME, default ~/bentoml).",
     )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    register = commands.add_parser("register", help="register your own model with a calibration set")
+    add_arguments(register).set_defaults(run=run)
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    logs.configure(logging.INFO)
+    return args.run(args)

@@ -1,0 +1,150 @@
+"""Model cards: the typed metadata stored with each model in the BentoML store (the store's contract).
+
+This module holds what every kind's card shares: :class:`ModelCard`, the ReLU-family :class:`ReluCard`
+and their parts. Each kind's own card class lives in its module under :mod:`modelstore.kinds`;
+:func:`modelstore.kinds.load_card` picks the class from the card's ``kind``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from sparsity.contract import PREPROCESSING, image_shaped
+from sparsity.typicality import TypicalityModel
+
+
+class MeanStd(BaseModel):
+    mean: float
+    std: float
+
+
+class ReluLayerCard(BaseModel):
+    name: str
+    units: int
+    size: int
+
+
+class OnnxLayerCard(ReluLayerCard):
+    """An ONNX ReLU-family node: the tensor it outputs, its op, and where its units are."""
+
+    tensor: str
+    op: str
+    axis: int = Field(description="the units' axis in the batched tensor (1: channels of NCHW, or dense units)")
+    rank: int = Field(description="the tensor's axes per input (the batch axis not counted)")
+
+
+class NotProbedCard(BaseModel):
+    name: str
+    activation: str
+
+
+class CalibrationFacts(BaseModel):
+    """What the calibration set was and how registration split it (reproducibly, by ``seed``)."""
+
+    size: int
+    sha256: str
+    baseline_size: int = Field(
+        description="items for the per-layer baseline, dead units and the fit of the typicality detector"
+    )
+    typicality_size: int = Field(
+        description="items that, with the baseline part, set the typicality threshold (out-of-fold scores)"
+    )
+    measured_size: int = Field(description="items used for neither: the false-alarm rate and accuracy")
+    seed: int = 0
+
+
+class ModelCard(BaseModel):
+    """What every stored model says about itself."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    PUBLIC: ClassVar[tuple[str, ...]] = (
+        "kind",
+        "input_shape",
+        "input_range",
+        "class_names",
+        "test_accuracy",
+        "accuracy_on",
+        "weight_sparsity",
+        "typicality",
+        "calibration",
+        "dataset",
+        "dataset_size",
+        "train_size",
+        "test_size",
+        "feature_ranges",
+        "provenance",
+    )
+    """The fields /models shows (besides the tag; the examples have their own route)."""
+
+    kind: str
+    input_shape: list[int] = Field(min_length=1)
+    input_range: list[float] = Field(min_length=2, max_length=2)
+    class_names: list[str] = Field(min_length=2)
+    typicality: TypicalityModel
+    weight_sparsity: dict[str, float]
+    test_accuracy: float | None = None  # with labels: on the calibration part used for nothing else
+    accuracy_on: str | None = None
+    calibration: CalibrationFacts | None = None
+    provenance: dict[str, Any] = {}
+    versions: dict[str, str] = {}
+    feature_ranges: list[list[float]] | None = Field(
+        default=None, description="tabular inputs: each feature's [min, max] over the calibration set"
+    )
+    examples: list[Any] | None = Field(
+        default=None, description="a few calibration items used for nothing else, for GET /models/{name}/examples"
+    )
+    example_labels: list[int] | None = None
+    # facts of the project's own training runs (a registered model has none)
+    dataset: str | None = None
+    dataset_size: int | None = None
+    train_size: int | None = None
+    test_size: int | None = None
+    options: dict[str, Any] = {}
+    seed: int | None = None
+
+    def metadata(self) -> dict:
+        """The card as the JSON-safe dict BentoML stores (which refuses None: unset fields are left out)."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+    def describe(self) -> dict:
+        return self.model_dump(mode="json", include=set(self.PUBLIC), exclude_none=True)
+
+    @property
+    def image_shaped(self) -> bool:
+        return image_shaped(self.input_shape)
+
+
+class ReluCard(ModelCard):
+    """What every model with ReLU-family layers says: the layers, their baselines and dead units."""
+
+    PUBLIC: ClassVar[tuple[str, ...]] = (
+        *ModelCard.PUBLIC,
+        "relu_layers",
+        "not_probed",
+        "activation_sparsity",
+        "dead_unit_ratio",
+        "unit_firing",
+        "output",
+        "preprocessing",
+        "pruned",
+        "parent",
+    )
+    relu_layers: list[ReluLayerCard] = Field(min_length=1)
+    not_probed: list[NotProbedCard] = []
+    activation_sparsity: dict[str, MeanStd]  # per ReLU-family layer call, and "all"
+    dead_unit_ratio: dict[str, float]
+    unit_firing: dict[str, list[float]] | None = Field(
+        default=None,
+        description="per layer, each unit's share of the baseline calibration items on which it fired (0: dead)",
+    )
+    output: Literal["probabilities", "logits"] = "probabilities"
+    preprocessing: Literal[PREPROCESSING] | None = None  # image-shaped inputs only
+    train_seconds: float | None = None
+    pruned: dict[str, Any] | None = None  # how it was pruned, when it was
+    parent: str | None = None  # the tag it was pruned from
+
+
+class ModelCardError(ValueError):
+    """A stored model's metadata is not a valid card: one line with the tag and the field."""

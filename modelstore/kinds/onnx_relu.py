@@ -1,0 +1,138 @@
+"""Kind ``onnx-relu``: an ONNX classifier (from PyTorch, scikit-learn, Keras, ...) with ReLU-family nodes.
+
+- file: ``model.onnx``, checked before anything runs (:func:`sparsity.onnx_graph.problems`: valid ONNX,
+  standard operators only, no external data);
+- registration: the ReLU-family nodes are found in the graph (:mod:`sparsity.onnx_graph`), and whether the
+  model outputs probabilities or logits is decided on the calibration run;
+- serving: the counting copy of the graph in ONNX Runtime (:mod:`sparsity.onnx_probe`), one intra-op thread
+  per worker unless ``ONNX_INTRA_OP_THREADS`` says otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import ClassVar, Literal
+
+import numpy as np
+from pydantic import Field
+
+from modelstore.card import ModelCardError, OnnxLayerCard, ReluCard
+from modelstore.kinds import Kind, LoadOptions
+from modelstore.register import OpenedModel, RegistrationError, register_relu
+from modelstore.runtime import Prediction, ReluRuntime
+from modelstore.summary import relu_log_text, relu_summary_lines
+from sparsity.detectors import UnitFiring, load_detector
+
+NAME = "onnx-relu"
+PROBABILITY_TOLERANCE = 1e-3
+"""An ONNX model's scores are taken as probabilities when every calibration row is in [0, 1] and sums to 1
+within this; otherwise they are logits, and the service applies a softmax."""
+
+
+class OnnxReluCard(ReluCard):
+    PUBLIC: ClassVar[tuple[str, ...]] = (*ReluCard.PUBLIC, "opset", "producer", "unit_convention")
+    MODEL_FILE: ClassVar[str] = "model.onnx"
+
+    kind: Literal[NAME]
+    relu_layers: list[OnnxLayerCard] = Field(min_length=1)
+    opset: int
+    producer: str = Field(description="the program that wrote the file, as the file says (e.g. pytorch 2.9)")
+    unit_convention: str
+
+
+class OnnxReluRuntime(ReluRuntime):
+    def __init__(self, tag: str, card: OnnxReluCard, path: str, options: LoadOptions | None = None) -> None:
+        from sparsity import onnx_graph
+        from sparsity.onnx_probe import OnnxProbe
+
+        super().__init__(tag, card)
+        layers = [
+            onnx_graph.ProbedTensor(l.name, l.tensor, l.op, units=l.units, size=l.size, axis=l.axis, rank=l.rank)
+            for l in card.relu_layers
+        ]
+        try:
+            self.detector = load_detector(card.typicality, os.path.dirname(path))
+            self.probe = OnnxProbe(
+                onnx_graph.load(path),
+                layers=layers,
+                output=card.output,
+                value_range=self.value_range,
+                field="inputs",
+                threads=(options or LoadOptions()).onnx_intra_threads,
+            )
+        except ValueError as exc:  # OnnxModelError, DetectorStateError
+            raise ModelCardError(f"model {tag}: {exc}") from None
+        self.check_input_shape()
+        self.layers = [layer.name for layer in layers]
+        if not isinstance(self.detector, UnitFiring) or card.typicality.features != self.layers:
+            raise ModelCardError(f"model {tag}: the typicality state does not fit the model's ReLU-family layers")
+
+    def predict(self, x: np.ndarray) -> Prediction:
+        result = self.probe.run(x)
+        return self.prediction(result, self.detector.scores(result.shares))
+
+
+def open_onnx(path: Path) -> OpenedModel:
+    """An ONNX file checked (:func:`sparsity.onnx_graph.load`), with its probe that counts inside ONNX Runtime.
+    Whether it outputs probabilities or logits is decided on the calibration run."""
+    from sparsity import onnx_graph
+    from sparsity.onnx_probe import OnnxProbe
+
+    try:
+        model = onnx_graph.load(path)  # its refusals name the file
+    except onnx_graph.OnnxModelError as exc:
+        raise RegistrationError(str(exc)) from None
+    try:
+        probe = OnnxProbe(model, field="calibration")
+    except onnx_graph.OnnxModelError as exc:
+        raise RegistrationError(f"{path.name}: {exc}") from None
+
+    def settle(result) -> None:
+        scores = result.probabilities
+        rows_sum_to_one = np.allclose(scores.sum(axis=1), 1.0, atol=PROBABILITY_TOLERANCE)
+        probe.output = "probabilities" if rows_sum_to_one and scores.min() >= 0 and scores.max() <= 1 else "logits"
+        if probe.output == "logits":
+            shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
+            result.probabilities = shifted / shifted.sum(axis=1, keepdims=True)
+
+    producer = " ".join(part for part in (model.producer_name, model.producer_version) if part) or "unknown"
+    fields = {
+        "kind": NAME,
+        "weight_sparsity": onnx_graph.weight_sparsity(model),
+        "opset": probe.opset,
+        "producer": producer,
+        "unit_convention": onnx_graph.UNIT_CONVENTION,
+    }
+    return OpenedModel(probe, probe.classes, OnnxReluCard, fields, settle)
+
+
+def register_file(path: Path, name: str, calibration, *, feature_names=None, **options):
+    """``register`` of a file of this kind (``feature_names`` is for tabular linear models; not used here)."""
+    return register_relu(path, name, calibration, open_onnx, **options)
+
+
+def file_problems(path: str) -> list[str]:
+    from sparsity.onnx_graph import problems  # the onnx package only, nothing run
+
+    return problems(path)
+
+
+def summary_lines(card: OnnxReluCard) -> list[str]:
+    return [
+        *relu_summary_lines(card),
+        f"  onnx     opset {card.opset}, written by {card.producer}; counted inside ONNX Runtime",
+    ]
+
+
+KIND = Kind(
+    name=NAME,
+    card=OnnxReluCard,
+    runtime=OnnxReluRuntime,
+    suffixes=(".onnx",),
+    register_file=register_file,
+    describes="An ONNX ReLU model's card and baselines",
+    summary_lines=summary_lines,
+    log_text=relu_log_text,
+    file_problems=file_problems,
+)

@@ -1,0 +1,120 @@
+"""Explicit construction: one place builds the settings, the audited list of models, the data plane and the
+BentoML service around them (MLServer's ``server.py``). Nothing here runs at import.
+
+``bentoml serve`` and ``bentoml build`` import ``service.service:SparsityService`` and need, at import, a
+service class whose models are declared as class attributes (only those are bundled by ``bentoml build``)
+and whose worker count is known. So :mod:`service.service` calls :func:`configure_or_exit` and :func:`serve`
+at import: that is the one import-time step left, and it is there because BentoML asks for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import bentoml
+from starlette.applications import Starlette
+from starlette.responses import RedirectResponse
+from starlette.routing import Route
+
+from modelstore.audit import Candidate, NothingToServe, candidates
+from modelstore.kinds import LoadOptions, add_kinds_from
+from service import __version__, logs, metrics, openapi, routes
+from service.config import Settings, SettingsError
+from service.dataplane import DataPlane
+from service.middleware import RequestGuard
+from service.modelroutes import ModelRoutes
+from service.pages import Pages
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """What the service is started with: its settings and every wanted model, audited."""
+
+    settings: Settings
+    candidates: list[Candidate]
+
+    @property
+    def accepted(self) -> list[Candidate]:
+        return [c for c in self.candidates if c.accepted]
+
+    @property
+    def load_options(self) -> LoadOptions:
+        s = self.settings
+        return LoadOptions(s.tf_intra_threads, s.tf_inter_threads, s.onnx_intra_threads)
+
+
+def configure(environ: Mapping[str, str] | None = None) -> Configuration:
+    """Read the settings, add the plug-in kinds they name, audit the store. Raises SettingsError or
+    NothingToServe."""
+    settings = Settings.from_env(environ)
+    try:
+        add_kinds_from(settings.model_kinds)
+    except ValueError as exc:
+        raise SettingsError("MODEL_KINDS", ",".join(settings.model_kinds), str(exc)) from None
+    return Configuration(settings, candidates(settings.served_models))
+
+
+def configure_or_exit(in_worker: bool) -> Configuration:
+    """:func:`configure`, or one line on stderr and exit status 2 before any worker starts."""
+    logs.configure()
+    try:
+        configuration = configure()
+    except (SettingsError, NothingToServe) as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+    if not in_worker:
+        for refused in (c for c in configuration.candidates if not c.accepted):
+            log.warning("not serving %s", refused.problem)
+    return configuration
+
+
+def declare_models(cls: type, configuration: Configuration) -> dict[str, str]:
+    """Each accepted model as a ``BentoModel`` class attribute of ``cls`` (only class attributes are bundled
+    by ``bentoml build``); returns each tag's attribute name."""
+    attributes = {}
+    for index, candidate in enumerate(configuration.accepted):
+        attributes[candidate.tag] = f"stored_model_{index}"
+        setattr(cls, attributes[candidate.tag], bentoml.models.BentoModel(candidate.tag))
+    return attributes
+
+
+def serve(cls: type, configuration: Configuration, plane: DataPlane):
+    """``cls`` as the BentoML service: its settings, the pages, the guard and the model routes on ``plane``."""
+    settings = configuration.settings
+    app = Starlette(routes=[Route("/docs", lambda request: RedirectResponse("/"), methods=["GET"])])
+    # BentoML serves Swagger UI at / and the OpenAPI document at /docs.json; /docs points there
+    service = bentoml.asgi_app(app, path="/")(
+        bentoml.service(
+            name="sparsity_service",
+            workers=settings.workers,
+            traffic={"timeout": 60},
+            # no OpenTelemetry spans for the prediction routes: its middleware wraps every body chunk (3 ms of a
+            # 256-image JSON request, measured) and costs about 8% of a one-image request; no exporter is
+            # configured by default anyway
+            tracing={"excluded_urls": ["/mnist/", "/iris/", routes.MODELS_PATH]},  # regexes, searched in the URL
+            logging={"access": {"enabled": settings.access_log, "skip_paths": ["/metrics", "/livez", "/readyz"]}},
+            metrics={
+                "enabled": True,
+                "namespace": "bentoml_service",
+                "duration": {"buckets": metrics.REQUEST_BUCKETS},
+            },
+        )(cls)
+    )
+    service.add_asgi_middleware(
+        RequestGuard,
+        max_body_bytes=settings.max_body_bytes,
+        max_drain_bytes=settings.max_drain_bytes,
+        body_timeout=settings.body_timeout,
+    )
+    service.add_asgi_middleware(ModelRoutes, plane=plane)  # inside the guard: 415 and 413 are answered before it
+    service.add_asgi_middleware(Pages)  # / without BentoML's tracker, and the introspection page /ui
+    service.add_asgi_middleware(
+        openapi.OpenAPIDocument,
+        build=lambda: openapi.fix_document(service.openapi_spec.asdict(), version=__version__),
+    )
+    return service
