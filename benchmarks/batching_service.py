@@ -10,8 +10,7 @@ from __future__ import annotations
 import bentoml
 import numpy as np
 
-from modelstore.kinds import load_card
-from modelstore.runtime import load
+from modelstore.kinds import load, load_card
 
 
 @bentoml.service(name="batching_experiment")

@@ -26,7 +26,7 @@ def load(tag: str):
     made the probe look free there."""
     import tensorflow as tf
 
-    from modelstore.runtime import from_store
+    from modelstore.kinds import from_store
     from sparsity.logs import set_tensorflow_threads
 
     set_tensorflow_threads(1, 1)

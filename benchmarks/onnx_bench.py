@@ -112,7 +112,7 @@ def store_with_twin(work: Path) -> Path:
 
 
 def http(seconds: int, work: Path) -> dict:
-    from benchmarks.http_bench import Case, make_bodies, serve_cases
+    from benchmarks.load import Case, make_bodies, serve_cases
 
     bodies = make_bodies(work)
     home = store_with_twin(work)

@@ -368,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     set_tensorflow_threads(1, 1)
 
     from benchmarks.ood_sets import evaluation_sets
-    from modelstore.runtime import from_store
+    from modelstore.kinds import from_store
     from training.data import load_mnist_5k
 
     runtime = from_store(args.model)

@@ -149,7 +149,7 @@ def memory_sampler(server: Server, stop: threading.Event, out: list[tuple[float,
 
 def check_samples(samples: list[tuple[str, object, dict]], digits: np.ndarray, iris: np.ndarray) -> dict:
     """Recompute each sampled answer in process, on the same stored models, and compare."""
-    from modelstore.runtime import from_store
+    from modelstore.kinds import from_store
     from service.codecs.pictures import image_to_mnist
     from sparsity.logs import set_tensorflow_threads
 

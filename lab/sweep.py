@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 DEFAULT_L1S = (0.0, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3)
 CENTER_L1 = 1e-4
 """The L1 strength around which the default grid varies initialisation and design."""
-QUICK_L1S = (0.0, 1e-3)
 POINT_FIELDS = ("l1", "init", "design", "threshold", "kwta_density")
 RUN_SETTINGS = ("epochs", "limit", "dataset", "batch_size")
 

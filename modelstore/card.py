@@ -11,7 +11,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from sparsity.contract import PREPROCESSING, image_shaped
+from sparsity.contract import ALL_LAYERS, PREPROCESSING, image_shaped
 from sparsity.typicality import TypicalityModel
 
 
@@ -115,6 +115,14 @@ class ModelCard(BaseModel):
     def image_shaped(self) -> bool:
         return image_shaped(self.input_shape)
 
+    def summary_lines(self) -> list[str]:
+        """The registration summary's lines about this kind's own figures (:mod:`modelstore.summary`)."""
+        return []
+
+    def log_text(self) -> str:
+        """This kind's figures in the start-up log's line of a served model."""
+        return ""
+
 
 class ReluCard(ModelCard):
     """What every model with ReLU-family layers says: the layers, their baselines and dead units."""
@@ -144,6 +152,31 @@ class ReluCard(ModelCard):
     train_seconds: float | None = None
     pruned: dict[str, Any] | None = None  # how it was pruned, when it was
     parent: str | None = None  # the tag it was pruned from
+
+    def summary_lines(self) -> list[str]:
+        """The registration summary's lines of a ReLU-family model: output, layers, baselines, dead units."""
+        lines = [
+            f"  output   {self.output}" + (f"; picture uploads: {self.preprocessing}" if self.preprocessing else ""),
+            f"  probed   {len(self.relu_layers)} ReLU-family layer call(s): "
+            "zeros at baseline (mean +/- std), dead units",
+        ]
+        width = max(len(layer.name) for layer in self.relu_layers)
+        for layer in self.relu_layers:
+            stats = self.activation_sparsity[layer.name]
+            lines.append(
+                f"    {layer.name:<{width}}  {layer.units:>5} units  {stats.mean:.3f} +/- {stats.std:.3f}  "
+                f"dead {self.dead_unit_ratio[layer.name]:.3f}"
+            )
+        overall = self.activation_sparsity[ALL_LAYERS]
+        lines.append(f"    {ALL_LAYERS:<{width}}  {'':>11}  {overall.mean:.3f} +/- {overall.std:.3f}")
+        not_probed = ", ".join(f"{layer.name} ({layer.activation})" for layer in self.not_probed) or "none"
+        lines.append(f"  not_probed  {not_probed}")
+        return lines
+
+    def log_text(self) -> str:
+        baseline = ", ".join(f"{layer} {stats.mean:.3f}" for layer, stats in self.activation_sparsity.items())
+        dead = ", ".join(f"{layer} {ratio:.3f}" for layer, ratio in self.dead_unit_ratio.items())
+        return f"activation sparsity baseline {baseline}; dead units {dead}"
 
 
 class ModelCardError(ValueError):

@@ -63,8 +63,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from modelstore.kinds import by_suffix, suffixes
-    from modelstore.register import Calibration, RegistrationError, load_array, register_file
+    from modelstore.kinds import by_suffix, register_file, suffixes
+    from modelstore.register import Calibration, RegistrationError, load_array
     from modelstore.summary import registration_summary
 
     try:

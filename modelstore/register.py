@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from modelstore.card import CalibrationFacts, ModelCard, ReluCard
+from modelstore.card import CalibrationFacts, ReluCard
 from modelstore.files import save_model
 from modelstore.versions import library_versions
 from sparsity.contract import PREPROCESSING, image_shaped, step_makes
@@ -333,15 +333,3 @@ def register_relu(
         name, write, labels={"kind": card.kind, **(labels or {})}, metadata=card.metadata(), report_dir=report_dir
     )
     return tag, card
-
-
-def register_file(path: Path, name: str, calibration: Calibration, **options) -> tuple[str, ModelCard]:
-    """Register the file ``path`` as ``name``: its kind is the one that takes its suffix (:mod:`modelstore.kinds`)."""
-    from modelstore.kinds import by_suffix, suffixes
-
-    kind = by_suffix(path.suffix)
-    if kind is None:
-        raise RegistrationError(f"{path}: register one of these files: {', '.join(suffixes())}")
-    if not path.is_file():
-        raise RegistrationError(f"{path}: no such file")
-    return kind.register_file(path, name, calibration, **options)

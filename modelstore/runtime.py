@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from modelstore.card import ModelCard, ModelCardError
-from modelstore.kinds import LoadOptions, kind_of, load_card
 from sparsity.result import by_layer
 
 
@@ -75,22 +74,3 @@ class ReluRuntime(Runtime):
             fired=result.fired,
             shares=by_layer(result.shares, self.layers, self.probe.unit_offsets),
         )
-
-
-def load(stored, card, options: LoadOptions | None = None) -> Runtime:
-    """The runtime of ``card.kind`` over a stored model (BentoML's ``Model``)."""
-    return kind_of(card.kind).runtime(str(stored.tag), card, stored.path_of(card.MODEL_FILE), options or LoadOptions())
-
-
-def from_store(tag: str, options: LoadOptions | None = None) -> Runtime:
-    """The runtime of a stored model by tag (benchmarks and tests; the service audits first, see
-    :mod:`modelstore.audit`)."""
-    import bentoml
-
-    stored = bentoml.models.get(tag)
-    card = load_card(str(stored.tag), stored.info.metadata)
-    options = options or LoadOptions()
-    kind = kind_of(card.kind)
-    if kind.prepare is not None:
-        kind.prepare(options)
-    return load(stored, card, options)

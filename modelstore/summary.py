@@ -1,11 +1,10 @@
 """A stored model's card, told to a person: the registration summary (one screen) and the start-up log's
-line. What is the same for every kind is here; each kind adds its own figures (``Kind.summary_lines``,
-``Kind.log_text``), and the two ReLU kinds share theirs (:func:`relu_summary_lines`, :func:`relu_log_text`)."""
+line. What is the same for every kind is here; each kind's card adds its own figures (``summary_lines`` and
+``log_text``; the two ReLU kinds share :class:`~modelstore.card.ReluCard`'s)."""
 
 from __future__ import annotations
 
-from modelstore.card import ModelCard, ReluCard
-from sparsity.contract import ALL_LAYERS
+from modelstore.card import ModelCard
 
 FEW_FOR_TYPICALITY = 100
 """Below this many items in the typicality part, the summary warns: a 1% threshold set on fewer is coarse."""
@@ -13,15 +12,13 @@ FEW_FOR_TYPICALITY = 100
 
 def registration_summary(tag: str, card: ModelCard) -> list[str]:
     """What was registered, on one screen."""
-    from modelstore.kinds import kind_of
-
     low, high = card.input_range
     more = " ..." if len(card.class_names) > 10 else ""
     lines = [
         f"registered {tag} (kind {card.kind})",
         f"  input    shape {tuple(card.input_shape)}, values in [{low:g}, {high:g}]",
         f"  classes  {len(card.class_names)}: {', '.join(card.class_names[:10])}{more}",
-        *kind_of(card.kind).summary_lines(card),
+        *card.summary_lines(),
     ]
     typ = card.typicality
     fitted = f", fitted on {typ.fit_size} items" if typ.fit_size else ""
@@ -50,37 +47,9 @@ def registration_summary(tag: str, card: ModelCard) -> list[str]:
 
 def model_line(tag: str, card: ModelCard) -> str:
     """One served model in the start-up log: tag, kind, accuracy and baselines."""
-    from modelstore.kinds import kind_of
-
     accuracy = f", accuracy {card.test_accuracy:.4f}" if card.test_accuracy is not None else ""
     head = f"model {tag} ({card.kind}{', ' + card.dataset if card.dataset else ''}{accuracy}"
     parent = getattr(card, "parent", None)
     head += f"; pruned from {parent})" if parent else ")"
     flag = f"; typicality {card.typicality.detector} above {card.typicality.threshold:.3f}"
-    return f"{head}: {kind_of(card.kind).log_text(card)}{flag}"
-
-
-def relu_summary_lines(card: ReluCard) -> list[str]:
-    """The registration summary's lines of a ReLU-family model: output, layers, baselines, dead units."""
-    lines = [
-        f"  output   {card.output}" + (f"; picture uploads: {card.preprocessing}" if card.preprocessing else ""),
-        f"  probed   {len(card.relu_layers)} ReLU-family layer call(s): zeros at baseline (mean +/- std), dead units",
-    ]
-    width = max(len(layer.name) for layer in card.relu_layers)
-    for layer in card.relu_layers:
-        stats = card.activation_sparsity[layer.name]
-        lines.append(
-            f"    {layer.name:<{width}}  {layer.units:>5} units  {stats.mean:.3f} +/- {stats.std:.3f}  "
-            f"dead {card.dead_unit_ratio[layer.name]:.3f}"
-        )
-    overall = card.activation_sparsity[ALL_LAYERS]
-    lines.append(f"    {ALL_LAYERS:<{width}}  {'':>11}  {overall.mean:.3f} +/- {overall.std:.3f}")
-    not_probed = ", ".join(f"{layer.name} ({layer.activation})" for layer in card.not_probed) or "none"
-    lines.append(f"  not_probed  {not_probed}")
-    return lines
-
-
-def relu_log_text(card: ReluCard) -> str:
-    baseline = ", ".join(f"{layer} {stats.mean:.3f}" for layer, stats in card.activation_sparsity.items())
-    dead = ", ".join(f"{layer} {ratio:.3f}" for layer, ratio in card.dead_unit_ratio.items())
-    return f"activation sparsity baseline {baseline}; dead units {dead}"
+    return f"{head}: {card.log_text()}{flag}"

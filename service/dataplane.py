@@ -20,8 +20,8 @@ import numpy as np
 
 from modelstore.audit import Candidate, NothingToServe
 from modelstore.card import ModelCardError
-from modelstore.kinds import LoadOptions, kind_of
-from modelstore.runtime import Prediction, Runtime, load
+from modelstore.kinds import LoadOptions, kind_of, load
+from modelstore.runtime import Prediction, Runtime
 from service import metrics
 from service.codecs.json_inputs import inputs_from_json
 from service.codecs.npy import decode_npy

@@ -107,7 +107,7 @@ def test_prune_from_the_cli_saves_a_pruned_model_the_service_loads(trained, bent
     for row in (report["dense_reference"], report["parent"], level):
         assert row["forward_ms_1"] > 0 and row["forward_ms_256"] > 0
     script = (
-        "import bentoml, json, numpy as np; from modelstore.runtime import from_store; "
+        "import bentoml, json, numpy as np; from modelstore.kinds import from_store; "
         "m = bentoml.models.get('mnist_cnn:latest'); r = from_store('mnist_cnn:latest'); r.warm_up(); "
         "print(json.dumps({'labels': m.info.labels, 'parent': m.info.metadata['parent'], "
         "'units': [l.units for l in r.card.relu_layers]}))"

@@ -240,7 +240,7 @@ def test_presets_options_and_pruning_step(args, values, overrides, prune):
 
 @pytest.mark.slow
 def test_typicality_is_calibrated_and_flags_noise_blank_and_inverted_digits(trained):
-    from modelstore.runtime import from_store
+    from modelstore.kinds import from_store
     from sparsity.typicality import TypicalityModel
 
     stored = bentoml.models.get(trained["mnist"]["tag"])

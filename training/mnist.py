@@ -12,8 +12,9 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from modelstore.kinds import register_file
 from modelstore.kinds.keras_relu import KerasReluCard
-from modelstore.register import Calibration, register_file
+from modelstore.register import Calibration
 from sparsity import SparsityProbe
 from sparsity.contract import DEFAULT_DENSITY, DEFAULT_THRESHOLD
 from sparsity.summary import summarize

@@ -17,44 +17,17 @@ A kind from outside the project (a plug-in) is added with :func:`add_kind`, or n
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from importlib import import_module
-from typing import TYPE_CHECKING, Annotated, Any, Union
+from pathlib import Path
+from typing import Annotated, Union
 
 from pydantic import Field, TypeAdapter, ValidationError
 
 from modelstore.card import ModelCard, ModelCardError
+from modelstore.kind import Kind, LoadOptions
+from modelstore.runtime import Runtime
 
-if TYPE_CHECKING:
-    from modelstore.runtime import Runtime
-
-
-@dataclass(frozen=True)
-class LoadOptions:
-    """How runtimes are loaded in this process (from the service's settings)."""
-
-    tf_intra_threads: int = 1
-    tf_inter_threads: int = 1
-    onnx_intra_threads: int = 1
-
-
-@dataclass(frozen=True)
-class Kind:
-    """One model kind: what the store, registration and the service need to know of it."""
-
-    name: str  # the card's ``kind``
-    card: type[ModelCard]
-    runtime: Callable[..., Runtime]  # (tag, card, path of card.MODEL_FILE, LoadOptions) -> Runtime
-    suffixes: tuple[str, ...]  # the files ``register`` takes for this kind
-    register_file: Callable[..., tuple[str, ModelCard]]  # (path, name, calibration, **options) -> (tag, card)
-    describes: str  # what its entry of GET /models is, in the OpenAPI document
-    summary_lines: Callable[[Any], list[str]]  # the registration summary's lines about this kind's figures
-    log_text: Callable[[Any], str]  # the start-up log's figures of one served model
-    file_problems: Callable[[str], list[str]] | None = None  # the stored file's check (None: its file is not read)
-    prepare: Callable[[LoadOptions], None] | None = None  # once per process, before the first runtime of the kind
-    upgrade_reason: Callable[[Any], str | None] = lambda card: None
-    """Why a stored card, though servable, should be trained again (``make serve`` trains when it says so)."""
+__all__ = ["KINDS", "Kind", "LoadOptions", "add_kind", "from_store", "kind_of", "load", "load_card", "register_file"]
 
 
 KINDS: dict[str, Kind] = {}
@@ -122,6 +95,38 @@ def load_card(tag: str, metadata: dict) -> ModelCard:
         problem = "is missing" if first["type"] == "missing" else f"is invalid: {first['msg']}"
         more = f" (and {exc.error_count() - 1} more problem(s))" if exc.error_count() > 1 else ""
         raise ModelCardError(f"model {tag}: metadata field '{field}' {problem}{more}; register it again") from None
+
+
+def register_file(path: Path, name: str, calibration, **options) -> tuple[str, ModelCard]:
+    """Register the file ``path`` as ``name`` (:mod:`modelstore.register`): its kind is the one that takes its
+    suffix."""
+    from modelstore.register import RegistrationError
+
+    kind = by_suffix(path.suffix)
+    if kind is None:
+        raise RegistrationError(f"{path}: register one of these files: {', '.join(suffixes())}")
+    if not path.is_file():
+        raise RegistrationError(f"{path}: no such file")
+    return kind.register_file(path, name, calibration, **options)
+
+
+def load(stored, card: ModelCard, options: LoadOptions | None = None) -> Runtime:
+    """The runtime of ``card.kind`` over a stored model (BentoML's ``Model``), audited already."""
+    return kind_of(card.kind).runtime(str(stored.tag), card, stored.path_of(card.MODEL_FILE), options or LoadOptions())
+
+
+def from_store(tag: str, options: LoadOptions | None = None) -> Runtime:
+    """The runtime of a stored model by tag (benchmarks and tests; the service audits first, see
+    :mod:`modelstore.audit`)."""
+    import bentoml
+
+    stored = bentoml.models.get(tag)
+    card = load_card(str(stored.tag), stored.info.metadata)
+    options = options or LoadOptions()
+    kind = kind_of(card.kind)
+    if kind.prepare is not None:
+        kind.prepare(options)
+    return load(stored, card, options)
 
 
 def _project_kinds() -> None:

@@ -17,10 +17,9 @@ from typing import ClassVar, Literal
 import numpy as np
 
 from modelstore.card import ModelCardError, ReluCard
-from modelstore.kinds import Kind, LoadOptions
+from modelstore.kind import Kind, LoadOptions
 from modelstore.register import OpenedModel, RegistrationError, register_relu
 from modelstore.runtime import Prediction, ReluRuntime
-from modelstore.summary import relu_log_text, relu_summary_lines
 from sparsity.detectors import UnitFiring, load_detector
 from sparsity.keras_file import keras_file_problems
 from sparsity.typicality import UNIT_FIRING
@@ -107,8 +106,6 @@ KIND = Kind(
     suffixes=(".keras",),
     register_file=register_file,
     describes="A Keras ReLU model's card and baselines",
-    summary_lines=relu_summary_lines,
-    log_text=relu_log_text,
     file_problems=keras_file_problems,
     prepare=prepare,
     upgrade_reason=upgrade_reason,

@@ -19,7 +19,7 @@ from pydantic import Field
 
 from modelstore.card import MeanStd, ModelCard, ModelCardError
 from modelstore.files import save_model
-from modelstore.kinds import Kind, LoadOptions
+from modelstore.kind import Kind, LoadOptions
 from modelstore.register import (
     FALSE_ALARM_RATE,
     Calibration,
@@ -61,6 +61,17 @@ class LinearCard(ModelCard):
     scaler_mean: list[float]
     scaler_scale: list[float]
     feature_names: list[str]
+
+    def summary_lines(self) -> list[str]:
+        stats = self.contribution_sparsity
+        return [
+            f"  sparsity weights {self.weight_sparsity[LINEAR_LAYER]:.3f} zero; "
+            f"contributions {stats.mean:.3f} +/- {stats.std:.3f}"
+        ]
+
+    def log_text(self) -> str:
+        weights = ", ".join(f"{name} {value:.3f}" for name, value in self.weight_sparsity.items())
+        return f"weight sparsity {weights}; contribution sparsity baseline {self.contribution_sparsity.mean:.3f}"
 
 
 class LinearRuntime(Runtime):
@@ -247,19 +258,6 @@ def register_file(
     return register_linear(scaler, classifier, name, calibration, write=write, feature_names=names, **options)
 
 
-def summary_lines(card: LinearCard) -> list[str]:
-    stats = card.contribution_sparsity
-    return [
-        f"  sparsity weights {card.weight_sparsity[LINEAR_LAYER]:.3f} zero; "
-        f"contributions {stats.mean:.3f} +/- {stats.std:.3f}"
-    ]
-
-
-def log_text(card: LinearCard) -> str:
-    weights = ", ".join(f"{name} {value:.3f}" for name, value in card.weight_sparsity.items())
-    return f"weight sparsity {weights}; contribution sparsity baseline {card.contribution_sparsity.mean:.3f}"
-
-
 KIND = Kind(
     name=NAME,
     card=LinearCard,
@@ -267,6 +265,4 @@ KIND = Kind(
     suffixes=(".skops",),
     register_file=register_file,
     describes="A linear classifier's card and baselines",
-    summary_lines=summary_lines,
-    log_text=log_text,
 )

@@ -18,10 +18,9 @@ import numpy as np
 from pydantic import Field
 
 from modelstore.card import ModelCardError, OnnxLayerCard, ReluCard
-from modelstore.kinds import Kind, LoadOptions
+from modelstore.kind import Kind, LoadOptions
 from modelstore.register import OpenedModel, RegistrationError, register_relu
 from modelstore.runtime import Prediction, ReluRuntime
-from modelstore.summary import relu_log_text, relu_summary_lines
 from sparsity.detectors import UnitFiring, load_detector
 
 NAME = "onnx-relu"
@@ -39,6 +38,12 @@ class OnnxReluCard(ReluCard):
     opset: int
     producer: str = Field(description="the program that wrote the file, as the file says (e.g. pytorch 2.9)")
     unit_convention: str
+
+    def summary_lines(self) -> list[str]:
+        return [
+            *super().summary_lines(),
+            f"  onnx     opset {self.opset}, written by {self.producer}; counted inside ONNX Runtime",
+        ]
 
 
 class OnnxReluRuntime(ReluRuntime):
@@ -118,13 +123,6 @@ def file_problems(path: str) -> list[str]:
     return problems(path)
 
 
-def summary_lines(card: OnnxReluCard) -> list[str]:
-    return [
-        *relu_summary_lines(card),
-        f"  onnx     opset {card.opset}, written by {card.producer}; counted inside ONNX Runtime",
-    ]
-
-
 KIND = Kind(
     name=NAME,
     card=OnnxReluCard,
@@ -132,7 +130,5 @@ KIND = Kind(
     suffixes=(".onnx",),
     register_file=register_file,
     describes="An ONNX ReLU model's card and baselines",
-    summary_lines=summary_lines,
-    log_text=relu_log_text,
     file_problems=file_problems,
 )
