@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 PROJECT_MODELS = {"SERVED_MODELS": "mnist_cnn,iris_l1"}

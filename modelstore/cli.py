@@ -68,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
     from modelstore.summary import registration_summary
 
     try:
+        add_plugin_kinds()
         if by_suffix(args.model.suffix) is None:
             raise RegistrationError(f"{args.model}: register one of these files: {', '.join(suffixes())}")
         if not args.model.is_file():
@@ -105,3 +106,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     logs.configure(logging.INFO)
     return args.run(args)
+
+
+def add_plugin_kinds() -> None:
+    """The kinds named in ``MODEL_KINDS`` (``module.path,...``, as for the service), added to the table."""
+    import os
+
+    from modelstore.kinds import add_kinds_from
+    from modelstore.register import RegistrationError
+
+    named = [part.strip() for part in os.environ.get("MODEL_KINDS", "").split(",") if part.strip()]
+    try:
+        add_kinds_from(named)
+    except ValueError as exc:
+        raise RegistrationError(f"MODEL_KINDS: {exc}") from None

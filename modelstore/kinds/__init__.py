@@ -32,14 +32,12 @@ __all__ = ["KINDS", "Kind", "LoadOptions", "add_kind", "from_store", "kind_of", 
 
 KINDS: dict[str, Kind] = {}
 """Every kind, by the ``kind`` its cards carry."""
-_adapter: TypeAdapter | None = None
+_adapters: dict[tuple[type, ...], TypeAdapter] = {}
 
 
 def add_kind(kind: Kind) -> Kind:
-    """Put ``kind`` in the table (a plug-in kind, or one of the project's); the card union is rebuilt."""
-    global _adapter
+    """Put ``kind`` in the table (a plug-in kind, or one of the project's)."""
     KINDS[kind.name] = kind
-    _adapter = None
     return kind
 
 
@@ -69,11 +67,11 @@ def suffixes() -> tuple[str, ...]:
 
 
 def _card_adapter() -> TypeAdapter:
-    global _adapter
-    if _adapter is None:
-        cards = tuple(kind.card for kind in KINDS.values())
-        _adapter = TypeAdapter(Annotated[Union[cards], Field(discriminator="kind")])  # noqa: UP007
-    return _adapter
+    """The discriminated union of the table's card classes (built once per set of kinds)."""
+    cards = tuple(kind.card for kind in KINDS.values())
+    if cards not in _adapters:
+        _adapters[cards] = TypeAdapter(Annotated[Union[cards], Field(discriminator="kind")])  # noqa: UP007
+    return _adapters[cards]
 
 
 def load_card(tag: str, metadata: dict) -> ModelCard:

@@ -1,4 +1,5 @@
-"""The house rules: the service imports the core, never training code; the core imports neither."""
+"""The house rules, read from the source: who may import whom, no import circles, and the HTTP layer reaching
+models only through the data plane."""
 
 from __future__ import annotations
 
@@ -8,24 +9,49 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+PROJECT = ("sparsity", "modelstore", "service", "training", "lab", "benchmarks", "examples", "tests")
+HTTP_LAYER = ("service/modelroutes.py", "service/middleware.py", "service/pages.py", "service/service.py")
+"""The modules that speak HTTP: they reach models through :mod:`service.dataplane` only."""
+
+
+def _imports(path: Path) -> set[str]:
+    """Every absolute module name ``path`` imports, at the top or inside a function (``from a.b import c``
+    gives ``a.b`` and ``a.b.c``: ``c`` may be a module)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return found
 
 
 def _imported_packages(package: str) -> set[str]:
-    found = set()
-    for path in (ROOT / package).rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-            if isinstance(node, ast.Import):
-                found |= {alias.name.split(".")[0] for alias in node.names}
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                found.add(node.module.split(".")[0])
-    return found
+    return {name.split(".")[0] for path in (ROOT / package).rglob("*.py") for name in _imports(path)}
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _graph() -> dict[str, set[str]]:
+    """Project module -> the project modules it imports."""
+    paths = [p for package in PROJECT for p in (ROOT / package).rglob("*.py") if "node_modules" not in p.parts]
+    modules = {_module_name(p): p for p in paths}
+    return {name: {m for m in _imports(path) if m in modules and m != name} for name, path in modules.items()}
 
 
 @pytest.mark.parametrize(
     ("package", "forbidden"),
     [
-        ("service", {"training", "mlxtend", "tests", "examples"}),
-        ("sparsity", {"service", "training", "bentoml", "tests", "examples"}),
+        ("sparsity", {"modelstore", "service", "training", "lab", "bentoml", "benchmarks", "tests", "examples"}),
+        ("modelstore", {"service", "training", "lab", "benchmarks", "tests", "examples", "mlxtend"}),
+        ("service", {"training", "lab", "mlxtend", "benchmarks", "tests", "examples"}),
+        ("training", {"service", "lab", "benchmarks", "tests", "examples"}),
+        ("lab", {"service", "benchmarks", "tests", "examples"}),
+        ("benchmarks", {"tests", "lab"}),
     ],
 )
 def test_package_does_not_import(package, forbidden):
@@ -33,8 +59,45 @@ def test_package_does_not_import(package, forbidden):
 
 
 def test_the_check_sees_real_imports():
-    assert {"sparsity", "bentoml"} <= _imported_packages("service")
-    assert "sparsity" in _imported_packages("training")
+    assert {"sparsity", "modelstore", "bentoml"} <= _imported_packages("service")
+    assert {"sparsity", "modelstore"} <= _imported_packages("training")
+    assert {"training", "modelstore"} <= _imported_packages("lab")
+    assert "service.dataplane" in _graph()["service.modelroutes"]
+
+
+def test_no_import_circles():
+    """No module reaches itself through the imports of the project's modules (a package's ``__init__`` and
+    its own modules aside: Python imports the parent first anyway)."""
+    graph = _graph()
+    circles = []
+    for start in graph:
+        seen, stack = set(), [(start, (start,))]
+        while stack:
+            node, path = stack.pop()
+            for nxt in graph[node]:
+                if nxt == start and not all(p == start or p.startswith(start + ".") for p in path[1:]):
+                    circles.append(" -> ".join((*path, start)))
+                elif nxt not in seen and nxt != start:
+                    seen.add(nxt)
+                    stack.append((nxt, (*path, nxt)))
+    assert circles == []
+
+
+def test_the_http_layer_reaches_models_only_through_the_data_plane():
+    for relative in HTTP_LAYER:
+        path = ROOT / relative
+        imported = _imports(path)
+        assert not any(
+            name.startswith(("modelstore.kinds", "modelstore.runtime", "modelstore.audit")) for name in imported
+        ), relative
+        assert "get_current_service" not in path.read_text(), relative
+
+
+def test_the_product_does_not_import_the_studies():
+    graph = _graph()
+    for name, imported in graph.items():
+        if name.split(".")[0] in ("sparsity", "modelstore", "service", "training"):
+            assert not {m for m in imported if m.startswith("lab")}, name
 
 
 def test_importing_the_service_module_loads_no_tensorflow(small_store):
