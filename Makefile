@@ -16,7 +16,7 @@ export PYTHONPATH := $(CURDIR)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export BENTOML_DO_NOT_TRACK := true
 
-.PHONY: help setup setup-dev models train examples sweep depth resnet prune serve k8s-manifests test test-fast test-container soak system-deps lint format bench bench-typicality build monitor clean
+.PHONY: help setup setup-dev models train examples sweep depth resnet prune serve k8s-manifests test test-fast test-container soak system-deps lint format bench bench-compare bench-typicality build monitor clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -106,6 +106,11 @@ format: setup-dev ## format the code with ruff
 
 bench: setup-dev system-deps models ## in-process limits, 1 and 2 workers, JSON and .npy, the model.predict baseline: reports/bench.{json,png}
 	$(BIN)/python -m benchmarks.http_bench
+
+BASE ?= HEAD~1
+
+bench-compare: setup-dev system-deps models ## this checkout against BASE (a commit, default HEAD~1) served side by side, same run: reports/compare.json
+	$(BIN)/python -m benchmarks.compare --base $(BASE)
 
 bench-typicality: setup-dev system-deps models ## typicality: every detector on near and far sets, the rule, the served one against its targets and its cost: reports/typicality.json
 	$(BIN)/python -m benchmarks.ood_study

@@ -39,7 +39,8 @@ def free_port() -> int:
 
 
 class Server:
-    """``bentoml serve service.service:SparsityService`` on 127.0.0.1, logs in ``log_path``."""
+    """``bentoml serve service.service:SparsityService`` on 127.0.0.1, logs in ``log_path``; ``root``: the
+    checkout to serve (another commit's worktree, for a comparison)."""
 
     def __init__(
         self,
@@ -47,12 +48,13 @@ class Server:
         workers: int = 1,
         env: dict[str, str] | None = None,
         target: str = "service.service:SparsityService",
+        root: Path = ROOT,
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self.readyz_seen: list[int | str] = []
-        full_env = {**os.environ, "SERVICE_WORKERS": str(workers), "PYTHONPATH": str(ROOT), **(env or {})}
+        full_env = {**os.environ, "SERVICE_WORKERS": str(workers), "PYTHONPATH": str(root), **(env or {})}
         store = Path(full_env.get("BENTOML_HOME") or Path.home() / "bentoml")
         full_env["BENTOML_HOME"] = private_home(store, log_path.parent / f"bentoml-home-{log_path.stem}")
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
@@ -66,7 +68,7 @@ class Server:
                 "--port",
                 str(self.port),
             ],
-            cwd=ROOT,
+            cwd=root,
             env=full_env,
             stdout=self._log,
             stderr=subprocess.STDOUT,

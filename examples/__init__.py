@@ -1,2 +1,2 @@
 """Models this project did not design, trained by short scripts and registered with
-``python -m training register`` (see README, "Bring your own model")."""
+``python -m modelstore register`` (see README, "Bring your own model")."""

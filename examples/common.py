@@ -64,5 +64,5 @@ def finish_with(path: Path, predict, save, x: np.ndarray, y: np.ndarray, calibra
     print(f"{path.stem}: accuracy {accuracy:.4f} on {len(unseen)} unseen {what}")
     arrays = {"calibration": x[calibration], "labels": y[calibration], "unseen": x[unseen], "unseen_labels": y[unseen]}
     write_outputs(args.out, path, save, arrays, {"unseen_accuracy": accuracy, "epochs": args.epochs})
-    print(f"saved {path}; register it with: python -m training register {path} --name {path.stem} ...")
+    print(f"saved {path}; register it with: python -m modelstore register {path} --name {path.stem} ...")
     return 0

@@ -4,7 +4,7 @@ capped ReLU (``ReLU(max_value=6)``), a GELU layer follows (not probed: GELU has 
 model outputs logits (the service takes their softmax).
 
     python examples/digits_mlp.py --out examples/out            # seconds
-    python -m training register examples/out/digits_mlp.keras --name digits_mlp \\
+    python -m modelstore register examples/out/digits_mlp.keras --name digits_mlp \\
         --calibration examples/out/digits_mlp_calibration.npy --labels examples/out/digits_mlp_labels.npy \\
         --input-range 0 16
 

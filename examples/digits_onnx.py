@@ -7,7 +7,7 @@ integer ``label`` output beside it is ignored). The graph has the ``ai.onnx.ml``
 standard ONNX operators only, as the service requires.
 
     python examples/digits_onnx.py --out examples/out                 # seconds
-    python -m training register examples/out/digits_onnx.onnx --name digits_onnx \\
+    python -m modelstore register examples/out/digits_onnx.onnx --name digits_onnx \\
         --calibration examples/out/digits_onnx_calibration.npy --labels examples/out/digits_onnx_labels.npy \\
         --input-range 0 16
 """

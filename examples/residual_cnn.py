@@ -2,7 +2,7 @@
 a stem, two residual blocks with batch norm, ``Add`` then ``ReLU`` (post-activation), global pooling.
 
     python examples/residual_cnn.py --out examples/out          # about a minute on 2 cores
-    python -m training register examples/out/residual_cnn.keras --name residual_cnn \\
+    python -m modelstore register examples/out/residual_cnn.keras --name residual_cnn \\
         --calibration examples/out/residual_cnn_calibration.npy --labels examples/out/residual_cnn_labels.npy \\
         --input-range 0 1 --preprocessing mnist-digit
 

@@ -6,7 +6,7 @@ separate environment with numpy and mlxtend:
 
     pip install -r requirements/examples-torch.txt
     python examples/torch_cnn.py --out examples/out                   # about a minute on 2 cores
-    python -m training register examples/out/torch_cnn.onnx --name torch_cnn \\
+    python -m modelstore register examples/out/torch_cnn.onnx --name torch_cnn \\
         --calibration examples/out/torch_cnn_calibration.npy --labels examples/out/torch_cnn_labels.npy \\
         --input-range 0 1 --preprocessing mnist-digit
 

@@ -1,8 +1,10 @@
-"""Activation-sparsity core shared by training and serving.
+"""The activation-sparsity core, shared by the model store, training, the lab and the service.
 
-Pure NumPy/TensorFlow: find the ReLU layers of a Keras model, build a one-pass probe that returns
-predictions together with per-layer zero fractions, and measure the sparsity of
-an L1 linear model. Neither ``training`` nor ``service`` code is imported here.
+NumPy, TensorFlow and ONNX: find every ReLU-family layer call of a Keras model or node of an ONNX graph,
+build a one-pass probe (Keras: a compiled function; ONNX: a counting copy of the graph in ONNX Runtime) that
+returns predictions together with per-layer zero counts and per-unit firing, score typicality, measure the
+sparsity of a linear model, and state the data contract (:mod:`sparsity.contract`). It imports nothing of
+the project's packages (``modelstore``, ``training``, ``lab``, ``service``).
 
 Names are imported lazily, so ``sparsity.contract`` can be used without loading TensorFlow
 (a CLI's ``--help`` answers at once).
