@@ -14,6 +14,7 @@ BENTOML_HOME ?= $(HOME)/bentoml
 export BENTOML_HOME
 export PYTHONPATH := $(CURDIR)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
+export TF_ENABLE_ONEDNN_OPTS ?= 0
 export BENTOML_DO_NOT_TRACK := true
 
 .PHONY: help setup setup-dev models train examples sweep depth resnet prune serve k8s-manifests test test-fast test-container soak system-deps lint format bench bench-compare bench-typicality build monitor clean

@@ -28,6 +28,70 @@ CASES = (
 )
 
 
+def probes(bodies) -> list[tuple[str, str, bytes, str]]:
+    """Requests both servers must answer alike, byte for byte: every route, valid and refused."""
+    one = bodies["json1"][0].read_bytes()
+    generic = bodies["inputs1"][0].read_bytes()
+    npy = bodies["npy256"][0].read_bytes()
+    import io
+
+    from PIL import Image, ImageDraw
+
+    picture = Image.new("L", (40, 40), 255)
+    ImageDraw.Draw(picture).line((20, 5, 20, 35), fill=0, width=4)  # a dark "1" on white
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    png = buffer.getvalue()
+    boundary = "x1x"
+    upload = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="d.png"\r\n'
+            f"Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + png
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    multipart = f"multipart/form-data; boundary={boundary}"
+    return [
+        ("GET", "/models", b"", ""),
+        ("GET", "/models/mnist_cnn", b"", ""),
+        ("GET", "/models/iris_l1/examples", b"", ""),
+        ("GET", "/models/nothing", b"", ""),
+        ("POST", "/mnist/predict", one, "application/json"),
+        ("POST", "/models/mnist_cnn/predict", generic, "application/json"),
+        ("POST", "/models/mnist_cnn/predict?detail=units", generic, "application/json"),
+        ("POST", "/models/mnist_cnn/predict?detail=all", generic, "application/json"),
+        ("POST", "/mnist/predict_batch", npy, "application/x-npy"),
+        ("POST", "/models/mnist_cnn/predict_batch", npy[:-5], "application/x-npy"),
+        ("POST", "/mnist/predict_image", upload, multipart),
+        ("POST", "/models/mnist_cnn/predict_image", upload, multipart),
+        ("POST", "/models/iris_l1/predict_image", upload, multipart),
+        ("POST", "/iris/predict", b'{"features": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]}', "application/json"),
+        ("POST", "/iris/predict", b'{"features": [[5.1, 3.5, 1.4]]}', "application/json"),
+        ("POST", "/models/iris_l1/predict", b'{"inputs": [[5.1, "a", 1.4, 0.2]]}', "application/json"),
+        ("POST", "/models/iris_l1/predict", b'{"inputs": [[1e7, 3.5, 1.4, 0.2]]}', "application/json"),
+        ("POST", "/mnist/predict", b'{"images": [[[2.0]]]}', "application/json"),
+        ("POST", "/models/nothing/predict", generic, "application/json"),
+        ("POST", "/iris/predict", b"{}", "text/plain"),
+    ]
+
+
+def same_answers(servers: dict[str, Server], bodies) -> list[str]:
+    """The probes whose status or body differ between the two servers (empty: byte for byte the same)."""
+    import httpx
+
+    differ = []
+    for method, path, body, content_type in probes(bodies):
+        headers = {"content-type": content_type} if content_type else {}
+        answers = [
+            httpx.request(method, server.url + path, content=body or None, headers=headers, timeout=60)
+            for server in servers.values()
+        ]
+        if len({(a.status_code, a.content) for a in answers}) != 1:
+            differ.append(f"{method} {path}: " + " vs ".join(f"{a.status_code} {a.content[:200]!r}" for a in answers))
+    return differ
+
+
 def worktree(rev: str, where: Path) -> Path:
     subprocess.run(["git", "worktree", "add", "--detach", str(where), rev], cwd=ROOT, check=True, capture_output=True)
     return where
@@ -51,6 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for server in servers.values():
             server.wait_ready()
+        differ = same_answers(servers, bodies)
+        print(f"{len(probes(bodies))} requests, every route, valid and refused: {len(differ)} answered differently")
+        for line in differ:
+            print("  differs:", line)
         for _label, path, body, _, connections in CASES:  # warm-up, not reported
             for server in servers.values():
                 wrk(server.url + path, bodies[body], 1, connections, work)
@@ -67,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run(["git", "worktree", "remove", "--force", str(base_root)], cwd=ROOT, check=False)
     base_commit = subprocess.run(["git", "rev-parse", args.base], cwd=ROOT, capture_output=True, text=True).stdout
     this_commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
-    report = {"base": base_commit.strip(), "this": this_commit.strip(), "seconds": args.seconds, "cases": {}}
+    report = {"base": base_commit.strip(), "this": this_commit.strip(), "seconds": args.seconds, "differ": differ}
+    report["cases"] = {}
     print(f"{'case':<36} {'this':>12} {'base':>12} {'ratio':>7}   (images/s, median of {args.rounds} rounds)")
     for label, by in runs.items():
         this = statistics.median(r["images_per_second"] for r in by["this"])
@@ -77,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"written to {args.out}")
-    return 0
+    return 1 if differ else 0
 
 
 if __name__ == "__main__":

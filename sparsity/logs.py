@@ -25,11 +25,19 @@ def configure(level: int = logging.INFO, stream: TextIO | None = None) -> None:
 def quiet_tensorflow() -> None:
     """Keep TensorFlow's C++ start-up lines (absl's "All log messages before absl::InitializeLog()", the
     CPU feature notice), which are not in this format, out of the log unless the user asks for them with
-    ``TF_CPP_MIN_LOG_LEVEL``. Must run before TensorFlow is imported: every entry point calls it first."""
+    ``TF_CPP_MIN_LOG_LEVEL``. Must run before TensorFlow is imported: every entry point calls it first.
+
+    Also oneDNN's custom kernels are off unless ``TF_ENABLE_ONEDNN_OPTS`` says otherwise. On CPUs with AVX-512
+    VNNI or AMX TensorFlow turns them on by itself, and then (seen on such a machine here) announces it on stderr
+    whatever ``TF_CPP_MIN_LOG_LEVEL`` says, and a ReLU output near zero can come out exactly zero in one
+    process's batch and not in another's (one of 3,136 activations of a residual block differed between the
+    served answer and the same model in the test process). Exact zeros are what this project counts."""
     import os
 
     if not os.environ.get("TF_CPP_MIN_LOG_LEVEL"):  # unset or empty
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    if not os.environ.get("TF_ENABLE_ONEDNN_OPTS"):
+        os.environ["TF_ENABLE_ONEDNN_OPTS"] = "0"
 
 
 def set_tensorflow_threads(intra: int, inter: int) -> bool:
