@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import tempfile
@@ -107,9 +108,12 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-compare-"))
     base_root = worktree(args.base, work / "base")
     bodies = make_bodies(work)
+    # both with oneDNN's kernels as this checkout runs them (off unless asked for: see sparsity.logs), so that a
+    # difference is the code's, not TensorFlow's kernel choice
+    env = {**PROJECT_MODELS, "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS") or "0"}
     servers = {
-        "this": Server(work / "this.log", env=PROJECT_MODELS),
-        "base": Server(work / "base.log", env=PROJECT_MODELS, root=base_root),
+        "this": Server(work / "this.log", env=env),
+        "base": Server(work / "base.log", env=env, root=base_root),
     }
     runs: dict[str, dict[str, list[dict]]] = {label: {"this": [], "base": []} for label, *_ in CASES}
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -28,8 +29,21 @@ def test_bentoml_build_bundles_service_core_and_models(trained):
     assert models == {trained["mnist"]["tag"], trained["iris"]["tag"]}
     assert (root / "src/service/service.py").is_file()
     assert (root / "src/sparsity/probe.py").is_file()
-    assert not (root / "src/training").exists()
+    assert not (root / "src/training").exists() and not (root / "src/lab").exists()
     assert not list(root.rglob("tests/*.py"))
+    # the bento's own source tree holds everything the service imports (the store's kinds, the codecs)
+    modules = "service.app, service.dataplane, service.modelroutes, modelstore.kinds, modelstore.audit"
+    bundled = subprocess.run(
+        [sys.executable, "-c", f"import {modules}; import modelstore; print(modelstore.__file__)"],
+        cwd=root / "src",
+        env={**os.environ, "PYTHONPATH": str(root / "src")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert bundled.returncode == 0, bundled.stderr[-3000:]
+    assert bundled.stdout.strip().startswith(str(root / "src"))
     requirements = (root / "env/python/requirements.txt").read_text()
     assert re.search(r"^tensorflow[-_]cpu==2\.21\.", requirements, re.M) and "mlxtend" not in requirements
     assert (root / "env/docker/Dockerfile").is_file()
