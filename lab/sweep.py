@@ -1,4 +1,4 @@
-"""``python -m training sweep``: accuracy against activation sparsity over regularisation,
+"""``python -m lab sweep``: accuracy against activation sparsity over regularisation,
 initialisation and activation design, several seeds a point.
 
 Every run trains the MNIST CNN on the same data and split as ``python -m training mnist`` and

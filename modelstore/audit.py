@@ -3,11 +3,11 @@ check, for the service and for ``make serve``'s "train if missing").
 
 By default the latest version of every model in the BentoML store; ``SERVED_MODELS=name[:version],...``
 narrows that. Each candidate is audited before anything in it is loaded: its card must be valid
-(:func:`modelstore.card.load_card`), and a Keras file may hold only Keras' own objects and the core's
-layers (:func:`sparsity.keras_file.keras_file_problems`: no ``Lambda``, no serialized function), and an ONNX file must
-be valid ONNX with standard operators only (:func:`sparsity.onnx_graph.problems`). This
-reads metadata and a zip's ``config.json`` only: no TensorFlow, so the supervising process runs it
-before any worker starts, and every worker runs it again and gets the same answer.
+(:func:`modelstore.kinds.load_card`), and its file must pass its kind's check (``Kind.file_problems``: a Keras
+file may hold only Keras' own objects and the core's layers, no ``Lambda``, no serialized function; an ONNX file
+must be valid ONNX with standard operators only). This reads metadata and a zip's ``config.json`` only: no
+TensorFlow, so the supervising process runs it before any worker starts, and every worker runs it again and
+gets the same answer.
 
 A model that fails is **not served, and the service starts without it**: one log line names it and
 the reason, and ``GET /models`` lists it under ``refused``. A store with many models should not go dark

@@ -1,4 +1,4 @@
-"""``python -m training prune``: remove the units that (almost) never fire, and measure the speed.
+"""``python -m lab prune``: remove the units that (almost) never fire, and measure the speed.
 
 A ReLU-family unit that never fires on an input contributes exact zeros to the next layer, so a
 model without it gives the same output on that input (up to float summation order). Units are

@@ -1,4 +1,4 @@
-"""A residual CNN family for the deeper-networks study (``python -m training depth``, :mod:`lab.depth`).
+"""A residual CNN family for the deeper-networks study (``python -m lab depth``, :mod:`lab.depth`).
 
 Stages of residual blocks with batch norm, after a stem convolution, then global average pooling and the
 softmax classifier. Knobs:

@@ -23,7 +23,7 @@ log = logging.getLogger("training")
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p = RESNET_PRESET
     parser.description = (
-        "Train the residual CNN that 'python -m training depth' chose "
+        "Train the residual CNN that 'python -m lab depth' chose "
         f"({p['placement']}-activation, {p['depth']} block(s) per stage, width {p['width']:g}, {p['method']} "
         f"{p['l1']:g}), register it as mnist_resnet with the held-back digits as its calibration set, then prune "
         "it with tied channels, fine-tune it and register the pruned model after it (mnist_resnet:latest, the one "

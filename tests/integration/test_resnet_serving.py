@@ -1,6 +1,6 @@
 """The deeper model end to end (issue 19): ``python -m training resnet`` trains, registers, prunes with tied
 channels and registers the pruned model; a real ``bentoml serve`` then serves it as ``mnist_resnet`` with exact
-per-layer sparsity, typicality and metrics; ``python -m training prune`` prunes it exactly and times it."""
+per-layer sparsity, typicality and metrics; ``python -m lab prune`` prunes it exactly and times it."""
 
 from __future__ import annotations
 
