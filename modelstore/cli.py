@@ -63,20 +63,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from modelstore.kinds import by_suffix, register_file, suffixes
+    from modelstore.kinds import kind_for_file
     from modelstore.register import Calibration, RegistrationError, load_array
     from modelstore.summary import registration_summary
 
     try:
         add_plugin_kinds()
-        if by_suffix(args.model.suffix) is None:
-            raise RegistrationError(f"{args.model}: register one of these files: {', '.join(suffixes())}")
-        if not args.model.is_file():
-            raise RegistrationError(f"{args.model}: no such file")
+        kind = kind_for_file(args.model)  # before the calibration set is read
         x = load_array(args.calibration, "--calibration")
         labels = load_array(args.labels, "--labels") if args.labels else None
         calibration = Calibration(x, labels, source=f"--calibration {args.calibration.name}")
-        tag, card = register_file(
+        tag, card = kind.register_file(
             args.model,
             args.name,
             calibration,

@@ -310,6 +310,16 @@ def merge(card: dict, facts: dict | None) -> dict:
     return merged
 
 
+def relu_register_file(opener: Callable[[Path], OpenedModel]) -> Callable[..., tuple[str, ReluCard]]:
+    """A ReLU-family kind's ``register_file``: :func:`register_relu` with its ``opener`` (``feature_names`` is for
+    tabular linear models and is not used)."""
+
+    def register_file(path: Path, name: str, calibration: Calibration, *, feature_names=None, **options):
+        return register_relu(path, name, calibration, opener, **options)
+
+    return register_file
+
+
 def register_relu(
     path: Path,
     name: str,

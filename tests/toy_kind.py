@@ -12,7 +12,7 @@ import numpy as np
 
 from modelstore.card import ModelCardError, ReluCard
 from modelstore.kind import Kind, LoadOptions
-from modelstore.register import OpenedModel, RegistrationError, register_relu
+from modelstore.register import OpenedModel, RegistrationError, relu_register_file
 from modelstore.runtime import Prediction, ReluRuntime
 from sparsity.detectors import load_detector
 from sparsity.result import ProbeResult, from_counts
@@ -107,16 +107,12 @@ def open_mlp(path: Path) -> OpenedModel:
     return OpenedModel(probe, probe.classes, NumpyMlpCard, {"kind": NAME, "weight_sparsity": {}})
 
 
-def register_file(path: Path, name: str, calibration, *, feature_names=None, **options):
-    return register_relu(path, name, calibration, open_mlp, **options)
-
-
 KIND = Kind(
     name=NAME,
     card=NumpyMlpCard,
     runtime=NumpyMlpRuntime,
     suffixes=(".npz",),
-    register_file=register_file,
+    register_file=relu_register_file(open_mlp),
     describes="A NumPy ReLU MLP's card and baselines",
     file_problems=file_problems,
 )

@@ -27,7 +27,18 @@ from modelstore.card import ModelCard, ModelCardError
 from modelstore.kind import Kind, LoadOptions
 from modelstore.runtime import Runtime
 
-__all__ = ["KINDS", "Kind", "LoadOptions", "add_kind", "from_store", "kind_of", "load", "load_card", "register_file"]
+__all__ = [
+    "KINDS",
+    "Kind",
+    "LoadOptions",
+    "add_kind",
+    "from_store",
+    "kind_for_file",
+    "kind_of",
+    "load",
+    "load_card",
+    "register_file",
+]
 
 
 KINDS: dict[str, Kind] = {}
@@ -95,9 +106,8 @@ def load_card(tag: str, metadata: dict) -> ModelCard:
         raise ModelCardError(f"model {tag}: metadata field '{field}' {problem}{more}; register it again") from None
 
 
-def register_file(path: Path, name: str, calibration, **options) -> tuple[str, ModelCard]:
-    """Register the file ``path`` as ``name`` (:mod:`modelstore.register`): its kind is the one that takes its
-    suffix."""
+def kind_for_file(path: Path) -> Kind:
+    """The kind that registers ``path`` (by its suffix); RegistrationError when none does or there is no file."""
     from modelstore.register import RegistrationError
 
     kind = by_suffix(path.suffix)
@@ -105,7 +115,12 @@ def register_file(path: Path, name: str, calibration, **options) -> tuple[str, M
         raise RegistrationError(f"{path}: register one of these files: {', '.join(suffixes())}")
     if not path.is_file():
         raise RegistrationError(f"{path}: no such file")
-    return kind.register_file(path, name, calibration, **options)
+    return kind
+
+
+def register_file(path: Path, name: str, calibration, **options) -> tuple[str, ModelCard]:
+    """Register the file ``path`` as ``name`` (:mod:`modelstore.register`) as its kind (:func:`kind_for_file`)."""
+    return kind_for_file(path).register_file(path, name, calibration, **options)
 
 
 def load(stored, card: ModelCard, options: LoadOptions | None = None) -> Runtime:

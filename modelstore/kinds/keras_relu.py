@@ -18,7 +18,7 @@ import numpy as np
 
 from modelstore.card import ModelCardError, ReluCard
 from modelstore.kind import Kind, LoadOptions
-from modelstore.register import OpenedModel, RegistrationError, register_relu
+from modelstore.register import OpenedModel, RegistrationError, relu_register_file
 from modelstore.runtime import Prediction, ReluRuntime
 from sparsity.detectors import UnitFiring, load_detector
 from sparsity.keras_file import keras_file_problems
@@ -82,11 +82,6 @@ def open_keras(path: Path) -> OpenedModel:
     return OpenedModel(probe, int(model.outputs[0].shape[-1]), KerasReluCard, fields)
 
 
-def register_file(path: Path, name: str, calibration, *, feature_names=None, **options):
-    """``register`` of a file of this kind (``feature_names`` is for tabular linear models; not used here)."""
-    return register_relu(path, name, calibration, open_keras, **options)
-
-
 def prepare(options: LoadOptions) -> None:
     from sparsity.logs import set_tensorflow_threads
 
@@ -104,7 +99,7 @@ KIND = Kind(
     card=KerasReluCard,
     runtime=KerasReluRuntime,
     suffixes=(".keras",),
-    register_file=register_file,
+    register_file=relu_register_file(open_keras),
     describes="A Keras ReLU model's card and baselines",
     file_problems=keras_file_problems,
     prepare=prepare,

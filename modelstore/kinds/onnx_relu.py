@@ -19,7 +19,7 @@ from pydantic import Field
 
 from modelstore.card import ModelCardError, OnnxLayerCard, ReluCard
 from modelstore.kind import Kind, LoadOptions
-from modelstore.register import OpenedModel, RegistrationError, register_relu
+from modelstore.register import OpenedModel, RegistrationError, relu_register_file
 from modelstore.runtime import Prediction, ReluRuntime
 from sparsity.detectors import UnitFiring, load_detector
 
@@ -112,11 +112,6 @@ def open_onnx(path: Path) -> OpenedModel:
     return OpenedModel(probe, probe.classes, OnnxReluCard, fields, settle)
 
 
-def register_file(path: Path, name: str, calibration, *, feature_names=None, **options):
-    """``register`` of a file of this kind (``feature_names`` is for tabular linear models; not used here)."""
-    return register_relu(path, name, calibration, open_onnx, **options)
-
-
 def file_problems(path: str) -> list[str]:
     from sparsity.onnx_graph import problems  # the onnx package only, nothing run
 
@@ -128,7 +123,7 @@ KIND = Kind(
     card=OnnxReluCard,
     runtime=OnnxReluRuntime,
     suffixes=(".onnx",),
-    register_file=register_file,
+    register_file=relu_register_file(open_onnx),
     describes="An ONNX ReLU model's card and baselines",
     file_problems=file_problems,
 )
