@@ -106,14 +106,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def add_plugin_kinds() -> None:
-    """The kinds named in ``MODEL_KINDS`` (``module.path,...``, as for the service), added to the table."""
+    """The kinds named in ``MODEL_KINDS`` (``module.path,...``, read as the service reads it), added to the table."""
     import os
 
-    from modelstore.kinds import add_kinds_from
+    from modelstore.kinds import PLUGIN_SETTING, add_kinds_from, plugin_modules
     from modelstore.register import RegistrationError
 
-    named = [part.strip() for part in os.environ.get("MODEL_KINDS", "").split(",") if part.strip()]
+    raw = os.environ.get(PLUGIN_SETTING, "")
     try:
-        add_kinds_from(named)
+        add_kinds_from(plugin_modules(raw) if raw.strip() else ())
     except ValueError as exc:
-        raise RegistrationError(f"MODEL_KINDS: {exc}") from None
+        raise RegistrationError(f"{PLUGIN_SETTING}={raw}: {exc}") from None

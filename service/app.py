@@ -20,7 +20,7 @@ from starlette.responses import RedirectResponse
 from starlette.routing import Route
 
 from modelstore.audit import Candidate, NothingToServe, candidates
-from modelstore.kinds import LoadOptions, add_kinds_from
+from modelstore.kinds import PLUGIN_SETTING, LoadOptions, add_kinds_from
 from service import __version__, logs, metrics, openapi, routes
 from service.config import Settings, SettingsError
 from service.dataplane import DataPlane
@@ -55,7 +55,7 @@ def configure(environ: Mapping[str, str] | None = None) -> Configuration:
     try:
         add_kinds_from(settings.model_kinds)
     except ValueError as exc:
-        raise SettingsError("MODEL_KINDS", ",".join(settings.model_kinds), str(exc)) from None
+        raise SettingsError(PLUGIN_SETTING, ",".join(settings.model_kinds), str(exc)) from None
     return Configuration(settings, candidates(settings.served_models))
 
 

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from modelstore.kinds import PLUGIN_SETTING, plugin_modules
+
 MiB = 1024 * 1024
 
 
@@ -80,17 +82,6 @@ def model_tags(raw: str) -> tuple[str, ...]:
     return tags
 
 
-_MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*$")
-
-
-def module_paths(raw: str) -> tuple[str, ...]:
-    """``package.module,...``: Python module paths."""
-    paths = tuple(part.strip() for part in raw.split(","))
-    if any(not _MODULE.match(path) for path in paths):
-        raise ValueError("must be comma-separated Python module paths (e.g. mykinds.numpy_mlp)")
-    return paths
-
-
 @dataclass(frozen=True)
 class Setting:
     env: str
@@ -109,10 +100,10 @@ SETTINGS: tuple[Setting, ...] = (
         "the models to serve, name[:version],...; unset: the latest version of every model in the store",
     ),
     Setting(
-        "MODEL_KINDS",
+        PLUGIN_SETTING,
         "model_kinds",
         (),
-        module_paths,
+        plugin_modules,
         "more model kinds, module.path,...: each module's KIND is added to the kinds table (see README, Layout)",
     ),
     Setting("SERVICE_WORKERS", "workers", 1, whole(1, 64), "worker processes (each loads every served model)"),

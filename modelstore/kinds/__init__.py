@@ -17,6 +17,7 @@ A kind from outside the project (a plug-in) is added with :func:`add_kind`, or n
 
 from __future__ import annotations
 
+import re
 from importlib import import_module
 from pathlib import Path
 from typing import Annotated, Union
@@ -54,6 +55,19 @@ def add_kind(kind: Kind) -> Kind:
 
 def kind_of(name: str) -> Kind:
     return KINDS[name]
+
+
+PLUGIN_SETTING = "MODEL_KINDS"
+"""The environment variable that names plug-in kinds' modules, for the service and the register command."""
+_MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+def plugin_modules(raw: str) -> tuple[str, ...]:
+    """The value of :data:`PLUGIN_SETTING`, ``package.module,...``, as module paths; ValueError names the rule."""
+    paths = tuple(part.strip() for part in raw.split(","))
+    if any(not _MODULE.match(path) for path in paths):
+        raise ValueError("must be comma-separated Python module paths (e.g. mykinds.numpy_mlp)")
+    return paths
 
 
 def add_kinds_from(modules: tuple[str, ...] | list[str]) -> None:
