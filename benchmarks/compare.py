@@ -77,12 +77,12 @@ def probes(bodies) -> list[tuple[str, str, bytes, str]]:
     ]
 
 
-def same_answers(servers: dict[str, Server], bodies) -> list[str]:
-    """The probes whose status or body differ between the two servers (empty: byte for byte the same)."""
+def same_answers(servers: dict[str, Server], requests: list[tuple[str, str, bytes, str]]) -> list[str]:
+    """The requests whose status or body differ between the two servers (empty: byte for byte the same)."""
     import httpx
 
     differ = []
-    for method, path, body, content_type in probes(bodies):
+    for method, path, body, content_type in requests:
         headers = {"content-type": content_type} if content_type else {}
         answers = [
             httpx.request(method, server.url + path, content=body or None, headers=headers, timeout=60)
@@ -119,8 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for server in servers.values():
             server.wait_ready()
-        differ = same_answers(servers, bodies)
-        print(f"{len(probes(bodies))} requests, every route, valid and refused: {len(differ)} answered differently")
+        requests = probes(bodies)
+        differ = same_answers(servers, requests)
+        print(f"{len(requests)} requests, every route, valid and refused: {len(differ)} answered differently")
         for line in differ:
             print("  differs:", line)
         for _label, path, body, _, connections in CASES:  # warm-up, not reported
