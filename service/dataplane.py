@@ -20,7 +20,7 @@ import numpy as np
 
 from modelstore.audit import Candidate, NothingToServe
 from modelstore.card import ModelCardError
-from modelstore.kinds import LoadOptions, kind_of, load
+from modelstore.kinds import LoadOptions, load, prepare
 from modelstore.runtime import Prediction, Runtime
 from service import metrics
 from service.codecs.json_inputs import inputs_from_json
@@ -88,10 +88,7 @@ class DataPlane:
         candidates = list(candidates)
         self.refused = [{"tag": c.tag, "reason": c.problem} for c in candidates if not c.accepted]
         accepted = [c for c in candidates if c.accepted]
-        for name in dict.fromkeys(c.card.kind for c in accepted):
-            prepare = kind_of(name).prepare
-            if prepare is not None:
-                prepare(options)
+        prepare((c.card.kind for c in accepted), options)
         for candidate in accepted:
             try:
                 runtime = load(stored_of(candidate.tag), candidate.card, options)

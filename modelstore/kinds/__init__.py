@@ -38,6 +38,7 @@ __all__ = [
     "kind_of",
     "load",
     "load_card",
+    "prepare",
     "register_file",
 ]
 
@@ -137,6 +138,15 @@ def register_file(path: Path, name: str, calibration, **options) -> tuple[str, M
     return kind_for_file(path).register_file(path, name, calibration, **options)
 
 
+def prepare(kind_names, options: LoadOptions) -> None:
+    """Each named kind's once-per-process step (``Kind.prepare``, e.g. TensorFlow's threads), before its first
+    runtime is loaded."""
+    for name in dict.fromkeys(kind_names):
+        hook = kind_of(name).prepare
+        if hook is not None:
+            hook(options)
+
+
 def load(stored, card: ModelCard, options: LoadOptions | None = None) -> Runtime:
     """The runtime of ``card.kind`` over a stored model (BentoML's ``Model``), audited already."""
     return kind_of(card.kind).runtime(str(stored.tag), card, stored.path_of(card.MODEL_FILE), options or LoadOptions())
@@ -150,9 +160,7 @@ def from_store(tag: str, options: LoadOptions | None = None) -> Runtime:
     stored = bentoml.models.get(tag)
     card = load_card(str(stored.tag), stored.info.metadata)
     options = options or LoadOptions()
-    kind = kind_of(card.kind)
-    if kind.prepare is not None:
-        kind.prepare(options)
+    prepare([card.kind], options)
     return load(stored, card, options)
 
 
