@@ -89,6 +89,7 @@ class DataPlane:
         self.refused = [{"tag": c.tag, "reason": c.problem} for c in candidates if not c.accepted]
         accepted = [c for c in candidates if c.accepted]
         prepare((c.card.kind for c in accepted), options)
+        loaded: list[Runtime] = []
         for candidate in accepted:
             try:
                 runtime = load(stored_of(candidate.tag), candidate.card, options)
@@ -97,11 +98,16 @@ class DataPlane:
                 log.warning("not serving %s", exc)
                 self.refused.append({"tag": candidate.tag, "reason": str(exc)})
                 continue
-            self.runtimes[runtime.name] = runtime
-        if not self.runtimes:
+            loaded.append(runtime)
+        if not loaded:
             raise NothingToServe("no model could be loaded: " + "; ".join(r["reason"] for r in self.refused))
-        self.recorder = metrics.Recorder(self.runtimes.values())
+        self.use(loaded)
         return self.refused
+
+    def use(self, runtimes: Iterable[Runtime]) -> None:
+        """Serve these loaded runtimes (by name), each with its metrics."""
+        self.runtimes = {runtime.name: runtime for runtime in runtimes}
+        self.recorder = metrics.Recorder(self.runtimes.values())
 
     # --- what is served
 
