@@ -150,6 +150,10 @@ class ReluCard(ModelCard):
     output: Literal["probabilities", "logits"] = "probabilities"
     preprocessing: Literal[PREPROCESSING] | None = None  # image-shaped inputs only
     train_seconds: float | None = None
+    example_zeros: dict[str, list[int]] | None = Field(
+        default=None,
+        description="per layer, the exact-zero count of each stored example at registration (a load replays them)",
+    )
     pruned: dict[str, Any] | None = None  # how it was pruned, when it was
     parent: str | None = None  # the tag it was pruned from
 

@@ -297,7 +297,18 @@ def relu_card(
         "versions": library_versions(),
         **opened.fields,
     }
+    card["example_zeros"] = example_zeros(probe, card["examples"])
     return opened.card_class.model_validate(merge(card, facts)), state
+
+
+def example_zeros(probe, examples: list) -> dict[str, list[int]]:
+    """Each layer's exact-zero count on each stored example, as stored (rounded): what a load replays
+    (:mod:`modelstore.replay`) to check the loaded model is the registered one."""
+    result = probe.run(np.asarray(examples, dtype=np.float32))
+    return {
+        layer.name: np.rint(result.layer_sparsity[layer.name] * layer.size).astype(int).tolist()
+        for layer in probe.layers
+    }
 
 
 def merge(card: dict, facts: dict | None) -> dict:

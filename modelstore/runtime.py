@@ -37,10 +37,11 @@ class Runtime:
 
     card: ModelCard
     layers: list[str]  # the sparsity layers of its answers, in order (for metrics)
+    created: float = 0.0  # when the version was stored (seconds since the epoch): the newest answers its name
 
     def __init__(self, tag: str, card) -> None:
         self.tag = tag
-        self.name = tag.split(":")[0]
+        self.name, _, self.version = tag.partition(":")
         self.card = card
         self.item_shape = tuple(card.input_shape)
         self.value_range = (float(card.input_range[0]), float(card.input_range[1]))

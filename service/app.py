@@ -9,7 +9,10 @@ at import: that is the one import-time step left, and it is there because BentoM
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
+import shutil
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,12 +24,15 @@ from starlette.routing import Route
 
 from modelstore.audit import Candidate, NothingToServe, candidates
 from modelstore.kinds import PLUGIN_SETTING, LoadOptions, add_kinds_from
-from service import __version__, logs, metrics, openapi, routes
+from service import __version__, exposition, logs, metrics, openapi, routes
 from service.config import Settings, SettingsError
 from service.dataplane import DataPlane
+from service.keys import KeyFile, KeyGuard
 from service.middleware import RequestGuard
 from service.modelroutes import ModelRoutes
+from service.oiproutes import OipRoutes
 from service.pages import Pages
+from service.repository import STATE_DIR_ENV, Manager, SharedState
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +79,29 @@ def configure_or_exit(in_worker: bool) -> Configuration:
     return configuration
 
 
+def shared_state(configuration: Configuration, in_worker: bool) -> SharedState:
+    """The directory the workers share the served set in (:mod:`service.repository`). The supervising process
+    makes it, holding the audited models, and its workers inherit it through the environment; it is removed
+    when the supervisor exits. A worker started alone makes its own."""
+    directory = os.environ.get(STATE_DIR_ENV)
+    if directory:
+        return SharedState(directory)
+    state = SharedState.create([c.tag for c in configuration.accepted])
+    os.environ[STATE_DIR_ENV] = str(state.directory)
+    if not in_worker:
+        atexit.register(shutil.rmtree, state.directory, ignore_errors=True)
+    return state
+
+
+def plane_for(configuration: Configuration) -> DataPlane:
+    s = configuration.settings
+    return DataPlane(s.max_image_pixels, s.max_unit_series, s.expose_examples)
+
+
+def manager_for(configuration: Configuration, state: SharedState) -> Manager:
+    return Manager(state, configuration.settings.workers, configuration.settings.load_timeout)
+
+
 def declare_models(cls: type, configuration: Configuration) -> dict[str, str]:
     """Each accepted model as a ``BentoModel`` class attribute of ``cls`` (only class attributes are bundled
     by ``bentoml build``); returns each tag's attribute name."""
@@ -83,9 +112,11 @@ def declare_models(cls: type, configuration: Configuration) -> dict[str, str]:
     return attributes
 
 
-def serve(cls: type, configuration: Configuration, plane: DataPlane):
-    """``cls`` as the BentoML service: its settings, the pages, the guard and the model routes on ``plane``."""
+def serve(cls: type, configuration: Configuration, plane: DataPlane, manager: Manager):
+    """``cls`` as the BentoML service: its settings, the pages, the guards and the model routes on ``plane``
+    (the Open Inference Protocol's too, with ``manager`` for its repository routes)."""
     settings = configuration.settings
+    exposition.install()
     app = Starlette(routes=[Route("/docs", lambda request: RedirectResponse("/"), methods=["GET"])])
     # BentoML serves Swagger UI at / and the OpenAPI document at /docs.json; /docs points there
     service = bentoml.asgi_app(app, path="/")(
@@ -96,7 +127,7 @@ def serve(cls: type, configuration: Configuration, plane: DataPlane):
             # no OpenTelemetry spans for the prediction routes: its middleware wraps every body chunk (3 ms of a
             # 256-image JSON request, measured) and costs about 8% of a one-image request; no exporter is
             # configured by default anyway
-            tracing={"excluded_urls": ["/mnist/", "/iris/", routes.MODELS_PATH]},  # regexes, searched in the URL
+            tracing={"excluded_urls": ["/mnist/", "/iris/", routes.MODELS_PATH, "/v2/"]},  # regexes, searched in the URL
             logging={"access": {"enabled": settings.access_log, "skip_paths": ["/metrics", "/livez", "/readyz"]}},
             metrics={
                 "enabled": True,
@@ -111,6 +142,14 @@ def serve(cls: type, configuration: Configuration, plane: DataPlane):
         max_drain_bytes=settings.max_drain_bytes,
         body_timeout=settings.body_timeout,
     )
+    keep = lambda: {tuple(tag.split(":", 1)) for tag in manager.state.read().models}  # noqa: E731
+    service.add_asgi_middleware(exposition.Exposition, keep=keep)  # /metrics without unloaded versions
+    service.add_asgi_middleware(
+        KeyGuard,
+        management=KeyFile(settings.management_key_file) if settings.management_key_file else None,
+        inference=KeyFile(settings.inference_key_file) if settings.inference_key_file else None,
+    )
+    service.add_asgi_middleware(OipRoutes, plane=plane, manager=manager)
     service.add_asgi_middleware(ModelRoutes, plane=plane)  # inside the guard: 415 and 413 are answered before it
     service.add_asgi_middleware(Pages)  # / without BentoML's tracker, and the introspection page /ui
     service.add_asgi_middleware(

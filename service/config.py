@@ -68,18 +68,27 @@ _TAG = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?(?::[A-Za-z0-9](?:[A-
 
 
 def model_tags(raw: str) -> tuple[str, ...]:
-    """``name[:version],...``: each a BentoML model tag, each name at most once."""
+    """``name[:version],...``: each a BentoML model tag, each at most once (several versions of a name are
+    served side by side; an unversioned name means its latest)."""
     rule = (
-        "must be comma-separated model tags name[:version], lower-case names, each name once "
-        "(e.g. mnist_cnn,iris_l1:latest)"
+        "must be comma-separated model tags name[:version], lower-case names, each tag once "
+        "(e.g. mnist_cnn,iris_l1:latest or mnist_cnn:v1,mnist_cnn:v2)"
     )
     tags = tuple(part.strip() for part in raw.split(","))
     if any(not _TAG.match(tag) for tag in tags):
         raise ValueError(rule)
-    names = [tag.split(":")[0] for tag in tags]
-    if len(set(names)) != len(names):
+    full = [tag if ":" in tag else f"{tag}:latest" for tag in tags]
+    if len(set(full)) != len(full):
         raise ValueError(rule)
     return tags
+
+
+def key_file(raw: str) -> str:
+    """A readable file of keys (one per line)."""
+    path = raw.strip()
+    if not os.path.isfile(path) or not os.access(path, os.R_OK):
+        raise ValueError("must be a readable file holding one key per line")
+    return path
 
 
 @dataclass(frozen=True)
@@ -128,6 +137,48 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("MAX_IMAGE_PIXELS", "max_image_pixels", 4096 * 4096, whole(784, 2**28), "larger uploads get 400"),
     Setting("ACCESS_LOG", "access_log", False, boolean, "one log line per request"),
+    Setting(
+        "MODEL_POLL_SECONDS",
+        "poll_seconds",
+        0.0,
+        seconds(0, 86400),
+        "every this many seconds, load each served name's latest stored version when it is new (0: off)",
+    ),
+    Setting(
+        "MODEL_LOAD_TIMEOUT_SECONDS",
+        "load_timeout",
+        120.0,
+        seconds(1, 3600),
+        "a load or unload not done in every worker by then is withdrawn (the previous version keeps serving)",
+    ),
+    Setting(
+        "MAX_UNIT_SERIES",
+        "max_unit_series",
+        4096,
+        whole(0, 1_000_000),
+        "a model with more ReLU units than this gets per-layer never-fired counts instead of per-unit series",
+    ),
+    Setting(
+        "MANAGEMENT_KEY_FILE",
+        "management_key_file",
+        None,
+        key_file,
+        "keys (one per line) for the repository routes (load, unload, index); unset: those routes are off",
+    ),
+    Setting(
+        "INFERENCE_KEY_FILE",
+        "inference_key_file",
+        None,
+        key_file,
+        "keys (one per line) for the prediction routes, /models and the examples; unset: open",
+    ),
+    Setting(
+        "EXPOSE_EXAMPLES",
+        "expose_examples",
+        True,
+        boolean,
+        "false hides the cards' calibration examples from the API and the page",
+    ),
 )
 
 
@@ -144,6 +195,12 @@ class Settings:
     body_timeout: float
     max_image_pixels: int
     access_log: bool
+    poll_seconds: float
+    load_timeout: float
+    max_unit_series: int
+    management_key_file: str | None
+    inference_key_file: str | None
+    expose_examples: bool
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:

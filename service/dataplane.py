@@ -13,14 +13,16 @@ aliases' fast paths, the ``@bentoml.api`` aliases in :mod:`service.service`); th
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from modelstore.audit import Candidate, NothingToServe
+from modelstore.audit import Candidate, NothingToServe, audit
 from modelstore.card import ModelCardError
 from modelstore.kinds import LoadOptions, load, prepare
+from modelstore.replay import replay_problem
 from modelstore.runtime import Prediction, Runtime
 from service import metrics
 from service.codecs.json_inputs import inputs_from_json
@@ -71,20 +73,74 @@ CODECS = ("json", "npy")
 """The request bodies :meth:`DataPlane.decode` reads (pictures: :meth:`DataPlane.decode_picture`)."""
 
 
-class DataPlane:
-    """The served models of one worker and what is done with them."""
+class ExamplesHidden(DataPlaneError):
+    status = 404
+    kind = "examples_hidden"
 
-    def __init__(self, max_image_pixels: int) -> None:
+    def __init__(self) -> None:
+        super().__init__("the calibration examples are not shown here (EXPOSE_EXAMPLES=false)", "examples")
+
+
+class LoadProblem(Exception):
+    """A stored model that could not be loaded, or did not reproduce its card: one line saying why."""
+
+
+class DataPlane:
+    """The loaded models of one worker, which of them answer, and what is done with them.
+
+    A model is *loaded* (a runtime in memory, checked) before it *serves* (its name's routes and its version's
+    routes find it); :meth:`switch` changes what serves in one step, so a request sees the old set or the new
+    one, never a half. Of several serving versions of a name, the newest stored answers the unversioned routes.
+    """
+
+    def __init__(self, max_image_pixels: int, max_unit_series: int = 4096, expose_examples: bool = True) -> None:
         self.max_image_pixels = max_image_pixels
-        self.runtimes: dict[str, Runtime] = {}
+        self.expose_examples = expose_examples
+        self.loaded: dict[str, Runtime] = {}  # tag -> runtime
+        self.serving: dict[str, list[Runtime]] = {}  # name -> its serving versions, newest first
         self.refused: list[dict] = []
-        self.recorder: metrics.Recorder | None = None
+        self.recorder = metrics.Recorder(max_unit_series=max_unit_series)
+        self._in_flight: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def load_one(self, candidate: Candidate, stored, options: LoadOptions) -> Runtime:
+        """Load an audited candidate from its stored model, warm it up and replay its card's examples
+        (:mod:`modelstore.replay`); LoadProblem says why not. Does not serve it."""
+        try:
+            prepare([candidate.card.kind], options)
+            runtime = load(stored, candidate.card, options)
+            runtime.warm_up()
+            problem = replay_problem(runtime)
+        except (ModelCardError, InvalidInputError) as exc:  # the file passed the audit but not the loader
+            raise LoadProblem(str(exc)) from None
+        if problem is not None:
+            raise LoadProblem(problem)
+        created = getattr(getattr(stored, "info", None), "creation_time", None)
+        runtime.created = created.timestamp() if created is not None else time.time()
+        return runtime
+
+    def load_tag(self, tag: str, stored_of: Callable[[str], object], options: LoadOptions) -> Runtime:
+        """:meth:`load_one` of a stored tag, audited first (a load while serving)."""
+        candidate = audit(tag)
+        if not candidate.accepted:
+            raise LoadProblem(candidate.problem)
+        return self.load_one(candidate, stored_of(tag), options)
+
+    @staticmethod
+    def audited(tags: Iterable[str]) -> list[Candidate]:
+        """The stored tags, audited (a worker's start: what the other workers serve)."""
+        return [audit(tag) for tag in tags]
 
     def start(
-        self, candidates: Iterable[Candidate], stored_of: Callable[[str], object], options: LoadOptions
+        self,
+        candidates: Iterable[Candidate],
+        stored_of: Callable[[str], object],
+        options: LoadOptions,
+        allow_empty: bool = False,
     ) -> list[dict]:
-        """Load every accepted candidate (``stored_of(tag)``: its BentoML model) and warm it up; a model that
-        fails is refused, not fatal. NothingToServe when none loads. Returns the refusals."""
+        """Load every accepted candidate (``stored_of(tag)``: its BentoML model) and serve them; a model that
+        fails is refused, not fatal. NothingToServe when none loads (unless ``allow_empty``: every model was
+        unloaded on purpose). Returns the refusals."""
         candidates = list(candidates)
         self.refused = [{"tag": c.tag, "reason": c.problem} for c in candidates if not c.accepted]
         accepted = [c for c in candidates if c.accepted]
@@ -92,41 +148,77 @@ class DataPlane:
         loaded: list[Runtime] = []
         for candidate in accepted:
             try:
-                runtime = load(stored_of(candidate.tag), candidate.card, options)
-                runtime.warm_up()
-            except ModelCardError as exc:  # the file passed the audit but not Keras' safe mode, or the card lies
+                loaded.append(self.load_one(candidate, stored_of(candidate.tag), options))
+            except LoadProblem as exc:
                 log.warning("not serving %s", exc)
                 self.refused.append({"tag": candidate.tag, "reason": str(exc)})
-                continue
-            loaded.append(runtime)
-        if not loaded:
+        if not loaded and not allow_empty:
             raise NothingToServe("no model could be loaded: " + "; ".join(r["reason"] for r in self.refused))
         self.use(loaded)
         return self.refused
 
     def use(self, runtimes: Iterable[Runtime]) -> None:
-        """Serve these loaded runtimes (by name), each with its metrics."""
-        self.runtimes = {runtime.name: runtime for runtime in runtimes}
-        self.recorder = metrics.Recorder(self.runtimes.values())
+        """Serve these loaded runtimes (besides those serving already), each with its metrics."""
+        runtimes = list(runtimes)
+        for runtime in runtimes:
+            self.loaded[runtime.tag] = runtime
+        self.switch([*self.serving_tags(), *(r.tag for r in runtimes)])
+
+    def switch(self, tags: Iterable[str]) -> None:
+        """Serve exactly these loaded tags from now on (unknown tags are skipped)."""
+        serving: dict[str, list[Runtime]] = {}
+        for tag in dict.fromkeys(tags):
+            runtime = self.loaded.get(tag)
+            if runtime is not None:
+                self.recorder.add(runtime)
+                serving.setdefault(runtime.name, []).append(runtime)
+        for versions in serving.values():
+            versions.sort(key=lambda r: (r.created, r.version), reverse=True)
+        self.serving = serving  # one assignment: a request sees the old set or the new one
+
+    def serving_tags(self) -> list[str]:
+        return [runtime.tag for versions in self.serving.values() for runtime in versions]
+
+    def release(self, tag: str, drain_seconds: float = 30.0) -> None:
+        """Forget a loaded version that no longer serves, once its requests in flight have ended (at most
+        ``drain_seconds``); its metrics go with it."""
+        if tag in self.serving_tags():
+            raise ValueError(f"{tag} is serving; switch it out first")
+        deadline = time.monotonic() + drain_seconds
+        while self._in_flight.get(tag, 0) > 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.loaded.pop(tag, None)
+        self.recorder.forget(tag)
 
     # --- what is served
 
     def models(self) -> dict:
-        """Every served model's card (by name), and the refused ones."""
-        models = sorted(self.runtimes.values(), key=lambda runtime: runtime.name)
-        return {"models": [runtime.info for runtime in models], "refused": self.refused}
+        """Every serving version's card (by name, newest first), and the refused ones."""
+        cards = [runtime.info for name in sorted(self.serving) for runtime in self.serving[name]]
+        return {"models": cards, "refused": self.refused}
 
     def model(self, name: str, version: str | None = None) -> Runtime:
-        runtime = self.runtimes.get(name)
-        if runtime is None or (version is not None and runtime.tag.split(":", 1)[1] != version):
-            raise ModelNotFound(name, version)
-        return runtime
+        """The serving runtime of ``name``: ``version``, or the newest."""
+        versions = self.serving.get(name)
+        if versions:
+            if version is None:
+                return versions[0]
+            for runtime in versions:
+                if runtime.version == version:
+                    return runtime
+        raise ModelNotFound(name, version)
+
+    def versions(self, name: str) -> list[str]:
+        """The serving versions of ``name``, newest first."""
+        return [runtime.version for runtime in self.serving.get(name, [])]
 
     def card(self, name: str) -> dict:
         return self.model(name).info
 
     def examples(self, name: str) -> dict:
         card = self.model(name).card
+        if not self.expose_examples:
+            raise ExamplesHidden
         return {"inputs": card.examples or [], "labels": card.example_labels}
 
     # --- bodies to inputs
@@ -155,13 +247,20 @@ class DataPlane:
 
     def infer(self, runtime: Runtime, x: np.ndarray) -> Prediction:
         """One forward pass with its sparsity, recorded in the metrics. Raises InvalidInput."""
-        start = time.perf_counter()
+        tag = runtime.tag
+        with self._lock:
+            self._in_flight[tag] = self._in_flight.get(tag, 0) + 1
         try:
-            prediction = runtime.predict(x)
-        except InvalidInputError as exc:
-            raise InvalidInput.of(exc) from None
-        self.recorder.record(runtime, prediction, time.perf_counter() - start)
-        return prediction
+            start = time.perf_counter()
+            try:
+                prediction = runtime.predict(x)
+            except InvalidInputError as exc:
+                raise InvalidInput.of(exc) from None
+            self.recorder.record(runtime, prediction, time.perf_counter() - start)
+            return prediction
+        finally:
+            with self._lock:
+                self._in_flight[tag] -= 1
 
     def infer_json(self, runtime: Runtime, x: np.ndarray, detail: str | None = None) -> bytes:
         """:meth:`infer` answered as the JSON body every prediction route gives."""

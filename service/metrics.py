@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 
 import numpy as np
 from prometheus_client import Counter, Gauge, Histogram
@@ -35,41 +36,48 @@ REQUEST_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 ACTIVATION_SPARSITY = Histogram(
     "activation_sparsity_ratio",
     "Per-sample exact-zero fraction of each ReLU layer (layer 'all': across all ReLU layers)",
-    ["model", "layer"],
+    ["model", "version", "layer"],
     buckets=RATIO_BUCKETS,
 )
 BASELINE = Gauge(
     "activation_sparsity_baseline_ratio",
     "Mean per-sample exact-zero fraction on the training test set, from the model's metadata",
-    ["model", "layer"],
+    ["model", "version", "layer"],
     multiprocess_mode="max",
 )
 UNIT_FIRED = Counter(
     "activation_unit_fired",
     "Samples on which each unit (conv channel or dense neuron) of a ReLU-family layer fired (output > 0); "
     "summed over workers and replicas it is exact, and Prometheus derives dead units from it",
-    ["model", "layer", "unit"],
+    ["model", "version", "layer", "unit"],
 )
-SAMPLES = Counter("activation_samples", "Samples measured by the probe", ["model"])
+SAMPLES = Counter("activation_samples", "Samples measured by the probe", ["model", "version"])
 WEIGHT_SPARSITY = Gauge(
     "model_weight_sparsity_ratio",
     "Share of exactly-zero weights per layer",
-    ["model", "layer"],
+    ["model", "version", "layer"],
     multiprocess_mode="max",
 )
 CONTRIBUTION_SPARSITY = Histogram(
     "model_input_contribution_sparsity_ratio",
     "Per-sample share of coefficient x feature terms that are exactly zero (L1 classifier)",
-    ["model"],
+    ["model", "version"],
     buckets=RATIO_BUCKETS,
 )
 INFERENCE_SECONDS = Histogram(
     "model_inference_duration_seconds",
     "Forward pass plus sparsity measurement, per call",
-    ["model"],
+    ["model", "version"],
     buckets=INFERENCE_BUCKETS,
 )
-PREDICTIONS = Counter("model_predictions", "Predictions made, by predicted class", ["model", "label"])
+PREDICTIONS = Counter("model_predictions", "Predictions made, by predicted class", ["model", "version", "label"])
+NEVER_FIRED = Gauge(
+    "activation_units_never_fired",
+    "Per layer of a model too wide for per-unit series (MAX_UNIT_SERIES): units that have not fired since the "
+    "version was loaded, in the worker where that count is lowest (an upper bound on the dead units of all workers)",
+    ["model", "version", "layer"],
+    multiprocess_mode="min",
+)
 TYPICALITY_BUCKETS = (
     0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 8.0, 10.0, 12.5, 15.0, 20.0, 30.0, 50.0, 100.0, 1000.0,
 )  # fmt: skip
@@ -78,19 +86,19 @@ TYPICALITY_SCORE = Histogram(
     "Per-input typicality score: higher is less typical; above model_typicality_threshold it is flagged "
     "(ReLU models: per-unit firing, class Mahalanobis per layer, standardised and summed; linear models: "
     "Mahalanobis distance of the standardized features)",
-    ["model"],
+    ["model", "version"],
     buckets=TYPICALITY_BUCKETS,
 )
 TYPICALITY_THRESHOLD = Gauge(
     "model_typicality_threshold",
     "The typicality score above which an input is flagged atypical, calibrated at registration (1% false alarms)",
-    ["model"],
+    ["model", "version"],
     multiprocess_mode="max",
 )
 ATYPICAL = Counter(
     "model_atypical_predictions",
     "Predictions whose input scored above the model's calibrated typicality threshold",
-    ["model"],
+    ["model", "version"],
 )
 
 
@@ -129,15 +137,26 @@ class FiringCounts:
     One image fires about a hundred units; a multiprocess counter write per unit per request would
     cost about 0.2 ms on a 1 ms one-image request. Added here it costs a NumPy sum. The samples
     counter is written in the same flush, so samples and unit counts always agree in a scrape.
+
+    ``units`` maps each layer to its unit counters, or, for a model summarised per layer (wider than the
+    series limit), to its :data:`NEVER_FIRED` gauge: then the totals are kept here and the gauge set to the
+    count of units still at zero.
     """
 
-    def __init__(self, samples, units: dict[str, list], interval: float = FLUSH_SECONDS) -> None:
+    def __init__(self, samples, units: dict[str, list], interval: float = FLUSH_SECONDS, summary: dict | None = None):
         self._samples_counter = samples
         self._unit_counters = units
-        self._pending = {layer: np.zeros(len(children), dtype=np.int64) for layer, children in units.items()}
+        self._summary = summary or {}  # layer -> (gauge, units)
+        sizes = {layer: len(children) for layer, children in units.items()}
+        sizes |= {layer: width for layer, (_, width) in self._summary.items()}
+        self._pending = {layer: np.zeros(n, dtype=np.int64) for layer, n in sizes.items()}
+        self._totals = {layer: np.zeros(width, dtype=np.int64) for layer, (_, width) in self._summary.items()}
         self._pending_samples = 0
         self._lock = threading.Lock()
         self._interval = interval
+        self._stopped = threading.Event()
+        for layer, (gauge, width) in self._summary.items():
+            gauge.set(width)
         self._thread = threading.Thread(target=self._run, name="firing-counts-flush", daemon=True)
         self._thread.start()
 
@@ -153,46 +172,70 @@ class FiringCounts:
             pending, self._pending = self._pending, {k: np.zeros_like(v) for k, v in self._pending.items()}
             samples, self._pending_samples = self._pending_samples, 0
         for layer, counts in pending.items():
+            if layer in self._summary:
+                self._totals[layer] += counts
+                self._summary[layer][0].set(int(np.count_nonzero(self._totals[layer] == 0)))
+                continue
             children = self._unit_counters[layer]
             for unit in np.flatnonzero(counts).tolist():
                 children[unit].inc(int(counts[unit]))
         if samples:
             self._samples_counter.inc(samples)
 
+    def stop(self) -> None:
+        """Flush what is pending and stop the flushing thread (the version is unloaded)."""
+        self._stopped.set()
+        self.flush()
+
     def _run(self) -> None:
-        while True:
-            time.sleep(self._interval)
+        while not self._stopped.wait(self._interval):
             self.flush()
 
 
-class ModelMetrics:
-    """The label children of one served model, all created at start (label values are a fixed set)."""
+PER_MODEL = (INFERENCE_SECONDS, TYPICALITY_SCORE, TYPICALITY_THRESHOLD, ATYPICAL, SAMPLES, CONTRIBUTION_SPARSITY)
+PER_LAYER = (ACTIVATION_SPARSITY, BASELINE, WEIGHT_SPARSITY, NEVER_FIRED)
 
-    def __init__(self, runtime) -> None:
+
+class ModelMetrics:
+    """The label children of one served version, all created when it is loaded (label values are a fixed
+    set per version). Per-unit series only while the model has at most ``max_unit_series`` units; a wider
+    one is summarised per layer (:data:`NEVER_FIRED`)."""
+
+    def __init__(self, runtime, max_unit_series: int) -> None:
         name, card = runtime.name, runtime.card
-        self.seconds = INFERENCE_SECONDS.labels(name)
-        self.typicality = TYPICALITY_SCORE.labels(name)
-        TYPICALITY_THRESHOLD.labels(name).set(card.typicality.threshold)
-        self.atypical = ATYPICAL.labels(name)
-        self.classes = [PREDICTIONS.labels(name, c) for c in runtime.class_names]
+        self.labels = (name, runtime.version)
+        self.seconds = INFERENCE_SECONDS.labels(*self.labels)
+        self.typicality = TYPICALITY_SCORE.labels(*self.labels)
+        TYPICALITY_THRESHOLD.labels(*self.labels).set(card.typicality.threshold)
+        self.atypical = ATYPICAL.labels(*self.labels)
+        self.class_names = [str(c) for c in runtime.class_names]
+        self.classes = [PREDICTIONS.labels(*self.labels, c) for c in self.class_names]
+        self.layer_names = list(card.weight_sparsity)
         for layer, ratio in card.weight_sparsity.items():
-            WEIGHT_SPARSITY.labels(name, layer).set(ratio)
+            WEIGHT_SPARSITY.labels(*self.labels, layer).set(ratio)
         self.layers: dict = {}
         self.firing: FiringCounts | None = None
+        self.unit_layers: dict[str, int] = {}
         self.contributions = None
         if isinstance(card, ReluCard):
-            self.layers = {layer: ACTIVATION_SPARSITY.labels(name, layer) for layer in [*runtime.layers, ALL_LAYERS]}
+            self.layers = {
+                layer: ACTIVATION_SPARSITY.labels(*self.labels, layer) for layer in [*runtime.layers, ALL_LAYERS]
+            }
             for layer in self.layers:
-                BASELINE.labels(name, layer).set(card.activation_sparsity[layer].mean)
-            self.firing = FiringCounts(
-                SAMPLES.labels(name),
-                {
-                    layer.name: [UNIT_FIRED.labels(name, layer.name, str(unit)) for unit in range(layer.units)]
-                    for layer in card.relu_layers
-                },
-            )
+                BASELINE.labels(*self.labels, layer).set(card.activation_sparsity[layer].mean)
+            widths = {layer.name: layer.units for layer in card.relu_layers}
+            if sum(widths.values()) <= max_unit_series:
+                self.unit_layers = widths
+                units = {
+                    layer: [UNIT_FIRED.labels(*self.labels, layer, str(unit)) for unit in range(width)]
+                    for layer, width in widths.items()
+                }
+                self.firing = FiringCounts(SAMPLES.labels(*self.labels), units)
+            else:
+                summary = {layer: (NEVER_FIRED.labels(*self.labels, layer), width) for layer, width in widths.items()}
+                self.firing = FiringCounts(SAMPLES.labels(*self.labels), {}, summary=summary)
         else:
-            self.contributions = CONTRIBUTION_SPARSITY.labels(name)
+            self.contributions = CONTRIBUTION_SPARSITY.labels(*self.labels)
 
     def record(self, prediction, seconds: float) -> None:
         self.seconds.observe(seconds)
@@ -206,12 +249,53 @@ class ModelMetrics:
         if self.contributions is not None:
             observe_many(self.contributions, prediction.contributions)
 
+    def forget(self) -> None:
+        """Stop flushing and drop this version's children from this process (the exposition drops the
+        unloaded version's series of every worker: :mod:`service.exposition`)."""
+        if self.firing is not None:
+            self.firing.stop()
+        for metric in PER_MODEL:
+            _remove(metric, self.labels)
+        for metric in PER_LAYER:
+            for layer in {*self.layers, *self.layer_names, *self.unit_layers}:
+                _remove(metric, (*self.labels, layer))
+        for label in self.class_names:
+            _remove(PREDICTIONS, (*self.labels, label))
+        for layer, width in self.unit_layers.items():
+            for unit in range(width):
+                _remove(UNIT_FIRED, (*self.labels, layer, str(unit)))
+
+
+def _remove(metric, labels: tuple) -> None:
+    """Drop a child from this process (multiprocess mode warns that the files keep its value: they do, and
+    :mod:`service.exposition` leaves the unloaded version out; a version loaded again continues its counts)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        try:
+            metric.remove(*labels)
+        except KeyError:
+            pass
+
 
 class Recorder:
-    """Records each call's figures, per served model (the ``model`` label is the model's name)."""
+    """Records each call's figures, per served version (labels ``model`` and ``version``)."""
 
-    def __init__(self, runtimes) -> None:
-        self.models = {runtime.name: ModelMetrics(runtime) for runtime in runtimes}
+    def __init__(self, runtimes=(), max_unit_series: int = 4096) -> None:
+        self.max_unit_series = max_unit_series
+        self.models: dict[str, ModelMetrics] = {}
+        for runtime in runtimes:
+            self.add(runtime)
+
+    def add(self, runtime) -> None:
+        if runtime.tag not in self.models:
+            self.models[runtime.tag] = ModelMetrics(runtime, self.max_unit_series)
+
+    def forget(self, tag: str) -> None:
+        metrics = self.models.pop(tag, None)
+        if metrics is not None:
+            metrics.forget()
 
     def record(self, runtime, prediction, seconds: float) -> None:
-        self.models[runtime.name].record(prediction, seconds)
+        metrics = self.models.get(runtime.tag)
+        if metrics is not None:  # None: a request that outlived its version's drain
+            metrics.record(prediction, seconds)

@@ -79,3 +79,41 @@ def model_card_name(path: str) -> tuple[str | None, str | None]:
         if parts[3] == "examples":
             return parts[2], "examples"
     return None, None
+
+
+# --- what the request metrics call a path
+
+_FIXED = {
+    "/", "/docs", "/docs.json", "/metrics", "/livez", "/readyz", "/healthz", MODELS_PATH, "/ui",
+    "/v2", "/v2/health/live", "/v2/health/ready", "/v2/repository/index",
+    *(route.path for route in ALIASES),
+}  # fmt: skip
+UNMATCHED = "/{unmatched}"
+
+
+def endpoint_label(path: str) -> str:
+    """The route a request path is for, as the request metrics' ``endpoint`` label: the path itself for a fixed
+    route, its template for a route with a model name or version in it, and :data:`UNMATCHED` for a path no
+    route answers. So the number of series does not grow with the paths clients send."""
+    path = path.rstrip("/") or "/"
+    if path in _FIXED:
+        return path
+    parts = path.split("/")[1:]
+    if len(parts) == 2 and parts[0] in ("ui", "static_content"):
+        return f"/{parts[0]}/{{file}}"
+    if parts[0] == "models" and len(parts) in (2, 3):
+        if len(parts) == 2:
+            return "/models/{name}"
+        if parts[2] in (*MODEL_ROUTES, "examples"):
+            return "/models/{name}/" + parts[2]
+    if parts[:2] == ["v2", "models"] and len(parts) >= 3:
+        rest, template = parts[3:], "/v2/models/{name}"
+        if len(rest) >= 2 and rest[0] == "versions":
+            rest, template = rest[2:], template + "/versions/{version}"
+        if not rest:
+            return template
+        if len(rest) == 1 and rest[0] in ("ready", "infer"):
+            return f"{template}/{rest[0]}"
+    if parts[:3] == ["v2", "repository", "models"] and len(parts) == 5 and parts[4] in ("load", "unload"):
+        return "/v2/repository/models/{name}/" + parts[4]
+    return UNMATCHED

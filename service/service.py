@@ -21,13 +21,18 @@ import numpy as np
 
 from service import app, logs, routes, watchdog
 from service.codecs.responses import predict_response
-from service.dataplane import DataPlane, DataPlaneError
+from service.dataplane import DataPlaneError
+from service.repository import Poller, WorkerSync
 from service.schemas import Images, IrisRows, PredictResponse, input_error
 
 IN_WORKER = bentoml.server_context.worker_index is not None
 CONFIGURATION = app.configure_or_exit(IN_WORKER)
-PLANE = DataPlane(CONFIGURATION.settings.max_image_pixels)
+STATE = app.shared_state(CONFIGURATION, IN_WORKER)
+"""The served set every worker follows (:mod:`service.repository`)."""
+PLANE = app.plane_for(CONFIGURATION)
 """This process's data plane: the model routes (a middleware) and the endpoints below both answer through it."""
+MANAGER = app.manager_for(CONFIGURATION, STATE)
+"""Loads and unloads versions in every worker (the repository routes)."""
 INLINE_MAX_ITEMS = 8
 """Batches up to this size run on the event loop; larger ones in a worker thread."""
 
@@ -52,16 +57,31 @@ class SparsityService:
         if IN_WORKER:
             watchdog.exit_with_parent()
         self.plane = PLANE
-        refused = PLANE.start(
-            CONFIGURATION.candidates, lambda tag: getattr(self, MODEL_ATTRIBUTES[tag]), CONFIGURATION.load_options
-        )
+        worker = bentoml.server_context.worker_index or 1
+        desired = STATE.read()  # what the other workers serve: the audited models, or what loads changed since
+        candidates = [c for c in CONFIGURATION.candidates if not c.accepted] + PLANE.audited(desired.ready())
+        refused = PLANE.start(candidates, self._stored, CONFIGURATION.load_options, allow_empty=desired.generation > 1)
+        self.sync = WorkerSync(STATE, PLANE, worker, self._load)
+        self.sync.apply()  # acknowledges this worker's start (and loads a version another worker is loading)
+        self.sync.start()
+        if CONFIGURATION.settings.poll_seconds and worker == 1:
+            Poller(MANAGER, CONFIGURATION.settings.poll_seconds).start()
         self._ready = True
         logs.log_summary(
-            list(PLANE.runtimes.values()),
+            [r for versions in PLANE.serving.values() for r in versions],
             refused,
             CONFIGURATION.settings.workers,
             bentoml.server_context.worker_index,
         )
+
+    def _stored(self, tag: str):
+        """The stored model of ``tag``: a declared class attribute (bundled by ``bentoml build``), else the store's."""
+        attribute = MODEL_ATTRIBUTES.get(tag)
+        return getattr(self, attribute) if attribute else bentoml.models.get(tag)
+
+    def _load(self, tag: str):
+        """A version a load asks for, audited, loaded and checked (not serving yet)."""
+        return PLANE.load_tag(tag, self._stored, CONFIGURATION.load_options)
 
     def __is_ready__(self) -> bool:
         return self._ready
@@ -103,4 +123,4 @@ class SparsityService:
 
 MODEL_ATTRIBUTES = app.declare_models(SparsityService, CONFIGURATION)
 """Each served tag's class attribute: only class attributes are bundled by ``bentoml build``."""
-SparsityService = app.serve(SparsityService, CONFIGURATION, PLANE)
+SparsityService = app.serve(SparsityService, CONFIGURATION, PLANE, MANAGER)

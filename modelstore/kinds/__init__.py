@@ -143,8 +143,13 @@ def prepare(kind_names, options: LoadOptions) -> None:
     runtime is loaded."""
     for name in dict.fromkeys(kind_names):
         hook = kind_of(name).prepare
-        if hook is not None:
+        if hook is not None and name not in _PREPARED:
             hook(options)
+            _PREPARED.add(name)
+
+
+_PREPARED: set[str] = set()
+"""The kinds whose once-per-process step has run (a load while serving does not repeat it)."""
 
 
 def load(stored, card: ModelCard, options: LoadOptions | None = None) -> Runtime:

@@ -8,7 +8,7 @@ import pytest
 from service.config import SETTINGS, Settings, SettingsError
 
 BAD = {
-    "SERVED_MODELS": ["MNIST:latest", "mnist cnn", ":latest", "iris/l1", "iris:", "a,,b", "a,a:v1"],
+    "SERVED_MODELS": ["MNIST:latest", "mnist cnn", ":latest", "iris/l1", "iris:", "a,,b", "a,a:latest", "a:v1,a:v1"],
     "SERVICE_WORKERS": ["0", "65", "two", "1.5"],
     "TF_INTRA_OP_THREADS": ["0", "-1", "many"],
     "TF_INTER_OP_THREADS": ["0", "257"],
@@ -19,6 +19,12 @@ BAD = {
     "MAX_IMAGE_PIXELS": ["10", "big"],
     "ACCESS_LOG": ["maybe", "2"],
     "MODEL_KINDS": ["my kinds", "a..b", "1mod", "a,,b"],
+    "MODEL_POLL_SECONDS": ["-1", "hourly", "86401"],
+    "MODEL_LOAD_TIMEOUT_SECONDS": ["0", "inf"],
+    "MAX_UNIT_SERIES": ["-5", "many"],
+    "MANAGEMENT_KEY_FILE": ["/nonexistent/keys", "/"],
+    "INFERENCE_KEY_FILE": ["/nonexistent/keys"],
+    "EXPOSE_EXAMPLES": ["hidden"],
 }
 
 
@@ -56,5 +62,7 @@ def test_good_values_are_parsed_to_their_types():
         }
     )
     assert settings.served_models == ("mnist_cnn:ahplpzxlhgqpkax4", "wine_mlp")
+    versions = Settings.from_env({"SERVED_MODELS": "mnist_cnn:v1,mnist_cnn:v2", "EXPOSE_EXAMPLES": "false"})
+    assert versions.served_models == ("mnist_cnn:v1", "mnist_cnn:v2") and versions.expose_examples is False
     assert settings.workers == 4 and settings.max_body_bytes == 1_048_576
     assert settings.body_timeout == 2.5 and settings.max_drain_bytes == 0 and settings.access_log is True

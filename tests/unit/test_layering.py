@@ -10,7 +10,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = ("sparsity", "modelstore", "service", "training", "lab", "benchmarks", "examples", "tests")
-HTTP_LAYER = ("service/modelroutes.py", "service/middleware.py", "service/pages.py", "service/service.py")
+HTTP_LAYER = (
+    "service/modelroutes.py",
+    "service/oiproutes.py",
+    "service/keys.py",
+    "service/exposition.py",
+    "service/middleware.py",
+    "service/pages.py",
+    "service/service.py",
+)
 """The modules that speak HTTP: they reach models through :mod:`service.dataplane` only."""
 
 

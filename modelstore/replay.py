@@ -1,0 +1,57 @@
+"""The check a load makes before a model takes traffic: replay the card's stored examples (calibration items
+kept at registration) through the loaded runtime and compare with what registration measured.
+
+- A card with ``example_zeros`` (registered since the live model server): every layer's exact-zero count on
+  every example must be the registration's, exactly. A different file, other weights, another engine or a
+  TensorFlow set to other kernels (oneDNN) all show here.
+- An older card: each layer's mean zero share over the examples must lie within four standard deviations
+  (at least 0.02) of the card's baseline; this catches a wrong model, not a subtle drift.
+- Every kind: the probabilities are finite.
+
+:func:`replay_problem` returns the one line that says why a model fails, or None.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from modelstore.card import ReluCard
+from modelstore.runtime import Runtime
+from sparsity.contract import ALL_LAYERS
+
+LOOSE_STDS = 4.0
+LOOSE_FLOOR = 0.02
+
+
+def replay_problem(runtime: Runtime) -> str | None:
+    """Why ``runtime`` does not reproduce its card on the card's examples, or None when it does."""
+    card = runtime.card
+    if not card.examples:
+        return None  # a card without examples (none stored): nothing to replay
+    x = np.asarray(card.examples, dtype=np.float32)
+    prediction = runtime.predict(x)
+    if not np.isfinite(prediction.probabilities).all():
+        return f"model {runtime.tag}: non-finite probabilities on the card's examples"
+    if not isinstance(card, ReluCard):
+        return None
+    sizes = {layer.name: layer.size for layer in card.relu_layers}
+    if card.example_zeros:
+        for layer, expected in card.example_zeros.items():
+            got = np.rint(prediction.layer_sparsity[layer] * sizes[layer]).astype(int).tolist()
+            if got != list(expected):
+                return (
+                    f"model {runtime.tag}: layer {layer} has {got} exact zeros on the card's {len(x)} examples, "
+                    f"registration measured {list(expected)}"
+                )
+        return None
+    for layer, baseline in card.activation_sparsity.items():
+        if layer == ALL_LAYERS or layer not in prediction.layer_sparsity:
+            continue
+        mean = float(np.mean(prediction.layer_sparsity[layer]))
+        allowed = max(LOOSE_STDS * baseline.std, LOOSE_FLOOR)
+        if abs(mean - baseline.mean) > allowed:
+            return (
+                f"model {runtime.tag}: layer {layer} is {mean:.3f} zeros on the card's examples, "
+                f"its baseline {baseline.mean:.3f} (allowed {allowed:.3f})"
+            )
+    return None

@@ -1,0 +1,109 @@
+"""``GET /metrics`` without the series of unloaded versions, and request series with bounded labels.
+
+- Prometheus' multiprocess files keep every series a worker ever wrote, so an unloaded version would stay
+  in BentoML's ``/metrics`` for as long as the service runs. :class:`Exposition` answers ``/metrics`` itself:
+  the same multiprocess collection, without the samples whose ``(model, version)`` is no longer loaded.
+- BentoML labels its request series with the raw path: every path a client invents adds series.
+  :class:`BoundedTrafficMetrics` labels them with the route instead (:func:`service.routes.endpoint_label`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import anyio
+
+from service.routes import endpoint_label
+
+ORIGINAL_PATH = "sparsity.original_path"
+
+
+class _Families:
+    def __init__(self, families) -> None:
+        self.families = families
+
+    def collect(self):
+        return self.families
+
+
+def render(keep: Callable[[], set[tuple[str, str]]]) -> bytes:
+    """The exposition of every worker's series, the ``(model, version)`` pairs not in ``keep()`` left out."""
+    import prometheus_client
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        return prometheus_client.generate_latest()
+    kept = keep()
+    families = list(MultiProcessCollector(None, directory).collect())
+    for family in families:
+        family.samples = [
+            s for s in family.samples if "version" not in s.labels or (s.labels.get("model"), s.labels["version"]) in kept
+        ]
+        if family.type == "histogram":  # buckets, then count, then sum, per series (as BentoML orders them)
+            family.samples.sort(key=_histogram_order)
+    return prometheus_client.generate_latest(_Families(families))
+
+
+def _histogram_order(sample) -> tuple:
+    labels = tuple(sorted((k, v) for k, v in sample.labels.items() if k != "le"))
+    if sample.name.endswith("_bucket"):
+        return labels, 0, float(sample.labels.get("le", 0))
+    return labels, 1 if sample.name.endswith("_count") else 2, 0.0
+
+
+class Exposition:
+    """ASGI middleware answering ``GET /metrics`` with :func:`render`."""
+
+    def __init__(self, app, keep: Callable[[], set[tuple[str, str]]]) -> None:
+        self.app, self.keep = app, keep
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["path"] != "/metrics" or scope.get("method") not in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+            return
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        body = await anyio.to_thread.run_sync(render, self.keep)
+        headers = [(b"content-type", CONTENT_TYPE_LATEST.encode()), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body if scope["method"] == "GET" else b""})
+
+
+def _restoring(app):
+    async def restore(scope, receive, send):
+        if ORIGINAL_PATH in scope:
+            scope = {**scope, "path": scope[ORIGINAL_PATH]}
+        await app(scope, receive, send)
+
+    return restore
+
+
+def bounded_traffic_metrics():
+    """BentoML's request-metrics middleware, labelling by route (installed by :func:`install`)."""
+    from bentoml._internal.server.http.instruments import RunnerTrafficMetricsMiddleware
+
+    class BoundedTrafficMetrics(RunnerTrafficMetricsMiddleware):
+        def __init__(self, app, **options) -> None:
+            super().__init__(_restoring(app), **options)
+
+        async def __call__(self, scope, receive, send) -> None:
+            if scope["type"] == "http":
+                label = endpoint_label(scope["path"])
+                if label != scope["path"]:
+                    scope = {**scope, "path": label, ORIGINAL_PATH: scope["path"]}
+            await super().__call__(scope, receive, send)
+
+    return BoundedTrafficMetrics
+
+
+def install() -> None:
+    """Make BentoML build its request metrics with :func:`bounded_traffic_metrics` (it imports the class when
+    it builds the app, in each worker; BentoML's version is pinned, and a test checks the labels)."""
+    from bentoml._internal.server.http import instruments
+
+    if not getattr(instruments.RunnerTrafficMetricsMiddleware, "bounded", False):
+        cls = bounded_traffic_metrics()
+        cls.bounded = True
+        instruments.RunnerTrafficMetricsMiddleware = cls

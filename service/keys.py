@@ -1,0 +1,158 @@
+"""Keys: who may manage the models and who may ask them.
+
+- ``MANAGEMENT_KEY_FILE``: the repository routes (``/v2/repository/...``: index, load, unload) answer only a
+  request with ``Authorization: Bearer <key>`` of a key in that file. Unset, they are off: 403, saying how
+  to turn them on (an open load route lets anyone who reaches the port choose what runs).
+- ``INFERENCE_KEY_FILE``: when set, every other route that shows or asks a model needs a key from that file:
+  the prediction routes (the project's, the aliases, the Open Inference Protocol's), ``/models`` and its
+  cards and examples. Unset, they are open, for local use.
+- Always open: the health routes (``/livez``, ``/readyz``, ``/healthz``, ``/v2/health/*``), ``/metrics``
+  (Prometheus scrapes them), the API document and its page (``/``, ``/docs.json``), and the introspection
+  page's static files (the page asks for a key when the routes it reads need one).
+
+A key file holds one key per line (blank lines and ``#`` comments skipped). It is re-read when it changes
+(checked at most every :data:`RELOAD_SECONDS`), so keys rotate without a restart. Keys are compared in
+constant time. A missing or wrong key gets 401 with ``WWW-Authenticate: Bearer``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+
+from service.middleware import read_body
+
+log = logging.getLogger(__name__)
+
+RELOAD_SECONDS = 1.0
+MAX_HEADER_BYTES = 4096
+OPEN_PATHS = ("/livez", "/readyz", "/healthz", "/metrics", "/v2/health/live", "/v2/health/ready", "/", "/docs", "/docs.json")
+OPEN_PREFIXES = ("/static_content/", "/ui")
+MANAGEMENT_PREFIX = "/v2/repository"
+
+
+class KeyFile:
+    """The keys of one file, re-read when the file changes."""
+
+    def __init__(self, path: str | Path, reload_seconds: float = RELOAD_SECONDS) -> None:
+        self.path = Path(path)
+        self.reload_seconds = reload_seconds
+        self._keys: list[bytes] = []
+        self._seen: tuple[int, int] | None = None
+        self._checked = 0.0
+        self._lock = threading.Lock()
+        self._refresh(force=True)
+
+    def _refresh(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._checked < self.reload_seconds:
+            return
+        with self._lock:
+            self._checked = now
+            try:
+                stat = os.stat(self.path)
+            except OSError:
+                if self._keys or self._seen is not None:
+                    log.warning("key file %s cannot be read: no key is accepted until it can", self.path)
+                self._keys, self._seen = [], None
+                return
+            seen = (stat.st_mtime_ns, stat.st_size)
+            if seen == self._seen:
+                return
+            try:
+                lines = self.path.read_text(encoding="utf-8").splitlines()
+            except (OSError, UnicodeDecodeError) as exc:
+                log.warning("key file %s cannot be read (%s): no key is accepted until it can", self.path, exc)
+                self._keys, self._seen = [], None
+                return
+            self._keys = [line.strip().encode() for line in lines if line.strip() and not line.strip().startswith("#")]
+            self._seen = seen
+            log.info("key file %s: %d key(s)", self.path, len(self._keys))
+
+    def accepts(self, key: bytes) -> bool:
+        """Whether ``key`` is one of the file's keys (every key compared, in constant time each)."""
+        self._refresh()
+        found = False
+        for candidate in self._keys:
+            found |= hmac.compare_digest(candidate, key)
+        return found and bool(key)
+
+
+def bearer(headers: list[tuple[bytes, bytes]]) -> tuple[bytes | None, str | None]:
+    """The key of the request's one ``Authorization: Bearer`` header, or None and why not."""
+    values = [value for name, value in headers if name.lower() == b"authorization"]
+    if not values:
+        return None, "send Authorization: Bearer <key>"
+    if len(values) > 1:
+        return None, "send one Authorization header, not several"
+    value = values[0]
+    if len(value) > MAX_HEADER_BYTES:
+        return None, f"the Authorization header is over {MAX_HEADER_BYTES} bytes"
+    scheme, _, key = value.strip().partition(b" ")
+    if scheme.lower() != b"bearer":
+        return None, "the Authorization scheme must be Bearer"
+    key = key.strip()
+    if not key:
+        return None, "the Bearer key is empty"
+    return key, None
+
+
+def needs(path: str) -> str | None:
+    """Which key a path needs: "management", "inference" or None (open)."""
+    if path == MANAGEMENT_PREFIX or path.startswith(MANAGEMENT_PREFIX + "/"):
+        return "management"
+    if path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
+        return None
+    return "inference"
+
+
+class KeyGuard:
+    """ASGI middleware: the rules above. A refused request's body is read first (within the request guard's
+    limits), so the client reads the answer."""
+
+    def __init__(self, app, management: KeyFile | None = None, inference: KeyFile | None = None) -> None:
+        self.app, self.management, self.inference = app, management, inference
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        need = needs(scope["path"])
+        refusal = None
+        if need == "management":
+            if self.management is None:
+                refusal = 403, "the repository routes are off: set MANAGEMENT_KEY_FILE to a file of keys to turn them on"
+            else:
+                refusal = self._check(scope, self.management)
+        elif need == "inference" and self.inference is not None:
+            refusal = self._check(scope, self.inference)
+        if refusal is None:
+            await self.app(scope, receive, send)
+            return
+        if scope.get("method") == "POST":
+            await read_body(receive)
+        await refuse(send, *refusal)
+
+    @staticmethod
+    def _check(scope, keys: KeyFile) -> tuple[int, str] | None:
+        key, problem = bearer(scope["headers"])
+        if problem is not None:
+            return 401, f"Authorization: {problem}"
+        if not keys.accepts(key):
+            return 401, "Authorization: the key is not valid"
+        return None
+
+
+async def refuse(send, status: int, message: str) -> None:
+    import orjson
+
+    body = orjson.dumps({"error": message, "detail": [{"type": "unauthorized", "loc": ["Authorization"], "msg": message}]})
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if status == 401:
+        headers.append((b"www-authenticate", b'Bearer realm="sparsity-service"'))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,159 @@
+"""The Open Inference Protocol (KServe V2) over REST, a thin adapter on the data plane, and its model
+repository extension (Triton's) on :mod:`service.repository`:
+
+- ``GET /v2`` (server metadata), ``/v2/health/live``, ``/v2/health/ready``;
+- ``GET /v2/models/{name}[/versions/{version}]`` (metadata), ``.../ready``, ``POST .../infer``
+  (tensors: :mod:`service.codecs.oip`);
+- ``POST /v2/repository/index``, ``/v2/repository/models/{name}/load`` (``{"parameters": {"version": ...}}``
+  optional) and ``.../unload`` (the same).
+
+Errors are ``{"error": "<field>: <rule>"}`` with the status the data plane gives (400, 404), as the
+specification says. Who may call which route is decided outside, by :mod:`service.keys`.
+"""
+
+from __future__ import annotations
+
+import anyio
+import orjson
+
+from service import __version__
+from service.codecs import oip
+from service.dataplane import DataPlane, DataPlaneError, InvalidInput
+from service.middleware import read_body
+from service.repository import Manager, RepositoryError
+from sparsity.errors import InvalidInputError
+
+PREFIX = "/v2"
+REPOSITORY = PREFIX + "/repository"
+EXTENSIONS = ["model_repository", "binary_tensor_data", "activation_sparsity"]
+SERVER_NAME = "sparsity-service"
+INLINE_MAX_BYTES = 64 * 1024
+"""As the model routes: larger bodies are decoded and run in a worker thread."""
+
+
+def oip_error(message: str) -> bytes:
+    return orjson.dumps({"error": message})
+
+
+def model_path(parts: list[str]) -> tuple[str, str | None, str] | None:
+    """``(name, version, action)`` of ``/v2/models/{name}[/versions/{version}][/{action}]`` split at "/"
+    (action "" for the metadata), or None."""
+    if len(parts) < 4 or parts[2] != "models" or not parts[3]:
+        return None
+    name, rest = parts[3], parts[4:]
+    version = None
+    if len(rest) >= 2 and rest[0] == "versions" and rest[1]:
+        version, rest = rest[1], rest[2:]
+    if not rest:
+        return name, version, ""
+    if len(rest) == 1 and rest[0] in ("ready", "infer"):
+        return name, version, rest[0]
+    return None
+
+
+class OipRoutes:
+    """An ASGI middleware answering ``/v2/...``; anything else goes on to ``app``."""
+
+    def __init__(self, app, plane: DataPlane, manager: Manager | None = None) -> None:
+        self.app, self.plane, self.manager = app, plane, manager
+
+    async def __call__(self, scope, receive, send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not (path == PREFIX or path.startswith(PREFIX + "/")):
+            await self.app(scope, receive, send)
+            return
+        method = scope.get("method")
+        parts = path.rstrip("/").split("/")
+        if path.startswith(REPOSITORY + "/") and method == "POST":
+            body = await read_body(receive)
+            await self._send(send, *(await self._repository(parts, body)))
+            return
+        if method in ("GET", "HEAD"):
+            status, body = self._get(parts)
+            await self._send(send, status, body, head=method == "HEAD")
+            return
+        found = model_path(parts)
+        if method == "POST" and found is not None and found[2] == "infer":
+            body = await read_body(receive)
+            headers = dict(scope["headers"])
+            length = headers.get(oip.HEADER_LENGTH.encode())
+            length = None if length is None else length.decode("latin-1").strip()
+            if len(body) <= INLINE_MAX_BYTES:
+                answer = self._infer(found[0], found[1], body, length)
+            else:
+                answer = await anyio.to_thread.run_sync(self._infer, found[0], found[1], body, length)
+            await self._send(send, *answer)
+            return
+        await read_body(receive)
+        await self._send(send, 404 if found is None else 405, oip_error(f"{method} {path}: no such route"))
+
+    def _get(self, parts: list[str]) -> tuple[int, bytes]:
+        if parts == ["", "v2"]:
+            return 200, orjson.dumps({"name": SERVER_NAME, "version": __version__, "extensions": EXTENSIONS})
+        if parts == ["", "v2", "health", "live"]:
+            return 200, b'{"live":true}'
+        if parts == ["", "v2", "health", "ready"]:
+            return 200, b'{"ready":true}'
+        found = model_path(parts)
+        if found is None or found[2] == "infer":
+            return 404, oip_error(f"GET {'/'.join(parts)}: no such route")
+        name, version, action = found
+        try:
+            runtime = self.plane.model(name, version)
+        except DataPlaneError as exc:
+            return exc.status, oip_error(exc.message)
+        if action == "ready":
+            return 200, orjson.dumps({"name": name, "version": runtime.version, "ready": True})
+        return 200, orjson.dumps(oip.metadata(runtime, self.plane.versions(name)))
+
+    def _infer(self, name: str, version: str | None, body: bytes, length: str | None) -> tuple:
+        try:
+            runtime = self.plane.model(name, version)
+            try:
+                request = oip.parse_infer(body, length, runtime)
+            except InvalidInputError as exc:
+                raise InvalidInput.of(exc) from None
+            prediction = self.plane.infer(runtime, request.x)
+        except DataPlaneError as exc:
+            return exc.status, oip_error(f"{exc.field}: {exc.message}")
+        answer, header = oip.infer_response(runtime, prediction, request)
+        return 200, answer, header
+
+    async def _repository(self, parts: list[str], body: bytes) -> tuple[int, bytes]:
+        if self.manager is None:
+            return 503, oip_error("the model repository is not available in this process")
+        try:
+            request = orjson.loads(body) if body.strip() else {}
+        except orjson.JSONDecodeError as exc:
+            return 400, oip_error(f"body: must be JSON ({exc})")
+        if not isinstance(request, dict):
+            return 400, oip_error("body: must be a JSON object")
+        if parts == ["", "v2", "repository", "index"]:
+            ready = request.get("ready", False)
+            if not isinstance(ready, bool):
+                return 400, oip_error("ready: must be true or false")
+            index = await anyio.to_thread.run_sync(self.manager.index, ready)
+            return 200, orjson.dumps(index)
+        if len(parts) != 6 or parts[3] != "models" or parts[5] not in ("load", "unload") or not parts[4]:
+            return 404, oip_error(f"POST {'/'.join(parts)}: no such route")
+        parameters = request.get("parameters") or {}
+        if not isinstance(parameters, dict):
+            return 400, oip_error("parameters: must be a JSON object")
+        version = parameters.get("version")
+        if version is not None and (not isinstance(version, str) or not version):
+            return 400, oip_error("parameters.version: must be a version string of the stored model")
+        action = self.manager.load if parts[5] == "load" else self.manager.unload
+        try:
+            await anyio.to_thread.run_sync(action, parts[4], version)
+        except RepositoryError as exc:
+            return exc.status, oip_error(str(exc))
+        return 200, b""
+
+    @staticmethod
+    async def _send(send, status: int, body: bytes, header: int | None = None, head: bool = False) -> None:
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        if header is not None:
+            headers[0] = (b"content-type", b"application/octet-stream")
+            headers.append((oip.HEADER_LENGTH.encode(), str(header).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": b"" if head else body})
