@@ -218,9 +218,11 @@ class Manager:
     ) -> None:
         self.state, self.workers, self.timeout, self.resolver = state, workers, timeout, resolver
 
-    def load(self, name: str, version: str | None = None) -> str:
+    def load(self, name: str, version: str | None = None, replace: bool | None = None) -> str:
         """Load ``name`` (its latest stored version, replacing the versions serving; or ``version``, added
-        beside them) in every worker and switch to it; RepositoryError says why not. Returns the tag."""
+        beside them; ``replace`` overrides which) in every worker and switch to it; RepositoryError says why
+        not. Returns the tag."""
+        replace = version is None if replace is None else replace
         with self.state.locked("manage.lock"):
             tag = self.resolver(name, version).tag
             before = self.state.read().models.get(tag)
@@ -237,7 +239,7 @@ class Manager:
 
             def promote(models: dict[str, str]) -> None:
                 models[tag] = READY
-                if version is None:  # the latest replaces the name's other versions
+                if replace:  # the latest replaces the name's other versions
                     for other in [t for t in models if t.partition(":")[0] == name and t != tag]:
                         del models[other]
 
@@ -307,30 +309,36 @@ class Manager:
         return entries
 
 
+def latest_stored(name: str) -> str | None:
+    """The tag of ``name``'s latest version in the store, or None."""
+    import bentoml
+
+    try:
+        return str(bentoml.models.get(f"{name}:latest").tag)
+    except bentoml.exceptions.NotFound:
+        return None
+
+
 class Poller:
     """``MODEL_POLL_SECONDS``: every period, load the latest stored version of each served name when it is
     newer than what serves (TF Serving's and Triton's poll modes, without the gap: the old version serves
     until the new one is ready in every worker). Runs in worker 1 only; a version that failed is not retried."""
 
-    def __init__(self, manager: Manager, period: float) -> None:
+    def __init__(self, manager: Manager, period: float, latest: Callable[[str], str | None] | None = None) -> None:
         self.manager, self.period = manager, period
+        self.latest = latest or latest_stored
         self.failed: set[str] = set()
         self._stopped = threading.Event()
 
     def poll_once(self) -> list[str]:
-        import bentoml
-
         loaded = []
         desired = self.manager.state.read().models
         for name in sorted({tag.partition(":")[0] for tag in desired}):
-            try:
-                latest = str(bentoml.models.get(f"{name}:latest").tag)
-            except bentoml.exceptions.NotFound:
-                continue
-            if latest in desired or latest in self.failed:
+            latest = self.latest(name)
+            if latest is None or latest in desired or latest in self.failed:
                 continue
             try:
-                loaded.append(self.manager.load(name))
+                loaded.append(self.manager.load(name, latest.partition(":")[2], replace=True))
                 log.info("poll: now serving %s", latest)
             except RepositoryError as exc:
                 self.failed.add(latest)
