@@ -29,8 +29,15 @@ $(VENV)/.installed-train: requirements/service.txt requirements/train.txt | $(BI
 	$(BIN)/pip install --disable-pip-version-check -q -r requirements/train.txt
 	@touch $@
 
-$(VENV)/.installed-dev: $(VENV)/.installed-train requirements/dev.txt
+$(VENV)/.installed-dev: $(VENV)/.installed-train requirements/dev.txt $(CLIENTS_VENV)/.installed
 	$(BIN)/pip install --disable-pip-version-check -q -r requirements/dev.txt
+	@touch $@
+
+# The Open Inference Protocol's clients (tritonclient, kserve) in a venv of their own: their pins collide with the service's.
+CLIENTS_VENV ?= .venv-clients
+$(CLIENTS_VENV)/.installed: requirements/oip-clients.txt
+	$(PYTHON) -m venv $(CLIENTS_VENV)
+	$(CLIENTS_VENV)/bin/pip install --disable-pip-version-check -q -r requirements/oip-clients.txt
 	@touch $@
 
 setup: $(VENV)/.installed-train ## create .venv and install the pinned runtime + training dependencies
