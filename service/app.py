@@ -127,7 +127,9 @@ def serve(cls: type, configuration: Configuration, plane: DataPlane, manager: Ma
             # no OpenTelemetry spans for the prediction routes: its middleware wraps every body chunk (3 ms of a
             # 256-image JSON request, measured) and costs about 8% of a one-image request; no exporter is
             # configured by default anyway
-            tracing={"excluded_urls": ["/mnist/", "/iris/", routes.MODELS_PATH, "/v2/"]},  # regexes, searched in the URL
+            tracing={
+                "excluded_urls": ["/mnist/", "/iris/", routes.MODELS_PATH, "/v2/"]
+            },  # regexes, searched in the URL
             logging={"access": {"enabled": settings.access_log, "skip_paths": ["/metrics", "/livez", "/readyz"]}},
             metrics={
                 "enabled": True,

@@ -39,7 +39,9 @@ def render(keep: Callable[[], set[tuple[str, str]]]) -> bytes:
     families = list(MultiProcessCollector(None, directory).collect())
     for family in families:
         family.samples = [
-            s for s in family.samples if "version" not in s.labels or (s.labels.get("model"), s.labels["version"]) in kept
+            s
+            for s in family.samples
+            if "version" not in s.labels or (s.labels.get("model"), s.labels["version"]) in kept
         ]
         if family.type == "histogram":  # buckets, then count, then sum, per series (as BentoML orders them)
             family.samples.sort(key=_histogram_order)

@@ -30,7 +30,17 @@ log = logging.getLogger(__name__)
 
 RELOAD_SECONDS = 1.0
 MAX_HEADER_BYTES = 4096
-OPEN_PATHS = ("/livez", "/readyz", "/healthz", "/metrics", "/v2/health/live", "/v2/health/ready", "/", "/docs", "/docs.json")
+OPEN_PATHS = (
+    "/livez",
+    "/readyz",
+    "/healthz",
+    "/metrics",
+    "/v2/health/live",
+    "/v2/health/ready",
+    "/",
+    "/docs",
+    "/docs.json",
+)
 OPEN_PREFIXES = ("/static_content/", "/ui")
 MANAGEMENT_PREFIX = "/v2/repository"
 
@@ -125,7 +135,10 @@ class KeyGuard:
         refusal = None
         if need == "management":
             if self.management is None:
-                refusal = 403, "the repository routes are off: set MANAGEMENT_KEY_FILE to a file of keys to turn them on"
+                refusal = (
+                    403,
+                    "the repository routes are off: set MANAGEMENT_KEY_FILE to a file of keys to turn them on",
+                )
             else:
                 refusal = self._check(scope, self.management)
         elif need == "inference" and self.inference is not None:
@@ -150,7 +163,9 @@ class KeyGuard:
 async def refuse(send, status: int, message: str) -> None:
     import orjson
 
-    body = orjson.dumps({"error": message, "detail": [{"type": "unauthorized", "loc": ["Authorization"], "msg": message}]})
+    body = orjson.dumps(
+        {"error": message, "detail": [{"type": "unauthorized", "loc": ["Authorization"], "msg": message}]}
+    )
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if status == 401:
         headers.append((b"www-authenticate", b'Bearer realm="sparsity-service"'))

@@ -4,8 +4,8 @@ known once the models are loaded, are initialised by :class:`Recorder`."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
-import time
 import warnings
 
 import numpy as np
@@ -155,7 +155,7 @@ class FiringCounts:
         self._lock = threading.Lock()
         self._interval = interval
         self._stopped = threading.Event()
-        for layer, (gauge, width) in self._summary.items():
+        for _layer, (gauge, width) in self._summary.items():
             gauge.set(width)
         self._thread = threading.Thread(target=self._run, name="firing-counts-flush", daemon=True)
         self._thread.start()
@@ -271,10 +271,8 @@ def _remove(metric, labels: tuple) -> None:
     :mod:`service.exposition` leaves the unloaded version out; a version loaded again continues its counts)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        try:
+        with contextlib.suppress(KeyError):
             metric.remove(*labels)
-        except KeyError:
-            pass
 
 
 class Recorder:

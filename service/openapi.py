@@ -38,7 +38,7 @@ from pydantic.json_schema import models_json_schema
 
 from modelstore.card import ModelCard
 from modelstore.kinds import KINDS
-from service import routes
+from service import openapi_oip, routes
 from service.codecs.npy import ACCEPTED_DTYPES
 from service.schemas import Error, ExamplesResponse, PredictResponse
 from sparsity.contract import MAX_BATCH, MAX_NPY_ITEMS
@@ -343,13 +343,23 @@ def fix_document(generated: dict, *, version: str) -> dict:
         for operation in path_item.values():
             if isinstance(operation, dict) and "x-bentoml-name" in operation:
                 _name_operation(operation, schemas)
-    doc["paths"] |= _extra_paths()
+    doc["paths"] |= _extra_paths() | openapi_oip.paths()
     infrastructure = [tag for tag in doc.get("tags", []) if tag.get("name") != "Service APIs"]
     doc["tags"] = [{"name": API_TAG, "description": "Predictions with their sparsity, and the served models"}]
+    doc["tags"] += [
+        {
+            "name": openapi_oip.TAG,
+            "description": "The Open Inference Protocol's REST routes (Triton, MLServer, KServe)",
+        },
+        {"name": openapi_oip.MANAGEMENT_TAG, "description": "Load and unload models while serving"},
+    ]
     doc["tags"] += infrastructure
     kept = {name: schema for name, schema in generated_schemas.items() if name not in REPLACED_COMPONENTS}
     kept = {name: schema for name, schema in kept.items() if not name.endswith(("__Input", "IODescriptor"))}
-    doc["components"]["schemas"] = kept | schemas
+    doc["components"]["schemas"] = kept | schemas | openapi_oip.schemas()
+    doc["components"]["securitySchemes"] = {
+        "bearer": {"type": "http", "scheme": "bearer", "description": "INFERENCE_KEY_FILE / MANAGEMENT_KEY_FILE keys"}
+    }
     _openapi30(doc)
     return doc
 

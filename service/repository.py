@@ -169,7 +169,7 @@ class WorkerSync:
                 log.info("worker %s loaded %s", self.worker, tag)
             except LoadProblem as exc:
                 problems[tag] = str(exc)
-            except Exception as exc:  # noqa: BLE001 - any failure of a model's own code is that model's problem
+            except Exception as exc:
                 log.exception("worker %s could not load %s", self.worker, tag)
                 problems[tag] = f"model {tag}: {type(exc).__name__}: {exc}"
         self.plane.switch(desired.ready())
@@ -191,7 +191,7 @@ class WorkerSync:
             try:
                 if self.state.stamp() != self._stamp:
                     self.apply()
-            except Exception:  # noqa: BLE001 - the follower must outlive any one bad change
+            except Exception:
                 log.exception("worker %s could not apply the served set", self.worker)
 
 
@@ -250,9 +250,7 @@ class Manager:
         """Stop serving ``name`` (every version, or ``version``) in every worker, after the requests in flight."""
         with self.state.locked("manage.lock"):
             desired = self.state.read()
-            tags = [
-                t for t in desired.models if t.partition(":")[0] == name and version in (None, t.partition(":")[2])
-            ]
+            tags = [t for t in desired.models if t.partition(":")[0] == name and version in (None, t.partition(":")[2])]
             if not tags:
                 which = name if version is None else f"{name}:{version}"
                 raise RepositoryError(f"model {which} is not loaded", status=404)
@@ -352,5 +350,5 @@ class Poller:
         while not self._stopped.wait(self.period):
             try:
                 self.poll_once()
-            except Exception:  # noqa: BLE001 - polling outlives one bad store read
+            except Exception:
                 log.exception("poll failed")

@@ -141,3 +141,95 @@ def test_generated_files_are_up_to_date():
         assert path.read_text() == text, f"{path.name} is stale: run python -m deploy.k8s.generate"
     dashboard = yaml.safe_load((K8S / "grafana-dashboard.yaml").read_text())
     assert json.loads(dashboard["data"]["sparsity.json"]) == json.loads(generate.DASHBOARD.read_text())
+
+
+# --- under KServe: deploy/k8s/kserve, validated against KServe's own CRD schemas
+
+KSERVE = K8S / "kserve"
+KSERVE_SCHEMAS = ROOT / "tests" / "k8s" / "crds" / "kserve.json.gz"
+"""The openAPIV3Schema of KServe's ServingRuntime and InferenceService CRDs, taken from kserve/kserve's
+config/crd/full (the commit is in the file's ``source``)."""
+
+
+def kserve_schemas() -> dict:
+    import gzip
+
+    with gzip.open(KSERVE_SCHEMAS) as handle:
+        return json.load(handle)["schemas"]
+
+
+def crd_problems(value, schema: dict, where: str = "") -> list[str]:
+    """``value`` against a CRD's structural schema, strictly: types, required fields, enums, and no field the
+    schema does not declare (the API server would prune it silently)."""
+    problems = []
+    if schema.get("x-kubernetes-preserve-unknown-fields") or schema.get("x-kubernetes-int-or-string"):
+        return problems
+    kind = schema.get("type")
+    types = {"object": dict, "array": list, "string": str, "boolean": bool, "integer": int}
+    if kind in types and not isinstance(value, types[kind]):
+        return [f"{where or '.'}: must be {kind}, got {type(value).__name__}"]
+    if "enum" in schema and value not in schema["enum"]:
+        problems.append(f"{where}: {value!r} is not one of {schema['enum']}")
+    if isinstance(value, dict):
+        properties = schema.get("properties")
+        extra = schema.get("additionalProperties")
+        for name in schema.get("required", []):
+            if name not in value:
+                problems.append(f"{where}.{name}: required")
+        for name, item in value.items():
+            if properties is not None and name in properties:
+                problems += crd_problems(item, properties[name], f"{where}.{name}")
+            elif isinstance(extra, dict):
+                problems += crd_problems(item, extra, f"{where}.{name}")
+            elif properties is not None and where not in ("", ".metadata") and name != "metadata":
+                problems.append(f"{where}.{name}: not a field of this schema")
+    if isinstance(value, list) and "items" in schema:
+        for i, item in enumerate(value):
+            problems += crd_problems(item, schema["items"], f"{where}[{i}]")
+    return problems
+
+
+@pytest.fixture(scope="module")
+def kserve_objects() -> list[dict]:
+    out = subprocess.run([need_tool("kubectl"), "kustomize", str(KSERVE)], capture_output=True, text=True, check=True)
+    return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
+
+
+def test_the_kserve_objects_validate_against_kserves_crd_schemas(kserve_objects):
+    schemas = kserve_schemas()
+    assert sorted(o["kind"] for o in kserve_objects) == ["InferenceService", "ServingRuntime"]
+    for found in kserve_objects:
+        schema = schemas[f"{found['apiVersion']}/{found['kind']}"]
+        assert crd_problems(found, schema) == [], found["kind"]
+    broken = copy.deepcopy(kserve_objects)
+    runtime = next(o for o in broken if o["kind"] == "ServingRuntime")
+    runtime["spec"]["containers"][0]["readinessProbe"]["httpGett"] = {}
+    runtime["spec"]["supportedModelFormats"][0]["autoSelect"] = "yes"
+    del runtime["spec"]["containers"][0]["name"]
+    problems = crd_problems(runtime, schemas["serving.kserve.io/v1alpha1/ServingRuntime"])
+    assert any("httpGett: not a field" in p for p in problems), problems
+    assert ".spec.supportedModelFormats[0].autoSelect: must be boolean, got str" in problems
+    assert ".spec.containers[0].name: required" in problems
+
+
+def test_the_kserve_runtime_speaks_v2_on_the_served_port_with_keys_and_probes(kserve_objects):
+    runtime = next(o for o in kserve_objects if o["kind"] == "ServingRuntime")
+    service = next(o for o in kserve_objects if o["kind"] == "InferenceService")
+    container = runtime["spec"]["containers"][0]
+    assert runtime["spec"]["protocolVersions"] == ["v2"] and container["ports"][0]["containerPort"] == 3000
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    env = {e["name"]: e["value"] for e in container["env"]}
+    mount = container["volumeMounts"][0]["mountPath"]
+    assert env["MANAGEMENT_KEY_FILE"].startswith(mount) and env["INFERENCE_KEY_FILE"].startswith(mount)
+    assert runtime["spec"]["volumes"][0]["secret"]["secretName"] == "sparsity-service-keys"
+    model = service["spec"]["predictor"]["model"]
+    assert model["runtime"] == runtime["metadata"]["name"]
+    assert model["modelFormat"]["name"] == runtime["spec"]["supportedModelFormats"][0]["name"]
+
+
+def test_the_base_mounts_the_keys_from_a_secret(objects):
+    spec = by_kind(objects, "Deployment")["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
+    assert env["MANAGEMENT_KEY_FILE"] == "/etc/sparsity/keys/management"
+    assert spec["containers"][0]["volumeMounts"] == [{"mountPath": "/etc/sparsity/keys", "name": "keys", "readOnly": True}]
+    assert spec["volumes"] == [{"name": "keys", "secret": {"secretName": "sparsity-service-keys"}}]

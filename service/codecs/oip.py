@@ -74,7 +74,8 @@ def metadata(runtime: Runtime, versions: list[str]) -> dict:
         "platform": runtime.card.kind,
         "inputs": [{"name": INPUT, "datatype": "FP32", "shape": [-1, *runtime.item_shape]}],
         "outputs": [
-            {"name": o.name, "datatype": o.datatype, "shape": o.shape} | ({"parameters": o.parameters} if o.parameters else {})
+            {"name": o.name, "datatype": o.datatype, "shape": o.shape}
+            | ({"parameters": o.parameters} if o.parameters else {})
             for o in outputs
         ],
         "parameters": {"input_range": ",".join(f"{v:g}" for v in runtime.value_range)},
@@ -143,7 +144,7 @@ def parse_infer(body: bytes, header_length: str | None, runtime: Runtime) -> Inf
         outputs = [(name, binary_all) for name in default]
     else:
         if not isinstance(asked, list) or not asked:
-            raise InvalidInputError("outputs", "must be a non-empty list of {\"name\": ...} when given")
+            raise InvalidInputError("outputs", 'must be a non-empty list of {"name": ...} when given')
         outputs = []
         for i, item in enumerate(asked):
             item = _object(item, f"outputs[{i}]")
@@ -191,7 +192,9 @@ def _tensor(tensor: dict, binary: bytes, runtime: Runtime) -> np.ndarray:
         if values.size != count:
             raise InvalidInputError(f"{field}.data", f"must hold {count} values for shape {shape}; got {values.size}")
     x = values.reshape(shape)
-    return check_batch(x, field=f"{field}.data", item_shape=runtime.item_shape, low=runtime.value_range[0], high=runtime.value_range[1])
+    return check_batch(
+        x, field=f"{field}.data", item_shape=runtime.item_shape, low=runtime.value_range[0], high=runtime.value_range[1]
+    )
 
 
 def _json_values(data, field: str) -> np.ndarray:

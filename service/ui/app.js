@@ -26,8 +26,18 @@ function fmt(x, digits = 3) {
   return Number(x).toFixed(digits);
 }
 
+// With INFERENCE_KEY_FILE set, the routes this page reads need `Authorization: Bearer <key>`: the page asks
+// for the key once (on the first 401) and keeps it for this tab only (sessionStorage).
+const KEY_ITEM = "sparsity-inference-key";
+
+function withKey(headers = {}) {
+  const key = sessionStorage.getItem(KEY_ITEM);
+  return key ? { ...headers, authorization: `Bearer ${key}` } : headers;
+}
+
 async function api(path, options = {}) {
-  const response = await fetch(path, options);
+  const response = await fetch(path, { ...options, headers: withKey(options.headers) });
+  if (response.status === 401) $("key-form").hidden = false;
   const text = await response.text();
   let body = null;
   try {
@@ -97,7 +107,8 @@ async function selectModel(name) {
   try {
     examples = await api(`/models/${encodeURIComponent(name)}/examples`);
   } catch (error) {
-    showError(error.message);
+    // EXPOSE_EXAMPLES=false hides them on purpose: no error, only no examples
+    if (!error.message.startsWith("examples:")) showError(error.message);
   }
   if (image) renderImageExamples(examples);
   else renderFields(examples);
@@ -494,12 +505,18 @@ function renderUnits(card, units) {
 // ---- start -----------------------------------------------------------------------------------------------
 
 $("model-select").addEventListener("change", (event) => selectModel(event.target.value));
+$("key-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  sessionStorage.setItem(KEY_ITEM, $("key-input").value.trim());
+  location.reload();
+});
 
 (async function start() {
   clearPad(false);
   try {
     const listing = await api("/models");
-    models = listing.models;
+    // several versions of a name may serve: the first listed (the newest) is the one the name's routes answer
+    models = listing.models.filter((m, i, all) => all.findIndex((o) => o.name === m.name) === i);
   } catch (error) {
     showError(`could not list the models: ${error.message}`);
     return;

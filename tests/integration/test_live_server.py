@@ -49,7 +49,17 @@ class Store:
     def register(self, seed: int, name: str = "toy") -> str:
         path = self.root / f"{name}-{seed}.npz"
         np.savez(path, **weights_of(seed))
-        args = ["register", str(path), "--name", name, "--calibration", str(self.calibration), "--input-range", "0", "1"]
+        args = [
+            "register",
+            str(path),
+            "--name",
+            name,
+            "--calibration",
+            str(self.calibration),
+            "--input-range",
+            "0",
+            "1",
+        ]
         done = run_in_project([sys.executable, "-m", "modelstore", *args], env=self.env)
         assert done.returncode == 0, done.stderr[-2000:]
         tag = next(line.split()[1] for line in done.stdout.splitlines() if line.startswith("registered "))
@@ -125,11 +135,22 @@ def test_the_protocols_own_clients_work_unmodified(live, tmp_path):
         assert outputs["label"] == labels
         np.testing.assert_allclose(np.array(outputs["sparsity"])[:, 0], zeros, rtol=1e-6)
         np.testing.assert_allclose(outputs["probabilities"], probabilities, rtol=1e-5, atol=1e-7)
-        assert set(outputs) == {"probabilities", "label", "sparsity", "sparsity_overall", "typicality_score", "atypical"}
+        assert set(outputs) == {
+            "probabilities",
+            "label",
+            "sparsity",
+            "sparsity_overall",
+            "typicality_score",
+            "atypical",
+        }
     assert triton["binary_id"] == "triton-1" and kserve["id_True"] == "kserve-True"
     assert set(triton["asked"]) == {"label", "units/hidden"} and triton["asked"]["label"] == labels
-    units = httpx.post(f"{url}/models/toy/predict?detail=units", json={"inputs": X.tolist()}, headers=_key(), timeout=30)
-    np.testing.assert_allclose(triton["asked"]["units/hidden"], [p["units"]["hidden"] for p in units.json()["predictions"]], atol=1e-4)
+    units = httpx.post(
+        f"{url}/models/toy/predict?detail=units", json={"inputs": X.tolist()}, headers=_key(), timeout=30
+    )
+    np.testing.assert_allclose(
+        triton["asked"]["units/hidden"], [p["units"]["hidden"] for p in units.json()["predictions"]], atol=1e-4
+    )
     assert "401" in triton["without_key"]
     assert kserve["live"] and kserve["ready"] and kserve["model_ready"]
     assert {(e["name"], e["state"]) for e in triton["index"]} == {("toy", "READY")}

@@ -151,7 +151,7 @@ def test_keras_safe_mode_refuses_a_lambda_in_the_worker_too(bad_store):
         (
             "SERVED_MODELS",
             "iris_l1,iris_l1:latest",
-            "must be comma-separated model tags name[:version], lower-case names, each name once",
+            "must be comma-separated model tags name[:version], lower-case names, each tag once",
         ),
     ],
 )

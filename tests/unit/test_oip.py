@@ -46,7 +46,9 @@ X = np.array([[0.2, 0.4, 0.6, 0.8], [1.0, 0.0, 0.5, 0.25], [0.0, 0.0, 0.0, 0.0]]
 
 
 def _request(x=X, **extra) -> dict:
-    return {"inputs": [{"name": "input", "datatype": "FP32", "shape": list(x.shape), "data": x.ravel().tolist()}]} | extra
+    return {
+        "inputs": [{"name": "input", "datatype": "FP32", "shape": list(x.shape), "data": x.ravel().tolist()}]
+    } | extra
 
 
 def _binary_request(x=X, **extra) -> tuple[bytes, str]:
@@ -62,7 +64,11 @@ def test_flat_nested_and_binary_inputs_are_the_same_batch(plane):
     nested = _request()
     nested["inputs"][0]["data"] = X.tolist()
     body, length = _binary_request()
-    for parsed in (flat, oip.parse_infer(json.dumps(nested).encode(), None, runtime), oip.parse_infer(body, length, runtime)):
+    for parsed in (
+        flat,
+        oip.parse_infer(json.dumps(nested).encode(), None, runtime),
+        oip.parse_infer(body, length, runtime),
+    ):
         np.testing.assert_array_equal(parsed.x, X)
         assert [name for name, _ in parsed.outputs] == [s.name for s in oip.output_specs(runtime)]
         assert not parsed.units
@@ -78,7 +84,9 @@ def test_the_outputs_are_the_prediction_in_json_and_in_binary(plane):
     assert answer["model_name"] == "toy" and answer["model_version"] == "v2" and answer["id"] == "r1"
     outputs = {o["name"]: o for o in answer["outputs"]}
     assert outputs["probabilities"]["shape"] == [3, 3]
-    np.testing.assert_allclose(np.reshape(outputs["probabilities"]["data"], (3, 3)), prediction.probabilities, rtol=1e-6)
+    np.testing.assert_allclose(
+        np.reshape(outputs["probabilities"]["data"], (3, 3)), prediction.probabilities, rtol=1e-6
+    )
     assert outputs["label"]["data"] == prediction.labels.tolist() and outputs["label"]["datatype"] == "INT64"
     assert outputs["sparsity"]["parameters"] == {"layers": "hidden"}
     np.testing.assert_allclose(outputs["sparsity"]["data"], prediction.layer_sparsity["hidden"], rtol=1e-6)
@@ -99,7 +107,9 @@ def test_the_outputs_are_the_prediction_in_json_and_in_binary(plane):
 
 def test_detail_units_adds_the_per_unit_outputs_and_binary_data_output_makes_all_binary(plane):
     runtime = plane.model("toy")
-    request = oip.parse_infer(json.dumps(_request(parameters={"detail": "units", "binary_data_output": True})).encode(), None, runtime)
+    request = oip.parse_infer(
+        json.dumps(_request(parameters={"detail": "units", "binary_data_output": True})).encode(), None, runtime
+    )
     assert request.units and ("units/hidden", True) in request.outputs
     assert all(binary for _, binary in request.outputs)
 
@@ -122,7 +132,11 @@ def test_detail_units_adds_the_per_unit_outputs_and_binary_data_output_makes_all
         (lambda r: r.update(outputs=[]), "outputs", "non-empty list"),
         (lambda r: r.update(parameters={"detail": "all"}), "parameters.detail", "must be 'units'"),
         (lambda r: r.update(id=5), "id", "must be a string"),
-        (lambda r: r.update(parameters={"binary_data_output": "yes"}), "body.parameters.binary_data_output", "true or false"),
+        (
+            lambda r: r.update(parameters={"binary_data_output": "yes"}),
+            "body.parameters.binary_data_output",
+            "true or false",
+        ),
     ],
 )
 def test_a_bad_request_names_the_field_and_the_rule(plane, change, field, rule):
@@ -149,10 +163,10 @@ def test_bad_binary_framing_is_refused(plane):
 
 
 def test_paths_split_into_name_version_and_action():
-    assert model_path("/v2/models/toy".split("/")) == ("toy", None, "")
-    assert model_path("/v2/models/toy/versions/v1/infer".split("/")) == ("toy", "v1", "infer")
-    assert model_path("/v2/models/toy/ready".split("/")) == ("toy", None, "ready")
-    assert model_path("/v2/models/toy/explain".split("/")) is None
+    assert model_path(["", "v2", "models", "toy"]) == ("toy", None, "")
+    assert model_path(["", "v2", "models", "toy", "versions", "v1", "infer"]) == ("toy", "v1", "infer")
+    assert model_path(["", "v2", "models", "toy", "ready"]) == ("toy", None, "ready")
+    assert model_path(["", "v2", "models", "toy", "explain"]) is None
 
 
 def _call(plane, method: str, path: str, **kwargs) -> httpx.Response:
@@ -171,7 +185,9 @@ def test_the_routes_answer_versions_metadata_and_errors_as_the_spec_says(plane):
     assert _call(plane, "GET", "/v2/health/live").json() == {"live": True}
     assert _call(plane, "GET", "/v2").json()["extensions"][:2] == ["model_repository", "binary_tensor_data"]
     meta = _call(plane, "GET", "/v2/models/toy").json()
-    assert meta["versions"] == ["v2", "v1"] and meta["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 4]}]
+    assert meta["versions"] == ["v2", "v1"] and meta["inputs"] == [
+        {"name": "input", "datatype": "FP32", "shape": [-1, 4]}
+    ]
     assert _call(plane, "GET", "/v2/models/toy/versions/v1/ready").json()["version"] == "v1"
     missing = _call(plane, "GET", "/v2/models/toy/versions/v9")
     assert missing.status_code == 404 and "'toy' in version 'v9'" in missing.json()["error"]

@@ -62,7 +62,9 @@ class Workers:
         return Manager(self.state, count, timeout, resolver=resolver)
 
     def latest(self, name: str) -> str:
-        return max((t for t in self.runtimes if t.startswith(name + ":")), key=lambda t: self.runtimes[t].created).split(":")[1]
+        return max(
+            (t for t in self.runtimes if t.startswith(name + ":")), key=lambda t: self.runtimes[t].created
+        ).split(":")[1]
 
     def answering(self) -> list[str]:
         return [plane.model("toy").tag for plane in self.planes]
