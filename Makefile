@@ -17,7 +17,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export TF_ENABLE_ONEDNN_OPTS ?= 0
 export BENTOML_DO_NOT_TRACK := true
 
-.PHONY: help setup setup-dev models train examples sweep depth resnet prune serve k8s-manifests test test-fast test-container soak system-deps lint format bench bench-compare bench-typicality build monitor clean
+.PHONY: help setup setup-dev models train examples sweep depth resnet prune serve k8s-manifests test test-fast test-container soak system-deps lint format bench bench-compare bench-live bench-typicality build monitor clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -119,6 +119,9 @@ BASE ?= HEAD~1
 
 bench-compare: setup-dev system-deps models ## this checkout against BASE (a commit, default HEAD~1) served side by side, same run: reports/compare.json
 	$(BIN)/python -m benchmarks.compare --base $(BASE)
+
+bench-live: setup-dev system-deps models ## the live server: loads under 8 connections of mixed traffic, the protocol's cost, bounded series: reports/live.json
+	$(BIN)/python -m benchmarks.live_bench $(ARGS)
 
 bench-typicality: setup-dev system-deps models ## typicality: every detector on near and far sets, the rule, the served one against its targets and its cost: reports/typicality.json
 	$(BIN)/python -m benchmarks.ood_study

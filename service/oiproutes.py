@@ -4,8 +4,9 @@ repository extension (Triton's) on :mod:`service.repository`:
 - ``GET /v2`` (server metadata), ``/v2/health/live``, ``/v2/health/ready``;
 - ``GET /v2/models/{name}[/versions/{version}]`` (metadata), ``.../ready``, ``POST .../infer``
   (tensors: :mod:`service.codecs.oip`);
-- ``POST /v2/repository/index``, ``/v2/repository/models/{name}/load`` (``{"parameters": {"version": ...}}``
-  optional) and ``.../unload`` (the same).
+- ``POST /v2/repository/index``, ``/v2/repository/models/{name}/load`` (the latest stored version, replacing
+  the versions serving; ``{"parameters": {"version": ...}}`` loads that version beside them, and
+  ``"replace": true|false`` says otherwise) and ``.../unload`` (every version, or ``parameters.version``).
 
 Errors are ``{"error": "<field>: <rule>"}`` with the status the data plane gives (400, 404), as the
 specification says. Who may call which route is decided outside, by :mod:`service.keys`.
@@ -142,9 +143,14 @@ class OipRoutes:
         version = parameters.get("version")
         if version is not None and (not isinstance(version, str) or not version):
             return 400, oip_error("parameters.version: must be a version string of the stored model")
-        action = self.manager.load if parts[5] == "load" else self.manager.unload
+        replace = parameters.get("replace")
+        if replace is not None and (not isinstance(replace, bool) or parts[5] != "load"):
+            return 400, oip_error("parameters.replace: must be true or false, on a load")
         try:
-            await anyio.to_thread.run_sync(action, parts[4], version)
+            if parts[5] == "load":
+                await anyio.to_thread.run_sync(self.manager.load, parts[4], version, replace)
+            else:
+                await anyio.to_thread.run_sync(self.manager.unload, parts[4], version)
         except RepositoryError as exc:
             return exc.status, oip_error(str(exc))
         return 200, b""

@@ -64,14 +64,17 @@ PANELS: list[tuple[str, str, str, int, int, str, list[tuple[str, str]]]] = [
         12,
         9,
         "Mean per-sample exact-zero fraction of each ReLU layer (layer 'all': all ReLU layers), "
-        "against the mean measured on the training test set.",
+        "against the mean measured on the training test set, per served version.",
         [
             (
-                f"sum by (layer) (rate(activation_sparsity_ratio_sum{{{M}}}[$__rate_interval])) / "
-                f"sum by (layer) (rate(activation_sparsity_ratio_count{{{M}}}[$__rate_interval]))",
-                "{{layer}} live",
+                f"sum by (version, layer) (rate(activation_sparsity_ratio_sum{{{M}}}[$__rate_interval])) / "
+                f"sum by (version, layer) (rate(activation_sparsity_ratio_count{{{M}}}[$__rate_interval]))",
+                "{{layer}} live ({{version}})",
             ),
-            (f"max by (layer) (activation_sparsity_baseline_ratio{{{M}}})", "{{layer}} baseline"),
+            (
+                f"max by (version, layer) (activation_sparsity_baseline_ratio{{{M}}})",
+                "{{layer}} baseline ({{version}})",
+            ),
         ],
     ),
     (
@@ -96,7 +99,7 @@ PANELS: list[tuple[str, str, str, int, int, str, list[tuple[str, str]]]] = [
         8,
         "Share of units per ReLU-family layer that did not fire once over the last hour, over all workers and "
         "replicas (recording rule activation_dead_units:ratio_1h; shown once the hour holds 1000 samples).",
-        [(f"max by (layer) (activation_dead_units:ratio_1h{{{M}}})", "{{layer}}")],
+        [(f"max by (version, layer) (activation_dead_units:ratio_1h{{{M}}})", "{{layer}} ({{version}})")],
     ),
     (
         "Predictions per class",
