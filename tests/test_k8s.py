@@ -231,5 +231,7 @@ def test_the_base_mounts_the_keys_from_a_secret(objects):
     spec = by_kind(objects, "Deployment")["spec"]["template"]["spec"]
     env = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
     assert env["MANAGEMENT_KEY_FILE"] == "/etc/sparsity/keys/management"
-    assert spec["containers"][0]["volumeMounts"] == [{"mountPath": "/etc/sparsity/keys", "name": "keys", "readOnly": True}]
+    assert spec["containers"][0]["volumeMounts"] == [
+        {"mountPath": "/etc/sparsity/keys", "name": "keys", "readOnly": True}
+    ]
     assert spec["volumes"] == [{"name": "keys", "secret": {"secretName": "sparsity-service-keys"}}]
