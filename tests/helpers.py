@@ -71,3 +71,10 @@ def unit_firing_scores(shares: dict[str, np.ndarray], state_path: str, layers: l
         total += (distances - loc[i]) / scale[i]
         start = block.stop
     return total
+
+
+def without_versions(exposition: str) -> str:
+    """A /metrics text with every series' ``version`` label left out (for checks that are about one version)."""
+    import re
+
+    return re.sub(r',version="[^"]*"', "", exposition)

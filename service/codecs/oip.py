@@ -129,7 +129,7 @@ def parse_infer(body: bytes, header_length: str | None, runtime: Runtime) -> Inf
         raise InvalidInputError("id", "must be a string")
     parameters = _parameters(request, "body")
     detail = parameters.get("detail")
-    if detail not in (None, "units"):
+    if detail is not None and detail != "units":
         raise InvalidInputError("parameters.detail", f"must be 'units' when given, got {detail!r}")
     units = detail == "units"
     binary_all = _binary_flag(parameters, "binary_data_output", "body")
@@ -149,7 +149,7 @@ def parse_infer(body: bytes, header_length: str | None, runtime: Runtime) -> Inf
         for i, item in enumerate(asked):
             item = _object(item, f"outputs[{i}]")
             name = item.get("name")
-            if name not in specs:
+            if not isinstance(name, str) or name not in specs:
                 raise InvalidInputError(f"outputs[{i}].name", f"must be one of {', '.join(specs)}; got {name!r}")
             flag = _binary_flag(_parameters(item, f"outputs[{i}]"), "binary_data", f"outputs[{i}]")
             outputs.append((name, flag or binary_all))
@@ -161,7 +161,7 @@ def _tensor(tensor: dict, binary: bytes, runtime: Runtime) -> np.ndarray:
     if tensor.get("name") != INPUT:
         raise InvalidInputError(f"{field}.name", f"must be {INPUT!r} (GET /v2/models/{runtime.name} lists it)")
     datatype = tensor.get("datatype")
-    if datatype not in DATATYPES:
+    if not isinstance(datatype, str) or datatype not in DATATYPES:
         raise InvalidInputError(f"{field}.datatype", f"must be one of {', '.join(DATATYPES)}; got {datatype!r}")
     shape = tensor.get("shape")
     item = list(runtime.item_shape)

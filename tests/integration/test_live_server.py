@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from benchmarks.server import Server
+from tests.integration.test_page import wait_for
 from tests.tools import ROOT, run_in_project
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -277,3 +278,18 @@ def test_the_poll_mode_loads_a_new_version_without_a_request(live, tmp_path):
         assert off.status_code == 403 and "MANAGEMENT_KEY_FILE" in off.json()["error"]
     finally:
         server.stop()
+
+
+def test_the_page_asks_for_the_inference_key_and_then_shows_the_models(live, browser):
+    from selenium.webdriver.common.by import By
+
+    browser.get(live["server"].url + "/ui")
+    wait_for(browser, "!document.getElementById('key-form').hidden")
+    assert "could not list the models" in browser.find_element(By.ID, "error").text
+    browser.find_element(By.ID, "key-input").send_keys(INFERENCE_KEY)
+    browser.find_element(By.CSS_SELECTOR, "#key-form button").click()
+    wait_for(browser, "document.body.dataset.ready === 'true'")
+    options = [o.get_attribute("value") for o in browser.find_elements(By.CSS_SELECTOR, "#model-select option")]
+    assert options == ["toy"]  # one entry per name, whatever versions serve
+    assert browser.find_element(By.ID, "key-form").get_attribute("hidden") is not None
+    browser.execute_script("sessionStorage.clear()")

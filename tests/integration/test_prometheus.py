@@ -192,35 +192,38 @@ def _labels(prom: Prometheus, metric: str) -> set[tuple[str, ...]]:
 
 def test_every_metric_exists_with_its_labels(stack, trained):
     _, prom = stack
-    layer_pairs = {("all", "mnist_cnn"), *((layer, "mnist_cnn") for layer in LAYERS)}
-    assert _labels(prom, "activation_sparsity_baseline_ratio") == layer_pairs | {("layer", "model")}
+    (mnist,) = {r["metric"]["version"] for r in prom.query('activation_samples_total{model="mnist_cnn"}')}
+    (iris,) = {r["metric"]["version"] for r in prom.query('model_typicality_threshold{model="iris_l1"}')}
+    models = {("iris_l1", iris), ("mnist_cnn", mnist), ("model", "version")}
+    layer_pairs = {("all", "mnist_cnn", mnist), *((layer, "mnist_cnn", mnist) for layer in LAYERS)}
+    assert _labels(prom, "activation_sparsity_baseline_ratio") == layer_pairs | {("layer", "model", "version")}
     baseline = trained["mnist"]["activation_sparsity"]
     for layer in [*LAYERS, "all"]:
         value = prom.scalar(f'activation_sparsity_baseline_ratio{{model="mnist_cnn", layer="{layer}"}}')
         assert value == pytest.approx(baseline[layer]["mean"], abs=1e-9)
-    assert _labels(prom, "activation_sparsity_ratio_count") == layer_pairs | {("layer", "model")}
+    assert _labels(prom, "activation_sparsity_ratio_count") == layer_pairs | {("layer", "model", "version")}
     units = {
-        (layer["name"], "mnist_cnn", str(unit))
+        (layer["name"], "mnist_cnn", str(unit), mnist)
         for layer in trained["mnist"]["relu_layers"]
         for unit in range(layer["units"])
     }
-    assert _labels(prom, "activation_unit_fired_total") == units | {("layer", "model", "unit")}
-    assert _labels(prom, "activation_samples_total") == {("mnist_cnn",), ("model",)}
-    assert _labels(prom, "model_typicality_score_count") == {("iris_l1",), ("mnist_cnn",), ("model",)}
-    assert _labels(prom, "model_atypical_predictions_total") == {("iris_l1",), ("mnist_cnn",), ("model",)}
-    assert _labels(prom, "model_typicality_threshold") == {("iris_l1",), ("mnist_cnn",), ("model",)}
+    assert _labels(prom, "activation_unit_fired_total") == units | {("layer", "model", "unit", "version")}
+    assert _labels(prom, "activation_samples_total") == {("mnist_cnn", mnist), ("model", "version")}
+    assert _labels(prom, "model_typicality_score_count") == models
+    assert _labels(prom, "model_atypical_predictions_total") == models
+    assert _labels(prom, "model_typicality_threshold") == models
     weights = _labels(prom, "model_weight_sparsity_ratio")
-    assert ("coefficients", "iris_l1") in weights and ("conv1", "mnist_cnn") in weights
+    assert ("coefficients", "iris_l1", iris) in weights and ("conv1", "mnist_cnn", mnist) in weights
     assert (
         prom.scalar('model_weight_sparsity_ratio{model="iris_l1"}')
         == trained["iris"]["weight_sparsity"]["coefficients"]
     )
-    assert _labels(prom, "model_input_contribution_sparsity_ratio_count") == {("iris_l1",), ("model",)}
-    assert _labels(prom, "model_inference_duration_seconds_count") == {("iris_l1",), ("mnist_cnn",), ("model",)}
+    assert _labels(prom, "model_input_contribution_sparsity_ratio_count") == {("iris_l1", iris), ("model", "version")}
+    assert _labels(prom, "model_inference_duration_seconds_count") == models
     # every class label exists from the start, predicted or not
     predictions = _labels(prom, "model_predictions_total")
-    assert {(str(d), "mnist_cnn") for d in range(10)} <= predictions
-    assert {(n, "iris_l1") for n in ("setosa", "versicolor", "virginica")} <= predictions
+    assert {(str(d), "mnist_cnn", mnist) for d in range(10)} <= predictions
+    assert {(n, "iris_l1", iris) for n in ("setosa", "versicolor", "virginica")} <= predictions
     buckets = {r["metric"]["le"] for r in prom.query('model_inference_duration_seconds_bucket{model="mnist_cnn"}')}
     assert "0.0001" in buckets
     ratio_buckets = {

@@ -11,6 +11,8 @@ import keras
 import numpy as np
 import pytest
 
+from tests.helpers import without_versions
+
 from tests.helpers import png_bytes
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -141,7 +143,7 @@ def test_onnx_models_are_described_measured_and_take_channels_first_pictures(ser
     assert list(r.json()["predictions"][0]["sparsity"]["layers"]) == ["relu1", "relu6", "max0"]
     bad = httpx.post(f"{server.url}/models/small_onnx/predict", json={"inputs": [np.zeros((12, 12, 1)).tolist()]})
     assert bad.status_code == 400 and bad.json()["error"].startswith("inputs[0]")
-    metrics = httpx.get(f"{server.url}/metrics").text
+    metrics = without_versions(httpx.get(f"{server.url}/metrics").text)
     for series in (
         'activation_sparsity_ratio_count{layer="relu6",model="small_onnx"}',
         'activation_sparsity_baseline_ratio{layer="max0",model="small_onnx"}',
@@ -240,7 +242,7 @@ def test_unknown_models_and_bad_inputs_get_the_error_body(server, path, body, st
 
 def test_every_model_has_its_own_metrics(server, examples):
     predict(server, "digits_mlp", np.load(examples["digits_mlp"] / "digits_mlp_unseen.npy")[:3])
-    text = httpx.get(f"{server.url}/metrics").text
+    text = without_versions(httpx.get(f"{server.url}/metrics").text)
     for name in ("digits_mlp", "residual_cnn"):
         assert f'activation_sparsity_baseline_ratio{{layer="all",model="{name}"}}' in text
     assert 'activation_sparsity_ratio_count{layer="block/hidden2",model="digits_mlp"}' in text

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from benchmarks.server import Server
+from tests.helpers import without_versions
 from tests.tools import run_in_project
 from training.resnet_prune import channels
 
@@ -86,7 +87,7 @@ def test_the_served_resnet_counts_exactly_and_reports_typicality_and_metrics(res
         assert set(answer["typicality"]) >= {"score", "atypical"}
     listing = httpx.get(f"{resnet_server.url}/models/mnist_resnet").json()
     assert listing["tag"] == resnet_store["report"]["tag"] and listing["typicality"]["detector"] == "unit-firing"
-    metrics = httpx.get(f"{resnet_server.url}/metrics").text
+    metrics = without_versions(httpx.get(f"{resnet_server.url}/metrics").text)
     for layer in (*names, "all"):
         assert f'activation_sparsity_ratio_count{{layer="{layer}",model="mnist_resnet"}} 12.0' in metrics, layer
     assert 'activation_sparsity_baseline_ratio{layer="s2b0_out",model="mnist_resnet"}' in metrics

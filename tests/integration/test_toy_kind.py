@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from benchmarks.server import Server
+from tests.helpers import without_versions
 from tests.tools import run_in_project
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -62,7 +63,7 @@ def test_the_service_serves_the_plugin_kind_with_its_sparsity_and_metrics(toy):
     assert card["kind"] == "numpy-mlp" and [layer["name"] for layer in card["relu_layers"]] == ["hidden"]
     bad = httpx.post(f"{url}/models/toy/predict", json={"inputs": [[2.0, 0, 0, 0]]}, timeout=10)
     assert bad.status_code == 400 and bad.json()["error"].startswith("inputs")
-    metrics = httpx.get(f"{url}/metrics", timeout=10).text
+    metrics = without_versions(httpx.get(f"{url}/metrics", timeout=10).text)
     assert 'activation_sparsity_ratio_count{layer="hidden",model="toy"}' in metrics
     assert "model toy:" in toy["server"].log_text() and "(numpy-mlp)" in toy["server"].log_text()
 

@@ -13,7 +13,7 @@ import pytest
 
 from modelstore.register import Calibration, relu_card
 from service.codecs.responses import predict_json
-from service.dataplane import DataPlane, InvalidInput, ModelNotFound, NotAPictureModel
+from service.dataplane import DataPlane, ExamplesHidden, InvalidInput, ModelNotFound, NotAPictureModel
 from service.middleware import error_body
 from service.modelroutes import ModelRoutes
 from sparsity.detectors import STATE_FILE
@@ -108,3 +108,15 @@ def test_the_model_routes_answer_through_the_plane_with_one_error_shape(plane):
     assert _call(plane, "GET", "/models").json() == plane.models()
     assert _call(plane, "GET", "/models/toy_plane").json() == plane.card("toy_plane")
     assert _call(plane, "GET", "/livez").status_code == 299  # not a model route: passed on
+
+
+def test_examples_are_withheld_when_the_setting_says_so(plane):
+    hidden = DataPlane(max_image_pixels=10**6, expose_examples=False)
+    hidden.use([plane.model("toy_plane")])
+    assert plane.examples("toy_plane")["inputs"]  # shown by default
+    with pytest.raises(ExamplesHidden) as refused:
+        hidden.examples("toy_plane")
+    assert refused.value.status == 404 and "EXPOSE_EXAMPLES=false" in refused.value.message
+    answer = _call(hidden, "GET", "/models/toy_plane/examples")
+    assert answer.status_code == 404 and answer.json()["error"].startswith("examples: ")
+    assert "examples" not in json.dumps(hidden.card("toy_plane"))  # not in the card either

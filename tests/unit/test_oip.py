@@ -223,3 +223,22 @@ def test_float64_and_a_linear_header_round_trip(plane):
     tensor = {"name": "input", "datatype": "FP64", "shape": [3, 4], "parameters": {"binary_data_size": 96}}
     header = json.dumps({"inputs": [tensor]}).encode()
     np.testing.assert_array_equal(oip.parse_infer(header + raw, str(len(header)), runtime).x, X)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda r: r["inputs"][0].update(datatype={}),
+        lambda r: r["inputs"][0].update(name=[]),
+        lambda r: r.update(outputs=[{"name": {}}]),
+        lambda r: r.update(parameters={"detail": {}}),
+        lambda r: r["inputs"][0].update(shape=[[]]),
+        lambda r: r["inputs"][0].update(parameters={"binary_data_size": {}}),
+        lambda r: r.update(inputs=[[]]),
+    ],
+)
+def test_values_of_the_wrong_json_type_get_400_not_an_exception(plane, change):
+    request = _request()
+    change(request)
+    response = _call(plane, "POST", "/v2/models/toy/infer", json=request)
+    assert response.status_code == 400, response.text

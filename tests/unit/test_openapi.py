@@ -137,7 +137,26 @@ def test_operations_get_named_schemas_ids_tags_and_examples():
     ok = op["responses"]["200"]["content"]["application/json"]["schema"]
     assert ok == {"$ref": "#/components/schemas/PredictResponse"}
     assert "PredictResponseIODescriptor" not in doc["components"]["schemas"]
-    assert [tag["name"] for tag in doc["tags"]] == ["service", "Infrastructure"]
+    assert [tag["name"] for tag in doc["tags"]] == [
+        "service",
+        "Open Inference Protocol (KServe V2)",
+        "Model repository (management key)",
+        "Infrastructure",
+    ]
+
+
+def test_the_open_inference_protocol_routes_are_described():
+    doc = fix_document(_generated(), version="1")
+    infer = doc["paths"]["/v2/models/{name}/versions/{version}/infer"]["post"]
+    assert [p["name"] for p in infer["parameters"]] == ["name", "version"]
+    request = infer["requestBody"]["content"]["application/json"]["schema"]
+    assert request == {"$ref": "#/components/schemas/OipInferenceRequest"}
+    assert set(infer["responses"]) == {"200", "400", "404"}
+    schemas = doc["components"]["schemas"]
+    assert schemas["OipInputTensor"]["properties"]["datatype"]["enum"] == ["FP32", "FP64"]
+    load = doc["paths"]["/v2/repository/models/{name}/load"]["post"]
+    assert {"401", "403"} <= set(load["responses"]) and "management key" in load["tags"][0]
+    assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
 
 
 def test_the_routes_bentoml_does_not_know_are_added():
