@@ -11,9 +11,7 @@ import keras
 import numpy as np
 import pytest
 
-from tests.helpers import without_versions
-
-from tests.helpers import png_bytes
+from tests.helpers import png_bytes, without_versions
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
