@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -372,7 +373,8 @@ def test_fuzzed_requests_get_only_the_answers_the_openapi_document_promises(serv
     )
     summary = out.stdout.split("SUMMARY")[-1]
     assert out.returncode == 0, out.stdout[-4000:]
-    assert "passed" in summary and "failed" not in summary and "Errors:" not in summary, summary
+    # (the repository routes answer 403 here, no management key: schemathesis warns "Authentication failed")
+    assert "passed" in summary and not re.search(r"\d+ failed", summary) and "Errors:" not in summary, summary
     document = httpx.get(f"{server.url}/docs.json", timeout=10).json()
     operations = sum(
         method in ("get", "post", "put", "patch", "delete", "head", "options")
