@@ -154,7 +154,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "MAX_UNIT_SERIES",
         "max_unit_series",
-        4096,
+        1024,
         whole(0, 1_000_000),
         "a model with more ReLU units than this gets per-layer never-fired counts instead of per-unit series",
     ),

@@ -93,7 +93,7 @@ class DataPlane:
     one, never a half. Of several serving versions of a name, the newest stored answers the unversioned routes.
     """
 
-    def __init__(self, max_image_pixels: int, max_unit_series: int = 4096, expose_examples: bool = True) -> None:
+    def __init__(self, max_image_pixels: int, max_unit_series: int = 1024, expose_examples: bool = True) -> None:
         self.max_image_pixels = max_image_pixels
         self.expose_examples = expose_examples
         self.loaded: dict[str, Runtime] = {}  # tag -> runtime

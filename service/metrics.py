@@ -278,7 +278,7 @@ def _remove(metric, labels: tuple) -> None:
 class Recorder:
     """Records each call's figures, per served version (labels ``model`` and ``version``)."""
 
-    def __init__(self, runtimes=(), max_unit_series: int = 4096) -> None:
+    def __init__(self, runtimes=(), max_unit_series: int = 1024) -> None:
         self.max_unit_series = max_unit_series
         self.models: dict[str, ModelMetrics] = {}
         for runtime in runtimes:
