@@ -197,6 +197,8 @@ def test_a_version_that_does_not_reproduce_its_card_is_refused_and_the_old_serve
 def test_two_versions_serve_side_by_side_and_an_unloaded_one_leaves_the_metrics(live):
     url, first = live["server"].url, live["first"]
     old = first.split(":")[1]
+    live["store"].register(4)
+    assert _manage(url, "models/toy/load").status_code == 200  # the newest alone (whatever ran before)
     assert _manage(url, "models/toy/load", {"parameters": {"version": old}}).status_code == 200
     versions = httpx.get(f"{url}/v2/models/toy", headers=_key(), timeout=10).json()["versions"]
     assert len(versions) == 2 and versions[1] == old  # the newest first: it answers the name
@@ -293,3 +295,43 @@ def test_the_page_asks_for_the_inference_key_and_then_shows_the_models(live, bro
     assert options == ["toy"]  # one entry per name, whatever versions serve
     assert browser.find_element(By.ID, "key-form").get_attribute("hidden") is not None
     browser.execute_script("sessionStorage.clear()")
+
+
+def test_hostile_authorization_headers_on_a_real_server(live):
+    url = live["server"].url
+    body = {"inputs": X.tolist()}
+    cases = [
+        ([("Authorization", "")], "the Authorization scheme must be Bearer"),
+        ([("Authorization", "Bearer " + "k" * 6000)], "over 4096 bytes"),
+        ([("Authorization", f"Bearer {INFERENCE_KEY}"), ("Authorization", f"Bearer {INFERENCE_KEY}")], "send one"),
+        ([("Authorization", f"Basic {INFERENCE_KEY}")], "the Authorization scheme must be Bearer"),
+        ([("Authorization", f"bearer   {INFERENCE_KEY}")], None),  # the scheme in any case, spaces before the key
+    ]
+    for headers, problem in cases:
+        response = httpx.post(f"{url}/models/toy/predict", json=body, headers=headers, timeout=10)
+        if problem is None:
+            assert response.status_code == 200, response.text
+            continue
+        assert response.status_code == 401 and problem in response.json()["error"], (headers[0][1][:20], response.text)
+        assert response.headers["www-authenticate"].startswith("Bearer")
+    assert httpx.get(f"{url}/livez", timeout=10).status_code == 200  # the server is unharmed
+
+
+def test_two_versions_of_a_name_can_be_served_from_the_start(live, tmp_path):
+    store = live["store"]
+    tags = [t for t in store.weights if t.startswith("toy:")][:2]
+    server = Server(tmp_path / "two.log", env=store.env | {"SERVED_MODELS": ",".join(tags)})
+    try:
+        server.wait_ready()
+        versions = httpx.get(f"{server.url}/v2/models/toy", timeout=10).json()["versions"]
+        assert sorted(versions) == sorted(t.split(":")[1] for t in tags)
+        for tag in tags:
+            version = tag.split(":")[1]
+            answer = httpx.post(
+                f"{server.url}/v2/models/toy/versions/{version}/infer",
+                json={"inputs": [{"name": "input", "datatype": "FP32", "shape": [3, 4], "data": X.ravel().tolist()}]},
+                timeout=10,
+            ).json()
+            assert answer["model_version"] == version and _output(answer, "label") == expected(store.weights[tag], X)[0]
+    finally:
+        server.stop()
