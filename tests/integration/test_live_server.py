@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from benchmarks.server import Server
+from tests.integration.conftest import SCREENSHOTS
 from tests.integration.test_page import wait_for
 from tests.tools import ROOT, run_in_project
 
@@ -288,6 +289,7 @@ def test_the_page_asks_for_the_inference_key_and_then_shows_the_models(live, bro
     browser.get(live["server"].url + "/ui")
     wait_for(browser, "!document.getElementById('key-form').hidden")
     assert "could not list the models" in browser.find_element(By.ID, "error").text
+    browser.save_screenshot(str(SCREENSHOTS / "key-prompt.png"))
     browser.find_element(By.ID, "key-input").send_keys(INFERENCE_KEY)
     browser.find_element(By.CSS_SELECTOR, "#key-form button").click()
     wait_for(browser, "document.body.dataset.ready === 'true'")
