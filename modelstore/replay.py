@@ -1,9 +1,10 @@
 """The check a load makes before a model takes traffic: replay the card's stored examples (calibration items
 kept at registration) through the loaded runtime and compare with what registration measured.
 
-- A card with ``example_zeros`` (registered since the live model server): every layer's exact-zero count on
-  every example must be the registration's, exactly. A different file, other weights, another engine or a
-  TensorFlow set to other kernels (oneDNN) all show here.
+- A card with ``example_zeros`` (registered since the live model server): every layer's exact-zero counts on
+  the examples must be the registration's, but for :data:`FLIPS_ALLOWED`: another thread count sums a
+  pre-activation in another order, and one within a rounding error of zero may then land on the other side.
+  A different file, other weights, another engine or TensorFlow's other kernels (oneDNN) move hundreds.
 - An older card: each layer's mean zero share over the examples must lie within four standard deviations
   (at least 0.02) of the card's baseline; this catches a wrong model, not a subtle drift.
 - Every kind: the probabilities are finite.
@@ -21,6 +22,8 @@ from sparsity.contract import ALL_LAYERS
 
 LOOSE_STDS = 4.0
 LOOSE_FLOOR = 0.02
+FLIPS_ALLOWED = 2
+"""Per layer, over all examples: zeros that may differ from registration's (see the module docstring)."""
 
 
 def replay_problem(runtime: Runtime) -> str | None:
@@ -37,8 +40,9 @@ def replay_problem(runtime: Runtime) -> str | None:
     sizes = {layer.name: layer.size for layer in card.relu_layers}
     if card.example_zeros:
         for layer, expected in card.example_zeros.items():
-            got = np.rint(prediction.layer_sparsity[layer] * sizes[layer]).astype(int).tolist()
-            if got != list(expected):
+            got = np.rint(prediction.layer_sparsity[layer] * sizes[layer]).astype(int)
+            if int(np.abs(got - np.asarray(expected)).sum()) > FLIPS_ALLOWED:
+                got = got.tolist()
                 return (
                     f"model {runtime.tag}: layer {layer} has {got} exact zeros on the card's {len(x)} examples, "
                     f"registration measured {list(expected)}"
