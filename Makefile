@@ -5,6 +5,8 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# the Open Inference Protocol's clients, for the protocol tests (requirements/oip-clients.txt)
+CLIENTS_VENV ?= .venv-clients
 HOST ?= 127.0.0.1
 PORT ?= 3000
 WORKERS ?= 1
@@ -34,7 +36,6 @@ $(VENV)/.installed-dev: $(VENV)/.installed-train requirements/dev.txt $(CLIENTS_
 	@touch $@
 
 # The Open Inference Protocol's clients (tritonclient, kserve) in a venv of their own: their pins collide with the service's.
-CLIENTS_VENV ?= .venv-clients
 $(CLIENTS_VENV)/.installed: requirements/oip-clients.txt
 	$(PYTHON) -m venv $(CLIENTS_VENV)
 	$(CLIENTS_VENV)/bin/pip install --disable-pip-version-check -q -r requirements/oip-clients.txt
