@@ -81,10 +81,11 @@ def configure_or_exit(in_worker: bool) -> Configuration:
 
 def shared_state(configuration: Configuration, in_worker: bool) -> SharedState:
     """The directory the workers share the served set in (:mod:`service.repository`). The supervising process
-    makes it, holding the audited models, and its workers inherit it through the environment; it is removed
-    when the supervisor exits. A worker started alone makes its own."""
+    always makes a new one, holding the audited models (a value inherited from whatever started it would join
+    another service's set), and its workers inherit it through the environment; it is removed when the
+    supervisor exits. A worker started alone makes its own."""
     directory = os.environ.get(STATE_DIR_ENV)
-    if directory:
+    if in_worker and directory:
         return SharedState(directory)
     state = SharedState.create([c.tag for c in configuration.accepted])
     os.environ[STATE_DIR_ENV] = str(state.directory)

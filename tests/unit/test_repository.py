@@ -5,6 +5,7 @@ does not answer makes the load time out and be withdrawn; a restarted worker ser
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from types import SimpleNamespace
@@ -197,3 +198,17 @@ def test_the_metrics_follow_the_versions(workers):
     manager.unload("toy", "v1")
     assert set(plane.recorder.models) == {"toy:v2"}
     assert np.isfinite(plane.infer(plane.model("toy"), X).probabilities).all()
+
+
+def test_a_supervisor_makes_its_own_served_set_and_its_workers_join_it(monkeypatch):
+    from modelstore.audit import Candidate
+    from service import app
+    from service.repository import STATE_DIR_ENV
+
+    configuration = SimpleNamespace(accepted=[Candidate("toy", "toy:v1", card=object())])
+    monkeypatch.setenv(STATE_DIR_ENV, "/nonexistent/another-service")
+    supervisor = app.shared_state(configuration, in_worker=False)
+    assert str(supervisor.directory) != "/nonexistent/another-service"  # an inherited value is not joined
+    assert supervisor.read().models == {"toy:v1": READY}
+    assert os.environ[STATE_DIR_ENV] == str(supervisor.directory)
+    assert app.shared_state(configuration, in_worker=True).directory == supervisor.directory
