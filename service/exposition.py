@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import anyio
 
+from service.middleware import respond
 from service.routes import endpoint_label
 
 ORIGINAL_PATH = "sparsity.original_path"
@@ -68,9 +69,7 @@ class Exposition:
         from prometheus_client import CONTENT_TYPE_LATEST
 
         body = await anyio.to_thread.run_sync(render, self.keep)
-        headers = [(b"content-type", CONTENT_TYPE_LATEST.encode()), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": body if scope["method"] == "GET" else b""})
+        await respond(send, 200, body, head=scope["method"] == "HEAD", content_type=CONTENT_TYPE_LATEST.encode())
 
 
 def _restoring(app):

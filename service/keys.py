@@ -24,7 +24,7 @@ import threading
 import time
 from pathlib import Path
 
-from service.middleware import read_body
+from service.middleware import error_body, read_body, respond
 
 log = logging.getLogger(__name__)
 
@@ -154,20 +154,14 @@ class KeyGuard:
     def _check(scope, keys: KeyFile) -> tuple[int, str] | None:
         key, problem = bearer(scope["headers"])
         if problem is not None:
-            return 401, f"Authorization: {problem}"
+            return 401, problem
         if not keys.accepts(key):
-            return 401, "Authorization: the key is not valid"
+            return 401, "the key is not valid"
         return None
 
 
 async def refuse(send, status: int, message: str) -> None:
-    import orjson
-
-    body = orjson.dumps(
-        {"error": message, "detail": [{"type": "unauthorized", "loc": ["Authorization"], "msg": message}]}
-    )
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    if status == 401:
-        headers.append((b"www-authenticate", b'Bearer realm="sparsity-service"'))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    """The ``Error`` body every refusal has, naming ``Authorization``; a 401 says which scheme to use."""
+    kind = "unauthorized" if status == 401 else "forbidden"
+    extra = ((b"www-authenticate", b'Bearer realm="sparsity-service"'),) if status == 401 else ()
+    await respond(send, status, error_body(message, "Authorization", kind), extra=extra)

@@ -264,10 +264,18 @@ class GuardedRequest:
         await self.client_send({"type": "http.response.body", "body": body})
 
 
-async def respond(send, status: int, body: bytes, close: bool = False, head: bool = False) -> None:
-    """A JSON answer; ``close`` asks the server to close the connection once it is sent; ``head``: the
-    headers only (a HEAD request)."""
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+async def respond(
+    send,
+    status: int,
+    body: bytes,
+    close: bool = False,
+    head: bool = False,
+    content_type: bytes = b"application/json",
+    extra: tuple[tuple[bytes, bytes], ...] = (),
+) -> None:
+    """An answer (JSON unless ``content_type`` says otherwise, with ``extra`` headers); ``close`` asks the
+    server to close the connection once it is sent; ``head``: the headers only (a HEAD request)."""
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode()), *extra]
     if close:
         headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})

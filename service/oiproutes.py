@@ -22,7 +22,8 @@ import orjson
 from service import __version__
 from service.codecs import oip
 from service.dataplane import DataPlane, DataPlaneError, InvalidInput
-from service.middleware import read_body
+from service.middleware import read_body, respond
+from service.modelroutes import INLINE_MAX_BYTES
 from service.repository import Manager, RepositoryError
 from sparsity.errors import InvalidInputError
 
@@ -31,8 +32,6 @@ PREFIX = "/v2"
 REPOSITORY = PREFIX + "/repository"
 EXTENSIONS = ["model_repository", "binary_tensor_data", "activation_sparsity"]
 SERVER_NAME = "sparsity-service"
-INLINE_MAX_BYTES = 64 * 1024
-"""As the model routes: larger bodies are decoded and run in a worker thread."""
 
 
 def oip_error(message: str) -> bytes:
@@ -167,9 +166,9 @@ class OipRoutes:
 
     @staticmethod
     async def _send(send, status: int, body: bytes, header: int | None = None, head: bool = False) -> None:
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        if header is not None:
-            headers[0] = (b"content-type", b"application/octet-stream")
-            headers.append((oip.HEADER_LENGTH.encode(), str(header).encode()))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": b"" if head else body})
+        """JSON, or with Triton's binary tensors after a JSON header of ``header`` bytes."""
+        if header is None:
+            await respond(send, status, body, head=head)
+            return
+        extra = ((oip.HEADER_LENGTH.encode(), str(header).encode()),)
+        await respond(send, status, body, head=head, content_type=b"application/octet-stream", extra=extra)
