@@ -78,3 +78,17 @@ def without_versions(exposition: str) -> str:
     import re
 
     return re.sub(r',version="[^"]*"', "", exposition)
+
+
+def asgi_request(app, method: str, path: str, **options):
+    """One request to an ASGI app in process (httpx's ASGI transport), answered as an ``httpx.Response``."""
+    import asyncio
+
+    import httpx
+
+    async def go():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return await client.request(method, path, **options)
+
+    return asyncio.run(go())

@@ -4,7 +4,6 @@ adapter's answers the plane's own bytes."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import httpx
@@ -18,6 +17,7 @@ from service.middleware import error_body
 from service.modelroutes import ModelRoutes
 from sparsity.detectors import STATE_FILE
 from tests import toy_kind
+from tests.helpers import asgi_request
 
 
 @pytest.fixture(scope="module")
@@ -83,12 +83,8 @@ def _call(plane, method: str, path: str, body: bytes = b"") -> httpx.Response:
         await send({"type": "http.response.start", "status": 299, "headers": []})
         await send({"type": "http.response.body", "body": b"fallback"})
 
-    async def go():
-        transport = httpx.ASGITransport(app=ModelRoutes(fallback, plane=plane))
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            return await client.request(method, path, content=body, headers={"content-type": "application/json"})
-
-    return asyncio.run(go())
+    headers = {"content-type": "application/json"}
+    return asgi_request(ModelRoutes(fallback, plane=plane), method, path, content=body, headers=headers)
 
 
 def test_the_model_routes_answer_through_the_plane_with_one_error_shape(plane):

@@ -3,7 +3,6 @@ when they change, and the request metrics' route labels that keep series bounded
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 
@@ -12,6 +11,7 @@ import pytest
 
 from service.keys import KeyFile, KeyGuard, bearer, needs
 from service.routes import UNMATCHED, endpoint_label
+from tests.helpers import asgi_request
 
 
 def _guard(management: KeyFile | None, inference: KeyFile | None):
@@ -23,12 +23,7 @@ def _guard(management: KeyFile | None, inference: KeyFile | None):
 
 
 def _call(guard, method: str, path: str, headers=None, **kwargs) -> httpx.Response:
-    async def go():
-        transport = httpx.ASGITransport(app=guard)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            return await client.request(method, path, headers=headers, **kwargs)
-
-    return asyncio.run(go())
+    return asgi_request(guard, method, path, headers=headers, **kwargs)
 
 
 @pytest.fixture

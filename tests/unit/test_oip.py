@@ -4,7 +4,6 @@ outputs and binary outputs are honoured; every refusal names the field and the r
 
 from __future__ import annotations
 
-import asyncio
 import json
 import struct
 
@@ -19,6 +18,7 @@ from service.oiproutes import OipRoutes, model_path
 from sparsity.detectors import STATE_FILE
 from sparsity.errors import InvalidInputError
 from tests import toy_kind
+from tests.helpers import asgi_request
 
 
 def _toy(directory, tag: str, seed: int):
@@ -170,15 +170,10 @@ def test_paths_split_into_name_version_and_action():
 
 
 def _call(plane, method: str, path: str, **kwargs) -> httpx.Response:
-    async def go():
-        async def fallback(scope, receive, send):
-            raise AssertionError(f"{path} fell through")
+    async def fallback(scope, receive, send):
+        raise AssertionError(f"{path} fell through")
 
-        transport = httpx.ASGITransport(app=OipRoutes(fallback, plane=plane))
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            return await client.request(method, path, **kwargs)
-
-    return asyncio.run(go())
+    return asgi_request(OipRoutes(fallback, plane=plane), method, path, **kwargs)
 
 
 def test_the_routes_answer_versions_metadata_and_errors_as_the_spec_says(plane):
