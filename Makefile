@@ -19,7 +19,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export TF_ENABLE_ONEDNN_OPTS ?= 0
 export BENTOML_DO_NOT_TRACK := true
 
-.PHONY: help setup setup-dev models train examples sweep depth resnet prune serve k8s-manifests test test-fast test-container soak system-deps lint format bench bench-compare bench-live bench-typicality build monitor clean
+.PHONY: help setup setup-dev models train examples sweep depth resnet prune serve k8s-manifests test test-fast test-container soak system-deps lint format bench bench-compare bench-live bench-peers bench-typicality build monitor clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -99,8 +99,9 @@ test: setup-dev system-deps tests/k8s/node_modules/.installed ## lint, then the 
 test-fast: setup-dev ## unit tests only: no training, no servers, no system packages (no promtool, docker-compose, podman)
 	$(BIN)/pytest -m "not slow and not system"
 
-test-container: setup ## build the image with podman, docker-compose up service + Prometheus, check them, tear down (root)
+test-container: setup ## build both images (with TensorFlow, and without: bentofile-onnx.yaml) with podman, docker-compose up service + Prometheus, check them, tear down (root)
 	bash scripts/test-container.sh
+	IMAGE=onnx bash scripts/test-container.sh
 
 soak: setup-dev models ## 2 workers, 8 connections, mixed valid and invalid traffic for SOAK_SECONDS (300): reports/soak.json
 	$(BIN)/python -m benchmarks.soak --seconds $${SOAK_SECONDS:-300}
@@ -124,11 +125,16 @@ bench-compare: setup-dev system-deps models ## this checkout against BASE (a com
 bench-live: setup-dev system-deps models ## the live server: loads under 8 connections of mixed traffic, the protocol's cost, bounded series: reports/live.json
 	$(BIN)/python -m benchmarks.live_bench $(ARGS)
 
+bench-peers: setup-dev system-deps models ## this service against MLServer, KServe and plain BentoML on the same ONNX file, each in its own venv: reports/peers.{json,png}
+	$(BIN)/python -m benchmarks.peers_bench $(ARGS)
+
 bench-typicality: setup-dev system-deps models ## typicality: every detector on near and far sets, the rule, the served one against its targets and its cost: reports/typicality.json
 	$(BIN)/python -m benchmarks.ood_study
 
-build: models ## build a bento (bentoml build); `bentoml containerize` then makes the image
-	$(BIN)/bentoml build
+BENTOFILE ?= bentofile.yaml
+
+build: models ## build a bento (bentoml build); `bentoml containerize` then makes the image (BENTOFILE=bentofile-onnx.yaml: no TensorFlow)
+	$(BIN)/bentoml build -f $(BENTOFILE)
 
 monitor: system-deps ## local Prometheus on :9090 scraping the service (PORT, PROMETHEUS_PORT)
 	bash scripts/local-prometheus.sh $(PORT) $(PROMETHEUS_PORT)

@@ -26,11 +26,11 @@ def load(tag: str):
     made the probe look free there."""
     import tensorflow as tf
 
-    from modelstore.kinds import from_store
+    from modelstore.kinds import LoadOptions, from_store
     from sparsity.logs import set_tensorflow_threads
 
     set_tensorflow_threads(1, 1)
-    runtime = from_store(tag)
+    runtime = from_store(tag, LoadOptions(keras_engine="tensorflow"))
     model = runtime.probe.model
     spec = tf.TensorSpec((None, *runtime.item_shape), tf.float32)
     plain = tf.function(lambda x: model(x, training=False), input_signature=[spec]).get_concrete_function()

@@ -245,6 +245,9 @@ class OpenedModel:
     fields: dict
     settle: Callable[[Any], None] = lambda result: None
     """What the kind does with the calibration run's result before the card is built (ONNX: the output kind)."""
+    extras: Callable[[np.ndarray, Any], tuple[dict, dict[str, bytes]]] | None = None
+    """What the kind adds after the calibration run, given the calibration inputs and the result: more card
+    fields and files stored beside the model (Keras: its ONNX twin, checked on the whole set)."""
 
 
 def relu_card(
@@ -257,9 +260,9 @@ def relu_card(
     preprocessing: str | None = None,
     seed: int = 0,
     facts: dict | None = None,
-) -> tuple[ReluCard, bytes]:
-    """Probe the opened model over the calibration set and build its card and its typicality detector's
-    state (nothing saved yet)."""
+) -> tuple[ReluCard, dict[str, bytes]]:
+    """Probe the opened model over the calibration set and build its card and the files stored beside the
+    model: its typicality detector's state and the kind's own (nothing saved yet)."""
     probe, classes = opened.probe, opened.classes
     if preprocessing is not None and preprocessing not in PREPROCESSING:
         raise RegistrationError(f"--preprocessing {preprocessing!r} is not one of {', '.join(PREPROCESSING)}")
@@ -270,8 +273,10 @@ def relu_card(
     check_calibration(calibration, probe.item_shape, classes)
     low, high = input_range_of(calibration, input_range)
     parts = split(len(calibration.x), seed)  # every refusal before the calibration run
-    result = probe.run_batched(calibration.x.astype(np.float32))
+    inputs = calibration.x.astype(np.float32)
+    result = probe.run_batched(inputs)
     opened.settle(result)
+    fields, files = opened.extras(inputs, result) if opened.extras is not None else ({}, {})
     names = [layer.name for layer in probe.layers]
     typicality, state = unit_firing_typicality(result, parts, names, probe.units)
     accuracy = accuracy_on(result.labels, calibration, parts)
@@ -296,9 +301,10 @@ def relu_card(
         "provenance": {"file": path.name, "sha256": file_sha256(path)},
         "versions": library_versions(),
         **opened.fields,
+        **fields,
     }
     card["example_zeros"] = example_zeros(probe, card["examples"])
-    return opened.card_class.model_validate(merge(card, facts)), state
+    return opened.card_class.model_validate(merge(card, facts)), {STATE_FILE: state, **files}
 
 
 def example_zeros(probe, examples: list) -> dict[str, list[int]]:
@@ -344,11 +350,12 @@ def register_relu(
     """Build the card of the ReLU model file ``path``, read by its kind's ``opener``, and save both as ``name``
     in the store."""
     check_name(name)
-    card, state = relu_card(path, calibration, opener(path), **options)
+    card, files = relu_card(path, calibration, opener(path), **options)
 
     def write(directory: Path) -> None:
         shutil.copyfile(path, directory / card.MODEL_FILE)
-        (directory / STATE_FILE).write_bytes(state)
+        for name, content in files.items():
+            (directory / name).write_bytes(content)
 
     tag = save_model(
         name, write, labels={"kind": card.kind, **(labels or {})}, metadata=card.metadata(), report_dir=report_dir

@@ -38,6 +38,7 @@ class Runtime:
     card: ModelCard
     layers: list[str]  # the sparsity layers of its answers, in order (for metrics)
     created: float = 0.0  # when the version was stored (seconds since the epoch): the newest answers its name
+    engine: str = ""  # what computes its answers (onnxruntime, tensorflow, numpy), shown in /models
 
     def __init__(self, tag: str, card) -> None:
         self.tag = tag
@@ -47,6 +48,8 @@ class Runtime:
         self.value_range = (float(card.input_range[0]), float(card.input_range[1]))
         self.class_names = list(card.class_names)
         self.info = {"name": self.name, "tag": tag, **card.describe()}
+        if self.engine:
+            self.info["engine"] = self.engine
 
     def predict(self, x: np.ndarray) -> Prediction:
         raise NotImplementedError

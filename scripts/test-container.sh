@@ -14,12 +14,21 @@
 # debootstrap from the Debian mirror) and prom/prometheus:<tag> (Debian's Prometheus on that base).
 # Set CONTAINER_STANDINS=never to require the real images.
 #
-# Writes reports/container.json (image size, timings, results). Needs root (apt-get, podman).
+# IMAGE=onnx does the same for the image without TensorFlow (bentofile-onnx.yaml), and checks that TensorFlow is
+# not in it and that mnist_cnn is served on ONNX Runtime.
+#
+# Writes reports/container.json (IMAGE=onnx: reports/container-onnx.json): image size, timings, each worker's
+# resident memory, results. Needs root (apt-get, podman).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 venv=${VENV:-.venv}
-image_tag=${SERVICE_IMAGE_TAG:-0.1.0}
+flavour=${IMAGE:-full}  # full: bentofile.yaml (with TensorFlow); onnx: bentofile-onnx.yaml (without)
+case $flavour in
+  full) bentofile=bentofile.yaml; image_tag=${SERVICE_IMAGE_TAG:-0.1.0}; report=reports/container.json ;;
+  onnx) bentofile=bentofile-onnx.yaml; image_tag=${SERVICE_IMAGE_TAG:-0.1.0}-onnx; report=reports/container-onnx.json ;;
+  *) printf 'IMAGE=%s: must be full or onnx\n' "$flavour" >&2; exit 2 ;;
+esac
 image="relu-sparsity-service:$image_tag"
 work=${CONTAINER_WORK_DIR:-/tmp/sparsity-container-test}
 sock=$work/podman.sock  # a socket of our own: a stale or foreign /run/podman/podman.sock is never used
@@ -108,8 +117,8 @@ EOF
 fi
 
 # 3. the bento and its image, as the README says (make build; bentoml containerize)
-say "make build"
-make --no-print-directory build >"$work/build.log" 2>&1 || { tail -20 "$work/build.log"; fail "make build"; }
+say "make build BENTOFILE=$bentofile"
+make --no-print-directory build BENTOFILE="$bentofile" >"$work/build.log" 2>&1 || { tail -20 "$work/build.log"; fail "make build"; }
 say "bentoml containerize sparsity_service:latest -> $image (podman, layers squashed)"
 t_build=$(date +%s)
 "$venv/bin/bentoml" containerize sparsity_service:latest --backend podman --opt squash -t "$image" >"$work/containerize.log" 2>&1 \
@@ -171,15 +180,32 @@ for _ in $(seq 40); do
 done
 [ -n "$summary" ] || { tail -20 "$work/service-log.txt"; fail "the service's log has no start-up summary within 60 s of /readyz"; }
 say "start-up summary in the service's log:${summary#]}"
+# each worker's resident memory, read inside the container (after the start-up, before any request)
+worker_rss=$(podman exec "$container" /app/.venv/bin/python -c '
+import glob
+sizes = []
+for d in glob.glob("/proc/[0-9]*"):
+    try:
+        cmdline = open(d + "/cmdline", "rb").read().replace(b"\0", b" ")
+        status = open(d + "/status").read()
+    except OSError:
+        continue
+    if b"_bentoml_impl.worker" in cmdline:
+        sizes.append(int(next(l.split()[1] for l in status.splitlines() if l.startswith("VmRSS:"))) // 1024)
+print(",".join(map(str, sorted(sizes))))
+')
+say "worker resident memory: ${worker_rss} MB"
+has_tensorflow=$(podman exec "$container" /app/.venv/bin/python -c 'import importlib.util as u; print(u.find_spec("tensorflow") is not None)')
 
 # 5. what a client sees, and what Prometheus sees: one Python script, JSON out
-"$venv/bin/python" - "$uid" "$size_bytes" "$build_seconds" "$ready_seconds" >"$work/result.json" <<'EOF' || { cat "$work/result.json"; fail "container checks"; }
+"$venv/bin/python" - "$uid" "$size_bytes" "$build_seconds" "$ready_seconds" "$flavour" "$worker_rss" "$has_tensorflow" >"$work/result.json" <<'EOF' || { cat "$work/result.json"; fail "container checks"; }
 import json, sys, time, urllib.error, urllib.parse, urllib.request
 import yaml
 
-uid, size, build_s, ready_s = sys.argv[1:5]
+uid, size, build_s, ready_s, flavour, worker_rss, has_tensorflow = sys.argv[1:8]
 svc, prom = "http://127.0.0.1:3000", "http://127.0.0.1:9090"
-result = {"image_bytes": int(size), "build_seconds": int(build_s), "ready_seconds": int(ready_s), "uid": int(uid)}
+result = {"image": flavour, "image_bytes": int(size), "build_seconds": int(build_s), "ready_seconds": int(ready_s),
+          "uid": int(uid), "worker_rss_mb": [int(v) for v in worker_rss.split(",") if v]}
 
 def post(path, body, content_type="application/json"):
     request = urllib.request.Request(svc + path, data=body, headers={"Content-Type": content_type})
@@ -208,6 +234,10 @@ status, answer = post("/iris/predict", json.dumps({"features": [[5.1, 3.5, 1.4, 
 check("iris", status == 200 and answer["predictions"][0]["name"] == "setosa", f"HTTP {status}, {answer['predictions'][0]['name'] if status == 200 else answer}")
 status, answer = post("/models/mnist_cnn/predict", json.dumps({"inputs": blank}).encode())
 check("generic_route", status == 200 and answer["model"].startswith("mnist_cnn:"), f"HTTP {status}, model {answer.get('model')}")
+models = json.load(urllib.request.urlopen(svc + "/models", timeout=10))
+engine = next((m.get("engine") for m in models["models"] if m["name"] == "mnist_cnn"), None)
+check("engine", engine == "onnxruntime", f"mnist_cnn served on {engine}")
+check("tensorflow", (has_tensorflow == "True") == (flavour == "full"), f"TensorFlow in the {flavour} image: {has_tensorflow}")
 status, answer = post("/mnist/predict", b"x" * (40 * 1024 * 1024))
 check("urllib_413", status == 413 and answer["error"].startswith("body: request body exceeds"), f"HTTP {status}: {answer.get('error')}")
 
@@ -227,10 +257,10 @@ check("alert_rules", loaded == expected, f"{len(loaded)} loaded of {len(expected
 print(json.dumps(result, indent=2))
 sys.exit(0 if all(v["ok"] for v in result.values() if isinstance(v, dict)) else 1)
 EOF
-"$venv/bin/python" - "$work/result.json" "$(($(date +%s) - t_start))" <<'EOF'
+"$venv/bin/python" - "$work/result.json" "$(($(date +%s) - t_start))" "$report" <<'EOF'
 import json, sys
 result = json.load(open(sys.argv[1]))
 result["total_seconds"] = int(sys.argv[2])
-json.dump(result, open("reports/container.json", "w"), indent=2)
+json.dump(result, open(sys.argv[3], "w"), indent=2)
 EOF
-say "OK: image $(awk -v b="$size_bytes" 'BEGIN {printf "%.2f GB", b / 1e9}'), ready in ${ready_seconds} s, all checks passed (reports/container.json)"
+say "OK ($flavour): image $(awk -v b="$size_bytes" 'BEGIN {printf "%.2f GB", b / 1e9}'), ready in ${ready_seconds} s, workers ${worker_rss} MB, all checks passed ($report)"

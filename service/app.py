@@ -51,7 +51,7 @@ class Configuration:
     @property
     def load_options(self) -> LoadOptions:
         s = self.settings
-        return LoadOptions(s.tf_intra_threads, s.tf_inter_threads, s.onnx_intra_threads)
+        return LoadOptions(s.tf_intra_threads, s.tf_inter_threads, s.onnx_intra_threads, s.keras_engine)
 
 
 def configure(environ: Mapping[str, str] | None = None) -> Configuration:

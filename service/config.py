@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelstore.kinds import PLUGIN_SETTING, plugin_modules
+from modelstore.kinds.keras_relu import ENGINES as KERAS_ENGINES
 
 MiB = 1024 * 1024
 
@@ -67,6 +68,16 @@ def boolean(raw: str) -> bool:
 _TAG = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?(?::[A-Za-z0-9](?:[A-Za-z0-9._-]{0,127}))?$")
 
 
+def one_of(*choices: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return value
+
+    return parse
+
+
 def model_tags(raw: str) -> tuple[str, ...]:
     """``name[:version],...``: each a BentoML model tag, each at most once (several versions of a name are
     served side by side; an unversioned name means its latest)."""
@@ -119,6 +130,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TF_INTRA_OP_THREADS", "tf_intra_threads", 1, whole(1, 256), "TensorFlow threads inside one op"),
     Setting("TF_INTER_OP_THREADS", "tf_inter_threads", 1, whole(1, 256), "TensorFlow ops run in parallel"),
     Setting("ONNX_INTRA_OP_THREADS", "onnx_intra_threads", 1, whole(1, 256), "ONNX Runtime threads inside one op"),
+    Setting(
+        "KERAS_ENGINE",
+        "keras_engine",
+        "auto",
+        one_of(*KERAS_ENGINES),
+        "auto: Keras models with a checked ONNX twin run on ONNX Runtime, others on TensorFlow; tensorflow: all on "
+        "TensorFlow",
+    ),
     # 1024 images of 784 numbers written with up to ~20 characters each fit in 16 MiB.
     Setting("MAX_BODY_BYTES", "max_body_bytes", 16 * MiB, whole(1024, 1024 * MiB), "larger bodies get 413"),
     Setting(
@@ -190,6 +209,7 @@ class Settings:
     tf_intra_threads: int
     tf_inter_threads: int
     onnx_intra_threads: int
+    keras_engine: str
     max_body_bytes: int
     max_drain_bytes: int
     body_timeout: float

@@ -21,5 +21,12 @@ apt-get clean
 rm -rf /var/lib/apt/lists/* /root/.cache /tmp/*
 site=$(/app/.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 rm -rf "$site/tensorflow/include" "$site/clang" "$site"/libclang-*.dist-info
-# nothing the service imports may be gone: import what a worker imports
-/app/.venv/bin/python -c 'import tensorflow, keras, sklearn, skops.io, bentoml, PIL, uvloop, httptools, orjson, onnx, onnxruntime'
+# nothing the service imports may be gone: import what a worker imports (TensorFlow and Keras where the image
+# has them: the ONNX image, bentofile-onnx.yaml, has not)
+/app/.venv/bin/python -c '
+import importlib, importlib.util
+modules = ["sklearn", "skops.io", "bentoml", "PIL", "uvloop", "httptools", "orjson", "onnx", "onnxruntime"]
+modules += ["tensorflow", "keras"] if importlib.util.find_spec("tensorflow") else []
+for module in modules:
+    importlib.import_module(module)
+'

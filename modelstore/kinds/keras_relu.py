@@ -4,39 +4,133 @@
   Keras' own objects and the core's layers only, no ``Lambda``, no serialized function), then loaded in
   Keras' safe mode;
 - registration: every ReLU-family layer call of the whole graph is probed (:mod:`sparsity.graph`);
-- serving: the core's compiled one-pass probe (:class:`sparsity.probe.SparsityProbe`), TensorFlow imported
-  in the workers only.
+- its twin: registration also writes the model out as ONNX with tf2onnx (:mod:`sparsity.keras_onnx`) and runs
+  the twin beside the Keras probe over the whole calibration set. Only when every item's zero count in every
+  layer, every unit's count of positions on, and the probabilities (within :data:`PROBABILITY_TOLERANCE`)
+  agree is the twin stored (``model.onnx``, its hash and the check on the card, ``engine: onnxruntime``);
+  otherwise the card says ``engine: tensorflow`` and why, in one line;
+- serving: on ONNX Runtime through the twin (:class:`KerasTwinRuntime`: no TensorFlow in the process), or,
+  without a twin or with ``KERAS_ENGINE=tensorflow``, the core's compiled one-pass probe
+  (:class:`sparsity.probe.SparsityProbe`), TensorFlow imported then and only then.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import ClassVar, Literal
 
 import numpy as np
+from pydantic import BaseModel, Field, model_validator
 
-from modelstore.card import ModelCardError, ReluCard
+from modelstore.card import ModelCardError, OnnxLayerCard, ReluCard
 from modelstore.kind import Kind, LoadOptions
-from modelstore.register import OpenedModel, RegistrationError, relu_register_file
+from modelstore.kinds.onnx_relu import OnnxReluRuntime
+from modelstore.register import OpenedModel, RegistrationError, file_sha256, relu_register_file
 from modelstore.runtime import Prediction, ReluRuntime
 from sparsity.detectors import UnitFiring, load_detector
 from sparsity.keras_file import keras_file_problems
 from sparsity.typicality import UNIT_FIRING
 
+log = logging.getLogger(__name__)
+
 NAME = "keras-relu"
+TWIN_FILE = "model.onnx"
+PROBABILITY_TOLERANCE = 1e-5
+"""The most a twin's probability may differ from Keras' on any calibration item (zero counts must be equal)."""
+ENGINES = ("auto", "tensorflow")
+"""``KERAS_ENGINE``: ``auto`` serves a Keras model on ONNX Runtime when its card has a checked twin, else on
+TensorFlow; ``tensorflow`` always on TensorFlow."""
+
+
+class TwinCheck(BaseModel):
+    """How the twin was checked against the Keras probe at registration."""
+
+    items: int = Field(description="calibration items both ran on")
+    zero_counts_equal: bool = Field(description="each item's exact-zero count in each layer, the same in both")
+    unit_counts_equal: bool = Field(description="each item's count of positions on per unit, the same in both")
+    max_probability_difference: float
+    probability_tolerance: float = PROBABILITY_TOLERANCE
+
+
+class TwinCard(BaseModel):
+    """The model written out as ONNX, stored beside it as ``model.onnx``."""
+
+    file: str = TWIN_FILE
+    sha256: str
+    converter: str = Field(description="what wrote it, e.g. tf2onnx 1.17.0")
+    opset: int
+    convert_seconds: float
+    relu_layers: list[OnnxLayerCard] = Field(min_length=1, description="its ReLU-family nodes, named as in Keras")
+    check: TwinCheck
 
 
 class KerasReluCard(ReluCard):
+    PUBLIC: ClassVar[tuple[str, ...]] = (*ReluCard.PUBLIC, "engine", "engine_reason", "twin")
     MODEL_FILE: ClassVar[str] = "model.keras"
 
     kind: Literal[NAME]
+    engine: Literal["onnxruntime", "tensorflow"] = "tensorflow"
+    engine_reason: str | None = Field(default=None, description="why it has no twin, when it runs on TensorFlow")
+    twin: TwinCard | None = None
+
+    @model_validator(mode="after")
+    def _twin_checked(self):
+        if self.engine == "onnxruntime":
+            check = self.twin.check if self.twin else None
+            if check is None or not (check.zero_counts_equal and check.unit_counts_equal):
+                raise ValueError("engine onnxruntime needs a twin whose zero counts were equal to the Keras model's")
+        return self
+
+    def summary_lines(self) -> list[str]:
+        if self.engine == "onnxruntime":
+            check = self.twin.check
+            line = (
+                f"  engine   onnxruntime: an ONNX twin ({self.twin.converter}, opset {self.twin.opset}) with the same "
+                f"zeros on all {check.items} calibration items, probabilities within "
+                f"{check.max_probability_difference:.1e}"
+            )
+        else:
+            line = f"  engine   tensorflow: {self.engine_reason or 'registered before ONNX twins'}"
+        return [*super().summary_lines(), line]
+
+
+class KerasTwinRuntime(OnnxReluRuntime):
+    """A Keras model served through its checked ONNX twin: ONNX Runtime only, under the Keras layer names."""
+
+    def __init__(self, tag: str, card: KerasReluCard, path: str, options: LoadOptions | None = None) -> None:
+        ReluRuntime.__init__(self, tag, card)
+        twin = os.path.join(os.path.dirname(path), card.twin.file)
+        if not os.path.isfile(twin) or file_sha256(Path(twin)) != card.twin.sha256:
+            raise ModelCardError(
+                f"model {tag}: {card.twin.file} is missing or not the registered twin; register it again"
+            )
+        self.start_onnx(twin, card.twin.relu_layers, card.output, options)
+
+
+_TENSORFLOW_READY: list[bool] = []
+
+
+def _tensorflow_threads(options: LoadOptions) -> None:
+    """TensorFlow's threads, set once per process before its first model (imports TensorFlow)."""
+    from sparsity.logs import set_tensorflow_threads
+
+    if not _TENSORFLOW_READY:
+        set_tensorflow_threads(options.tf_intra_threads, options.tf_inter_threads)
+        _TENSORFLOW_READY.append(True)
 
 
 class KerasReluRuntime(ReluRuntime):
+    engine = "tensorflow"
+
     def __init__(self, tag: str, card: KerasReluCard, path: str, options: LoadOptions | None = None) -> None:
-        from sparsity.keras_file import load_keras_safely  # TensorFlow: imported in the workers only
-        from sparsity.probe import SparsityProbe, UnsupportedModelError
+        _tensorflow_threads(options or LoadOptions())
+        try:
+            from sparsity.keras_file import load_keras_safely  # TensorFlow: imported only here
+            from sparsity.probe import SparsityProbe, UnsupportedModelError
+        except ImportError as exc:
+            raise ModelCardError(f"model {tag}: runs on TensorFlow, which cannot be imported here ({exc})") from None
 
         super().__init__(tag, card)
         try:
@@ -68,8 +162,17 @@ class KerasReluRuntime(ReluRuntime):
         return self.prediction(result, scores)
 
 
+def keras_runtime(tag: str, card: KerasReluCard, path: str, options: LoadOptions | None = None) -> ReluRuntime:
+    """The twin on ONNX Runtime when the card has one and ``keras_engine`` allows it, else TensorFlow."""
+    options = options or LoadOptions()
+    if card.engine == "onnxruntime" and options.keras_engine == "auto":
+        return KerasTwinRuntime(tag, card, path, options)
+    return KerasReluRuntime(tag, card, path, options)
+
+
 def open_keras(path: Path) -> OpenedModel:
-    """A Keras file loaded safely (config audit, then safe mode), with its probe."""
+    """A Keras file loaded safely (config audit, then safe mode), with its probe; its twin is made after the
+    calibration run (:func:`twin_files`)."""
     from sparsity.keras_file import load_keras_safely
     from sparsity.probe import SparsityProbe, UnsupportedModelError, weight_sparsity
 
@@ -79,29 +182,97 @@ def open_keras(path: Path) -> OpenedModel:
     except (ValueError, UnsupportedModelError) as exc:
         raise RegistrationError(str(exc)) from None
     fields = {"kind": NAME, "weight_sparsity": weight_sparsity(model)}
-    return OpenedModel(probe, int(model.outputs[0].shape[-1]), KerasReluCard, fields)
+    extras = lambda x, result: twin_files(model, probe, x, result)  # noqa: E731
+    return OpenedModel(probe, int(model.outputs[0].shape[-1]), KerasReluCard, fields, extras=extras)
 
 
-def prepare(options: LoadOptions) -> None:
-    from sparsity.logs import set_tensorflow_threads
+def twin_files(model, probe, x: np.ndarray, result) -> tuple[dict, dict[str, bytes]]:
+    """The model's ONNX twin, checked against the Keras probe's calibration run ``result`` on ``x``: the card's
+    ``engine`` and ``twin`` and the twin's file when every check passes, else ``engine: tensorflow`` and why."""
+    from sparsity.keras_onnx import ConversionError, convert
+    from sparsity.onnx_graph import OnnxModelError
+    from sparsity.onnx_probe import OnnxProbe
 
-    set_tensorflow_threads(options.tf_intra_threads, options.tf_inter_threads)
+    try:
+        twin = convert(model, [layer.name for layer in probe.layers])
+        twin_probe = OnnxProbe(twin.model, field="calibration", output=probe.output)
+        check, problem = compare_twin(probe, twin_probe, x, result)
+    except (ConversionError, OnnxModelError) as exc:
+        check, problem = None, str(exc)
+    if problem is not None:
+        log.warning("the model stays on TensorFlow: %s", problem)
+        return {"engine": "tensorflow", "engine_reason": problem}, {}
+    data = twin.model.SerializeToString()
+    card = TwinCard(
+        sha256=_sha256(data),
+        converter=twin.converter,
+        opset=twin_probe.opset,
+        convert_seconds=round(twin.seconds, 3),
+        relu_layers=[OnnxLayerCard(**vars(layer)) for layer in twin_probe.layers],
+        check=check,
+    )
+    return {"engine": "onnxruntime", "twin": card.model_dump(mode="json")}, {TWIN_FILE: data}
+
+
+def _sha256(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def compare_twin(probe, twin_probe, x: np.ndarray, result) -> tuple[TwinCheck | None, str | None]:
+    """Run the twin on ``x`` and compare it with the Keras probe's ``result``: (the check, None) when every zero
+    count is equal and the probabilities agree, else (None, the first difference in one line)."""
+    keras_layers = [(layer.name, layer.units, layer.size) for layer in probe.layers]
+    twin_layers = [(layer.name, layer.units, layer.size) for layer in twin_probe.layers]
+    if keras_layers != twin_layers:
+        return None, f"the twin's ReLU layers {twin_layers} are not the Keras model's {keras_layers}"
+    twin = twin_probe.run_batched(x)
+    for layer in probe.layers:
+        zeros = np.rint(result.layer_sparsity[layer.name] * layer.size)
+        twin_zeros = np.rint(twin.layer_sparsity[layer.name] * layer.size)
+        differ = int(np.count_nonzero(zeros != twin_zeros))
+        if differ:
+            return None, f"the ONNX twin's zero counts differ from Keras' in layer {layer.name} on {differ} of {len(x)}"
+    positions = np.repeat([layer.size // layer.units for layer in probe.layers], [l.units for l in probe.layers])
+    on, twin_on = np.rint(result.shares * positions), np.rint(twin.shares * positions)
+    if not np.array_equal(on, twin_on):
+        items = int((on != twin_on).any(axis=1).sum())
+        return None, f"the ONNX twin's units fire differently from Keras' on {items} of {len(x)} items"
+    difference = float(np.abs(result.probabilities - twin.probabilities).max())
+    if difference > PROBABILITY_TOLERANCE:
+        return None, f"the twin's probabilities differ from Keras' by {difference:.1e} (> {PROBABILITY_TOLERANCE:g})"
+    return TwinCheck(
+        items=len(x), zero_counts_equal=True, unit_counts_equal=True, max_probability_difference=difference
+    ), None
+
+
+def file_problems(path: str) -> list[str]:
+    """The Keras file's audit, and the twin's (valid ONNX, standard operators) when there is one."""
+    problems = keras_file_problems(path)
+    twin = os.path.join(os.path.dirname(path), TWIN_FILE)
+    if os.path.exists(twin):
+        from sparsity.onnx_graph import problems as onnx_problems
+
+        problems += [f"{TWIN_FILE}: {problem}" for problem in onnx_problems(twin)]
+    return problems
 
 
 def upgrade_reason(card: KerasReluCard) -> str | None:
     if card.typicality.detector != UNIT_FIRING:
         return "it has the per-layer typicality score of before the unit-firing detector"
+    if card.engine == "tensorflow" and card.engine_reason is None:
+        return "it was registered before Keras models got an ONNX Runtime twin"
     return None
 
 
 KIND = Kind(
     name=NAME,
     card=KerasReluCard,
-    runtime=KerasReluRuntime,
+    runtime=keras_runtime,
     suffixes=(".keras",),
     register_file=relu_register_file(open_keras),
     describes="A Keras ReLU model's card and baselines",
-    file_problems=keras_file_problems,
-    prepare=prepare,
+    file_problems=file_problems,
     upgrade_reason=upgrade_reason,
 )

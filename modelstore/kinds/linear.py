@@ -75,6 +75,8 @@ class LinearCard(ModelCard):
 
 
 class LinearRuntime(Runtime):
+    engine = "numpy"
+
     def __init__(self, tag: str, card: LinearCard, path: str | None = None, options: LoadOptions | None = None) -> None:
         super().__init__(tag, card)
         try:

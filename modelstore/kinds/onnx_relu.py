@@ -47,21 +47,29 @@ class OnnxReluCard(ReluCard):
 
 
 class OnnxReluRuntime(ReluRuntime):
+    engine = "onnxruntime"
+
     def __init__(self, tag: str, card: OnnxReluCard, path: str, options: LoadOptions | None = None) -> None:
+        super().__init__(tag, card)
+        self.start_onnx(path, card.relu_layers, card.output, options)
+
+    def start_onnx(self, path: str, layer_cards, output: str, options: LoadOptions | None) -> None:
+        """The counting copy of the ONNX file ``path`` whose ReLU-family nodes are ``layer_cards`` (what the ONNX
+        kind and a Keras model's ONNX twin share)."""
         from sparsity import onnx_graph
         from sparsity.onnx_probe import OnnxProbe
 
-        super().__init__(tag, card)
+        tag, card = self.tag, self.card
         layers = [
             onnx_graph.ProbedTensor(l.name, l.tensor, l.op, units=l.units, size=l.size, axis=l.axis, rank=l.rank)
-            for l in card.relu_layers
+            for l in layer_cards
         ]
         try:
             self.detector = load_detector(card.typicality, os.path.dirname(path))
             self.probe = OnnxProbe(
                 onnx_graph.load(path),
                 layers=layers,
-                output=card.output,
+                output=output,
                 value_range=self.value_range,
                 field="inputs",
                 threads=(options or LoadOptions()).onnx_intra_threads,

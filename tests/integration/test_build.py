@@ -58,3 +58,16 @@ def test_bentoml_build_bundles_service_core_and_models(trained):
         check=False,
     )
     assert lint.returncode == 0, lint.stdout + lint.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_the_onnx_bentofile_builds_a_bento_without_tensorflow(trained):
+    bentoml_cli = str(Path(sys.executable).parent / "bentoml")
+    out = run_in_project([bentoml_cli, "build", "-f", "bentofile-onnx.yaml", "--output", "tag"], env=PROJECT_MODELS)
+    assert out.returncode == 0, out.stderr[-3000:]
+    bento = bentoml.get("sparsity_service:latest")
+    assert bento.info.labels["engine"] == "onnxruntime-only"
+    requirements = (Path(bento.path) / "env/python/requirements.txt").read_text()
+    assert re.search(r"^onnxruntime==", requirements, re.M) and re.search(r"^bentoml==", requirements, re.M)
+    assert not re.search(r"^(tensorflow|keras|tensorboard)", requirements, re.M | re.I)

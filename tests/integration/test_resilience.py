@@ -13,6 +13,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from urllib.parse import urlparse
 
 import httpx
@@ -71,6 +72,19 @@ def _is_413(status: int, body: bytes) -> bool:
 
 def _one_image() -> bytes:
     return json.dumps({"images": np.zeros((1, 28, 28)).tolist()}).encode()
+
+
+def test_workers_serving_only_the_twin_and_a_linear_model_never_load_tensorflow(pair):
+    """mnist_cnn runs on its checked ONNX twin and iris_l1 on NumPy: no worker maps TensorFlow's library."""
+    models = {m["name"]: m for m in httpx.get(f"{pair.url}/models", timeout=10).json()["models"]}
+    assert models["mnist_cnn"]["engine"] == "onnxruntime" and models["iris_l1"]["engine"] == "numpy"
+    assert models["mnist_cnn"]["twin"]["check"]["zero_counts_equal"] is True
+    workers = _workers(pair)
+    assert len(workers) == 2
+    for worker in workers:
+        libraries = {Path(m.path).name for m in worker.memory_maps()}
+        assert any(name.startswith("libonnxruntime") or "onnxruntime_pybind" in name for name in libraries)
+        assert not [name for name in libraries if "tensorflow" in name], worker.pid
 
 
 # --- clients that are not curl ----------------------------------------------------------------------

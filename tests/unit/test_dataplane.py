@@ -28,8 +28,8 @@ def plane(tmp_path_factory) -> DataPlane:
     np.savez(
         path, w1=rng.normal(size=(4, 12)), b1=rng.normal(size=12) - 0.3, w2=rng.normal(size=(12, 3)), b2=np.zeros(3)
     )
-    card, state = relu_card(path, Calibration(rng.random((90, 4))), toy_kind.open_mlp(path), input_range=(0.0, 1.0))
-    (directory / STATE_FILE).write_bytes(state)
+    card, files = relu_card(path, Calibration(rng.random((90, 4))), toy_kind.open_mlp(path), input_range=(0.0, 1.0))
+    (directory / STATE_FILE).write_bytes(files[STATE_FILE])
     plane = DataPlane(max_image_pixels=10**6)
     plane.use([toy_kind.NumpyMlpRuntime("toy_plane:v1", card, str(path))])
     return plane

@@ -4,6 +4,8 @@ models only through the data plane."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -122,3 +124,19 @@ def test_importing_the_service_module_loads_no_tensorflow(small_store):
         [sys.executable, "-c", code], cwd=ROOT, env=small_store, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_onnx_images_pins_are_the_services_without_tensorflow():
+    """requirements/service-onnx.txt is what scripts/lean_requirements.py writes from service.txt today."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "lean_requirements.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = (ROOT / "requirements" / "service-onnx.txt").read_text().splitlines()
+    names = {line.split("==")[0].lower() for line in lines if "==" in line}
+    assert {"onnxruntime", "bentoml", "uvloop", "orjson", "scikit-learn"} <= names
+    assert not {name for name in names if name.startswith(("tensorflow", "keras", "tensorboard"))}

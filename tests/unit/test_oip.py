@@ -27,8 +27,8 @@ def _toy(directory, tag: str, seed: int):
     np.savez(
         path, w1=rng.normal(size=(4, 12)), b1=rng.normal(size=12) - 0.3, w2=rng.normal(size=(12, 3)), b2=np.zeros(3)
     )
-    card, state = relu_card(path, Calibration(rng.random((90, 4))), toy_kind.open_mlp(path), input_range=(0.0, 1.0))
-    (directory / STATE_FILE).write_bytes(state)
+    card, files = relu_card(path, Calibration(rng.random((90, 4))), toy_kind.open_mlp(path), input_range=(0.0, 1.0))
+    (directory / STATE_FILE).write_bytes(files[STATE_FILE])
     return toy_kind.NumpyMlpRuntime(tag, card, str(path))
 
 

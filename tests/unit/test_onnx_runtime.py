@@ -25,8 +25,8 @@ def registered(tmp_path_factory) -> tuple[OnnxReluCard, Path]:
     directory = tmp_path_factory.mktemp("onnx-model")
     path = directory / OnnxReluCard.MODEL_FILE
     path.write_bytes(cnn().SerializeToString())
-    card, state = relu_card(path, Calibration(calibration(90)), open_onnx(path), input_range=(0.0, 1.0))
-    (directory / STATE_FILE).write_bytes(state)
+    card, files = relu_card(path, Calibration(calibration(90)), open_onnx(path), input_range=(0.0, 1.0))
+    (directory / STATE_FILE).write_bytes(files[STATE_FILE])
     return card, path
 
 
@@ -63,8 +63,8 @@ def test_a_colour_channels_first_model_takes_uploaded_pictures_as_rgb_planes(tmp
     path = tmp_path / OnnxReluCard.MODEL_FILE
     path.write_bytes(cnn(2, channels=3).SerializeToString())
     x = calibration(90, seed=3, channels=3)
-    card, state = relu_card(path, Calibration(x), open_onnx(path), input_range=(0.0, 1.0), preprocessing="resize")
-    (tmp_path / STATE_FILE).write_bytes(state)
+    card, files = relu_card(path, Calibration(x), open_onnx(path), input_range=(0.0, 1.0), preprocessing="resize")
+    (tmp_path / STATE_FILE).write_bytes(files[STATE_FILE])
     assert card.input_shape == [3, 12, 12] and card.image_shaped
     runtime = OnnxReluRuntime("colour:1", card, str(path))
     picture = Image.new("RGB", (12, 12), (255, 0, 0))  # red on the left, blue on the right: nothing to resize
