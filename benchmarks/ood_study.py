@@ -368,10 +368,10 @@ def main(argv: list[str] | None = None) -> int:
     set_tensorflow_threads(1, 1)
 
     from benchmarks.ood_sets import evaluation_sets
-    from modelstore.kinds import from_store
+    from modelstore.kinds import LoadOptions, from_store
     from training.data import load_mnist_5k
 
-    runtime = from_store(args.model)
+    runtime = from_store(args.model, LoadOptions(keras_engine="tensorflow"))  # the study reads the Keras model
     runtime.warm_up()
     model = runtime.probe.model
     split = load_mnist_5k(seed=0)

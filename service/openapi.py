@@ -107,6 +107,12 @@ def _card_schema(card: type[ModelCard], title: str, what: str) -> tuple[dict, di
         "tag": {"type": "string", "description": "the model's tag in the BentoML store"},
     }
     properties |= {name: value for name, value in schema["properties"].items() if name in public}
+    properties["engine"] = {
+        "type": "string",
+        "enum": ["onnxruntime", "tensorflow", "numpy"],
+        "description": "what computes this model's answers in this service (a Keras model with a checked ONNX twin: "
+        "onnxruntime, unless KERAS_ENGINE=tensorflow)",
+    }
     required = ["name", "tag", *(name for name in schema.get("required", []) if name in public)]
     entry = {"type": "object", "title": title, "description": what, "properties": properties, "required": required}
     return entry, schema.get("$defs", {})

@@ -18,6 +18,7 @@ from sparsity.onnx_graph import (
     SHARES,
     OnnxModelError,
     ProbedTensor,
+    _Constants,
     counting_model,
     survey,
     with_outputs,
@@ -141,3 +142,46 @@ class OnnxProbe:
     def run_batched(self, x: np.ndarray, batch_size: int = 512) -> ProbeResult:
         """``run`` over a large array in chunks."""
         return in_chunks(self.run, x, batch_size)
+
+
+TIE_TOLERANCE = 1e-6
+"""A ReLU-family node's input within this share of the layer's largest input magnitude (for that input) of zero
+is a rounding tie: there, the order of a sum's arithmetic can decide between an exact zero and a unit on."""
+
+
+def near_zero_counts(
+    model: onnx.ModelProto,
+    layers: list[ProbedTensor],
+    x: np.ndarray,
+    tolerance: float = TIE_TOLERANCE,
+    input_name: str | None = None,
+) -> dict[str, np.ndarray]:
+    """Per layer, (N, units): how many of each unit's positions have an input to the ReLU-family node within
+    ``tolerance`` of zero (relative to the layer's largest input magnitude on that item): where two engines may
+    disagree on a zero by rounding alone. Layers whose op has no such input (``ThresholdedRelu``) get zeros.
+    Run as the counting copy runs (no layout optimisations); ``model`` may be the counting copy itself (then
+    give its ``input_name``)."""
+    constants = _Constants(model.graph)
+    producers = {output: node for node in model.graph.node for output in node.output}
+    inputs: dict[str, str] = {}
+    for layer in layers:
+        node = producers[layer.tensor]
+        if node.op_type in ("Relu", "Clip"):
+            inputs[layer.name] = node.input[0]
+        elif node.op_type == "Max":
+            inputs[layer.name] = next(name for name in node.input if not constants.is_zero(name))
+    input_name = input_name or survey(model).input_name
+    names = list(dict.fromkeys(inputs.values()))
+    outputs = session(with_outputs(model, names), layout_optimizations=False).run(names, {input_name: x})
+    values = dict(zip(names, outputs, strict=True))
+    counts = {}
+    for layer in layers:
+        if layer.name not in inputs:
+            counts[layer.name] = np.zeros((len(x), layer.units), dtype=np.int64)
+            continue
+        magnitude = np.abs(np.asarray(values[inputs[layer.name]], dtype=np.float64))
+        scale = magnitude.reshape(len(x), -1).max(axis=1)
+        near = magnitude <= (tolerance * scale).reshape(-1, *([1] * (magnitude.ndim - 1)))
+        near = np.moveaxis(near, 1 if layer.axis == 1 else -1, 1).reshape(len(x), layer.units, -1)
+        counts[layer.name] = near.sum(axis=2)
+    return counts

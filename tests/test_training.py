@@ -240,7 +240,7 @@ def test_presets_options_and_pruning_step(args, values, overrides, prune):
 
 @pytest.mark.slow
 def test_typicality_is_calibrated_and_flags_noise_blank_and_inverted_digits(trained):
-    from modelstore.kinds import from_store
+    from modelstore.kinds import LoadOptions, from_store
     from sparsity.typicality import TypicalityModel
 
     stored = bentoml.models.get(trained["mnist"]["tag"])
@@ -259,6 +259,10 @@ def test_typicality_is_calibrated_and_flags_noise_blank_and_inverted_digits(trai
     assert flagged(np.zeros((100, 28, 28), dtype=np.float32)) >= 0.95
     assert flagged(1.0 - split.x_test[:100]) >= 0.95
     assert flagged(split.x_test[:500]) <= 0.05
-    # the served score, computed inside the probe's compiled call, is the detector's NumPy score
-    result = runtime.probe.run(split.x_test[:50])
-    np.testing.assert_allclose(result.scores, runtime.detector.scores(result.shares), rtol=1e-5, atol=1e-4)
+    # on TensorFlow the score is computed inside the probe's compiled call: it is the detector's NumPy score,
+    # and the one the twin serves
+    assert runtime.engine == "onnxruntime"
+    on_tensorflow = from_store(trained["mnist"]["tag"], LoadOptions(keras_engine="tensorflow"))
+    result = on_tensorflow.probe.run(split.x_test[:50])
+    np.testing.assert_allclose(result.scores, on_tensorflow.detector.scores(result.shares), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(runtime.predict(split.x_test[:50]).scores, result.scores, rtol=1e-5, atol=1e-4)

@@ -78,7 +78,8 @@ def test_workers_serving_only_the_twin_and_a_linear_model_never_load_tensorflow(
     """mnist_cnn runs on its checked ONNX twin and iris_l1 on NumPy: no worker maps TensorFlow's library."""
     models = {m["name"]: m for m in httpx.get(f"{pair.url}/models", timeout=10).json()["models"]}
     assert models["mnist_cnn"]["engine"] == "onnxruntime" and models["iris_l1"]["engine"] == "numpy"
-    assert models["mnist_cnn"]["twin"]["check"]["zero_counts_equal"] is True
+    check = models["mnist_cnn"]["twin"]["check"]
+    assert check["items"] >= 30 and check["rounding_ties"] <= check["activations"] * 1e-6
     workers = _workers(pair)
     assert len(workers) == 2
     for worker in workers:

@@ -6,9 +6,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import keras
 import numpy as np
+import onnx
 import pytest
 from onnx import numpy_helper
 
@@ -77,6 +79,7 @@ def test_the_twin_counts_every_zero_keras_counts_under_the_keras_names(cnn):
     np.testing.assert_allclose(twin_result.probabilities, keras_result.probabilities, atol=1e-5)
     check, problem = compare_twin(probe, twin_probe, x, keras_result)
     assert problem is None and check.items == 300 and check.max_probability_difference <= 1e-5
+    assert check.zero_counts_equal and check.rounding_ties == 0
 
 
 def test_a_layer_without_a_node_and_a_node_without_a_layer_are_named(cnn):
@@ -159,3 +162,54 @@ def test_a_process_serving_the_twin_never_imports_tensorflow(cnn, tmp_path, bent
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["onnxruntime", "False", "False"]
+
+
+def _tie_model() -> onnx.ModelProto:
+    """input (N, 2) -> MatMul -> Relu "hidden" (3 units) -> MatMul -> Softmax; on [1, -1] unit 0's input is
+    exactly 0 (a tie), units 1 and 2 get 2 and 3."""
+    from onnx import TensorProto, helper
+
+    w1 = numpy_helper.from_array(np.array([[1, 1, 2], [1, -1, -1]], np.float32), "w1")
+    w2 = numpy_helper.from_array(np.ones((3, 2), np.float32), "w2")
+    nodes = [
+        helper.make_node("MatMul", ["input", "w1"], ["pre"]),
+        helper.make_node("Relu", ["pre"], ["on"], name="hidden"),
+        helper.make_node("MatMul", ["on", "w2"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["scores"], axis=-1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tie",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 2])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", 2])],
+        [w1, w2],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 10
+    return model
+
+
+@pytest.mark.parametrize(("unit", "accepted"), [(0, True), (1, False)])
+def test_a_difference_is_accepted_only_at_a_rounding_tie(unit, accepted):
+    twin_probe = OnnxProbe(_tie_model(), output="probabilities")
+    x = np.array([[1.0, -1.0], [0.5, 0.25]], np.float32)
+    keras_like = twin_probe.run(x)  # what "Keras" computed: the same, but unit `unit` of item 0 on/off the other way
+    keras_like.shares = keras_like.shares.copy()
+    keras_like.shares[0, unit] = 1.0 - keras_like.shares[0, unit]
+    keras_like.layer_sparsity = {"hidden": 1.0 - keras_like.shares.mean(axis=1)}
+    probe = SimpleNamespace(layers=twin_probe.layers)
+    check, problem = compare_twin(probe, twin_probe, x, keras_like)
+    if accepted:
+        assert problem is None
+        assert (check.rounding_ties, check.tie_items, check.unit_counts_equal, check.zero_counts_equal) == (
+            1,
+            1,
+            False,
+            False,
+        )
+        assert check.activations == 6
+    else:
+        assert check is None
+        assert problem == (
+            "the ONNX twin's zero counts differ from Keras' in layer hidden on 1 of 2 items, beyond rounding ties"
+        )
