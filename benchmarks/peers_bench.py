@@ -246,15 +246,17 @@ def reference(onnx_file: str, x: np.ndarray) -> np.ndarray:
     return run(open_session(onnx_file), x)
 
 
-def tree_rss_mb(pid: int) -> float:
+def tree_rss_mb(pid: int) -> tuple[float, list[dict]]:
+    """The resident MB of the process tree of ``pid``, and of each process in it (its command, shortened)."""
     import psutil
 
     root = psutil.Process(pid)
-    total = 0
+    processes = []
     for process in [root, *root.children(recursive=True)]:
         with contextlib.suppress(psutil.NoSuchProcess):
-            total += process.memory_info().rss
-    return total / 2**20
+            command = " ".join(process.cmdline())[:100]
+            processes.append({"command": command, "rss_mb": process.memory_info().rss / 2**20})
+    return sum(p["rss_mb"] for p in processes), processes
 
 
 def start(system: System, work: Path) -> tuple[subprocess.Popen, str, float, object]:
@@ -371,7 +373,7 @@ def measure(system: System, x: np.ndarray, expected: np.ndarray, seconds: int, w
                 )
             answer = httpx.post(url + route.path, json=route.body(x), timeout=30)
             entry["batch_answer_bytes"] = len(answer.content)
-        result["rss_mb"] = tree_rss_mb(process.pid)
+        result["rss_mb"], result["processes"] = tree_rss_mb(process.pid)
     finally:
         stop(process, log)
     return result

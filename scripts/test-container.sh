@@ -182,9 +182,11 @@ done
 say "start-up summary in the service's log:${summary#]}"
 # each worker's resident memory, read inside the container (after the start-up, before any request)
 worker_rss=$(podman exec "$container" /app/.venv/bin/python -c '
-import glob
+import glob, os
 sizes = []
 for d in glob.glob("/proc/[0-9]*"):
+    if d == f"/proc/{os.getpid()}":  # this script: its own command line holds the text it looks for
+        continue
     try:
         cmdline = open(d + "/cmdline", "rb").read().replace(b"\0", b" ")
         status = open(d + "/status").read()

@@ -131,6 +131,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TF_INTER_OP_THREADS", "tf_inter_threads", 1, whole(1, 256), "TensorFlow ops run in parallel"),
     Setting("ONNX_INTRA_OP_THREADS", "onnx_intra_threads", 1, whole(1, 256), "ONNX Runtime threads inside one op"),
     Setting(
+        "NUMPY_THREADS",
+        "numpy_threads",
+        1,
+        whole(1, 256),
+        "BLAS threads per worker for NumPy's matrix products (the typicality score)",
+    ),
+    Setting(
         "KERAS_ENGINE",
         "keras_engine",
         "auto",
@@ -210,6 +217,7 @@ class Settings:
     tf_inter_threads: int
     onnx_intra_threads: int
     keras_engine: str
+    numpy_threads: int
     max_body_bytes: int
     max_drain_bytes: int
     body_timeout: float

@@ -56,6 +56,7 @@ class SparsityService:
         self._ready = False
         if IN_WORKER:
             watchdog.exit_with_parent()
+            self._blas = app.limit_numpy_threads(CONFIGURATION.settings.numpy_threads)
         self.plane = PLANE
         worker = bentoml.server_context.worker_index or 1
         desired = STATE.read()  # what the other workers serve: the audited models, or what loads changed since

@@ -14,6 +14,7 @@ BAD = {
     "TF_INTER_OP_THREADS": ["0", "257"],
     "ONNX_INTRA_OP_THREADS": ["0", "257"],
     "KERAS_ENGINE": ["onnx", "torch", "tensorflow,auto"],
+    "NUMPY_THREADS": ["0", "257", "all"],
     "MAX_BODY_BYTES": ["100", "16MB", str(2**31)],
     "MAX_DRAIN_BYTES": ["-1", "lots"],
     "BODY_TIMEOUT_SECONDS": ["0", "nan", "3601", "soon"],
