@@ -156,6 +156,18 @@ OWN = Route(
     _own_probabilities,
     npy_path=f"/models/{MODEL}/predict_batch",
 )
+PEER_V2 = Route("V2", "/v2/models/mnist/infer", v2_body, v2_probabilities)
+"""The peers' Open Inference Protocol route (KServe V2, MLServer)."""
+
+
+def _mlserver_system(parallel: bool) -> System:
+    label = "parallel workers (default)" if parallel else "one process"
+    name = "mlserver-parallel" if parallel else "mlserver"
+    return System(
+        name, f"MLServer 1.7.1, {label}", "mlserver", "/v2/models/mnist/ready", [PEER_V2], _mlserver(parallel)
+    )
+
+
 OIP = Route("Open Inference Protocol", f"/v2/models/{MODEL}/infer", v2_body, v2_probabilities)
 SYSTEMS = [
     System(
@@ -170,26 +182,12 @@ SYSTEMS = [
                 lambda x: {"instances": x.tolist()},
                 lambda a: np.asarray(a["predictions"]),
             ),
-            Route("V2", "/v2/models/mnist/infer", v2_body, v2_probabilities),
+            PEER_V2,
         ],
         _kserve,
     ),
-    System(
-        "mlserver",
-        "MLServer 1.7.1, one process",
-        "mlserver",
-        "/v2/models/mnist/ready",
-        [Route("V2", "/v2/models/mnist/infer", v2_body, v2_probabilities)],
-        _mlserver(parallel=False),
-    ),
-    System(
-        "mlserver-parallel",
-        "MLServer 1.7.1, parallel workers (default)",
-        "mlserver",
-        "/v2/models/mnist/ready",
-        [Route("V2", "/v2/models/mnist/infer", v2_body, v2_probabilities)],
-        _mlserver(parallel=True),
-    ),
+    _mlserver_system(parallel=False),
+    _mlserver_system(parallel=True),
     System(
         "bentoml",
         "plain BentoML 1.4.40",
