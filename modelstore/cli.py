@@ -1,5 +1,6 @@
 """``python -m modelstore register MODEL --name NAME --calibration CAL.npy [...]``: options and runner
-(``python -m training register`` is the same command under its first name).
+(``python -m training register`` is the same command under its first name); ``python -m modelstore compare
+NAME:V1 NAME:V2 --inputs X.npy``: two stored versions on a data set, compared as a shadow compares them.
 
 Every refusal is one line on stderr, ``error: <what> <why>``, and exit status 2.
 """
@@ -90,6 +91,57 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_compare_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.description = (
+        "Run two stored versions on the same inputs and compare them as a shadow does on live traffic: label "
+        "agreement, the mean total variation distance between their probabilities, each layer's mean exact-zero "
+        "share in both, both versions' typicality flags and the candidate's dead units. Prints the figures and "
+        "writes them as JSON (the shape of GET /models/NAME/shadow's comparison)."
+    )
+    parser.add_argument("primary", help="the version serving now, NAME:VERSION (or NAME:latest)")
+    parser.add_argument("candidate", help="the version to check, NAME:VERSION")
+    parser.add_argument("--inputs", type=Path, required=True, help="a .npy array (N, *input shape), as the model takes")
+    parser.add_argument("--out", type=Path, help="where to write the JSON (default compare-NAME-V1-V2.json)")
+    return parser
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    import json
+
+    import numpy as np
+
+    from modelstore.audit import audit
+    from modelstore.compare import IncomparableVersions, compare_on, summary_lines
+    from modelstore.kinds import from_store
+    from modelstore.register import RegistrationError, load_array
+    from sparsity.errors import InvalidInputError
+
+    try:
+        add_plugin_kinds()
+        runtimes = []
+        for tag in (args.primary, args.candidate):
+            candidate = audit(tag if ":" in tag else f"{tag}:latest")
+            if not candidate.accepted:
+                raise RegistrationError(candidate.problem)
+            runtimes.append(from_store(candidate.tag))
+        x = load_array(args.inputs, "--inputs")
+        if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
+            raise RegistrationError(f"--inputs {args.inputs}: must hold real numbers, not {x.dtype}")
+        figures = compare_on(*runtimes, x.astype(np.float32, copy=False))
+    except (RegistrationError, IncomparableVersions) as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    except InvalidInputError as exc:
+        print(f"error: --inputs {args.inputs}: {exc}", file=sys.stderr, flush=True)
+        return 2
+    primary, candidate = runtimes
+    out = args.out or Path(f"compare-{primary.name}-{primary.version}-{candidate.version}.json")
+    record = {"primary": primary.tag, "candidate": candidate.tag, "inputs_file": str(args.inputs), **figures}
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    print("\n".join([*summary_lines(primary.tag, candidate.tag, figures), f"written to {out}"]), flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from sparsity import logs
 
@@ -100,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     register = commands.add_parser("register", help="register your own model with a calibration set")
     add_arguments(register).set_defaults(run=run)
+    compare = commands.add_parser("compare", help="compare two stored versions on a data set")
+    add_compare_arguments(compare).set_defaults(run=run_compare)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     logs.configure(logging.INFO)
     return args.run(args)

@@ -12,17 +12,19 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import secrets
 import shutil
 import sys
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import bentoml
 from starlette.applications import Starlette
 from starlette.responses import RedirectResponse
 from starlette.routing import Route
 
-from modelstore.audit import Candidate, NothingToServe, candidates
+from modelstore.audit import Candidate, NothingToServe, audit, candidates
 from modelstore.kinds import PLUGIN_SETTING, LoadOptions, add_kinds_from
 from service import __version__, exposition, logs, metrics, openapi, routes
 from service.config import Settings, SettingsError
@@ -33,6 +35,8 @@ from service.modelroutes import ModelRoutes
 from service.oiproutes import OipRoutes
 from service.pages import Pages
 from service.repository import STATE_DIR_ENV, Manager, SharedState
+from service.shadow import ShadowSpec
+from service.shadowroutes import ShadowRoutes
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +47,7 @@ class Configuration:
 
     settings: Settings
     candidates: list[Candidate]
+    shadows: dict[str, ShadowSpec] = field(default_factory=dict)  # SHADOW: each name's, at start
 
     @property
     def accepted(self) -> list[Candidate]:
@@ -71,7 +76,32 @@ def configure(environ: Mapping[str, str] | None = None) -> Configuration:
         add_kinds_from(settings.model_kinds)
     except ValueError as exc:
         raise SettingsError(PLUGIN_SETTING, ",".join(settings.model_kinds), str(exc)) from None
-    return Configuration(settings, candidates(settings.served_models))
+    found = candidates(settings.served_models)
+    shadows, extra = start_shadows(settings, found)
+    return Configuration(settings, found + extra, shadows)
+
+
+def start_shadows(settings: Settings, found: list[Candidate]) -> tuple[dict[str, ShadowSpec], list[Candidate]]:
+    """``SHADOW``'s specs, each primary the newest served version of its name, and the candidate versions that are
+    not served yet (audited). SettingsError when a candidate is not in the store or refused, or its name is not
+    served."""
+    import bentoml
+
+    specs, extra = {}, []
+    raw = ",".join(":".join(map(str, spec)) for spec in settings.shadows)
+    for name, version, share, mode in settings.shadows:
+        candidate = next((c for c in found if c.tag == f"{name}:{version}"), None) or audit(f"{name}:{version}")
+        if not candidate.accepted:
+            raise SettingsError("SHADOW", raw, candidate.problem)
+        served = [c.tag for c in found if c.accepted and c.name == name and c.tag != candidate.tag]
+        if not served:
+            raise SettingsError("SHADOW", raw, f"model {name} has no other version served to be its primary")
+        primary = max(served, key=lambda tag: bentoml.models.get(tag).info.creation_time)
+        created = ShadowSpec(name, primary.partition(":")[2], candidate.tag.partition(":")[2], share, mode)
+        specs[name] = replace(created, id=secrets.token_hex(4), since=time.time(), loaded=True)
+        if candidate not in found:
+            extra.append(candidate)
+    return specs, extra
 
 
 def configure_or_exit(in_worker: bool) -> Configuration:
@@ -96,7 +126,7 @@ def shared_state(configuration: Configuration, in_worker: bool) -> SharedState:
     directory = os.environ.get(STATE_DIR_ENV)
     if in_worker and directory:
         return SharedState(directory)
-    state = SharedState.create([c.tag for c in configuration.accepted])
+    state = SharedState.create([c.tag for c in configuration.accepted], configuration.shadows)
     os.environ[STATE_DIR_ENV] = str(state.directory)
     if not in_worker:
         atexit.register(shutil.rmtree, state.directory, ignore_errors=True)
@@ -105,7 +135,7 @@ def shared_state(configuration: Configuration, in_worker: bool) -> SharedState:
 
 def plane_for(configuration: Configuration) -> DataPlane:
     s = configuration.settings
-    return DataPlane(s.max_image_pixels, s.max_unit_series, s.expose_examples)
+    return DataPlane(s.max_image_pixels, s.max_unit_series, s.expose_examples, s.shadow_queue_items)
 
 
 def manager_for(configuration: Configuration, state: SharedState) -> Manager:
@@ -152,7 +182,12 @@ def serve(cls: type, configuration: Configuration, plane: DataPlane, manager: Ma
         max_drain_bytes=settings.max_drain_bytes,
         body_timeout=settings.body_timeout,
     )
-    keep = lambda: {tuple(tag.split(":", 1)) for tag in manager.state.read().models}  # noqa: E731
+
+    def keep() -> set[tuple[str, str]]:
+        desired = manager.state.read()
+        shadows = {("shadow", spec.id) for spec in desired.shadows.values()}
+        return {tuple(tag.split(":", 1)) for tag in desired.models} | shadows
+
     service.add_asgi_middleware(exposition.Exposition, keep=keep)  # /metrics without unloaded versions
     service.add_asgi_middleware(
         KeyGuard,
@@ -160,6 +195,7 @@ def serve(cls: type, configuration: Configuration, plane: DataPlane, manager: Ma
         inference=KeyFile(settings.inference_key_file) if settings.inference_key_file else None,
     )
     service.add_asgi_middleware(OipRoutes, plane=plane, manager=manager)
+    service.add_asgi_middleware(ShadowRoutes, plane=plane, manager=manager)
     service.add_asgi_middleware(ModelRoutes, plane=plane)  # inside the guard: 415 and 413 are answered before it
     service.add_asgi_middleware(Pages)  # / without BentoML's tracker, and the introspection page /ui
     service.add_asgi_middleware(

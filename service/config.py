@@ -94,6 +94,31 @@ def model_tags(raw: str) -> tuple[str, ...]:
     return tags
 
 
+def shadows(raw: str) -> tuple[tuple[str, str, float, str], ...]:
+    """``name:version:share[:mode],...``: a shadow (mode mirror, the default) or canary per name, at start."""
+    rule = (
+        "must be comma-separated name:version:share[:mode], a share from 0 to 1, mode mirror or canary, "
+        "each name once (e.g. mnist_cnn:v2:0.25)"
+    )
+    specs = []
+    for part in raw.split(","):
+        fields = [f.strip() for f in part.strip().split(":")]
+        if len(fields) == 3:
+            fields.append("mirror")
+        if len(fields) != 4 or not _TAG.match(f"{fields[0]}:{fields[1]}") or fields[3] not in ("mirror", "canary"):
+            raise ValueError(rule)
+        try:
+            share = float(fields[2])
+        except ValueError:
+            raise ValueError(rule) from None
+        if not 0 <= share <= 1:  # also refuses nan
+            raise ValueError(rule)
+        specs.append((fields[0], fields[1], share, fields[3]))
+    if len({name for name, *_ in specs}) != len(specs):
+        raise ValueError(rule)
+    return tuple(specs)
+
+
 def key_file(raw: str) -> str:
     """A readable file of keys (one per line)."""
     path = raw.strip()
@@ -185,6 +210,21 @@ SETTINGS: tuple[Setting, ...] = (
         "a model with more ReLU units than this gets per-layer never-fired counts instead of per-unit series",
     ),
     Setting(
+        "SHADOW",
+        "shadows",
+        (),
+        shadows,
+        "at start, name:version:share[:mode],...: mirror share of each name's requests to that version (mode "
+        "canary: answer them with it); PUT /models/NAME/shadow does it while serving",
+    ),
+    Setting(
+        "SHADOW_QUEUE_ITEMS",
+        "shadow_queue_items",
+        1024,
+        whole(1, 1_000_000),
+        "inputs a worker's shadow queue holds; past it, shadow work is dropped (and counted), never the primary's",
+    ),
+    Setting(
         "MANAGEMENT_KEY_FILE",
         "management_key_file",
         None,
@@ -226,6 +266,8 @@ class Settings:
     poll_seconds: float
     load_timeout: float
     max_unit_series: int
+    shadows: tuple[tuple[str, str, float, str], ...]
+    shadow_queue_items: int
     management_key_file: str | None
     inference_key_file: str | None
     expose_examples: bool

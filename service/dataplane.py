@@ -15,7 +15,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -29,6 +30,7 @@ from service.codecs.json_inputs import inputs_from_json
 from service.codecs.npy import decode_npy
 from service.codecs.pictures import picture_to_input
 from service.codecs.responses import DETAILS, predict_json
+from service.shadow import ShadowRunner, ShadowSpec, role_headers
 from sparsity.errors import InvalidInputError
 
 log = logging.getLogger(__name__)
@@ -90,10 +92,17 @@ class DataPlane:
 
     A model is *loaded* (a runtime in memory, checked) before it *serves* (its name's routes and its version's
     routes find it); :meth:`switch` changes what serves in one step, so a request sees the old set or the new
-    one, never a half. Of several serving versions of a name, the newest stored answers the unversioned routes.
+    one, never a half. Of several serving versions of a name, the newest stored answers the unversioned routes,
+    unless a shadow pins its primary (:mod:`service.shadow`).
     """
 
-    def __init__(self, max_image_pixels: int, max_unit_series: int = 1024, expose_examples: bool = True) -> None:
+    def __init__(
+        self,
+        max_image_pixels: int,
+        max_unit_series: int = 1024,
+        expose_examples: bool = True,
+        shadow_queue_items: int = 1024,
+    ) -> None:
         self.max_image_pixels = max_image_pixels
         self.expose_examples = expose_examples
         self.loaded: dict[str, Runtime] = {}  # tag -> runtime
@@ -102,6 +111,8 @@ class DataPlane:
         self.recorder = metrics.Recorder(max_unit_series=max_unit_series)
         self._in_flight: dict[str, int] = {}
         self._lock = threading.Lock()
+        self.shadow_specs: dict[str, ShadowSpec] = {}  # name -> its shadow or canary, as the served set says
+        self.shadows = ShadowRunner(self, shadow_queue_items)
 
     def load_one(self, candidate: Candidate, stored, options: LoadOptions) -> Runtime:
         """Load an audited candidate from its stored model, warm it up and replay its card's examples
@@ -164,17 +175,23 @@ class DataPlane:
             self.loaded[runtime.tag] = runtime
         self.switch([*self.serving_tags(), *(r.tag for r in runtimes)])
 
-    def switch(self, tags: Iterable[str]) -> None:
-        """Serve exactly these loaded tags from now on (unknown tags are skipped)."""
+    def switch(self, tags: Iterable[str], shadows: dict[str, ShadowSpec] | None = None) -> None:
+        """Serve exactly these loaded tags from now on (unknown tags are skipped), with these shadows (None:
+        the same as before). A shadow's primary answers its name, whichever version is newer."""
+        if shadows is not None:
+            self.shadow_specs = dict(shadows)
         serving: dict[str, list[Runtime]] = {}
         for tag in dict.fromkeys(tags):
             runtime = self.loaded.get(tag)
             if runtime is not None:
                 self.recorder.add(runtime)
                 serving.setdefault(runtime.name, []).append(runtime)
-        for versions in serving.values():
-            versions.sort(key=lambda r: (r.created, r.version), reverse=True)
+        for name, versions in serving.items():
+            spec = self.shadow_specs.get(name)
+            pinned = None if spec is None else spec.primary_tag
+            versions.sort(key=lambda r: (r.tag == pinned, r.created, r.version), reverse=True)
         self.serving = serving  # one assignment: a request sees the old set or the new one
+        self.shadows.configure(self.shadow_specs)
 
     def serving_tags(self) -> list[str]:
         return [runtime.tag for versions in self.serving.values() for runtime in versions]
@@ -207,6 +224,31 @@ class DataPlane:
                 if runtime.version == version:
                     return runtime
         raise ModelNotFound(name, version)
+
+    def choose(self, name: str, key: bytes | None = None) -> tuple[Runtime, tuple]:
+        """The runtime that answers a request to ``name`` (a canary's candidate for its share of them, sticky by
+        ``key``) and the headers that say which, when ``name`` has a shadow or a canary (else none)."""
+        primary = self.model(name)
+        if name not in self.shadow_specs:
+            return primary, ()
+        chosen = self.shadows.choose(name, key)
+        if chosen is not None and chosen[1] == "candidate":
+            candidate = self.loaded.get(chosen[0].candidate_tag)
+            if candidate is not None:
+                return candidate, role_headers(candidate, "candidate")
+        return primary, role_headers(primary, "primary")
+
+    @contextmanager
+    def using(self, runtime: Runtime) -> Iterator[Runtime]:
+        """Count ``runtime`` in flight while the block runs (a release waits for it)."""
+        tag = runtime.tag
+        with self._lock:
+            self._in_flight[tag] = self._in_flight.get(tag, 0) + 1
+        try:
+            yield runtime
+        finally:
+            with self._lock:
+                self._in_flight[tag] -= 1
 
     def versions(self, name: str) -> list[str]:
         """The serving versions of ``name``, newest first."""
@@ -246,21 +288,18 @@ class DataPlane:
     # --- inference
 
     def infer(self, runtime: Runtime, x: np.ndarray) -> Prediction:
-        """One forward pass with its sparsity, recorded in the metrics. Raises InvalidInput."""
-        tag = runtime.tag
-        with self._lock:
-            self._in_flight[tag] = self._in_flight.get(tag, 0) + 1
-        try:
+        """One forward pass with its sparsity, recorded in the metrics, and offered to the runtime's shadow if
+        it has one (a queue append). Raises InvalidInput."""
+        with self.using(runtime):
             start = time.perf_counter()
             try:
                 prediction = runtime.predict(x)
             except InvalidInputError as exc:
                 raise InvalidInput.of(exc) from None
             self.recorder.record(runtime, prediction, time.perf_counter() - start)
-            return prediction
-        finally:
-            with self._lock:
-                self._in_flight[tag] -= 1
+        if self.shadows.mirrors:
+            self.shadows.offer(runtime, x, prediction)
+        return prediction
 
     def infer_json(self, runtime: Runtime, x: np.ndarray, detail: str | None = None) -> bytes:
         """:meth:`infer` answered as the JSON body every prediction route gives."""

@@ -1,8 +1,9 @@
 """``GET /metrics`` without the series of unloaded versions, and request series with bounded labels.
 
-- Prometheus' multiprocess files keep every series a worker ever wrote, so an unloaded version would stay
-  in BentoML's ``/metrics`` for as long as the service runs. :class:`Exposition` answers ``/metrics`` itself:
-  the same multiprocess collection, without the samples whose ``(model, version)`` is no longer loaded.
+- Prometheus' multiprocess files keep every series a worker ever wrote, so an unloaded version (or a removed
+  shadow) would stay in BentoML's ``/metrics`` for as long as the service runs. :class:`Exposition` answers
+  ``/metrics`` itself: the same multiprocess collection, without the samples of versions no longer loaded
+  and of shadows no longer set.
 - BentoML labels its request series with the raw path: every path a client invents adds series.
   :class:`BoundedTrafficMetrics` labels them with the route instead (:func:`service.routes.endpoint_label`).
 """
@@ -28,25 +29,39 @@ class _Families:
         return self.families
 
 
-def render(keep: Callable[[], set[tuple[str, str]]]) -> bytes:
-    """The exposition of every worker's series, the ``(model, version)`` pairs not in ``keep()`` left out."""
+def collect(keep: Callable[[], set[tuple[str, str]]] | None = None) -> list:
+    """Every worker's metric families (this process's alone without a multiprocess directory), the series of
+    ``(model, version)`` pairs and of shadows (``("shadow", id)``) not in ``keep()`` left out (None: all kept)."""
     import prometheus_client
     from prometheus_client.multiprocess import MultiProcessCollector
 
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if not directory:
-        return prometheus_client.generate_latest()
-    kept = keep()
+        return list(prometheus_client.REGISTRY.collect())
     families = list(MultiProcessCollector(None, directory).collect())
+    if keep is None:
+        return families
+    kept = keep()
     for family in families:
-        family.samples = [
-            s
-            for s in family.samples
-            if "version" not in s.labels or (s.labels.get("model"), s.labels["version"]) in kept
-        ]
+        family.samples = [s for s in family.samples if _kept(s.labels, kept)]
         if family.type == "histogram":  # buckets, then count, then sum, per series (as BentoML orders them)
             family.samples.sort(key=_histogram_order)
-    return prometheus_client.generate_latest(_Families(families))
+    return families
+
+
+def _kept(labels: dict, kept: set[tuple[str, str]]) -> bool:
+    if "shadow_id" in labels:
+        return ("shadow", labels["shadow_id"]) in kept
+    return "version" not in labels or (labels.get("model"), labels["version"]) in kept
+
+
+def render(keep: Callable[[], set[tuple[str, str]]]) -> bytes:
+    """The exposition of every worker's series, the ``(model, version)`` pairs not in ``keep()`` left out."""
+    import prometheus_client
+
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return prometheus_client.generate_latest()
+    return prometheus_client.generate_latest(_Families(collect(keep)))
 
 
 def _histogram_order(sample) -> tuple:

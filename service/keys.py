@@ -1,7 +1,8 @@
 """Keys: who may manage the models and who may ask them.
 
-- ``MANAGEMENT_KEY_FILE``: the repository routes (``/v2/repository/...``: index, load, unload) answer only a
-  request with ``Authorization: Bearer <key>`` of a key in that file. Unset, they are off: 403, saying how
+- ``MANAGEMENT_KEY_FILE``: the repository routes (``/v2/repository/...``: index, load, unload) and setting or
+  removing a shadow (``PUT``/``DELETE /models/{name}/shadow``) answer only a request with
+  ``Authorization: Bearer <key>`` of a key in that file. Unset, they are off: 403, saying how
   to turn them on (an open load route lets anyone who reaches the port choose what runs).
 - ``INFERENCE_KEY_FILE``: when set, every other route that shows or asks a model needs a key from that file:
   the prediction routes (the project's, the aliases, the Open Inference Protocol's), ``/models`` and its
@@ -111,13 +112,20 @@ def bearer(headers: list[tuple[bytes, bytes]]) -> tuple[bytes | None, str | None
     return key, None
 
 
-def needs(path: str) -> str | None:
-    """Which key a path needs: "management", "inference" or None (open)."""
+def needs(path: str, method: str = "GET") -> str | None:
+    """Which key a request needs: "management", "inference" or None (open)."""
     if path == MANAGEMENT_PREFIX or path.startswith(MANAGEMENT_PREFIX + "/"):
+        return "management"
+    if method not in ("GET", "HEAD") and _is_shadow(path):
         return "management"
     if path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
         return None
     return "inference"
+
+
+def _is_shadow(path: str) -> bool:
+    parts = path.rstrip("/").split("/")
+    return len(parts) == 4 and parts[:2] == ["", "models"] and parts[3] == "shadow"
 
 
 class KeyGuard:
@@ -131,13 +139,14 @@ class KeyGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        need = needs(scope["path"])
+        need = needs(scope["path"], scope.get("method", "GET"))
         refusal = None
         if need == "management":
             if self.management is None:
                 refusal = (
                     403,
-                    "the repository routes are off: set MANAGEMENT_KEY_FILE to a file of keys to turn them on",
+                    "the management routes (the repository's, setting a shadow) are off: set MANAGEMENT_KEY_FILE "
+                    "to a file of keys to turn them on",
                 )
             else:
                 refusal = self._check(scope, self.management)
@@ -146,7 +155,7 @@ class KeyGuard:
         if refusal is None:
             await self.app(scope, receive, send)
             return
-        if scope.get("method") == "POST":
+        if scope.get("method") in ("POST", "PUT", "DELETE"):
             await read_body(receive)
         await refuse(send, *refusal)
 

@@ -23,6 +23,7 @@ from service import routes
 from service.codecs.pictures import FIELD as IMAGE_FIELD
 from service.dataplane import DataPlane, DataPlaneError, NotAPictureModel
 from service.middleware import error_body, read_body, replay_body, respond
+from service.shadow import canary_key
 
 INLINE_MAX_BYTES = 64 * 1024
 """Bodies up to this size (about 8 JSON images) are handled on the event loop; larger ones in a worker
@@ -59,7 +60,7 @@ class ModelRoutes:
             return
         route, name = found
         try:
-            runtime = self.plane.model(name)
+            runtime, headers = self.plane.choose(name, canary_key(scope["headers"]))
         except DataPlaneError as exc:
             await read_body(receive)  # the client may be sending it still: read it, then answer
             await respond(send, *refusal(exc))
@@ -81,7 +82,7 @@ class ModelRoutes:
         if answer is None:  # an alias body that is not plain: BentoML's endpoint validates it
             await self.app(scope, replay_body(body, receive), send)
         else:
-            await respond(send, *answer)
+            await respond(send, *answer, extra=headers)
 
     def _card(self, path: str) -> tuple[int, bytes] | None:
         if path.rstrip("/") == routes.MODELS_PATH:

@@ -25,6 +25,7 @@ from service.dataplane import DataPlane, DataPlaneError, InvalidInput
 from service.middleware import read_body, respond
 from service.modelroutes import INLINE_MAX_BYTES
 from service.repository import Manager, RepositoryError
+from service.shadow import canary_key
 from sparsity.errors import InvalidInputError
 
 log = logging.getLogger(__name__)
@@ -88,10 +89,11 @@ class OipRoutes:
             headers = dict(scope["headers"])
             length = headers.get(oip.HEADER_LENGTH.encode())
             length = None if length is None else length.decode("latin-1").strip()
+            key = canary_key(scope["headers"])
             if len(body) <= INLINE_MAX_BYTES:
-                answer = self._infer(found[0], found[1], body, length)
+                answer = self._infer(found[0], found[1], body, length, key)
             else:
-                answer = await anyio.to_thread.run_sync(self._infer, found[0], found[1], body, length)
+                answer = await anyio.to_thread.run_sync(self._infer, found[0], found[1], body, length, key)
             await self._send(send, *answer)
             return
         await read_body(receive)
@@ -116,18 +118,23 @@ class OipRoutes:
             return 200, orjson.dumps({"name": name, "version": runtime.version, "ready": True})
         return 200, orjson.dumps(oip.metadata(runtime, self.plane.versions(name)))
 
-    def _infer(self, name: str, version: str | None, body: bytes, length: str | None) -> tuple:
+    def _infer(self, name: str, version: str | None, body: bytes, length: str | None, key: bytes | None = None):
+        """``(status, body, binary header length, headers)``; an unversioned request goes where a canary says."""
+        headers = ()
         try:
-            runtime = self.plane.model(name, version)
+            if version is None:
+                runtime, headers = self.plane.choose(name, key)
+            else:
+                runtime = self.plane.model(name, version)
             try:
                 request = oip.parse_infer(body, length, runtime)
             except InvalidInputError as exc:
                 raise InvalidInput.of(exc) from None
             prediction = self.plane.infer(runtime, request.x)
         except DataPlaneError as exc:
-            return exc.status, oip_error(f"{exc.field}: {exc.message}")
+            return exc.status, oip_error(f"{exc.field}: {exc.message}"), None, headers
         answer, header = oip.infer_response(runtime, prediction, request)
-        return 200, answer, header
+        return 200, answer, header, headers
 
     async def _repository(self, parts: list[str], body: bytes) -> tuple[int, bytes]:
         if self.manager is None:
@@ -165,10 +172,10 @@ class OipRoutes:
         return 200, b""
 
     @staticmethod
-    async def _send(send, status: int, body: bytes, header: int | None = None, head: bool = False) -> None:
-        """JSON, or with Triton's binary tensors after a JSON header of ``header`` bytes."""
+    async def _send(send, status: int, body: bytes, header: int | None = None, extra: tuple = (), head: bool = False):
+        """JSON, or with Triton's binary tensors after a JSON header of ``header`` bytes (``extra``: more headers)."""
         if header is None:
-            await respond(send, status, body, head=head)
+            await respond(send, status, body, head=head, extra=extra)
             return
-        extra = ((oip.HEADER_LENGTH.encode(), str(header).encode()),)
+        extra = ((oip.HEADER_LENGTH.encode(), str(header).encode()), *extra)
         await respond(send, status, body, head=head, content_type=b"application/octet-stream", extra=extra)

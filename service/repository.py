@@ -3,8 +3,8 @@
 BentoML's workers are separate processes that share nothing but the model store, so the served set lives in
 a directory they all read (``SPARSITY_REPOSITORY_DIR``, made by the supervising process at start):
 
-- ``served.json``: the **desired** set, ``{"generation": g, "models": {tag: "loading" | "ready"}}``, written
-  whole (a temporary file renamed over it) under a file lock;
+- ``served.json``: the **desired** set, ``{"generation": g, "models": {tag: "loading" | "ready"}, "shadows":
+  {name: spec}}`` (:mod:`service.shadow`), written whole (a temporary file renamed over it) under a file lock;
 - ``workers/<index>.json``: each worker's **acknowledgement** of the generation it has applied, with the
   tags it could not load and why.
 
@@ -40,6 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from modelstore.audit import Candidate, audit
+from service.shadow import LOADING as SHADOW_LOADING
+from service.shadow import ShadowError, ShadowSpec
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +63,16 @@ class RepositoryError(Exception):
 class Desired:
     generation: int = 0
     models: dict[str, str] = field(default_factory=dict)
+    shadows: dict[str, ShadowSpec] = field(default_factory=dict)
 
     def ready(self) -> list[str]:
         return [tag for tag, state in self.models.items() if state == READY]
+
+    def drop_orphan_shadows(self) -> None:
+        """A shadow whose primary or candidate left the set goes with it."""
+        for name, spec in list(self.shadows.items()):
+            if spec.primary_tag not in self.models or spec.candidate_tag not in self.models:
+                del self.shadows[name]
 
 
 def _write_json(path: Path, data) -> None:
@@ -82,10 +91,10 @@ class SharedState:
         self.path = self.directory / "served.json"
 
     @classmethod
-    def create(cls, tags: list[str]) -> SharedState:
-        """A new directory holding ``tags`` as ready (generation 1)."""
+    def create(cls, tags: list[str], shadows: dict[str, ShadowSpec] | None = None) -> SharedState:
+        """A new directory holding ``tags`` as ready, and ``shadows`` (generation 1)."""
         state = cls(tempfile.mkdtemp(prefix="sparsity-repository-"))
-        state.write(Desired(1, dict.fromkeys(tags, READY)))
+        state.write(Desired(1, dict.fromkeys(tags, READY), dict(shadows or {})))
         return state
 
     def read(self) -> Desired:
@@ -93,10 +102,12 @@ class SharedState:
             data = json.loads(self.path.read_text())
         except FileNotFoundError:
             return Desired()
-        return Desired(int(data["generation"]), dict(data["models"]))
+        shadows = {name: ShadowSpec.from_json(name, spec) for name, spec in data.get("shadows", {}).items()}
+        return Desired(int(data["generation"]), dict(data["models"]), shadows)
 
     def write(self, desired: Desired) -> None:
-        _write_json(self.path, {"generation": desired.generation, "models": desired.models})
+        shadows = {name: spec.to_json() for name, spec in desired.shadows.items()}
+        _write_json(self.path, {"generation": desired.generation, "models": desired.models, "shadows": shadows})
 
     def stamp(self) -> int:
         try:
@@ -115,9 +126,14 @@ class SharedState:
 
     def change(self, edit: Callable[[dict[str, str]], None]) -> Desired:
         """Edit the desired models under the lock; the result is the next generation."""
+        return self.edit(lambda desired: edit(desired.models))
+
+    def edit(self, edit: Callable[[Desired], None]) -> Desired:
+        """Edit the desired set under the lock (a shadow whose versions left goes too): the next generation."""
         with self.locked():
             desired = self.read()
-            edit(desired.models)
+            edit(desired)
+            desired.drop_orphan_shadows()
             desired.generation += 1
             self.write(desired)
         return desired
@@ -172,7 +188,7 @@ class WorkerSync:
             except Exception as exc:
                 log.exception("worker %s could not load %s", self.worker, tag)
                 problems[tag] = f"model {tag}: {type(exc).__name__}: {exc}"
-        self.plane.switch(desired.ready())
+        self.plane.switch(desired.ready(), desired.shadows)
         for tag in [t for t in self.plane.loaded if t not in desired.models]:
             self.plane.release(tag, self.drain_seconds)
             log.info("worker %s unloaded %s", self.worker, tag)
@@ -261,6 +277,80 @@ class Manager:
 
             self.wait(self.state.change(remove).generation)
             return tags
+
+    def set_shadow(self, name: str, version: str, share: float, mode: str, primary: str) -> ShadowSpec:
+        """Mirror ``share`` of ``name``'s requests to ``version`` (or, as a canary, answer them with it), in every
+        worker; the candidate is loaded first if it is not (the primary, ``primary``, pinned meanwhile). Replaces
+        the name's shadow. RepositoryError (404: not in the store) or ShadowError says why not."""
+        import secrets
+
+        with self.state.locked("manage.lock"):
+            tag = self.resolver(name, version).tag
+            version = tag.partition(":")[2]
+            if version == primary:
+                raise ShadowError(f"{tag} is the version answering {name}: shadow another one", "version")
+            desired = self.state.read()
+            old = desired.shadows.get(name)
+            if old is not None and old.primary != primary:
+                primary = old.primary
+            keeps_load = old is not None and old.candidate == version and old.loaded
+            spec = ShadowSpec(
+                name, primary, version, share, mode, id=secrets.token_hex(4), since=time.time(),
+                state=SHADOW_LOADING, loaded=keeps_load or tag not in desired.models,
+            )  # fmt: skip
+            if tag not in desired.models:
+                self._load_pinned(spec, old)
+
+            def activate(desired: Desired) -> None:
+                desired.models[tag] = READY
+                desired.shadows[name] = spec.activated()
+                if old is not None and old.loaded and old.candidate != version:
+                    desired.models.pop(old.candidate_tag, None)  # the replaced shadow's own candidate
+
+            self.wait(self.state.edit(activate).generation)
+            return spec.activated()
+
+    def _load_pinned(self, spec: ShadowSpec, old: ShadowSpec | None) -> None:
+        """Load a shadow's candidate in every worker while the spec (still loading) pins the primary."""
+        tag = spec.candidate_tag
+
+        def add(desired: Desired) -> None:
+            desired.models[tag] = LOADING
+            desired.shadows[spec.name] = spec
+
+        def undo(desired: Desired) -> None:
+            desired.models.pop(tag, None)
+            desired.shadows.pop(spec.name, None)
+            if old is not None:
+                desired.shadows[spec.name] = old
+
+        acks = None
+        try:
+            acks = self.wait(self.state.edit(add).generation)
+        finally:
+            problems = [ack["problems"][tag] for _, ack in sorted((acks or {}).items()) if tag in ack["problems"]]
+            if acks is None or problems:
+                try:
+                    self.wait(self.state.edit(undo).generation)
+                except RepositoryError as exc:
+                    log.warning("withdrawing %s: %s", tag, exc)
+        if problems:
+            raise RepositoryError(problems[0])
+
+    def remove_shadow(self, name: str) -> ShadowSpec:
+        """Stop ``name``'s shadow in every worker (and unload its candidate if the shadow loaded it)."""
+        with self.state.locked("manage.lock"):
+            spec = self.state.read().shadows.get(name)
+            if spec is None:
+                raise RepositoryError(f"model {name} has no shadow", status=404)
+
+            def remove(desired: Desired) -> None:
+                desired.shadows.pop(name, None)
+                if spec.loaded:
+                    desired.models.pop(spec.candidate_tag, None)
+
+            self.wait(self.state.edit(remove).generation)
+            return spec
 
     def _withdraw(self, tag: str, before: str | None) -> None:
         def undo(models: dict[str, str]) -> None:

@@ -27,6 +27,8 @@ BAD = {
     "MANAGEMENT_KEY_FILE": ["/nonexistent/keys", "/"],
     "INFERENCE_KEY_FILE": ["/nonexistent/keys"],
     "EXPOSE_EXAMPLES": ["hidden"],
+    "SHADOW": ["mnist_cnn:v2", "mnist_cnn:v2:1.5", "mnist_cnn:v2:-0.1", "mnist_cnn:v2:x", "a:v:1,a:w:1", "a:v:1:tee"],
+    "SHADOW_QUEUE_ITEMS": ["0", "lots"],
 }
 
 

@@ -15,6 +15,7 @@ import pytest
 
 from service.dataplane import DataPlane, LoadProblem
 from service.repository import READY, Manager, Poller, RepositoryError, SharedState, WorkerSync
+from service.shadow import ShadowError
 from tests.unit.test_oip import X, _toy
 
 
@@ -205,10 +206,43 @@ def test_a_supervisor_makes_its_own_served_set_and_its_workers_join_it(monkeypat
     from service import app
     from service.repository import STATE_DIR_ENV
 
-    configuration = SimpleNamespace(accepted=[Candidate("toy", "toy:v1", card=object())])
+    configuration = SimpleNamespace(accepted=[Candidate("toy", "toy:v1", card=object())], shadows={})
     monkeypatch.setenv(STATE_DIR_ENV, "/nonexistent/another-service")
     supervisor = app.shared_state(configuration, in_worker=False)
     assert str(supervisor.directory) != "/nonexistent/another-service"  # an inherited value is not joined
     assert supervisor.read().models == {"toy:v1": READY}
     assert os.environ[STATE_DIR_ENV] == str(supervisor.directory)
     assert app.shared_state(configuration, in_worker=True).directory == supervisor.directory
+
+
+def test_a_shadow_loads_its_candidate_everywhere_keeps_the_primary_and_leaves_with_its_candidate(workers):
+    manager = workers.manager()
+    spec = manager.set_shadow("toy", "v2", 0.5, "mirror", primary="v1")
+    assert (spec.primary, spec.candidate, spec.state, spec.loaded) == ("v1", "v2", "active", True)
+    assert workers.answering() == ["toy:v1", "toy:v1"]  # the newer candidate does not take the name
+    for plane in workers.planes:
+        assert plane.versions("toy") == ["v1", "v2"] and plane.shadows.mirrors["toy:v1"].spec == spec
+    with pytest.raises(ShadowError, match="is the version answering toy"):
+        manager.set_shadow("toy", "v1", 0.5, "mirror", primary="v1")
+    share = manager.set_shadow("toy", "v2", 1.0, "canary", primary="v1")  # a new spec: the candidate stays loaded
+    assert share.loaded and share.id != spec.id
+    assert all(plane.shadows.canaries["toy"] == share and not plane.shadows.mirrors for plane in workers.planes)
+    assert manager.remove_shadow("toy") == share
+    assert workers.answering() == ["toy:v1", "toy:v1"]
+    assert all("toy:v2" not in plane.loaded and not plane.shadow_specs for plane in workers.planes)  # unloaded
+    with pytest.raises(RepositoryError) as refused:
+        manager.remove_shadow("toy")
+    assert refused.value.status == 404 and str(refused.value) == "model toy has no shadow"
+
+
+def test_a_candidate_a_worker_cannot_load_is_withdrawn_and_a_load_of_the_latest_ends_the_shadow(workers):
+    manager = workers.manager()
+    workers.refuse[(2, "toy:v2")] = "model toy:v2: layer hidden has [3] exact zeros, registration measured [4]"
+    with pytest.raises(RepositoryError, match="registration measured"):
+        manager.set_shadow("toy", "v2", 0.5, "mirror", primary="v1")
+    desired = workers.state.read()
+    assert desired.models == {"toy:v1": READY} and desired.shadows == {}
+    del workers.refuse[(2, "toy:v2")]
+    manager.set_shadow("toy", "v2", 0.5, "mirror", primary="v1")
+    manager.load("toy")  # the latest, replacing the others: the primary leaves, and the shadow with it
+    assert workers.state.read().shadows == {} and workers.answering() == ["toy:v2", "toy:v2"]
