@@ -117,7 +117,7 @@ class ShadowRoutes:
         self.plane.model(name)  # 404 for a name that is not served
         spec = self.plane.shadow_specs.get(name)
         if spec is None:
-            raise RepositoryError(f"model {name} has no shadow (PUT /models/{name}/shadow sets one)", status=404)
+            raise ShadowError(f"model {name} has no shadow (PUT /models/{name}/shadow sets one)", "shadow", 404)
         return spec
 
     def _get(self, name: str) -> bytes:
