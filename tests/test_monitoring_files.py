@@ -96,6 +96,11 @@ def test_dashboard_has_every_panel_the_issue_asks_for():
     ):
         assert words in text, words
     assert any(p["type"] == "heatmap" for p in panels)
+    rows = [p for p in panels if p["type"] == "row"]
+    assert [r["title"] for r in rows] == ["Shadow: the candidate against the primary, on the same requests"]
+    below = [p["title"].lower() for p in panels if p["gridPos"]["y"] > rows[0]["gridPos"]["y"]]
+    for words in ("label agreement", "probability shift", "sparsity per layer", "atypical", "dead units", "dropped"):
+        assert any(words in title and title.startswith("shadow") for title in below), words
     assert [v["name"] for v in _dashboard()["templating"]["list"]] == ["model"]
 
 
@@ -105,7 +110,7 @@ def test_panels_refer_to_the_provisioned_datasource_by_uid():
     uid = datasource["uid"]
     assert datasource["url"] == "http://prometheus:9090"
     board = _dashboard()
-    for panel in board["panels"]:
+    for panel in (p for p in board["panels"] if p["type"] != "row"):
         assert panel["datasource"] == {"type": "prometheus", "uid": uid}, panel["title"]
         assert panel["targets"], panel["title"]
         for target in panel["targets"]:

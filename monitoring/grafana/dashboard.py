@@ -183,6 +183,109 @@ PANELS: list[tuple[str, str, str, int, int, str, list[tuple[str, str]]]] = [
 ]
 
 
+PAIR = "primary, candidate"
+COMPARED = f'sum by ({PAIR}) (rate(shadow_items_total{{{M}, outcome="compared"}}[$__rate_interval]))'
+
+
+def _side_mean(side: str) -> str:
+    """A shadow's per-layer mean exact-zero share on one side (primary or candidate)."""
+    selector = f'{{{M}, side="{side}"}}'
+    return (
+        f"sum by ({PAIR}, layer) (rate(shadow_activation_sparsity_ratio_sum{selector}[$__rate_interval])) / "
+        f"sum by ({PAIR}, layer) (rate(shadow_activation_sparsity_ratio_count{selector}[$__rate_interval]))"
+    )
+
+
+SHADOW_ROW = "Shadow: the candidate against the primary, on the same requests"
+SHADOW_PANELS: list[tuple[str, str, str, int, int, str, list[tuple[str, str]]]] = [
+    (
+        "Shadow: label agreement",
+        "timeseries",
+        "percentunit",
+        8,
+        8,
+        "Share of the mirrored inputs on which the candidate gave the primary's label (PUT /models/NAME/shadow).",
+        [
+            (
+                f"sum by ({PAIR}) (rate(shadow_label_agreements_total{{{M}}}[$__rate_interval])) / {COMPARED}",
+                "{{primary}} -> {{candidate}}",
+            )
+        ],
+    ),
+    (
+        "Shadow: probability shift (total variation)",
+        "timeseries",
+        "short",
+        8,
+        8,
+        "Mean total variation distance between the two versions' probabilities on the same input (0: the same "
+        "answer, 1: disjoint).",
+        [
+            (
+                f"sum by ({PAIR}) (rate(shadow_probability_total_variation_sum{{{M}}}[$__rate_interval])) / "
+                f"sum by ({PAIR}) (rate(shadow_probability_total_variation_count{{{M}}}[$__rate_interval]))",
+                "{{primary}} -> {{candidate}}",
+            )
+        ],
+    ),
+    (
+        "Shadow: inputs mirrored, compared, dropped",
+        "timeseries",
+        "short",
+        8,
+        8,
+        "Mirrored inputs per second by outcome: dropped when a worker's shadow queue was full (the primary's work "
+        "is never dropped), failed when the candidate refused an input the primary took.",
+        [
+            (
+                f"sum by ({PAIR}, outcome) (rate(shadow_items_total{{{M}}}[$__rate_interval]))",
+                "{{outcome}} ({{candidate}})",
+            )
+        ],
+    ),
+    (
+        "Shadow: sparsity per layer, candidate minus primary",
+        "timeseries",
+        "percentunit",
+        12,
+        8,
+        "Each layer's mean exact-zero share in the candidate minus the primary's, on the same inputs (layer 'all': "
+        "every ReLU layer).",
+        [(f"{_side_mean('candidate')} - on ({PAIR}, layer) {_side_mean('primary')}", "{{layer}} ({{candidate}})")],
+    ),
+    (
+        "Shadow: atypical inputs, primary and candidate",
+        "timeseries",
+        "percentunit",
+        6,
+        8,
+        "Share of the compared inputs each version flagged atypical (side both: flagged by both).",
+        [
+            (
+                f"sum by ({PAIR}, side) (rate(shadow_atypical_total{{{M}}}[$__rate_interval])) / on ({PAIR}) "
+                f"group_left {COMPARED}",
+                "{{side}} ({{candidate}})",
+            )
+        ],
+    ),
+    (
+        "Shadow: candidate's dead units",
+        "timeseries",
+        "short",
+        6,
+        8,
+        "Units of the candidate that have not fired on any mirrored input since the shadow was set, per layer.",
+        [
+            (
+                f"count by ({PAIR}, layer) "
+                f"(sum by ({PAIR}, layer, unit) (shadow_candidate_unit_fired_total{{{M}}}) == 0)",
+                "{{layer}} ({{candidate}})",
+            )
+        ],
+    ),
+]
+
+
 def panel(index: int, x: int, y: int, spec) -> dict:
     title, kind, unit, width, height, description, targets = spec
     result = {
@@ -210,14 +313,24 @@ def panel(index: int, x: int, y: int, spec) -> dict:
     return result
 
 
-def dashboard() -> dict:
-    panels, x, y, row_height = [], 0, 0, 0
-    for i, spec in enumerate(PANELS):
+def laid_out(specs, first_id: int, y: int) -> tuple[list[dict], int]:
+    """The panels of ``specs`` flowed left to right from ``y``, and the height they reach."""
+    panels, x, row_height = [], 0, 0
+    for i, spec in enumerate(specs):
         width, height = spec[3], spec[4]
         if x + width > 24:
             x, y, row_height = 0, y + row_height, 0
-        panels.append(panel(i, x, y, spec))
+        panels.append(panel(first_id + i, x, y, spec))
         x, row_height = x + width, max(row_height, height)
+    return panels, y + row_height
+
+
+def dashboard() -> dict:
+    panels, y = laid_out(PANELS, 0, 0)
+    row = {"id": len(PANELS) + 1, "type": "row", "title": SHADOW_ROW, "collapsed": False, "panels": []}
+    row["gridPos"] = {"h": 1, "w": 24, "x": 0, "y": y}
+    shadow, _ = laid_out(SHADOW_PANELS, len(PANELS) + 1, y + 1)
+    panels += [row, *shadow]
     return {
         "uid": "relu-sparsity",
         "title": "ReLU sparsity service",

@@ -247,7 +247,9 @@ def test_every_dashboard_panel_query_returns_data(stack):
     assert models == {"mnist_cnn", "iris_l1"}
     empty = []
     for panel in board["panels"]:
-        for target in panel["targets"]:
+        for target in panel.get("targets", []):  # a row has none
+            if "shadow_" in target["expr"]:
+                continue  # the shadow row's queries: tests/integration/test_shadow.py, on a server with a shadow
             # every panel for the CNN; for the L1 classifier, the panels that are not about ReLU layers
             for model in ("mnist_cnn", "iris_l1"):
                 if model == "iris_l1" and "activation_" in target["expr"]:

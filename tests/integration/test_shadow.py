@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.server import Server
 from tests.integration.test_live_server import MANAGEMENT_KEY, Store, expected
-from tests.tools import run_in_project
+from tests.tools import ROOT, run_in_project
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 INFERENCE_KEY = "inference-key-shadow"
@@ -118,6 +118,41 @@ def test_the_shadow_set_at_start_compares_every_input_as_the_offline_comparison_
     assert samples[("shadow_items_total", "compared")] == len(INPUTS)
     assert samples[("shadow_label_agreements_total", None)] == offline["label_agreement"]["count"]
     assert samples[("shadow_probability_total_variation_count", None)] == len(INPUTS)
+
+
+def test_every_shadow_panel_of_the_dashboard_has_data_in_a_real_prometheus(shadowed):
+    from tests.integration.test_prometheus import Prometheus
+
+    url = shadowed["url"]
+    prometheus = Prometheus(int(url.rsplit(":", 1)[1]), shadowed["root"])
+    try:
+        assert prometheus.wait_for('up{job="sparsity-service"}', 1.0) == 1.0, "Prometheus never scraped the service"
+        for batch in np.array_split(INPUTS, 4):  # traffic inside Prometheus' rate windows
+            assert _predict(url, batch).status_code == 200
+        compared = _settled(url, 2 * len(INPUTS))["inputs"]["compared"]
+        assert prometheus.wait_for('sum(shadow_items_total{outcome="compared"})', compared) == compared
+        time.sleep(2)  # two more scrapes, so every rate window spans the traffic
+        board = json.loads((ROOT / "monitoring/grafana/dashboards/sparsity.json").read_text())
+        row = next(p for p in board["panels"] if p["type"] == "row")
+        shadow_panels = [p for p in board["panels"] if p["gridPos"]["y"] > row["gridPos"]["y"]]
+        assert len(shadow_panels) == 6
+        found = {}
+        for panel in shadow_panels:
+            for target in panel["targets"]:
+                assert "shadow_" in target["expr"]
+                expr = target["expr"].replace("$model", "toy").replace("$__rate_interval", "1m")
+                found[panel["title"]] = prometheus.query(expr)
+        assert all(found.values()), [title for title, result in found.items() if not result]
+        agreement = found["Shadow: label agreement"][0]
+        assert agreement["metric"] == {
+            "primary": shadowed["first"].split(":")[1],
+            "candidate": shadowed["second"].split(":")[1],
+        }
+        assert 0 <= float(agreement["value"][1]) <= 1
+        layers = {r["metric"]["layer"] for r in found["Shadow: sparsity per layer, candidate minus primary"]}
+        assert layers == {"hidden", "all"}
+    finally:
+        prometheus.stop()
 
 
 def test_bad_shadows_get_one_line_and_the_management_key_is_needed(shadowed):
