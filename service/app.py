@@ -135,7 +135,9 @@ def shared_state(configuration: Configuration, in_worker: bool) -> SharedState:
 
 def plane_for(configuration: Configuration) -> DataPlane:
     s = configuration.settings
-    return DataPlane(s.max_image_pixels, s.max_unit_series, s.expose_examples, s.shadow_queue_items)
+    plane = DataPlane(s.max_image_pixels, s.max_unit_series, s.expose_examples, s.shadow_queue_bytes)
+    plane.shadows.options = configuration.load_options  # the shadow process loads candidates as the worker does
+    return plane
 
 
 def manager_for(configuration: Configuration, state: SharedState) -> Manager:

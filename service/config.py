@@ -218,11 +218,12 @@ SETTINGS: tuple[Setting, ...] = (
         "canary: answer them with it); PUT /models/NAME/shadow does it while serving",
     ),
     Setting(
-        "SHADOW_QUEUE_ITEMS",
-        "shadow_queue_items",
-        1024,
-        whole(1, 1_000_000),
-        "inputs a worker's shadow queue holds; past it, shadow work is dropped (and counted), never the primary's",
+        "SHADOW_QUEUE_BYTES",
+        "shadow_queue_bytes",
+        MiB,
+        whole(4096, 1024 * MiB),
+        "a worker's shadow queue (a pipe; at most the system's fs.pipe-max-size, 1 MiB by default): a mirrored "
+        "request that does not fit is dropped and counted, never the primary's",
     ),
     Setting(
         "MANAGEMENT_KEY_FILE",
@@ -267,7 +268,7 @@ class Settings:
     load_timeout: float
     max_unit_series: int
     shadows: tuple[tuple[str, str, float, str], ...]
-    shadow_queue_items: int
+    shadow_queue_bytes: int
     management_key_file: str | None
     inference_key_file: str | None
     expose_examples: bool

@@ -101,7 +101,7 @@ class DataPlane:
         max_image_pixels: int,
         max_unit_series: int = 1024,
         expose_examples: bool = True,
-        shadow_queue_items: int = 1024,
+        shadow_queue_bytes: int = 1 << 20,
     ) -> None:
         self.max_image_pixels = max_image_pixels
         self.expose_examples = expose_examples
@@ -112,7 +112,7 @@ class DataPlane:
         self._in_flight: dict[str, int] = {}
         self._lock = threading.Lock()
         self.shadow_specs: dict[str, ShadowSpec] = {}  # name -> its shadow or canary, as the served set says
-        self.shadows = ShadowRunner(self, shadow_queue_items)
+        self.shadows = ShadowRunner(self, shadow_queue_bytes)
 
     def load_one(self, candidate: Candidate, stored, options: LoadOptions) -> Runtime:
         """Load an audited candidate from its stored model, warm it up and replay its card's examples

@@ -28,7 +28,7 @@ BAD = {
     "INFERENCE_KEY_FILE": ["/nonexistent/keys"],
     "EXPOSE_EXAMPLES": ["hidden"],
     "SHADOW": ["mnist_cnn:v2", "mnist_cnn:v2:1.5", "mnist_cnn:v2:-0.1", "mnist_cnn:v2:x", "a:v:1,a:w:1", "a:v:1:tee"],
-    "SHADOW_QUEUE_ITEMS": ["0", "lots"],
+    "SHADOW_QUEUE_BYTES": ["0", "4095", "lots"],
 }
 
 

@@ -4,6 +4,11 @@ inputs, the primary pinned, the queue bounded, a removed shadow stopped at once,
 
 from __future__ import annotations
 
+import array
+import fcntl
+import os
+import secrets
+import termios
 import time
 from dataclasses import replace
 
@@ -12,10 +17,23 @@ import pytest
 
 from modelstore.compare import IncomparableVersions, Totals, check_pair, compare, compare_on, summary, unit_widths
 from modelstore.register import Calibration, relu_card
+from modelstore.runtime import Prediction
 from service import exposition
 from service.config import Settings, SettingsError
 from service.dataplane import DataPlane
-from service.shadow import ShadowError, ShadowSpec, answers_candidate, check_share, sticky_draw, totals_of
+from service.shadow import (
+    ShadowError,
+    ShadowQueue,
+    ShadowSpec,
+    answers_candidate,
+    check_share,
+    decode_item,
+    encode_item,
+    item_id,
+    read_frames,
+    sticky_draw,
+    totals_of,
+)
 from service.shadowroutes import parse_request
 from sparsity.detectors import STATE_FILE
 from tests import toy_kind
@@ -46,14 +64,16 @@ def pair(tmp_path):
     return tuple(runtimes)
 
 
-def _plane(runtimes, queue_items: int = 1024) -> DataPlane:
-    plane = DataPlane(max_image_pixels=10**6, shadow_queue_items=queue_items)
+def _plane(runtimes) -> DataPlane:
+    """A data plane whose shadows run in a thread on its own runtimes (the service: in a process of their own)."""
+    plane = DataPlane(max_image_pixels=10**6)
+    plane.shadows.in_process = True
     plane.use(runtimes)
     return plane
 
 
 def _spec(share: float = 1.0, mode: str = "mirror", **changes) -> ShadowSpec:
-    spec = ShadowSpec("toy_shadow", "v1", "v2", share, mode, id=f"t{time.monotonic_ns()}", since=time.time())
+    spec = ShadowSpec("toy_shadow", "v1", "v2", share, mode, id=secrets.token_hex(4), since=time.time())
     return replace(spec, **changes)
 
 
@@ -101,21 +121,43 @@ def test_the_shadows_figures_equal_the_offline_comparison_of_the_same_inputs(pai
 
 def test_a_full_queue_drops_shadow_work_and_counts_it_and_removing_the_shadow_stops_it(pair):
     old, new = pair
-    plane = _plane([old, new], queue_items=5)
+    plane = _plane([old, new])
+    read, write = os.pipe()  # a queue nobody reads: it fills
+    queue = plane.shadows.queue = ShadowQueue(write, 4096)
     spec = _spec()
     plane.switch(plane.serving_tags(), {"toy_shadow": spec})
-    with plane.shadows._cv:  # the shadow thread waits while the requests come in
-        for _ in range(4):
-            plane.infer(old, X[:2])
-        queued = len(plane.shadows._queue)
-    assert queued == 2  # 2 + 2 inputs fit in 5, the next 2 do not
-    _, counts = _settled(plane, spec, 8)
-    assert (counts["mirrored"], counts["dropped"], counts["compared"]) == (4, 4, 4)
-    plane.switch(plane.serving_tags(), {})  # removed
-    assert plane.shadows.mirrors == {} and not plane.shadows._queue
+    for _ in range(40):
+        assert plane.infer(old, X[:2]).labels.shape == (2,)  # the primary answers every request
+    unread = array.array("i", [0])
+    fcntl.ioctl(write, termios.FIONREAD, unread)
+    _, counts = totals_of(exposition.collect(), spec, {})
+    assert counts["mirrored"] + counts["dropped"] == 80 and counts["dropped"] > 0 and counts["mirrored"] > 0
+    assert 0 < unread[0] <= queue.capacity == 4096  # bounded, and every queued frame whole
+    plane.switch(plane.serving_tags(), {})  # removed: nothing more is offered
+    assert plane.shadows.mirrors == {}
+    os.set_blocking(read, False)
+    taken = os.read(read, 1 << 20)
     plane.infer(old, X[:3])
-    assert len(plane.shadows._queue) == 0
+    with pytest.raises(BlockingIOError):
+        os.read(read, 1)
+    assert len(taken) >= unread[0]
     assert plane.model("toy_shadow") is new  # without the pin, the newest answers again
+    os.close(read)
+
+
+def test_frames_cross_the_pipe_whole_in_order_and_a_full_pipe_refuses_without_waiting():
+    read, write = os.pipe()
+    queue = ShadowQueue(write, 4096)
+    sizes = [0, 1, 100, 4000]
+    accepted = [queue.offer(bytes([i]) * n) for i, n in enumerate(sizes)]
+    assert accepted == [True, True, True, False]  # 4 + 0, 4 + 1, 4 + 100 fit in 4096; 4 + 4000 does not
+    started = time.monotonic()
+    assert not queue.offer(b"x" * 5000) and time.monotonic() - started < 0.1
+    queue.close()
+    idle = []
+    frames = list(read_frames(read, lambda: idle.append(1), idle_seconds=0.01))
+    assert frames == [b"", b"\x01", b"\x02" * 100]
+    os.close(read)
 
 
 def test_a_share_mirrors_about_that_share_and_a_version_that_is_not_the_primary_is_not_mirrored(pair):
@@ -208,3 +250,22 @@ def test_good_shadow_requests_and_settings_parse():
     for raw in ("mnist_cnn:abc", "mnist_cnn:abc:2", "mnist_cnn:abc:nan", "a:b:0.5,a:c:0.5", "a:b:0.5:split", "A:b:1"):
         with pytest.raises(SettingsError, match="SHADOW"):
             Settings.from_env({"SHADOW": raw})
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layers", [["conv1", "dense"], []])
+def test_a_mirrored_request_crosses_the_pipe_as_it_was(dtype, layers):
+    rng = np.random.default_rng(3)
+    x = rng.random((5, 3, 2)).astype(dtype)
+    sparsity = {layer: rng.random(5) for layer in reversed(layers)}  # the frame follows ``layers``' order
+    sent = Prediction(rng.random((5, 4)), sparsity, rng.random(5), np.zeros(5), rng.random(5) > 0.5)
+    payload = encode_item("ab12cd34", x, sent, layers)
+    assert item_id(payload) == "ab12cd34"
+    got_x, got = decode_item(payload, (3, 2), layers)
+    assert got_x.dtype == dtype and np.array_equal(got_x, x)
+    assert np.array_equal(got.probabilities, sent.probabilities) and np.array_equal(got.atypical, sent.atypical)
+    assert list(got.layer_sparsity) == layers
+    for layer in layers:
+        assert np.array_equal(got.layer_sparsity[layer], sent.layer_sparsity[layer])
+    if layers:
+        assert np.array_equal(got.overall, sent.overall)
