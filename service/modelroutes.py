@@ -2,7 +2,8 @@
 
 - ``GET /models`` (every served model's card, and the refused ones) and ``GET /models/{name}``;
 - ``POST /models/{name}/predict`` (JSON ``{"inputs": [...]}``), ``.../predict_batch`` (``.npy``) and
-  ``.../predict_image`` (a PNG or JPEG upload, picture models only);
+  ``.../predict_image`` (a PNG or JPEG upload, picture models only); ``?version=`` asks one serving version
+  (else the name's primary answers, or its canary's candidate for the canary's share);
 - the aliases' fast paths: ``/mnist/predict_batch`` is served here alone, and a well-formed
   ``/mnist/predict`` or ``/iris/predict`` body here too; any other alias body goes on to its BentoML
   endpoint unchanged, whose validation names the field and the rule.
@@ -21,7 +22,7 @@ import anyio
 
 from service import routes
 from service.codecs.pictures import FIELD as IMAGE_FIELD
-from service.dataplane import DataPlane, DataPlaneError, NotAPictureModel
+from service.dataplane import DataPlane, DataPlaneError, InvalidInput, NotAPictureModel
 from service.middleware import error_body, read_body, replay_body, respond
 from service.shadow import canary_key
 
@@ -60,7 +61,11 @@ class ModelRoutes:
             return
         route, name = found
         try:
-            runtime, headers = self.plane.choose(name, canary_key(scope["headers"]))
+            version = None if route.bentoml_api else version_of(scope)
+            if version is None:
+                runtime, headers = self.plane.choose(name, canary_key(scope["headers"]))
+            else:
+                runtime, headers = self.plane.model(name, version), ()
         except DataPlaneError as exc:
             await read_body(receive)  # the client may be sending it still: read it, then answer
             await respond(send, *refusal(exc))
@@ -122,6 +127,16 @@ class ModelRoutes:
                 return None
             raise
         return 200, self.plane.infer_json(runtime, x, detail)
+
+
+def version_of(scope) -> str | None:
+    """The ``version`` query parameter of a generic route: that serving version answers (None: the name's)."""
+    values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("version", [])
+    if not values:
+        return None
+    if len(values) > 1 or not values[0].strip():
+        raise InvalidInput("must be one version of the model (GET /models lists them)", "version")
+    return values[0].strip()
 
 
 def detail_of(scope) -> str | None:

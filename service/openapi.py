@@ -192,6 +192,16 @@ DETAIL_PARAMETER = {
 }
 
 
+VERSION_PARAMETER = {
+    "name": "version",
+    "in": "query",
+    "required": False,
+    "description": "one serving version of the model answers (GET /models lists them); without it, the version "
+    "that answers the name (and, with a canary set, its candidate for the canary's share of requests)",
+    "schema": {"type": "string"},
+}
+
+
 def _post(operation_id: str, description: str, content: dict, example: Any = None, name: bool = True) -> dict:
     body: dict = {"required": True, "content": content}
     if example is not None:
@@ -205,7 +215,7 @@ def _post(operation_id: str, description: str, content: dict, example: Any = Non
         | _refusals(),
     }
     if name:
-        operation["parameters"] = [NAME_PARAMETER, DETAIL_PARAMETER]
+        operation["parameters"] = [NAME_PARAMETER, DETAIL_PARAMETER, VERSION_PARAMETER]
     return {"post": operation}
 
 

@@ -1,12 +1,16 @@
 // The introspection page. Everything it shows comes from the public API:
 //   GET /models, GET /models/{name}/examples,
-//   POST /models/{name}/predict?detail=units (JSON), POST /models/{name}/predict_image?detail=units (an upload).
+//   POST /models/{name}/predict?detail=units (JSON), POST /models/{name}/predict_image?detail=units (an upload),
+//   each with &version= when a second version of the name serves (GET /models/{name}/shadow says which one is
+//   the shadow's or the canary's candidate): then both versions answer the same input, shown side by side.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 const DEBOUNCE_MS = 250;
 let models = [];
 let current = null; // the selected model's card (GET /models entry)
+let versionsOf = {}; // name -> the cards of its serving versions, the one answering the name first
+let other = null; // { card, role }: a second version of the selected name, answering beside it
 let pending = 0; // answers older than the latest request are dropped
 let timer = null;
 
@@ -92,8 +96,29 @@ function renderCard(card) {
   for (const [name, value] of rows) dl.append(el("dt", { text: name }), el("dd", { text: value }));
 }
 
+const versionOf = (card) => card.tag.split(":")[1];
+
+// the version shown beside the one answering the name: the shadow's (or canary's) candidate, else the next
+// serving version, else none
+async function otherVersion(name) {
+  const all = versionsOf[name] || [];
+  let shadow = null;
+  try {
+    shadow = await api(`/models/${encodeURIComponent(name)}/shadow`);
+  } catch (_) {
+    shadow = null; // no shadow (404): fine
+  }
+  if (shadow) {
+    const card = all.find((c) => versionOf(c) === shadow.candidate);
+    const role = shadow.mode === "canary" ? "the canary's candidate" : "the shadow's candidate";
+    if (card) return { card, role: `${role} (${Math.round(shadow.share * 100)}% of requests)` };
+  }
+  return all.length > 1 ? { card: all[1], role: "also serving" } : null;
+}
+
 async function selectModel(name) {
   current = models.find((m) => m.name === name);
+  other = await otherVersion(name);
   pending += 1;
   showError("");
   $("result").hidden = true;
@@ -366,12 +391,15 @@ function predictJSON(inputs) {
 async function predict(path, options) {
   const ticket = ++pending;
   const card = current;
+  const beside = other;
   setState("busy");
   try {
-    const answer = await api(path, options);
+    const ask = (version) => api(`${path}&version=${encodeURIComponent(version)}`, options);
+    const [answer, second] = await Promise.all([ask(versionOf(card)), beside ? ask(versionOf(beside.card)) : null]);
     if (ticket !== pending) return;
     showError("");
     render(card, answer.predictions[0]);
+    renderCompare(card, answer.predictions[0], beside, second ? second.predictions[0] : null);
   } catch (error) {
     if (ticket !== pending) return;
     $("result").hidden = true;
@@ -502,6 +530,45 @@ function renderUnits(card, units) {
   }
 }
 
+// both versions on the same input: label, typicality, and each layer's zeros and units that fired, side by side
+function renderCompare(card, answer, beside, second) {
+  const box = $("compare");
+  box.hidden = !beside || !second;
+  if (box.hidden) return;
+  const a = versionOf(card);
+  const b = versionOf(beside.card);
+  $("compare-hint").textContent = `${a} answers ${card.name}; ${b} is ${beside.role}. The same input, both versions' forward passes.`;
+  const table = el("table", { class: "compare" });
+  table.append(el("thead", {}, el("tr", {},
+    el("th", { scope: "col", text: "" }),
+    el("th", { scope: "col", text: a }),
+    el("th", { scope: "col", text: b }),
+    el("th", { scope: "col", text: `${b} \u2212 ${a}` }))));
+  const body = el("tbody");
+  const same = answer.label === second.label;
+  const row = (name, left, right, diff, attrs = {}) => body.append(el("tr", attrs,
+    el("th", { scope: "row", text: name }), el("td", {}, left), el("td", {}, right), el("td", {}, diff)));
+  row("label", card.class_names[answer.label], beside.card.class_names[second.label], same ? "same" : "differs",
+    { "data-row": "label", class: same ? "" : "differs" });
+  const flag = (t) => (t.atypical ? "atypical" : "typical");
+  row("typicality", flag(answer.typicality), flag(second.typicality), "", { "data-row": "typicality" });
+  const bar = (value) => el("span", { class: "mini", role: "img", "aria-label": `${fmt(value)} zeros` },
+    el("span", { style: { width: `${100 * value}%` } }), el("span", { class: "num", text: fmt(value) }));
+  const layers = [...new Set([...Object.keys(answer.sparsity.layers), ...Object.keys(second.sparsity.layers)])];
+  for (const layer of layers) {
+    const x = answer.sparsity.layers[layer];
+    const y = second.sparsity.layers[layer];
+    const diff = x === undefined || y === undefined ? "" : `${y - x >= 0 ? "+" : ""}${fmt(y - x)}`;
+    row(layer, x === undefined ? "-" : bar(x), y === undefined ? "-" : bar(y), diff, { "data-layer": layer, "data-a": String(x), "data-b": String(y) });
+  }
+  const fired = (units, layer) => (units && units[layer] ? `${units[layer].filter((v) => v > 0).length} of ${units[layer].length}` : "-");
+  for (const layer of Object.keys(answer.units || {})) {
+    row(`${layer}: units fired`, fired(answer.units, layer), fired(second.units, layer), "", { "data-units": layer });
+  }
+  table.append(body);
+  $("compare-table").replaceChildren(table);
+}
+
 // ---- start -----------------------------------------------------------------------------------------------
 
 $("model-select").addEventListener("change", (event) => selectModel(event.target.value));
@@ -517,6 +584,8 @@ $("key-form").addEventListener("submit", (event) => {
     const listing = await api("/models");
     // several versions of a name may serve: the first listed (the newest) is the one the name's routes answer
     models = listing.models.filter((m, i, all) => all.findIndex((o) => o.name === m.name) === i);
+    versionsOf = {};
+    for (const card of listing.models) (versionsOf[card.name] = versionsOf[card.name] || []).push(card);
   } catch (error) {
     showError(`could not list the models: ${error.message}`);
     return;

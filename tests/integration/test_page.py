@@ -332,11 +332,23 @@ def test_phone_width_and_keyboard(browser, server):
         browser.set_window_size(1280, 1500)
     open_page(browser, server)
     reached = []
-    for _ in range(8):  # the keyboard alone reaches every control of the image input
+    for _ in range(24):  # the keyboard alone reaches every control of the image input, then the model
         ActionChains(browser).send_keys(Keys.TAB).perform()
         reached.append(browser.execute_script("return document.activeElement.id || document.activeElement.tagName"))
     assert {"model-select", "clear", "upload"} <= set(reached), reached
     assert "BUTTON" in reached  # an example
+
+
+def test_the_drawing_pad_is_above_the_fold_on_a_1280_by_800_screen(browser, server):
+    browser.set_window_size(1280, 800)
+    try:
+        open_page(browser, server)
+        height = browser.execute_script("return window.innerHeight")
+        pad = browser.execute_script("return document.getElementById('pad').getBoundingClientRect().toJSON()")
+        assert pad["width"] >= 200 and pad["top"] >= 0 and pad["bottom"] <= height, (pad, height)
+        browser.save_screenshot(str(SCREENSHOTS / "ui-1280x800.png"))
+    finally:
+        browser.set_window_size(1280, 1500)
 
 
 def test_no_page_of_the_service_requests_anything_off_the_host(browser, server):

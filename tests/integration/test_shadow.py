@@ -155,6 +155,52 @@ def test_every_shadow_panel_of_the_dashboard_has_data_in_a_real_prometheus(shado
         prometheus.stop()
 
 
+def test_the_page_shows_both_versions_layers_side_by_side_for_one_input(shadowed, browser):
+    from selenium.webdriver.common.by import By
+
+    from tests.integration.test_page import SCREENSHOTS, answers, settled, wait_for
+
+    url, store, first, second = shadowed["url"], shadowed["store"], shadowed["first"], shadowed["second"]
+    primary, candidate = first.split(":")[1], second.split(":")[1]
+    browser.get(url + "/ui")
+    browser.execute_script(f"sessionStorage.setItem('sparsity-inference-key', '{INFERENCE_KEY}')")
+    browser.get(url + "/ui?model=toy")
+    wait_for(
+        browser, "document.body.dataset.ready === 'true' && document.querySelectorAll('#fields input').length === 4"
+    )
+    values = [0.7, 0.2, 0.9, 0.4]
+    before = answers(browser)
+    for i, value in enumerate(values):
+        field = browser.find_element(By.ID, f"feature-{i}")
+        field.clear()
+        field.send_keys(str(value))
+    settled(browser, before)
+    wait_for(browser, "!document.getElementById('compare').hidden")
+    table = browser.execute_script(
+        """
+        const rows = {};
+        for (const row of document.querySelectorAll('#compare tr[data-layer]')) {
+          rows[row.dataset.layer] = [Number(row.dataset.a), Number(row.dataset.b)];
+        }
+        const heads = [...document.querySelectorAll('#compare thead th')].map((th) => th.textContent);
+        return {rows, heads, hint: document.getElementById('compare-hint').textContent};
+        """
+    )
+    assert table["heads"][1:3] == [primary, candidate]
+    assert "the shadow's candidate" in table["hint"]
+    x = np.array([values], dtype=np.float32)
+    asked = {
+        version: httpx.post(
+            f"{url}/models/toy/predict?version={version}", json={"inputs": x.tolist()}, headers=_headers(), timeout=10
+        ).json()["predictions"][0]["sparsity"]["layers"]
+        for version in (primary, candidate)
+    }
+    assert table["rows"] == {layer: [asked[primary][layer], asked[candidate][layer]] for layer in asked[primary]}
+    assert asked[primary]["hidden"] == float(np.mean(expected(store.weights[first], x)[1]))
+    browser.save_screenshot(str(SCREENSHOTS / "ui-two-versions.png"))
+    browser.execute_script("sessionStorage.clear()")
+
+
 def test_bad_shadows_get_one_line_and_the_management_key_is_needed(shadowed):
     url = shadowed["url"]
     cases = [
