@@ -222,8 +222,8 @@ SETTINGS: tuple[Setting, ...] = (
         "shadow_queue_bytes",
         MiB,
         whole(4096, 1024 * MiB),
-        "a worker's shadow queue (a pipe; at most the system's fs.pipe-max-size, 1 MiB by default): a mirrored "
-        "request that does not fit is dropped and counted, never the primary's",
+        "a worker's shadow queue (the send buffer of a socket to its shadow process): a mirrored request that does "
+        "not fit is dropped and counted, never the primary's",
     ),
     Setting(
         "MANAGEMENT_KEY_FILE",

@@ -1,12 +1,13 @@
 """Shadows and canaries: a candidate version beside the version that answers a name (the *primary*).
 
 - **mirror** (a shadow): ``share`` of the requests the primary answers also run on the candidate, off the
-  request's path. Each worker has one shadow process (:mod:`service.shadow_process`) at the lowest CPU priority
-  (``nice`` 19), fed through a pipe that is the bounded queue (``SHADOW_QUEUE_BYTES``): a request only writes
-  its inputs and the primary's answer to it (microseconds), and when the pipe is full they are dropped and
-  counted, never the primary's work. The two answers are compared (:mod:`modelstore.compare`) and the figures
-  go to Prometheus series per pair, which every process writes and the ``GET`` reads back summed over all of
-  them, so the answer, ``/metrics`` and an offline ``compare`` agree.
+  request's path. Each worker has one shadow process (:mod:`service.shadow_process`) that runs only on CPU time
+  nothing else wants (``SCHED_IDLE``), fed through a socket whose send buffer is the bounded queue
+  (``SHADOW_QUEUE_BYTES``): a request only sends its inputs and the primary's answer as one message
+  (microseconds), and when there is no room they are dropped and counted, never the primary's work. The two
+  answers are compared (:mod:`modelstore.compare`) and the figures go to Prometheus series per pair, which every
+  process writes and the ``GET`` reads back summed over all of them, so the answer, ``/metrics`` and an offline
+  ``compare`` agree.
 - **canary**: ``share`` of the requests to the name are answered by the candidate instead. A request with the
   header ``X-Canary-Key`` always lands on the same side for the same key (a hash of the key, the name and the
   candidate version), in every worker and replica; without one, each request is drawn at random. The answer
@@ -18,9 +19,7 @@ follows it within ``SYNC_SECONDS``; setting one never changes the primary (it is
 
 from __future__ import annotations
 
-import array
 import contextlib
-import fcntl
 import hashlib
 import logging
 import math
@@ -28,16 +27,15 @@ import os
 import pickle
 import random
 import select
+import socket
 import struct
 import subprocess
 import sys
-import termios
 import threading
 import time
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 
 import numpy as np
 from prometheus_client import Counter, Gauge, Histogram
@@ -54,7 +52,7 @@ MODES = ("mirror", "canary")
 LOADING, ACTIVE = "loading", "active"
 CANARY_HEADER = b"x-canary-key"
 QUEUE_BYTES = 1 << 20
-"""A worker's shadow queue (a pipe): about 300 one-image requests."""
+"""A worker's shadow queue (the send buffer of the socket to its shadow process): about 300 one-image requests."""
 FLUSH_SECONDS = 1.0
 SHADOW_NICE = 19
 """The shadow thread's niceness: under load the kernel gives it what the request threads leave."""
@@ -253,63 +251,81 @@ def _with_all(layers) -> list[str]:
     return [*layers, ALL_LAYERS] if layers else []
 
 
-# --- the queue: a pipe from the worker to its shadow process
+# --- the queue: a socket pair from the worker to its shadow process
 
-FRAME = struct.Struct("<I")
-F_SETPIPE_SZ, F_GETPIPE_SZ = 1031, 1032  # Linux fcntl commands
+SO_SNDBUFFORCE = 32  # Linux: set the send buffer past net.core.wmem_max (needs CAP_NET_ADMIN)
 
 
-def pipe_max_bytes() -> int:
-    try:
-        return int(Path("/proc/sys/fs/pipe-max-size").read_text())
-    except (OSError, ValueError):
-        return 1 << 20
+def socket_pair(size: int) -> tuple[socket.socket, socket.socket]:
+    """A message-preserving socket pair (``SOCK_SEQPACKET``): each message arrives whole or not at all. The
+    first end's send buffer, ``size`` bytes (as far as the system allows), bounds what waits to be read."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    for option in (SO_SNDBUFFORCE, socket.SO_SNDBUF):
+        try:
+            ours.setsockopt(socket.SOL_SOCKET, option, size)
+            break
+        except OSError:
+            continue
+    return ours, theirs
 
 
 class ShadowQueue:
-    """The worker's end of the pipe its shadow process reads: a bounded queue of frames. :meth:`offer` never
-    waits: a frame that does not fit in what the pipe has free is refused (the caller counts it dropped)."""
+    """The worker's end of the socket its shadow process reads: a bounded queue of whole messages. :meth:`offer`
+    never waits: a message the socket has no room for is refused (the caller counts it dropped)."""
 
-    def __init__(self, fd: int, size: int) -> None:
-        self.fd = fd
-        with contextlib.suppress(OSError):
-            fcntl.fcntl(fd, F_SETPIPE_SZ, max(4096, min(size, pipe_max_bytes())))
-        self.capacity = fcntl.fcntl(fd, F_GETPIPE_SZ)
-        os.set_blocking(fd, False)
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        sock.setblocking(False)
+        self.capacity = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
         self._lock = threading.Lock()
-        self._unread = array.array("i", [0])
 
     def offer(self, payload: bytes) -> bool:
-        frame = FRAME.pack(len(payload)) + payload
-        with self._lock:
-            try:
-                fcntl.ioctl(self.fd, termios.FIONREAD, self._unread)
-                if len(frame) > self.capacity - self._unread[0]:
-                    return False
-                self._write(frame)  # fits: written whole at once (the only writer, under the lock)
-            except OSError:  # the reader is gone (the shadow process died): nothing is queued
-                return False
+        try:
+            with self._lock:
+                self.sock.send(payload)
+        except OSError:  # no room (BlockingIOError), too large for the buffer, or the reader is gone
+            return False
         return True
 
     def send(self, payload: bytes, timeout: float = 30.0) -> None:
-        """A frame that must arrive (a new configuration): waits for room, at most ``timeout`` seconds (the sync
-        thread, never a request). OSError when the reader is gone or did not make room."""
+        """A message that must arrive (a new configuration): waits for room, at most ``timeout`` seconds (the
+        sync thread, never a request). OSError when the reader is gone or did not make room."""
+        deadline = time.monotonic() + timeout
         with self._lock:
-            self._write(FRAME.pack(len(payload)) + payload, time.monotonic() + timeout)
-
-    def _write(self, frame: bytes, deadline: float = 0.0) -> None:
-        view = memoryview(frame)
-        while view:
-            try:
-                view = view[os.write(self.fd, view) :]
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError("the shadow process did not read its queue") from None
-                select.select([], [self.fd], [], 1.0)
+            while True:
+                try:
+                    self.sock.send(payload)
+                    return
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError("the shadow process did not read its queue") from None
+                    select.select([], [self.sock], [], 1.0)
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
-            os.close(self.fd)
+            self.sock.close()
+
+
+def read_messages(
+    sock: socket.socket, idle: Callable[[], None], max_bytes: int = QUEUE_BYTES, idle_seconds: float = FLUSH_SECONDS
+):
+    """Each message of ``sock`` (at most ``max_bytes``: the sender's buffer) until the other end closes; ``idle()``
+    whenever nothing came for ``idle_seconds`` and whenever the queue runs dry."""
+    buffer = bytearray(max_bytes)
+    sock.setblocking(True)
+    while True:
+        if not select.select([sock], [], [], idle_seconds)[0]:
+            idle()
+            continue
+        size = sock.recv_into(buffer, len(buffer), socket.MSG_TRUNC)
+        if size == 0:
+            return  # the worker closed its end
+        if size > len(buffer):  # longer than any message the worker can send: cannot happen; skipped
+            log.warning("a shadow message of %s bytes was cut to %s and skipped", size, len(buffer))
+        else:
+            yield bytes(buffer[:size])
+        if not select.select([sock], [], [], 0)[0]:
+            idle()
 
 
 ITEM = struct.Struct("<c8sBII")  # b"I", shadow id, x's dtype (0 float32, 1 float64), inputs, result columns
@@ -347,29 +363,6 @@ def decode_item(payload: bytes, item_shape: tuple, layers: list[str]) -> tuple[n
 
 def item_id(payload: bytes) -> str:
     return ITEM.unpack_from(payload)[1].decode().rstrip()
-
-
-def read_frames(fd: int, idle: Callable[[], None], idle_seconds: float = FLUSH_SECONDS):
-    """Each frame's payload from ``fd`` until its end; ``idle()`` whenever nothing came for ``idle_seconds``
-    (and after each burst)."""
-    buffer = bytearray()
-    while True:
-        ready, _, _ = select.select([fd], [], [], idle_seconds)
-        if not ready:
-            idle()
-            continue
-        chunk = os.read(fd, 1 << 20)
-        if not chunk:
-            return
-        buffer += chunk
-        while len(buffer) >= FRAME.size:
-            (length,) = FRAME.unpack_from(buffer)
-            if len(buffer) < FRAME.size + length:
-                break
-            yield bytes(buffer[FRAME.size : FRAME.size + length])
-            del buffer[: FRAME.size + length]
-        if not buffer and not select.select([fd], [], [], 0)[0]:
-            idle()
 
 
 # --- where the comparisons are made
@@ -425,9 +418,9 @@ class ShadowConsumer:
             if pair is not None:
                 pair[2].write(batch)
 
-    def run(self, fd: int) -> None:
-        """Serve the frames of ``fd`` until its end."""
-        for payload in read_frames(fd, self.flush):
+    def run(self, sock: socket.socket, max_bytes: int = QUEUE_BYTES) -> None:
+        """Serve the messages of ``sock`` (each at most ``max_bytes``) until the worker closes its end."""
+        for payload in read_messages(sock, self.flush, max_bytes):
             if payload[:1] == CONFIG:
                 self.flush()
                 self.configure(pickle.loads(payload[1:]))
@@ -453,7 +446,7 @@ class _Mirror:
 
 class ShadowRunner:
     """One worker's shadows: which primary's requests are mirrored (:meth:`offer`, on the request's path: a pickle
-    and one write to a pipe), which name has a canary (:meth:`choose`), and the shadow process that reads the pipe.
+    and one message to a socket), which name has a canary (:meth:`choose`), and the shadow process that reads it.
 
     The comparisons run in a process of their own at the lowest CPU priority (``nice`` 19): a thread would share
     the worker's GIL, and a low-priority thread holding it stalls the requests (measured: -40% throughput at 16
@@ -519,29 +512,27 @@ class ShadowRunner:
                 log.warning("the shadows could not be changed in the shadow process: %s", exc)
 
     def _start(self) -> None:
-        read, write = os.pipe()
-        self.queue = ShadowQueue(write, self.queue_bytes)
+        ours, theirs = socket_pair(self.queue_bytes)
+        self.queue = ShadowQueue(ours)
         if self.in_process:
             self.consumer = ShadowConsumer(lambda tag: self.plane.loaded[tag])
-            threading.Thread(target=self._consume, args=(read,), name="shadow", daemon=True).start()
+            threading.Thread(target=self._consume, args=(theirs,), name="shadow", daemon=True).start()
             return
         options = pickle.dumps(self.options, protocol=pickle.HIGHEST_PROTOCOL).hex() if self.options else ""
-        env = {**os.environ, "SHADOW_LOAD_OPTIONS": options}
+        env = {**os.environ, "SHADOW_LOAD_OPTIONS": options, "SHADOW_MESSAGE_BYTES": str(self.queue.capacity)}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "service.shadow_process"], stdin=read, env=env, close_fds=True
+            [sys.executable, "-m", "service.shadow_process"], stdin=theirs.fileno(), env=env, close_fds=True
         )
-        os.close(read)
+        theirs.close()
         log.info("shadow process %s started", self.process.pid)
 
-    def _consume(self, read: int) -> None:
-        try:
-            self.consumer.run(read)
-        finally:
-            os.close(read)
+    def _consume(self, sock: socket.socket) -> None:
+        with sock:
+            self.consumer.run(sock, self.queue.capacity)
 
     def offer(self, runtime, x: np.ndarray, prediction) -> None:
         """Queue a primary's request for its candidate (``share`` of them), or count it dropped: a few
-        microseconds and one write to a pipe, on the request's path."""
+        microseconds and one message to a socket, on the request's path."""
         mirror = self.mirrors.get(runtime.tag)
         if mirror is None:
             return
@@ -561,7 +552,7 @@ class ShadowRunner:
         return spec, side
 
     def stop(self) -> None:
-        """Close the pipe: the shadow process writes what it has and exits."""
+        """Close the socket: the shadow process writes what it has and exits."""
         if self.queue is not None:
             self.queue.close()
             self.queue = None

@@ -1,10 +1,10 @@
 """A worker's shadow process: ``python -m service.shadow_process``, started by the worker's
-:class:`~service.shadow.ShadowRunner` with the read end of its shadow pipe as standard input.
+:class:`~service.shadow.ShadowRunner` with its end of the worker's shadow socket as standard input.
 
 It runs only on CPU time nothing else wants (Linux's ``SCHED_IDLE``; else ``nice`` 19). It loads each shadow's
 candidate from the store (the worker has audited and replayed it already), runs every mirrored request on it,
 compares the two answers and writes the figures to the Prometheus multiprocess directory the workers write to.
-It exits when the pipe closes (the worker stopped or died). It imports no TensorFlow unless a candidate needs it.
+It exits when the socket closes (the worker stopped or died). It imports no TensorFlow unless a candidate needs it.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def main() -> int:
     except (AttributeError, OSError):
         os.nice(19)
     from modelstore.kinds import PLUGIN_SETTING, LoadOptions, add_kinds_from, from_store, plugin_modules
-    from service.shadow import ShadowConsumer
+    from service.shadow import QUEUE_BYTES, ShadowConsumer
     from sparsity import logs
 
     logs.configure(logging.INFO)
@@ -48,7 +48,10 @@ def main() -> int:
         runtime.warm_up()
         return runtime
 
-    ShadowConsumer(load).run(sys.stdin.fileno())
+    import socket
+
+    sock = socket.socket(fileno=os.dup(sys.stdin.fileno()))  # the worker's socket pair (SOCK_SEQPACKET)
+    ShadowConsumer(load).run(sock, int(os.environ.get("SHADOW_MESSAGE_BYTES") or QUEUE_BYTES))
     return 0
 
 

@@ -4,11 +4,8 @@ inputs, the primary pinned, the queue bounded, a removed shadow stopped at once,
 
 from __future__ import annotations
 
-import array
-import fcntl
-import os
+import contextlib
 import secrets
-import termios
 import time
 from dataclasses import replace
 
@@ -30,7 +27,8 @@ from service.shadow import (
     decode_item,
     encode_item,
     item_id,
-    read_frames,
+    read_messages,
+    socket_pair,
     sticky_draw,
     totals_of,
 )
@@ -122,42 +120,46 @@ def test_the_shadows_figures_equal_the_offline_comparison_of_the_same_inputs(pai
 def test_a_full_queue_drops_shadow_work_and_counts_it_and_removing_the_shadow_stops_it(pair):
     old, new = pair
     plane = _plane([old, new])
-    read, write = os.pipe()  # a queue nobody reads: it fills
-    queue = plane.shadows.queue = ShadowQueue(write, 4096)
+    ours, theirs = socket_pair(8192)  # a queue nobody reads: it fills
+    queue = plane.shadows.queue = ShadowQueue(ours)
     spec = _spec()
     plane.switch(plane.serving_tags(), {"toy_shadow": spec})
-    for _ in range(40):
+    for _ in range(200):
         assert plane.infer(old, X[:2]).labels.shape == (2,)  # the primary answers every request
-    unread = array.array("i", [0])
-    fcntl.ioctl(write, termios.FIONREAD, unread)
     _, counts = totals_of(exposition.collect(), spec, {})
-    assert counts["mirrored"] + counts["dropped"] == 80 and counts["dropped"] > 0 and counts["mirrored"] > 0
-    assert 0 < unread[0] <= queue.capacity == 4096  # bounded, and every queued frame whole
+    assert counts["mirrored"] + counts["dropped"] == 400 and counts["dropped"] > 0 and counts["mirrored"] > 0
+    theirs.setblocking(False)
+    received = []
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            received.append(theirs.recv(1 << 16))
+    config, items = received[0], received[1:]
+    assert config[:1] == b"C" and len(items) * 2 == counts["mirrored"]  # every queued request arrived whole
+    assert all(item_id(item) == spec.id and len(item) == len(items[0]) for item in items)
+    assert sum(map(len, received)) <= 2 * queue.capacity  # bounded (the kernel counts its own overhead too)
     plane.switch(plane.serving_tags(), {})  # removed: nothing more is offered
     assert plane.shadows.mirrors == {}
-    os.set_blocking(read, False)
-    taken = os.read(read, 1 << 20)
     plane.infer(old, X[:3])
+    assert theirs.recv(1 << 16)[:1] == b"C"  # the new configuration, and no request after it
     with pytest.raises(BlockingIOError):
-        os.read(read, 1)
-    assert len(taken) >= unread[0]
+        theirs.recv(1 << 16)
     assert plane.model("toy_shadow") is new  # without the pin, the newest answers again
-    os.close(read)
+    theirs.close()
 
 
-def test_frames_cross_the_pipe_whole_in_order_and_a_full_pipe_refuses_without_waiting():
-    read, write = os.pipe()
-    queue = ShadowQueue(write, 4096)
-    sizes = [0, 1, 100, 4000]
-    accepted = [queue.offer(bytes([i]) * n) for i, n in enumerate(sizes)]
-    assert accepted == [True, True, True, False]  # 4 + 0, 4 + 1, 4 + 100 fit in 4096; 4 + 4000 does not
+def test_messages_cross_whole_in_order_and_a_full_queue_refuses_without_waiting():
+    ours, theirs = socket_pair(8192)
+    queue = ShadowQueue(ours)
+    sent = [bytes([i % 250]) * (100 + i) for i in range(400)]
+    accepted = [m for m in sent if queue.offer(m)]
+    assert 0 < len(accepted) < len(sent)
     started = time.monotonic()
     assert not queue.offer(b"x" * 5000) and time.monotonic() - started < 0.1
+    assert not queue.offer(b"x" * (queue.capacity * 4))  # larger than the queue: refused, not cut
     queue.close()
-    idle = []
-    frames = list(read_frames(read, lambda: idle.append(1), idle_seconds=0.01))
-    assert frames == [b"", b"\x01", b"\x02" * 100]
-    os.close(read)
+    got = list(read_messages(theirs, lambda: None, max_bytes=queue.capacity, idle_seconds=0.01))
+    assert got == accepted
+    theirs.close()
 
 
 def test_a_share_mirrors_about_that_share_and_a_version_that_is_not_the_primary_is_not_mirrored(pair):
