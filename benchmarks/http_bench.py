@@ -5,8 +5,8 @@ images/s in one process and in two at once, as two workers would run), then the 
 1 and 2 workers and the ``model.predict`` baseline service over HTTP, driven by wrk on 127.0.0.1
 (bounded: a few seconds per case). wrk's latency percentiles are only reported next to a check
 against its own request rate: mean latency x requests cannot exceed duration x connections.
-Then ONNX Runtime against TensorFlow on the same network (:mod:`benchmarks.onnx_bench`). Prints one
-table and the targets, writes ``reports/bench.json`` and ``reports/bench.png``.
+Then ONNX Runtime against TensorFlow on the same network (:mod:`benchmarks.onnx_bench`), and what a 100%
+shadow costs the primary (:mod:`benchmarks.shadow_bench`). Prints one table and the targets, writes ``reports/bench.json`` and ``reports/bench.png``.
 
 Usage: ``make bench`` or ``python -m benchmarks.http_bench --seconds 10``.
 """
@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks import onnx_bench
+from benchmarks import onnx_bench, shadow_bench
 from benchmarks.load import Case, make_bodies, serve_cases
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -193,9 +193,11 @@ def main(argv: list[str] | None = None) -> int:
         f"{limits['http_p50_over_inprocess_probe_1']:.1f} x the in-process probe ({limits['probe_ms_1']:.3f} ms)"
     )
     onnx = onnx_bench.run(args.seconds, work)
+    shadow = shadow_bench.run(args.seconds, work)
     print("targets:")
     checked = targets(results, limits)
     checked += [(name, t["value"], "{:.2f}", t["met"]) for name, t in onnx["targets"].items()]
+    checked += [(name, t["value"], "{:.3f}", t["met"]) for name, t in shadow.get("targets", {}).items()]
     for name, value, fmt, ok in checked:
         print(f"  {name:<62} {fmt.format(value):>8}  {'MET' if ok else 'NOT MET'}")
     args.output.parent.mkdir(parents=True, exist_ok=True)
@@ -204,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         "http": results,
         "memory": memory_of,
         "onnx": onnx,
+        "shadow": shadow,
         "targets": {name: {"value": value, "met": ok} for name, value, _, ok in checked},
     }
     args.output.write_text(json.dumps(report, indent=2) + "\n")

@@ -7,7 +7,8 @@ another stored version as a 100% shadow, against no shadow, taking turns in one 
   throughput without a shadow; the shadow work that could not keep up is dropped and counted (read back from
   ``GET /models/mnist_cnn/shadow``).
 
-``make bench`` runs it after the service benchmark; alone: ``python -m benchmarks.shadow_bench --seconds 6``.
+The shadow's own work is counted per case (compared, dropped), read back from ``GET /models/mnist_cnn/shadow``
+once its queues are empty. ``make bench`` runs it after the service benchmark; alone: ``python -m benchmarks.shadow_bench --seconds 6``.
 Writes ``reports/shadow-bench.json``. Needs two stored versions of ``mnist_cnn`` (``make models`` stores the
 trained and the pruned one).
 """
@@ -65,9 +66,13 @@ def run(seconds: int, work: Path) -> dict:
                     answer = httpx.put(shadow_url, json=body, headers=auth, timeout=300)
                     answer.raise_for_status()
                 light = wrk(url, bodies["inputs1"], seconds, LIGHT, work)
+                if mode == "shadow":
+                    light["shadow"] = _settled(shadow_url, auth)
                 saturated = wrk(url, bodies["inputs1"], seconds, SATURATED, work)
                 row = {"light": light, "saturated": saturated}
                 if mode == "shadow":
+                    total = _settled(shadow_url, auth)
+                    saturated["shadow"] = {k: total[k] - light["shadow"][k] for k in total}
                     row["shadow"] = httpx.delete(shadow_url, headers=auth, timeout=60).json()["inputs"]
                 rounds[mode].append(row)
                 print(_line(mode, row), flush=True)
@@ -76,15 +81,28 @@ def run(seconds: int, work: Path) -> dict:
     return summarise(primary, candidate, rounds)
 
 
+def _settled(shadow_url: str, auth: dict, timeout: float = 60) -> dict:
+    """The shadow's input counts once its queues are empty (what was mirrored is compared)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        counts = httpx.get(shadow_url, headers=auth, timeout=30).json()["inputs"]
+        if counts["pending"] <= 0 or time.monotonic() > deadline:
+            return counts
+        time.sleep(0.2)
+
+
 def _line(mode: str, row: dict) -> str:
     light, saturated = row["light"], row["saturated"]
     text = (
         f"  {mode:<7} 1 conn: p50 {light['p50_ms']:.3f} ms, p99 {light['p99_ms']:.3f} ms, "
         f"{light['requests_per_second']:.0f} req/s | {SATURATED} conn: {saturated['requests_per_second']:.0f} req/s"
     )
-    if "shadow" in row:
-        s = row["shadow"]
-        text += f" | shadow: {s['compared']} compared, {s['dropped']} dropped of {s['compared'] + s['dropped']}"
+    for case, conn in (("light", LIGHT), ("saturated", SATURATED)):
+        if "shadow" in row[case]:
+            s = row[case]["shadow"]
+            text += f" | shadow at {conn}: {s['compared']} compared, {s['dropped']} dropped"
     errors = sum(r["non_2xx"] + r["socket_errors"] for r in (light, saturated))
     return text + (f", {errors} errors" if errors else "")
 
@@ -101,8 +119,9 @@ def summarise(primary: str, candidate: str, rounds: dict[str, list[dict]]) -> di
         }
         for mode in rounds
     }
-    shadowed = [row["shadow"] for row in rounds["shadow"]]
-    figures["shadow"]["inputs"] = {k: sum(s[k] for s in shadowed) for k in ("mirrored", "compared", "dropped")}
+    for case, conn in (("light", LIGHT), ("saturated", SATURATED)):
+        shadowed = [row[case]["shadow"] for row in rounds["shadow"]]
+        figures["shadow"][f"inputs_{conn}_conn"] = {k: sum(s[k] for s in shadowed) for k in ("compared", "dropped")}
     p50 = figures["shadow"]["p50_ms_1_conn"] / figures["none"]["p50_ms_1_conn"]
     key = f"requests_per_second_{SATURATED}_conn"
     throughput = figures["shadow"][key] / figures["none"][key]
