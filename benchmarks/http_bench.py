@@ -6,7 +6,8 @@ images/s in one process and in two at once, as two workers would run), then the 
 (bounded: a few seconds per case). wrk's latency percentiles are only reported next to a check
 against its own request rate: mean latency x requests cannot exceed duration x connections.
 Then ONNX Runtime against TensorFlow on the same network (:mod:`benchmarks.onnx_bench`), and what a 100%
-shadow costs the primary (:mod:`benchmarks.shadow_bench`). Prints one table and the targets, writes ``reports/bench.json`` and ``reports/bench.png``.
+shadow costs the primary (:mod:`benchmarks.shadow_bench`). Prints one table and the targets, writes
+``reports/bench.json`` and ``reports/bench.png``.
 
 Usage: ``make bench`` or ``python -m benchmarks.http_bench --seconds 10``.
 """

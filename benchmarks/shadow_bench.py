@@ -8,7 +8,8 @@ another stored version as a 100% shadow, against no shadow, taking turns in one 
   ``GET /models/mnist_cnn/shadow``).
 
 The shadow's own work is counted per case (compared, dropped), read back from ``GET /models/mnist_cnn/shadow``
-once its queues are empty. ``make bench`` runs it after the service benchmark; alone: ``python -m benchmarks.shadow_bench --seconds 6``.
+once its queues are empty. ``make bench`` runs it after the service benchmark; alone:
+``python -m benchmarks.shadow_bench --seconds 6``.
 Writes ``reports/shadow-bench.json``. Needs two stored versions of ``mnist_cnn`` (``make models`` stores the
 trained and the pruned one).
 """
