@@ -306,26 +306,55 @@ class ShadowQueue:
             self.sock.close()
 
 
+MAX_BATCH = 64
+"""Messages waiting in the queue are taken together (one candidate pass over their inputs): at one connection,
+one at a time dropped a quarter of the mirrored requests that this keeps up with."""
+
+
 def read_messages(
-    sock: socket.socket, idle: Callable[[], None], max_bytes: int = QUEUE_BYTES, idle_seconds: float = FLUSH_SECONDS
+    sock: socket.socket,
+    idle: Callable[[], None],
+    max_bytes: int = QUEUE_BYTES,
+    idle_seconds: float = FLUSH_SECONDS,
+    max_batch: int = MAX_BATCH,
 ):
-    """Each message of ``sock`` (at most ``max_bytes``: the sender's buffer) until the other end closes; ``idle()``
-    whenever nothing came for ``idle_seconds`` and whenever the queue runs dry."""
+    """The messages of ``sock`` (each at most ``max_bytes``: the sender's buffer) until the other end closes, in
+    lists of what was waiting (at most ``max_batch``); ``idle()`` whenever nothing came for ``idle_seconds`` and
+    whenever the queue runs dry."""
     buffer = bytearray(max_bytes)
     sock.setblocking(True)
     while True:
         if not select.select([sock], [], [], idle_seconds)[0]:
             idle()
             continue
-        size = sock.recv_into(buffer, len(buffer), socket.MSG_TRUNC)
-        if size == 0:
-            return  # the worker closed its end
-        if size > len(buffer):  # longer than any message the worker can send: cannot happen; skipped
-            log.warning("a shadow message of %s bytes was cut to %s and skipped", size, len(buffer))
-        else:
-            yield bytes(buffer[:size])
+        batch = []
+        while len(batch) < max_batch and (not batch or select.select([sock], [], [], 0)[0]):
+            size = sock.recv_into(buffer, len(buffer), socket.MSG_TRUNC)
+            if size == 0:
+                if batch:
+                    yield batch
+                return  # the worker closed its end
+            if size > len(buffer):  # longer than any message the worker can send: cannot happen; skipped
+                log.warning("a shadow message of %s bytes was cut to %s and skipped", size, len(buffer))
+            else:
+                batch.append(bytes(buffer[:size]))
+        yield batch
         if not select.select([sock], [], [], 0)[0]:
             idle()
+
+
+def joined(predictions: list[Prediction]) -> Prediction:
+    """Several answers as one, inputs in order (the primary's answers of the requests a batch joins)."""
+    if len(predictions) == 1:
+        return predictions[0]
+    layers = predictions[0].layer_sparsity
+    return Prediction(
+        np.concatenate([p.probabilities for p in predictions]),
+        {layer: np.concatenate([p.layer_sparsity[layer] for p in predictions]) for layer in layers},
+        np.concatenate([p.overall for p in predictions]),
+        np.concatenate([p.scores for p in predictions]),
+        np.concatenate([p.atypical for p in predictions]),
+    )
 
 
 ITEM = struct.Struct("<c8sBII")  # b"I", shadow id, x's dtype (0 float32, 1 float64), inputs, result columns
@@ -392,7 +421,7 @@ class ShadowConsumer:
                 candidate = self.load(spec.candidate_tag)
             except Exception as exc:  # the worker loaded it; a failure here is logged, its inputs counted failed
                 log.warning("the shadow process could not load %s: %s", spec.candidate_tag, exc)
-                continue
+                candidate = None
             self.pairs[shadow_id] = (spec, candidate, PairMetrics(spec, primary_layers, candidate))
 
     def handle(self, shadow_id: str, x: np.ndarray, primary: Prediction) -> None:
@@ -419,18 +448,35 @@ class ShadowConsumer:
                 pair[2].write(batch)
 
     def run(self, sock: socket.socket, max_bytes: int = QUEUE_BYTES) -> None:
-        """Serve the messages of ``sock`` (each at most ``max_bytes``) until the worker closes its end."""
-        for payload in read_messages(sock, self.flush, max_bytes):
-            if payload[:1] == CONFIG:
-                self.flush()
-                self.configure(pickle.loads(payload[1:]))
-                continue
-            pair = self.pairs.get(item_id(payload))
-            if pair is not None:
+        """Serve the messages of ``sock`` (each at most ``max_bytes``) until the worker closes its end: the
+        requests waiting together run on their candidate as one batch."""
+        for batch in read_messages(sock, self.flush, max_bytes):
+            waiting: dict[str, list] = {}
+            for payload in batch:
+                if payload[:1] == CONFIG:
+                    self._run_together(waiting)
+                    waiting = {}
+                    self.flush()
+                    self.configure(pickle.loads(payload[1:]))
+                    continue
+                pair = self.pairs.get(item_id(payload))
+                if pair is None:
+                    continue  # removed or replaced since it was queued
                 spec, candidate, metrics = pair
-                x, primary = decode_item(payload, candidate.item_shape, metrics.primary_layers)
-                self.handle(spec.id, x, primary)
+                if candidate is None:
+                    metrics.items["failed"].inc(ITEM.unpack_from(payload)[3])
+                    continue
+                waiting.setdefault(spec.id, []).append(
+                    decode_item(payload, candidate.item_shape, metrics.primary_layers)
+                )
+            self._run_together(waiting)
         self.flush()
+
+    def _run_together(self, waiting: dict[str, list]) -> None:
+        for shadow_id, requests in waiting.items():
+            xs = [x for x, _ in requests]
+            x = xs[0] if len(xs) == 1 else np.concatenate(xs)
+            self.handle(shadow_id, x, joined([primary for _, primary in requests]))
 
 
 # --- the worker's side
@@ -491,25 +537,27 @@ class ShadowRunner:
                 layers[spec.id] = (spec, list(primary.layers))
             SHADOW_SHARE.labels(*spec.labels, spec.mode).set(spec.share)
         before = {m.spec.id for m in self.mirrors.values()}
-        gone = [s for s in [*(m.spec for m in self.mirrors.values()), *self.canaries.values()] if s.id not in {
-            *(m.spec.id for m in mirrors.values()), *(c.id for c in canaries.values())}]  # fmt: skip
-        self.mirrors, self.canaries = mirrors, canaries
-        for spec in gone:
-            for outcome in ("mirrored", "dropped", *SIDES):
-                _remove(SHADOW_ITEMS, (*spec.labels, outcome))
-                _remove(CANARY_REQUESTS, (*spec.labels, outcome))
-            _remove(SHADOW_SHARE, (*spec.labels, spec.mode))
         if self.process is not None and self.process.poll() is not None:
             log.warning("shadow process %s exited (%s): starting another", self.process.pid, self.process.returncode)
             self.stop()
             before = set()
         if layers and self.queue is None:
             self._start()
-        if self.queue is not None and set(layers) != before:
+        if self.queue is not None and set(layers) != before:  # before any request is mirrored to a new shadow
             try:
                 self.queue.send(CONFIG + pickle.dumps(layers, protocol=pickle.HIGHEST_PROTOCOL))
             except OSError as exc:
                 log.warning("the shadows could not be changed in the shadow process: %s", exc)
+        kept = {m.spec.id for m in mirrors.values()} | {c.id for c in canaries.values()}
+        gone = [
+            spec for spec in [*(m.spec for m in self.mirrors.values()), *self.canaries.values()] if spec.id not in kept
+        ]
+        self.mirrors, self.canaries = mirrors, canaries
+        for spec in gone:
+            for outcome in ("mirrored", "dropped", *SIDES):
+                _remove(SHADOW_ITEMS, (*spec.labels, outcome))
+                _remove(CANARY_REQUESTS, (*spec.labels, outcome))
+            _remove(SHADOW_SHARE, (*spec.labels, spec.mode))
 
     def _start(self) -> None:
         ours, theirs = socket_pair(self.queue_bytes)
