@@ -38,7 +38,7 @@ from pydantic.json_schema import models_json_schema
 
 from modelstore.card import ModelCard
 from modelstore.kinds import KINDS
-from service import openapi_oip, routes
+from service import openapi_oip, openapi_shadow, routes
 from service.codecs.npy import ACCEPTED_DTYPES
 from service.schemas import Error, ExamplesResponse, PredictResponse
 from sparsity.contract import MAX_BATCH, MAX_NPY_ITEMS
@@ -359,7 +359,7 @@ def fix_document(generated: dict, *, version: str) -> dict:
         for operation in path_item.values():
             if isinstance(operation, dict) and "x-bentoml-name" in operation:
                 _name_operation(operation, schemas)
-    doc["paths"] |= _extra_paths() | openapi_oip.paths()
+    doc["paths"] |= _extra_paths() | openapi_oip.paths() | openapi_shadow.paths()
     infrastructure = [tag for tag in doc.get("tags", []) if tag.get("name") != "Service APIs"]
     doc["tags"] = [{"name": API_TAG, "description": "Predictions with their sparsity, and the served models"}]
     doc["tags"] += [
@@ -368,11 +368,12 @@ def fix_document(generated: dict, *, version: str) -> dict:
             "description": "The Open Inference Protocol's REST routes (Triton, MLServer, KServe)",
         },
         {"name": openapi_oip.MANAGEMENT_TAG, "description": "Load and unload models while serving"},
+        {"name": openapi_shadow.TAG, "description": "A candidate version beside the one answering a name"},
     ]
     doc["tags"] += infrastructure
     kept = {name: schema for name, schema in generated_schemas.items() if name not in REPLACED_COMPONENTS}
     kept = {name: schema for name, schema in kept.items() if not name.endswith(("__Input", "IODescriptor"))}
-    doc["components"]["schemas"] = kept | schemas | openapi_oip.schemas()
+    doc["components"]["schemas"] = kept | schemas | openapi_oip.schemas() | openapi_shadow.schemas()
     doc["components"]["securitySchemes"] = {
         "bearer": {"type": "http", "scheme": "bearer", "description": "INFERENCE_KEY_FILE / MANAGEMENT_KEY_FILE keys"}
     }

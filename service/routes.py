@@ -104,7 +104,7 @@ def endpoint_label(path: str) -> str:
     if parts[0] == "models" and len(parts) in (2, 3):
         if len(parts) == 2:
             return "/models/{name}"
-        if parts[2] in (*MODEL_ROUTES, "examples"):
+        if parts[2] in (*MODEL_ROUTES, "examples", "shadow"):
             return "/models/{name}/" + parts[2]
     if parts[:2] == ["v2", "models"] and len(parts) >= 3:
         rest, template = parts[3:], "/v2/models/{name}"

@@ -157,7 +157,9 @@ def test_messages_cross_whole_in_order_and_a_full_queue_refuses_without_waiting(
     assert not queue.offer(b"x" * 5000) and time.monotonic() - started < 0.1
     assert not queue.offer(b"x" * (queue.capacity * 4))  # larger than the queue: refused, not cut
     queue.close()
-    batches = list(read_messages(theirs, lambda: None, max_bytes=queue.capacity, idle_seconds=0.01, max_batch=7))
+    batches = list(
+        read_messages(theirs, lambda: None, max_bytes=queue.capacity, idle_seconds=0.01, max_batch=7, gather_seconds=0)
+    )
     assert [message for batch in batches for message in batch] == accepted
     assert max(map(len, batches)) == 7 and len(batches) == -(-len(accepted) // 7)  # what waited, 7 at a time
     theirs.close()
