@@ -141,8 +141,22 @@ def test_operations_get_named_schemas_ids_tags_and_examples():
         "service",
         "Open Inference Protocol (KServe V2)",
         "Model repository (management key)",
+        "Shadows and canaries",
         "Infrastructure",
     ]
+
+
+def test_the_shadow_route_is_described_with_its_keys_and_refusals():
+    doc = fix_document(_generated(), version="9.9.9")
+    item = doc["paths"]["/models/{name}/shadow"]
+    assert set(item) == {"get", "put", "delete"}
+    assert set(item["put"]["responses"]) == {"200", "400", "401", "403", "404", "413", "503"}
+    assert item["put"]["security"] == [{"bearer": []}] and {} in item["get"]["security"]
+    request = doc["components"]["schemas"]["ShadowRequest"]
+    assert request["required"] == ["version", "share"] and request["properties"]["mode"]["enum"] == ["mirror", "canary"]
+    assert doc["components"]["schemas"]["Shadow"]["properties"]["comparison"] == {
+        "$ref": "#/components/schemas/ShadowComparison"
+    }
 
 
 def test_the_open_inference_protocol_routes_are_described():
