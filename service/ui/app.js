@@ -102,6 +102,7 @@ const versionOf = (card) => card.tag.split(":")[1];
 // serving version, else none
 async function otherVersion(name) {
   const all = versionsOf[name] || [];
+  if (all.length < 2) return null; // a shadow's candidate serves too: one version, no shadow (and no 404 asked)
   let shadow = null;
   try {
     shadow = await api(`/models/${encodeURIComponent(name)}/shadow`);

@@ -120,6 +120,21 @@ def test_the_shadow_set_at_start_compares_every_input_as_the_offline_comparison_
     assert samples[("shadow_probability_total_variation_count", None)] == len(INPUTS)
 
 
+def test_the_compare_command_refuses_in_one_line(shadowed):
+    store, first, root = shadowed["store"], shadowed["first"], shadowed["root"]
+    np.save(root / "wrong.npy", np.zeros((3, 5), dtype=np.float32))
+    np.save(root / "right.npy", INPUTS[:3])
+    cases = [
+        ([first, "toy:nothere", "--inputs", str(root / "right.npy")], "error: model toy:nothere is not in the store"),
+        ([first, shadowed["second"], "--inputs", str(root / "wrong.npy")], "error: --inputs"),
+        ([first, shadowed["second"], "--inputs", str(root / "missing.npy")], "error: --inputs"),
+    ]
+    for args, start in cases:
+        done = run_in_project([sys.executable, "-m", "modelstore", "compare", *args], env=store.env)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith(start), done.stderr
+
+
 def test_every_shadow_panel_of_the_dashboard_has_data_in_a_real_prometheus(shadowed):
     from tests.integration.test_prometheus import Prometheus
 
