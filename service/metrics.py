@@ -255,18 +255,18 @@ class ModelMetrics:
         if self.firing is not None:
             self.firing.stop()
         for metric in PER_MODEL:
-            _remove(metric, self.labels)
+            remove_child(metric, self.labels)
         for metric in PER_LAYER:
             for layer in {*self.layers, *self.layer_names, *self.unit_layers}:
-                _remove(metric, (*self.labels, layer))
+                remove_child(metric, (*self.labels, layer))
         for label in self.class_names:
-            _remove(PREDICTIONS, (*self.labels, label))
+            remove_child(PREDICTIONS, (*self.labels, label))
         for layer, width in self.unit_layers.items():
             for unit in range(width):
-                _remove(UNIT_FIRED, (*self.labels, layer, str(unit)))
+                remove_child(UNIT_FIRED, (*self.labels, layer, str(unit)))
 
 
-def _remove(metric, labels: tuple) -> None:
+def remove_child(metric, labels: tuple) -> None:
     """Drop a child from this process (multiprocess mode warns that the files keep its value: they do, and
     :mod:`service.exposition` leaves the unloaded version out; a version loaded again continues its counts)."""
     with warnings.catch_warnings():

@@ -43,7 +43,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from modelstore.compare import SIDES, Compared, IncomparableVersions, Totals, check_pair, compare, unit_widths
 from modelstore.runtime import Prediction
-from service.metrics import RATIO_BUCKETS, observe_many
+from service.metrics import RATIO_BUCKETS, observe_many, remove_child
 from sparsity.contract import ALL_LAYERS
 from sparsity.errors import InvalidInputError
 
@@ -227,24 +227,17 @@ class PairMetrics:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             for metric in (SHADOW_AGREEMENTS, SHADOW_TOTAL_VARIATION):
-                _remove(metric, self.labels)
+                remove_child(metric, self.labels)
             for outcome in self.items:
-                _remove(SHADOW_ITEMS, (*self.labels, outcome))
+                remove_child(SHADOW_ITEMS, (*self.labels, outcome))
             for side, layers in self.sparsity.items():
                 for layer in layers:
-                    _remove(SHADOW_SPARSITY, (*self.labels, side, layer))
+                    remove_child(SHADOW_SPARSITY, (*self.labels, side, layer))
             for side in self.atypical:
-                _remove(SHADOW_ATYPICAL, (*self.labels, side))
+                remove_child(SHADOW_ATYPICAL, (*self.labels, side))
             for layer, width in self.widths.items():
                 for unit in range(width):
-                    _remove(SHADOW_UNIT_FIRED, (*self.labels, layer, str(unit)))
-
-
-def _remove(metric, labels: tuple) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # multiprocess mode: the files keep the values (see exposition)
-        with contextlib.suppress(KeyError):
-            metric.remove(*labels)
+                    remove_child(SHADOW_UNIT_FIRED, (*self.labels, layer, str(unit)))
 
 
 def _with_all(layers) -> list[str]:
@@ -563,9 +556,9 @@ class ShadowRunner:
         self.mirrors, self.canaries = mirrors, canaries
         for spec in gone:
             for outcome in ("mirrored", "dropped", *SIDES):
-                _remove(SHADOW_ITEMS, (*spec.labels, outcome))
-                _remove(CANARY_REQUESTS, (*spec.labels, outcome))
-            _remove(SHADOW_SHARE, (*spec.labels, spec.mode))
+                remove_child(SHADOW_ITEMS, (*spec.labels, outcome))
+                remove_child(CANARY_REQUESTS, (*spec.labels, outcome))
+            remove_child(SHADOW_SHARE, (*spec.labels, spec.mode))
 
     def _start(self) -> None:
         ours, theirs = socket_pair(self.queue_bytes)
