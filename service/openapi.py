@@ -359,7 +359,7 @@ def fix_document(generated: dict, *, version: str) -> dict:
         for operation in path_item.values():
             if isinstance(operation, dict) and "x-bentoml-name" in operation:
                 _name_operation(operation, schemas)
-    doc["paths"] |= _extra_paths() | openapi_oip.paths() | openapi_shadow.paths()
+    doc["paths"] |= _extra_paths() | openapi_oip.paths() | openapi_shadow.paths(NAME_PARAMETER)
     infrastructure = [tag for tag in doc.get("tags", []) if tag.get("name") != "Service APIs"]
     doc["tags"] = [{"name": API_TAG, "description": "Predictions with their sparsity, and the served models"}]
     doc["tags"] += [

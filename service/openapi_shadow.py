@@ -3,31 +3,16 @@ schemas of the request and the answer."""
 
 from __future__ import annotations
 
+from service.openapi_oip import _json, _ref
 from service.shadow import MODES
 
 TAG = "Shadows and canaries"
-
-
-def _ref(name: str) -> dict:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _json(schema: dict) -> dict:
-    return {"application/json": {"schema": schema}}
 
 
 def _error(description: str) -> dict:
     return {"description": description, "content": _json(_ref("Error"))}
 
 
-NAME = {
-    "name": "name",
-    "in": "path",
-    "required": True,
-    "description": "the model's name (GET /models lists them)",
-    "schema": {"type": "string"},
-    "example": "mnist_cnn",
-}
 UNAUTHORIZED = _error("A key is needed and missing or wrong (`WWW-Authenticate: Bearer`)")
 
 
@@ -108,9 +93,10 @@ def schemas() -> dict[str, dict]:
     }
 
 
-def paths() -> dict[str, dict]:
+def paths(name: dict) -> dict[str, dict]:
+    """The route's operations; ``name``: the ``{name}`` path parameter the model routes share."""
     ok = {"description": "The shadow and its figures so far", "content": _json(_ref("Shadow"))}
-    management = {"security": [{"bearer": []}], "tags": [TAG], "parameters": [NAME]}
+    management = {"security": [{"bearer": []}], "tags": [TAG], "parameters": [name]}
     forbidden = _error("The management routes are off (MANAGEMENT_KEY_FILE unset)")
     return {
         "/models/{name}/shadow": {
@@ -118,7 +104,7 @@ def paths() -> dict[str, dict]:
                 "tags": [TAG],
                 "operationId": "get_shadow",
                 "description": "The name's shadow (or canary) and its comparison so far, summed over every worker.",
-                "parameters": [NAME],
+                "parameters": [name],
                 "security": [{"bearer": []}, {}],
                 "responses": {
                     "200": ok,

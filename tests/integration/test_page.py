@@ -121,6 +121,18 @@ def draw(driver, points: list[tuple[int, int]]) -> None:
     chain.release().perform()
 
 
+def fill_fields(driver, values: list[float]) -> None:
+    """Type one value into each field of the tabular form, and wait for the page's answer to them."""
+    from selenium.webdriver.common.by import By
+
+    before = answers(driver)
+    for i, value in enumerate(values):
+        field = driver.find_element(By.ID, f"feature-{i}")
+        field.clear()
+        field.send_keys(str(value))
+    settled(driver, before)
+
+
 def pad_png(driver) -> bytes:
     data_url = driver.execute_script("return document.getElementById('pad').toDataURL('image/png')")
     return base64.b64decode(data_url.split(",", 1)[1])
@@ -298,12 +310,7 @@ def test_the_tabular_form_and_switching_models(browser, server):
     select.select_by_value("iris_l1")
     wait_for(browser, "document.querySelectorAll('#fields input').length === 4")
     values = [6.9, 3.1, 5.4, 2.1]
-    before = answers(browser)
-    for i, value in enumerate(values):
-        field = browser.find_element(By.ID, f"feature-{i}")
-        field.clear()
-        field.send_keys(str(value))
-    settled(browser, before)
+    fill_fields(browser, values)
     answer = httpx.post(f"{server.url}/models/iris_l1/predict?detail=units", json={"inputs": [values]}, timeout=10)
     page, expected = shown(browser), answer.json()["predictions"][0]
     assert page["model"] == "iris_l1" and page["label"] == expected["label"]

@@ -171,9 +171,8 @@ def test_every_shadow_panel_of_the_dashboard_has_data_in_a_real_prometheus(shado
 
 
 def test_the_page_shows_both_versions_layers_side_by_side_for_one_input(shadowed, browser):
-    from selenium.webdriver.common.by import By
 
-    from tests.integration.test_page import SCREENSHOTS, answers, settled, wait_for
+    from tests.integration.test_page import SCREENSHOTS, fill_fields, wait_for
 
     url, store, first, second = shadowed["url"], shadowed["store"], shadowed["first"], shadowed["second"]
     primary, candidate = first.split(":")[1], second.split(":")[1]
@@ -184,12 +183,7 @@ def test_the_page_shows_both_versions_layers_side_by_side_for_one_input(shadowed
         browser, "document.body.dataset.ready === 'true' && document.querySelectorAll('#fields input').length === 4"
     )
     values = [0.7, 0.2, 0.9, 0.4]
-    before = answers(browser)
-    for i, value in enumerate(values):
-        field = browser.find_element(By.ID, f"feature-{i}")
-        field.clear()
-        field.send_keys(str(value))
-    settled(browser, before)
+    fill_fields(browser, values)
     wait_for(browser, "!document.getElementById('compare').hidden")
     table = browser.execute_script(
         """
