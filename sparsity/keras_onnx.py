@@ -93,6 +93,7 @@ def convert(model, layer_names: list[str]) -> Twin:
         quiet.setLevel(level)
     _freeze_inputs(proto, captured)
     _replace_erfc(proto)
+    _fuse_thresholded_relus(proto, model)
     unknown = sorted({node.op_type for node in proto.graph.node if not onnx.defs.has(node.op_type, node.domain)})
     if unknown:
         raise ConversionError(f"tf2onnx {version} cannot convert the TensorFlow op(s) {', '.join(unknown)}")
@@ -139,6 +140,50 @@ def _replace_erfc(proto: onnx.ModelProto) -> None:
         graph.node.remove(node)
         graph.node.insert(position, helper.make_node("Sub", [one, erf], list(node.output), name=node.name))
         graph.node.insert(position, helper.make_node("Erf", list(node.input), [erf], name=f"{node.name}/Erf"))
+
+
+def _fuse_thresholded_relus(proto: onnx.ModelProto, model) -> None:
+    """Each FATReLU layer (``sparsity.layers.ThresholdedReLU``, ``x if x > t else 0``) as the ONNX operator of the
+    same meaning, ``ThresholdedRelu(alpha=t)``: tf2onnx lowers its ``where`` into eight nodes that no probe
+    recognises as an activation. The layer's nodes (by name scope) are replaced by one node from the input of
+    their ``Greater`` to the one output read outside them; nodes left unread are dropped."""
+    from onnx import helper
+
+    from sparsity.layers import ThresholdedReLU
+
+    graph = proto.graph
+    for layer in model._flatten_layers(include_self=False):
+        if not isinstance(layer, ThresholdedReLU):
+            continue
+        scope = [node for node in graph.node if _matches(node.name, layer.name)]
+        greater = [node for node in scope if node.op_type == "Greater"]
+        if len(greater) != 1:
+            raise ConversionError(f"FATReLU layer {layer.name!r} converted to {len(greater)} Greater nodes, not 1")
+        inside = {id(node) for node in scope}
+        produced = {name for node in scope for name in node.output}
+        read_outside = {name for node in graph.node if id(node) not in inside for name in node.input} | {
+            value.name for value in graph.output
+        }
+        outputs = sorted(produced & read_outside)
+        if len(outputs) != 1:
+            raise ConversionError(f"FATReLU layer {layer.name!r} has {len(outputs)} outputs read outside it, not 1")
+        position = max(list(graph.node).index(node) for node in scope) - len(scope) + 1
+        for node in scope:
+            graph.node.remove(node)
+        name = f"{layer.name}/ThresholdedRelu"
+        fused = helper.make_node("ThresholdedRelu", [greater[0].input[0]], outputs, name=name, alpha=layer.threshold)
+        graph.node.insert(position, fused)
+    _drop_unread(graph)
+
+
+def _drop_unread(graph) -> None:
+    while True:
+        read = {name for node in graph.node for name in node.input} | {value.name for value in graph.output}
+        unread = [node for node in graph.node if not any(name in read for name in node.output)]
+        if not unread:
+            return
+        for node in unread:
+            graph.node.remove(node)
 
 
 _SUFFIX = r"(?:_\d+)?"

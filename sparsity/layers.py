@@ -101,5 +101,58 @@ class RisingL1(keras.regularizers.Regularizer):
     def __call__(self, x):
         return ops.cast(self.strength, x.dtype) * ops.sum(ops.abs(x))
 
+    def ramp_to(self, share: float) -> None:
+        self.strength.assign(self.l1 * share)
+
     def get_config(self) -> dict:
         return {"l1": self.l1}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class ActivityPenalty(keras.regularizers.Regularizer):
+    """An activity penalty of L1 and Hoyer-square terms, optionally ramped in during training.
+
+    Per sample, ``l1 * sum(|x|) + hoyer * HS(x)`` with ``HS(x) = (sum |x|)^2 / (sum x^2) / n`` over the
+    sample's ``n`` elements (DeepHoyer, Yang et al. 2020; the ``hs`` penalty of sparseml, Kurtz et al. 2020),
+    summed over the batch (Keras 3.15 divides an activity penalty by the batch size, so each term is a mean
+    per sample). HS/n runs from 1/n (one element on) to 1 (all equal): the share of the layer in use, and
+    unlike L1 it does not change when ``x`` is multiplied by a constant, so the network cannot pay it down by
+    shrinking a layer's activations and growing the next layer's weights.
+
+    ``share`` multiplies both terms: 1 unless ``ramped``, when a training callback (``training.resnet.RampL1``)
+    raises it from 0 to 1. A saved model loads with ``share`` at 1 and the penalty matters only in training.
+    """
+
+    def __init__(self, l1: float = 0.0, hoyer: float = 0.0, ramped: bool = False) -> None:
+        for name, value in (("l1", l1), ("hoyer", hoyer)):
+            if not float(value) >= 0.0 or float(value) == float("inf"):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+        self.l1, self.hoyer, self.ramped = float(l1), float(hoyer), bool(ramped)
+        self.share = keras.Variable(0.0 if ramped else 1.0, trainable=False, dtype="float32", name="penalty_share")
+
+    def __call__(self, x):
+        flat = ops.reshape(x, (ops.shape(x)[0], -1))
+        absolute = ops.sum(ops.abs(flat), axis=1)
+        total = self.l1 * ops.sum(absolute)
+        if self.hoyer:
+            size = ops.cast(ops.shape(flat)[1], x.dtype)
+            squares = ops.sum(ops.square(flat), axis=1)
+            hoyer = ops.divide_no_nan(ops.square(absolute), squares * size)
+            total = total + self.hoyer * ops.sum(hoyer)
+        return ops.cast(self.share, x.dtype) * total
+
+    def ramp_to(self, share: float) -> None:
+        self.share.assign(share)
+
+    def get_config(self) -> dict:
+        return {"l1": self.l1, "hoyer": self.hoyer, "ramped": self.ramped}
+
+
+def hoyer_density(x) -> float:
+    """The mean over samples of HS(x)/n, the quantity :class:`ActivityPenalty`'s Hoyer term penalises (NumPy)."""
+    import numpy as np
+
+    flat = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    squares = (flat**2).sum(axis=1)
+    hs = np.divide(np.abs(flat).sum(axis=1) ** 2, squares * flat.shape[1], out=np.zeros(len(flat)), where=squares > 0)
+    return float(hs.mean())

@@ -201,3 +201,28 @@ def test_depth_and_resnet_options_are_checked():
     assert run.returncode == 2 and "--jobs" in run.stderr
     run = _training("resnet", "--placement", "middle")
     assert run.returncode == 2 and "middle" in run.stderr
+
+
+def test_quick_every_layer_study_writes_rows_table_plots_and_resumes(tmp_path):
+    from training.extra_digits import load_extra_digits
+
+    out = tmp_path / "every"
+    run = _lab("every-layer", "--quick", "--out", str(out))
+    assert run.returncode == 0, run.stderr[-3000:]
+    summary = json.loads((out / "results.json").read_text())
+    assert len(summary["runs"]) == 4 and {r["family"] for r in summary["runs"]} == {"cnn", "resnet"}
+    extra = load_extra_digits() is not None
+    assert summary["measured_on"] == ("the 5,000 extra digits" if extra else "the held-back split")
+    for row in summary["runs"]:
+        names = row["layers"].split("|")
+        assert all(0.0 <= row[f"sparsity_{n}"] <= 1.0 for n in [*names, "all"])
+        assert row["next_kernel_norm"] > 0 and 0.0 <= row["last_hoyer_density"] <= 1.0
+        assert ("extra_accuracy" in row) == extra
+    threshold = next(r for r in summary["runs"] if r["method"] == "threshold")
+    assert json.loads(threshold["thresholds"]), "a 1-epoch CNN falls short of 90% zeros somewhere: a threshold is set"
+    assert "| point |" in (out / "results.md").read_text()
+    for plot in ("layers.png", "scale.png"):
+        png = (out / plot).read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000, plot
+    again = _lab("every-layer", "--quick", "--out", str(out), "--resume")
+    assert again.returncode == 0 and "0 to train (4 already done)" in again.stderr

@@ -10,10 +10,12 @@ import keras
 from keras import layers
 
 from sparsity.contract import DEFAULT_DENSITY, DEFAULT_THRESHOLD
-from sparsity.layers import KWinners, ThresholdedReLU
+from sparsity.layers import ActivityPenalty, KWinners, ThresholdedReLU
 from training.choices import ARCHS, DESIGNS, INITS
 from training.datasets import MNIST_CLASS_NAMES, MNIST_SHAPE
 
+CNN_LAYERS = ("conv1", "conv2", "dense")
+"""The ReLU-family layers of the CNN (and conv1 of the seed CNN), in graph order."""
 CNN_WIDTHS = (32, 64, 128)
 """Units of conv1, conv2 and dense in the full CNN; pruning builds the same graph narrower."""
 NORMAL_INIT_STDDEV = 0.01
@@ -28,18 +30,43 @@ class LayerSpec:
     design: str = "relu"
     threshold: float = DEFAULT_THRESHOLD  # fatrelu: zero below this
     kwta_density: float = DEFAULT_DENSITY  # kwta: share of each layer's activations kept per sample
+    hoyer: float = 0.0
+    """Hoyer-square activity penalty on every ReLU-family layer (scale-invariant; see ActivityPenalty)."""
+    ramp: float = 0.0
+    """Share of training over which the penalties rise from 0 to full strength; 0 = constant from the start."""
+    max_norm: float = 0.0
+    """If > 0, every kernel that reads a ReLU-family output has each unit's incoming weights' norm capped here:
+    the network can no longer shrink a layer's activations and grow the next layer's weights to pay less L1."""
+    kwta_layers: tuple[str, ...] = ()
+    """Layers that are k-WTA whatever ``design`` says: k-WTA on the layers that fall short only."""
+    thresholds: tuple[tuple[str, float], ...] = ()
+    """Per-layer FATReLU thresholds ``((layer, threshold), ...)``; a layer named here is a FATReLU."""
 
     def design_of(self, layer: str) -> str:
-        """The activation design of one layer: ``kwta-dense`` is ReLU everywhere but ``dense``."""
+        """The activation design of one layer: ``kwta-dense`` is ReLU everywhere but ``dense``; a layer in
+        ``thresholds`` is a FATReLU and one in ``kwta_layers`` a k-WTA, whatever ``design`` says."""
+        if layer in dict(self.thresholds):
+            return "fatrelu"
+        if layer in self.kwta_layers:
+            return "kwta"
         if self.design == "kwta-dense":
             return "kwta" if layer == "dense" else "relu"
         return self.design
+
+    def threshold_of(self, layer: str) -> float:
+        return dict(self.thresholds).get(layer, self.threshold)
 
     def __post_init__(self) -> None:
         if self.init not in INITS:
             raise ValueError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
         if self.design not in DESIGNS:
             raise ValueError(f"design must be one of {', '.join(DESIGNS)}, got {self.design!r}")
+        if not 0.0 <= self.ramp <= 1.0:
+            raise ValueError(f"ramp must be a share of training in [0, 1], got {self.ramp}")
+        if self.max_norm < 0 or self.hoyer < 0:
+            raise ValueError("max_norm and hoyer must be >= 0")
+        if any(t < 0 for _, t in self.thresholds):
+            raise ValueError(f"every threshold must be >= 0, got {dict(self.thresholds)}")
 
 
 def initializer(name: str, seed: int) -> keras.initializers.Initializer:
@@ -53,10 +80,23 @@ def initializer(name: str, seed: int) -> keras.initializers.Initializer:
 
 
 def _regularizer(spec: LayerSpec):
+    """The activity penalty of every ReLU-family layer: Keras' own L1 for a constant L1 alone (what models
+    saved before the Hoyer term have), else an ActivityPenalty."""
+    if spec.hoyer > 0 or (spec.ramp > 0 and spec.activity_l1 > 0):
+        return ActivityPenalty(spec.activity_l1, spec.hoyer, ramped=spec.ramp > 0)
     return keras.regularizers.L1(spec.activity_l1) if spec.activity_l1 > 0 else None
 
 
-def _sparse_block(make, x: keras.KerasTensor, name: str, spec: LayerSpec, seed: int) -> keras.KerasTensor:
+def kernel_constraint(spec: LayerSpec, axis) -> keras.constraints.Constraint | None:
+    """The cap on each unit's incoming weights of a layer that reads a ReLU-family output (``spec.max_norm``)."""
+    return keras.constraints.MaxNorm(spec.max_norm, axis=axis) if spec.max_norm > 0 else None
+
+
+CONV_AXES = [0, 1, 2]
+"""A Conv2D kernel's axes that one output channel's incoming weights span."""
+
+
+def _sparse_block(make, x: keras.KerasTensor, name: str, spec: LayerSpec, seed: int, **weights) -> keras.KerasTensor:
     """A weight layer plus its activation, the activation's output named ``name``.
 
     Plain ReLU keeps the activation inside the weight layer (``name`` is the Conv2D/Dense); the
@@ -65,10 +105,12 @@ def _sparse_block(make, x: keras.KerasTensor, name: str, spec: LayerSpec, seed: 
     init = initializer(spec.init, seed)
     design = spec.design_of(name)
     if design == "relu":
-        return make(name=name, activation="relu", kernel_initializer=init, activity_regularizer=_regularizer(spec))(x)
-    x = make(name=f"{name}_pre", kernel_initializer=init)(x)
+        return make(
+            name=name, activation="relu", kernel_initializer=init, activity_regularizer=_regularizer(spec), **weights
+        )(x)
+    x = make(name=f"{name}_pre", kernel_initializer=init, **weights)(x)
     if design == "fatrelu":
-        return ThresholdedReLU(spec.threshold, name=name, activity_regularizer=_regularizer(spec))(x)
+        return ThresholdedReLU(spec.threshold_of(name), name=name, activity_regularizer=_regularizer(spec))(x)
     return KWinners(spec.kwta_density, name=name, activity_regularizer=_regularizer(spec))(x)
 
 
@@ -78,12 +120,13 @@ def _image_input() -> tuple[keras.KerasTensor, keras.KerasTensor]:
     return inputs, layers.Reshape((*MNIST_SHAPE, 1), name="channel")(inputs)
 
 
-def _classifier(x: keras.KerasTensor, seed: int) -> keras.KerasTensor:
+def _classifier(x: keras.KerasTensor, seed: int, constraint=None) -> keras.KerasTensor:
     """The softmax output over the ten digits, Glorot-uniform initialised."""
     return layers.Dense(
         len(MNIST_CLASS_NAMES),
         activation="softmax",
         kernel_initializer=keras.initializers.GlorotUniform(seed=seed),
+        kernel_constraint=constraint,
         name="probabilities",
     )(x)
 
@@ -107,13 +150,17 @@ def build_cnn(spec: LayerSpec | None = None, seed: int = 0, widths: tuple[int, i
     x = layers.RandomTranslation(0.08, 0.08, fill_mode="constant", seed=seed, name="augment_shift")(x)
     x = _sparse_block(lambda **kw: layers.Conv2D(c1, 3, padding="same", **kw), x, "conv1", spec, seed)
     x = layers.MaxPooling2D(name="pool1")(x)
-    x = _sparse_block(lambda **kw: layers.Conv2D(c2, 3, padding="same", **kw), x, "conv2", spec, seed + 1)
+    capped = kernel_constraint(spec, CONV_AXES)
+    x = _sparse_block(
+        lambda **kw: layers.Conv2D(c2, 3, padding="same", **kw), x, "conv2", spec, seed + 1, kernel_constraint=capped
+    )
     x = layers.MaxPooling2D(name="pool2")(x)
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dropout(0.3, seed=seed, name="dropout1")(x)
-    x = _sparse_block(lambda **kw: layers.Dense(d, **kw), x, "dense", spec, seed + 2)
+    capped = kernel_constraint(spec, 0)
+    x = _sparse_block(lambda **kw: layers.Dense(d, **kw), x, "dense", spec, seed + 2, kernel_constraint=capped)
     x = layers.Dropout(0.3, seed=seed + 1, name="dropout2")(x)
-    return keras.Model(inputs, _classifier(x, seed + 3), name="mnist_cnn")
+    return keras.Model(inputs, _classifier(x, seed + 3, capped), name="mnist_cnn")
 
 
 def build(arch: str, spec: LayerSpec | None = None, seed: int = 0) -> keras.Model:

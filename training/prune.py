@@ -24,7 +24,7 @@ from training.timing import median_ms_in_turns
 
 log = logging.getLogger(__name__)
 
-CNN_CHAIN = ("conv1", "conv2", "dense")
+CNN_CHAIN = models.CNN_LAYERS
 """The CNN's ReLU-family layers in order; each reads the previous one's units."""
 
 

@@ -34,8 +34,8 @@ from dataclasses import dataclass
 import keras
 from keras import layers
 
-from sparsity.layers import KWinners, RisingL1, ThresholdedReLU
-from training.models import LayerSpec, _classifier, _image_input, _regularizer, initializer
+from sparsity.layers import ActivityPenalty, KWinners, RisingL1, ThresholdedReLU
+from training.models import LayerSpec, _classifier, _image_input, _regularizer, initializer, kernel_constraint
 
 PLACEMENTS = ("post", "pre")
 L1_SCHEDULES = ("constant", "rising")
@@ -53,6 +53,9 @@ class ResNetSpec:
     stages: tuple[int, ...] = STAGE_CHANNELS
     augment: bool = True
     l1_schedule: str = "constant"
+    bn_scale: bool = True
+    """False: batch norm without its gamma (``scale=False``), so no BN can rescale a ReLU's input to pay less
+    penalty: only its beta and the convolution move the zeros."""
 
     def __post_init__(self) -> None:
         if self.l1_schedule not in L1_SCHEDULES:
@@ -88,8 +91,12 @@ def _activation(x: keras.KerasTensor, name: str, spec: LayerSpec, schedule: str)
     if design == "relu":
         return layers.ReLU(name=name, activity_regularizer=regularizer)(x)
     if design == "fatrelu":
-        return ThresholdedReLU(spec.threshold, name=name, activity_regularizer=regularizer)(x)
+        return ThresholdedReLU(spec.threshold_of(name), name=name, activity_regularizer=regularizer)(x)
     return KWinners(spec.kwta_density, name=name, activity_regularizer=regularizer)(x)
+
+
+def _bn(rspec: ResNetSpec, name: str) -> layers.BatchNormalization:
+    return layers.BatchNormalization(name=name, scale=rspec.bn_scale)
 
 
 def _conv(x, channels: int, name: str, seed: int, spec: LayerSpec, kernel: int = 3, strides: int = 1):
@@ -106,21 +113,21 @@ def _block(x, channels: int, mid: int, reshaped: bool, prefix: str, rspec: ResNe
     act = lambda y, name: _activation(y, name, spec, rspec.l1_schedule)  # noqa: E731
     if rspec.placement == "post":
         y = _conv(x, mid, f"{prefix}_conv1", seed, spec, strides=strides)
-        y = layers.BatchNormalization(name=f"{prefix}_bn1")(y)
+        y = _bn(rspec, f"{prefix}_bn1")(y)
         y = act(y, f"{prefix}_relu1")
         y = _conv(y, channels, f"{prefix}_conv2", seed + 1, spec)
-        y = layers.BatchNormalization(name=f"{prefix}_bn2")(y)
+        y = _bn(rspec, f"{prefix}_bn2")(y)
         shortcut = x
         if reshaped:
             shortcut = _conv(x, channels, f"{prefix}_project", seed + 2, spec, kernel=1, strides=strides)
-            shortcut = layers.BatchNormalization(name=f"{prefix}_project_bn")(shortcut)
+            shortcut = _bn(rspec, f"{prefix}_project_bn")(shortcut)
         return act(layers.Add(name=f"{prefix}_add")([y, shortcut]), f"{prefix}_out")
-    y = layers.BatchNormalization(name=f"{prefix}_bn1")(x)
+    y = _bn(rspec, f"{prefix}_bn1")(x)
     y = act(y, f"{prefix}_relu1")
     # the projection takes the pre-activated input, as in He et al. 2016b
     shortcut = _conv(y, channels, f"{prefix}_project", seed + 2, spec, kernel=1, strides=strides) if reshaped else x
     y = _conv(y, mid, f"{prefix}_conv1", seed, spec, strides=strides)
-    y = layers.BatchNormalization(name=f"{prefix}_bn2")(y)
+    y = _bn(rspec, f"{prefix}_bn2")(y)
     y = act(y, f"{prefix}_relu2")
     y = _conv(y, channels, f"{prefix}_conv2", seed + 1, spec)
     return layers.Add(name=f"{prefix}_add")([y, shortcut])
@@ -142,36 +149,40 @@ def build_resnet(
         x = layers.RandomRotation(0.03, fill_mode="constant", seed=seed, name="augment_rotate")(x)
         x = layers.RandomTranslation(0.08, 0.08, fill_mode="constant", seed=seed, name="augment_shift")(x)
     x = _conv(x, stream[0], "stem_conv", seed, spec)
-    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = _bn(rspec, "stem_bn")(x)
     x = _activation(x, "stem", spec, rspec.l1_schedule)
     for stage, block, prefix in rspec.blocks():
         mid = channels.get(f"{prefix}_mid", rspec.channels(stage))
         reshaped = stage > 0 and block == 0
         x = _block(x, stream[stage], mid, reshaped, prefix, rspec, spec, seed + 10 * (stage + 1) + block)
     if rspec.placement == "pre":
-        x = layers.BatchNormalization(name="final_bn")(x)
+        x = _bn(rspec, "final_bn")(x)
         x = _activation(x, "final_relu", spec, rspec.l1_schedule)
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     name = f"mnist_resnet_{rspec.placement}_d{rspec.depth}_w{rspec.width:g}"
-    return keras.Model(inputs, _classifier(x, seed + 99), name=name)
+    return keras.Model(inputs, _classifier(x, seed + 99, kernel_constraint(spec, 0)), name=name)
 
 
 class RampL1(keras.callbacks.Callback):
-    """Raises every :class:`~sparsity.layers.RisingL1` of the model from 0 to its ``l1``, step by step, along
-    ``sin^2`` over the first :data:`RAMP_SHARE` of training (a smooth start and a smooth arrival)."""
+    """Raises every ramped activity penalty of the model (a :class:`~sparsity.layers.RisingL1`, or an
+    :class:`~sparsity.layers.ActivityPenalty` made with ``ramped=True``) from 0 to its full strength, step by
+    step, along ``sin^2`` over the first ``ramp_share`` of training (a smooth start and a smooth arrival)."""
 
     def __init__(self, ramp_share: float = RAMP_SHARE) -> None:
         super().__init__()
+        if not 0.0 < ramp_share <= 1.0:
+            raise ValueError(f"ramp_share must be in (0, 1], got {ramp_share}")
         self.ramp_share = ramp_share
         self.step = 0
         self.total = 1
-        self.regularizers: list[RisingL1] = []
+        self.regularizers: list = []
 
     def on_train_begin(self, logs=None) -> None:
         self.regularizers = [
-            layer.activity_regularizer
-            for layer in self.model.layers
-            if isinstance(getattr(layer, "activity_regularizer", None), RisingL1)
+            regularizer
+            for layer in self.model._flatten_layers(include_self=False)
+            if isinstance(regularizer := getattr(layer, "activity_regularizer", None), RisingL1)
+            or (isinstance(regularizer, ActivityPenalty) and regularizer.ramped)
         ]
         self.total = max(1, int((self.params.get("steps") or 1) * (self.params.get("epochs") or 1) * self.ramp_share))
         self.step = 0
@@ -182,5 +193,5 @@ class RampL1(keras.callbacks.Callback):
     def on_train_batch_begin(self, batch: int, logs=None) -> None:
         share = self.strength_share()
         for regularizer in self.regularizers:
-            regularizer.strength.assign(regularizer.l1 * share)
+            regularizer.ramp_to(share)
         self.step += 1

@@ -65,18 +65,28 @@ def fit_resnet(
 ):
     """Train one residual model of ``point`` on ``split``: Adam, its rate decaying from
     :data:`PEAK_LEARNING_RATE` to 0 along a cosine."""
+    from training.resnet import RampL1
+
+    callbacks = [*callbacks, RampL1()] if point.method == "rising-l1" else list(callbacks)
+    rspec, spec = point.resnet_spec(augment), point.layer_spec()
+    return fit_resnet_spec(split, rspec, spec, seed, epochs, batch_size, limit, callbacks)
+
+
+def fit_resnet_spec(split, rspec, spec, seed: int, epochs: int, batch_size: int, limit: int, callbacks=()):
+    """Train the residual model of ``rspec`` with activations made by ``spec`` (Adam on the cosine rate); a
+    ``spec.ramp`` brings its penalties in over that share of training."""
     import keras
 
     from training.resnet import RampL1, build_resnet
 
     keras.utils.set_random_seed(seed)
-    model = build_resnet(point.resnet_spec(augment), point.layer_spec(), seed)
+    model = build_resnet(rspec, spec, seed)
     x, y = split.x_train, split.y_train
     if limit:
         x, y = x[:limit], y[:limit]
     steps = epochs * -(-len(x) // batch_size)
     rate = keras.optimizers.schedules.CosineDecay(PEAK_LEARNING_RATE, steps)
     model.compile(optimizer=keras.optimizers.Adam(rate), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    callbacks = [*callbacks, RampL1()] if point.method == "rising-l1" else list(callbacks)
+    callbacks = [*callbacks, RampL1(spec.ramp)] if spec.ramp > 0 else list(callbacks)
     model.fit(x, y, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=0, callbacks=callbacks)
     return model

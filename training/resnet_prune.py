@@ -42,23 +42,34 @@ def spec_of(model: keras.Model) -> tuple[ResNetSpec, LayerSpec]:
     stages = 0
     while f"s{stages}b0_add" in names:
         stages += 1
-    stem = model.get_layer("stem")
-    if isinstance(stem, KWinners):
+    activations = [layer for layer in model.layers if isinstance(layer, (KWinners, ThresholdedReLU))]
+    if any(isinstance(layer, KWinners) for layer in activations):
         raise ValueError("tied-channel pruning does not support k-WTA: its k depends on the whole layer")
-    regularizer = stem.activity_regularizer
+    regularizer = model.get_layer("stem").activity_regularizer
     l1 = float(getattr(regularizer, "l1", 0.0) or 0.0)
+    hoyer = float(getattr(regularizer, "hoyer", 0.0) or 0.0)
     schedule = "rising" if isinstance(regularizer, RisingL1) else "constant"
-    design, threshold = "relu", LayerSpec().threshold
-    if isinstance(stem, ThresholdedReLU):
-        design, threshold = "fatrelu", stem.threshold
+    thresholds = tuple((layer.name, float(layer.threshold)) for layer in activations)
+    constraint = model.get_layer("probabilities").kernel_constraint
+    max_norm = float(constraint.max_value) if isinstance(constraint, keras.constraints.MaxNorm) else 0.0
     # each stage's channels at width 1, as near as a pruned model allows; pruning overrides every count anyway
     stage_channels = tuple(
         max(1, round(int(model.get_layer(f"s{s}b0_add").output.shape[-1]) / width)) for s in range(stages)
     )
     rspec = ResNetSpec(
-        depth, width, placement, stages=stage_channels, augment="augment_rotate" in names, l1_schedule=schedule
+        depth,
+        width,
+        placement,
+        stages=stage_channels,
+        augment="augment_rotate" in names,
+        l1_schedule=schedule,
+        bn_scale=bool(model.get_layer("stem_bn").scale),
     )
-    return rspec, LayerSpec(activity_l1=l1, design=design, threshold=threshold)
+    spec = LayerSpec(activity_l1=l1, hoyer=hoyer, max_norm=max_norm, thresholds=thresholds)
+    uniform = {t for _, t in thresholds}
+    if len(thresholds) == len(rspec.relu_names()) and len(uniform) == 1:  # FATReLU everywhere, one threshold
+        spec = LayerSpec(activity_l1=l1, hoyer=hoyer, max_norm=max_norm, design="fatrelu", threshold=uniform.pop())
+    return rspec, spec
 
 
 def gates(rspec: ResNetSpec) -> dict[str, list[str]]:
@@ -112,7 +123,7 @@ def tied_keep_plan(shares: dict[str, np.ndarray], rspec: ResNetSpec, max_firing:
 
 def _select(weights: list[np.ndarray], layer: keras.layers.Layer, read, write) -> list[np.ndarray]:
     if isinstance(layer, keras.layers.BatchNormalization):  # gamma, beta, moving mean and variance
-        return [w[read] for w in weights]
+        return [w[read] for w in weights]  # (no gamma when built with scale=False)
     if isinstance(layer, keras.layers.Conv2D):
         (kernel,) = weights
         kernel = kernel if read is None else kernel[:, :, read, :]

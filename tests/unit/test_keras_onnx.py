@@ -82,6 +82,24 @@ def test_the_twin_counts_every_zero_keras_counts_under_the_keras_names(cnn):
     assert check.zero_counts_equal and check.rounding_ties == 0
 
 
+def test_fatrelu_layers_become_one_thresholded_relu_node_each_and_count_the_same_zeros():
+    from training.models import LayerSpec, build_cnn
+
+    model = build_cnn(LayerSpec(thresholds=(("conv2", 0.02), ("dense", 0.05))), seed=3, widths=(4, 6, 8))
+    probe = SparsityProbe(model, field="calibration")
+    twin = convert(model, [layer.name for layer in probe.layers]).model
+    fused = {node.name: node for node in twin.graph.node if node.op_type == "ThresholdedRelu"}
+    assert sorted(fused) == ["conv2", "dense"]
+    assert onnx.helper.get_attribute_value(fused["dense"].attribute[0]) == pytest.approx(0.05)
+    assert not {node.op_type for node in twin.graph.node} & {"Greater", "Where", "Not", "ConstantOfShape"}
+    onnx.checker.check_model(twin)
+    x = np.random.default_rng(2).random((200, 28, 28), dtype=np.float32)
+    keras_result = probe.run(x)
+    check, problem = compare_twin(probe, OnnxProbe(twin, field="calibration", output=probe.output), x, keras_result)
+    assert problem is None and check.zero_counts_equal
+    assert 0 < float(np.mean(keras_result.layer_sparsity["dense"])) < 1
+
+
 def test_a_layer_without_a_node_and_a_node_without_a_layer_are_named(cnn):
     model, _, _ = cnn
     with pytest.raises(ConversionError, match="from layer 'conv9'"):
