@@ -14,7 +14,9 @@ and splits as the other studies. The methods (:data:`METHODS`, presets in :func:
 - ``kwta-short``: k-winners-take-all on the layers that fall short only (identical in training and at
   inference), L1 elsewhere;
 - ``threshold``: per-layer FATReLU thresholds at a target zero share, set from the training
-  pre-activations, then fine-tuned (:mod:`training.thresholds`).
+  pre-activations, then fine-tuned (:mod:`training.thresholds`);
+- ``controlled``: Hoyer (and L1) whose strength a per-layer controller raises while a layer has fewer zeros
+  than its target (:mod:`training.controller`).
 
 Every run records, on the held-back split and on the 5,000 extra digits when ``make extra-digits`` fetched
 them (:mod:`training.extra_digits`): accuracy, each ReLU layer's zero share and dead units; and for the scale
@@ -36,7 +38,7 @@ from sparsity.logs import quiet_tensorflow, set_tensorflow_threads
 from training.progress import Progress
 
 FAMILIES = ("cnn", "resnet")
-METHODS = ("l1", "l1-capped", "hoyer", "hoyer-capped", "hoyer-nogamma", "kwta-short", "threshold")
+METHODS = ("l1", "l1-capped", "hoyer", "hoyer-capped", "hoyer-nogamma", "kwta-short", "threshold", "controlled")
 POINT_FIELDS = (
     "family",
     "method",
@@ -49,6 +51,7 @@ POINT_FIELDS = (
     "kwta_density",
     "target",
     "fine_tune",
+    "control",
 )
 TARGETS = {"cnn": {"every_layer": 0.85, "overall": 0.95}, "resnet": {"every_layer": 0.75, "overall": 0.90}}
 """Issue 30's targets on the held-back digits, per family."""
@@ -57,6 +60,8 @@ RESNET = {"depth": 1, "width": 2.0, "placement": "post"}
 SCALE_L1S = (0.0, 1e-4, 1e-3, 3e-3, 1e-2)
 """The scale experiment's L1 strengths on the CNN; 3e-3 is the served default's."""
 HOYER_RAMP = 0.3
+COLLAPSED = 0.5
+"""Mean accuracy below which a point counts as collapsed (10 classes: chance is 0.1), whatever its zeros."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,7 @@ class LayerPoint:
     kwta_density: float = 0.1
     target: float = 0.0  # threshold: every layer's zero-share target
     fine_tune: int = 0
+    control: float = 0.0  # controlled: the zero share the per-layer controller drives each layer toward
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
@@ -96,6 +102,8 @@ class LayerPoint:
             parts.append(f"kwta[{self.kwta_layers}](d={self.kwta_density:g})")
         if self.target:
             parts.append(f"threshold@{self.target:g}+ft{self.fine_tune}")
+        if self.control:
+            parts.append(f"control@{self.control:g}")
         return f"{self.family}/{self.method}/{'+'.join(parts)}"
 
     def layer_spec(self):
@@ -108,6 +116,7 @@ class LayerPoint:
             max_norm=self.max_norm,
             kwta_layers=tuple(filter(None, self.kwta_layers.split("|"))),
             kwta_density=self.kwta_density,
+            control=self.control,
         )
 
 
@@ -119,10 +128,16 @@ def default_points() -> list[LayerPoint]:
     cnn += [
         LayerPoint(method="hoyer", hoyer=0.3, ramp=HOYER_RAMP),
         LayerPoint(method="hoyer-capped", hoyer=0.3, ramp=HOYER_RAMP, max_norm=1.0),
+        LayerPoint(method="hoyer", l1=1e-3, hoyer=1.0, ramp=HOYER_RAMP),
+        LayerPoint(method="hoyer", l1=3e-3, hoyer=1.0, ramp=HOYER_RAMP),
         LayerPoint(method="kwta-short", l1=3e-3, kwta_layers="dense", kwta_density=0.1),
         LayerPoint(method="kwta-short", l1=1e-3, kwta_layers="dense", kwta_density=0.1),
         LayerPoint(method="kwta-short", l1=1e-3, kwta_layers="dense", kwta_density=0.15),
         LayerPoint(method="threshold", l1=3e-3, target=0.9, fine_tune=3),
+        LayerPoint(method="threshold", l1=1e-3, hoyer=1.0, ramp=HOYER_RAMP, target=0.88, fine_tune=3),
+        LayerPoint(method="controlled", l1=1e-3, hoyer=1.0, ramp=HOYER_RAMP, control=0.9),
+        LayerPoint(method="controlled", l1=1e-3, hoyer=1.0, ramp=HOYER_RAMP, control=0.85),
+        LayerPoint(method="controlled", l1=3e-4, hoyer=1.0, ramp=HOYER_RAMP, control=0.87),
     ]
     last = "s2b0_relu1|s2b0_out"
     resnet = [
@@ -131,6 +146,7 @@ def default_points() -> list[LayerPoint]:
         LayerPoint("resnet", "hoyer-nogamma", hoyer=0.3, ramp=HOYER_RAMP, bn_scale=False),
         LayerPoint("resnet", "kwta-short", l1=1e-5, kwta_layers=last, kwta_density=0.2),
         LayerPoint("resnet", "threshold", l1=1e-5, target=0.8, fine_tune=3),
+        LayerPoint("resnet", "controlled", l1=1e-5, hoyer=0.3, ramp=HOYER_RAMP, control=0.8),
     ]
     return cnn + resnet
 
@@ -157,13 +173,17 @@ def _fit(point: LayerPoint, split, seed: int, settings: dict):
     import keras
 
     from training import models
+    from training.controller import ZeroShareController
+    from training.mnist import CONTROL_SAMPLE
     from training.resnet import RampL1, ResNetSpec, build_resnet
     from training.resnet_fit import fit_resnet_spec
 
     spec = point.layer_spec()
+    control = [ZeroShareController(split.x_train[:CONTROL_SAMPLE], spec.control)] if spec.control else []
     if point.family == "resnet":
         rspec = ResNetSpec(RESNET["depth"], settings["width"], RESNET["placement"], bn_scale=point.bn_scale)
-        model = fit_resnet_spec(split, rspec, spec, seed, settings["epochs"], settings["batch_size"], settings["limit"])
+        epochs, batch, limit = settings["epochs"], settings["batch_size"], settings["limit"]
+        model = fit_resnet_spec(split, rspec, spec, seed, epochs, batch, limit, control)
         return model, (lambda s: build_resnet(rspec, s, seed)), rspec.relu_names()
     keras.utils.set_random_seed(seed)
     model = models.build_cnn(spec, seed)
@@ -171,7 +191,7 @@ def _fit(point: LayerPoint, split, seed: int, settings: dict):
     x, y = split.x_train, split.y_train
     if settings["limit"]:
         x, y = x[: settings["limit"]], y[: settings["limit"]]
-    callbacks = [RampL1(spec.ramp)] if spec.ramp else []
+    callbacks = ([RampL1(spec.ramp)] if spec.ramp else []) + control
     model.fit(x, y, epochs=settings["epochs"], batch_size=settings["batch_size"], verbose=0, callbacks=callbacks)
     return model, (lambda s: models.build_cnn(s, seed)), list(models.CNN_LAYERS)
 
@@ -183,7 +203,7 @@ def scale_figures(model, last: str, x) -> dict:
 
     from sparsity.layers import hoyer_density
 
-    activations = keras.Model(model.inputs, model.get_layer(last).output).predict(x, batch_size=256, verbose=0)
+    activations = keras.Model(model.inputs[0], model.get_layer(last).output).predict(x, batch_size=256, verbose=0)
     fired = activations[activations > 0]
     kernel = np.asarray(model.get_layer("probabilities").kernel)
     figures = {
@@ -256,7 +276,8 @@ class EveryLayerResults(Results):
         points = aggregate(self.runs, (*POINT_FIELDS, *RUN_SETTINGS, "width", "layers"))
         prefix = "extra_" if points and all("extra_accuracy_mean" in p for p in points) else ""
         for p in points:
-            p["meets_sparsity_targets"] = meets_targets(p, prefix)
+            p["collapsed"] = p["accuracy_mean"] < COLLAPSED  # at chance: its zeros are a dead network's
+            p["meets_sparsity_targets"] = meets_targets(p, prefix) and not p["collapsed"]
         return {
             "description": self.config.description,
             "settings": self.config.settings(),
@@ -287,9 +308,15 @@ def markdown(summary: dict) -> str:
             f"| {p['point']} | {p['seeds']} | "
             f"{p['accuracy_mean'] * 100:.2f} ± {p['accuracy_std'] * 100:.2f} | {extra} | "
             f"{p[f'{prefix}sparsity_all_mean']:.3f} | {per_layer} | {p['last_mean_activation_mean']:.3f} | "
-            f"{p['next_kernel_norm_mean']:.2f} | {'met' if p['meets_sparsity_targets'] else 'no'} |"
+            f"{p['next_kernel_norm_mean']:.2f} | {_verdict(p)} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _verdict(point: dict) -> str:
+    if point.get("collapsed"):
+        return "collapsed"
+    return "met" if point["meets_sparsity_targets"] else "no"
 
 
 def run_every_layer(config: EveryLayerConfig, resume: bool = False) -> dict:

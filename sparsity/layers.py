@@ -120,7 +120,9 @@ class ActivityPenalty(keras.regularizers.Regularizer):
     shrinking a layer's activations and growing the next layer's weights.
 
     ``share`` multiplies both terms: 1 unless ``ramped``, when a training callback (``training.resnet.RampL1``)
-    raises it from 0 to 1. A saved model loads with ``share`` at 1 and the penalty matters only in training.
+    raises it from 0 to 1. ``gain`` multiplies them too: 1 unless a per-layer controller
+    (``training.controller.ZeroShareController``) moves it. A saved model loads with both at 1 and the penalty
+    matters only in training.
     """
 
     def __init__(self, l1: float = 0.0, hoyer: float = 0.0, ramped: bool = False) -> None:
@@ -129,6 +131,8 @@ class ActivityPenalty(keras.regularizers.Regularizer):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value}")
         self.l1, self.hoyer, self.ramped = float(l1), float(hoyer), bool(ramped)
         self.share = keras.Variable(0.0 if ramped else 1.0, trainable=False, dtype="float32", name="penalty_share")
+        # a per-layer multiplier a training callback may set (training.controller); 1 otherwise, never saved
+        self.gain = keras.Variable(1.0, trainable=False, dtype="float32", name="penalty_gain")
 
     def __call__(self, x):
         flat = ops.reshape(x, (ops.shape(x)[0], -1))
@@ -139,7 +143,7 @@ class ActivityPenalty(keras.regularizers.Regularizer):
             squares = ops.sum(ops.square(flat), axis=1)
             hoyer = ops.divide_no_nan(ops.square(absolute), squares * size)
             total = total + self.hoyer * ops.sum(hoyer)
-        return ops.cast(self.share, x.dtype) * total
+        return ops.cast(self.share * self.gain, x.dtype) * total
 
     def ramp_to(self, share: float) -> None:
         self.share.assign(share)

@@ -131,10 +131,10 @@ def test_prune_names_a_missing_model():
     assert run.returncode == 2 and "no model mnist_cnn:doesnotexist" in run.stderr
 
 
-def test_training_mnist_with_the_default_preset_saves_the_parent_then_the_pruned_model(tmp_path):
+def test_training_mnist_with_the_sparse_preset_saves_the_parent_then_the_pruned_model(tmp_path):
     store, reports = tmp_path / "store", tmp_path / "reports"
     small = ("--dataset", "mnist-5k", "--epochs", "1", "--limit", "300", "--quiet", "--report-dir", str(reports))
-    run = _training("mnist", *small, env={"BENTOML_HOME": str(store)})
+    run = _training("mnist", *small, "--preset", "sparse", env={"BENTOML_HOME": str(store)})
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads((reports / "mnist_cnn.json").read_text())  # the served model's report: the pruned one
     assert report["provenance"]["preset"] == "sparse" and report["options"]["activity_l1"] == 3e-3
@@ -145,10 +145,11 @@ def test_training_mnist_with_the_default_preset_saves_the_parent_then_the_pruned
         u - report["pruned"]["units_removed"][n]
         for u, n in zip([32, 64, 128], ["conv1", "conv2", "dense"], strict=True)
     ]
-    dense = _training("mnist", *small, "--preset", "dense", env={"BENTOML_HOME": str(store)})
-    assert dense.returncode == 0, dense.stderr[-3000:]
+    default = _training("mnist", *small, env={"BENTOML_HOME": str(store)})
+    assert default.returncode == 0, default.stderr[-3000:]
     report = json.loads((reports / "mnist_cnn.json").read_text())
-    assert report["provenance"]["preset"] == "dense" and report["options"]["activity_l1"] == 0.0
+    assert report["provenance"]["preset"] == "controlled" and report["options"]["hoyer"] == 1.0
+    assert report["options"]["control"] == 0.87 and report["options"]["ramp"] == 0.3
     assert "pruned" not in report and [layer["units"] for layer in report["relu_layers"]] == [32, 64, 128]
 
 

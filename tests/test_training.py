@@ -219,11 +219,18 @@ def test_cli_bad_values_give_a_clear_error_and_no_traceback(args, message):
 @pytest.mark.parametrize(
     ("args", "values", "overrides", "prune"),
     [
-        ([], {"activity_l1": 3e-3, "design": "relu", "init": "glorot"}, {}, 0.02),
-        (["--activity-l1", "0"], {"activity_l1": 0.0, "design": "relu"}, {"activity_l1": 0.0}, 0.02),
+        ([], {"activity_l1": 3e-4, "design": "relu", "hoyer": 1.0, "control": 0.87}, {}, None),
+        (["--preset", "sparse"], {"activity_l1": 3e-3, "design": "relu", "init": "glorot"}, {}, 0.02),
+        (["--preset", "sparse", "--activity-l1", "0"], {"activity_l1": 0.0}, {"activity_l1": 0.0}, 0.02),
         (["--preset", "dense"], {"activity_l1": 0.0, "design": "relu"}, {}, None),
         (["--preset", "every-layer"], {"design": "kwta-dense", "kwta_density": 0.2}, {}, None),
-        (["--no-prune", "--init", "he"], {"init": "he", "activity_l1": 3e-3}, {"init": "he"}, None),
+        (
+            ["--preset", "sparse", "--no-prune", "--init", "he"],
+            {"init": "he", "activity_l1": 3e-3},
+            {"init": "he"},
+            None,
+        ),
+        (["--prune-max-firing", "0.05"], {"control": 0.87}, {}, 0.05),
         (["--preset", "dense", "--prune-max-firing", "0.01"], {"activity_l1": 0.0}, {}, 0.01),
     ],
 )

@@ -39,7 +39,12 @@ log = logging.getLogger("training")
 
 
 def _describe(preset: dict) -> str:
-    return f"{preset['design']}, {preset['init']}, L1 activity {preset['activity_l1']:g}"
+    text = f"{preset['design']}, {preset['init']}, L1 activity {preset['activity_l1']:g}"
+    if preset.get("hoyer"):
+        text += f", Hoyer-square {preset['hoyer']:g}"
+    if preset.get("control"):
+        text += f", per-layer controller at {preset['control'] * 100:.0f}%% zeros"
+    return text
 
 
 def mnist_configuration(args: argparse.Namespace) -> tuple[dict, dict]:
@@ -120,8 +125,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         "--preset",
         choices=tuple(PRESETS),
         default=DEFAULT_PRESET,
-        help=f"a named configuration: {DEFAULT_PRESET} (the default, chosen by the sweep: "
-        f"{_describe(PRESETS[DEFAULT_PRESET])}), dense (the old default: {_describe(PRESETS['dense'])}) or "
+        help=f"a named configuration: {DEFAULT_PRESET} (the default, from the every-layer study: "
+        f"{_describe(PRESETS[DEFAULT_PRESET])}), sparse (the default before, from the first sweep: "
+        f"{_describe(PRESETS['sparse'])}), dense (the first default: {_describe(PRESETS['dense'])}) or "
         f"every-layer (every layer >= 75%% zeros: {_describe(PRESETS['every-layer'])}); "
         "the options below override single values of it",
     )

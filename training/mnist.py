@@ -24,6 +24,9 @@ from training.progress import duration
 
 log = logging.getLogger(__name__)
 
+CONTROL_SAMPLE = 256
+"""Training images on which the per-layer controller measures each layer's zeros."""
+
 
 @dataclass
 class MnistOptions:
@@ -44,6 +47,8 @@ class MnistOptions:
     """If > 0, after training every ReLU layer short of this zero share gets a FATReLU threshold at it
     (training.thresholds), then ``threshold_fine_tune`` epochs of fine-tuning."""
     threshold_fine_tune: int = 0
+    control: float = 0.0
+    """If > 0, a per-layer controller raises each layer's penalty while it has fewer zeros than this."""
     thresholds: tuple[tuple[str, float], ...] = ()
     """Per-layer FATReLU thresholds: set by the threshold step (and so stored on the card, for pruning)."""
     learning_rate: float = 1e-3
@@ -65,6 +70,7 @@ class MnistOptions:
             ramp=self.ramp,
             max_norm=self.max_norm,
             kwta_layers=tuple(self.kwta_layers),
+            control=self.control,
             thresholds=tuple((str(name), float(t)) for name, t in self.thresholds),  # lists once read from a card
         )
 
@@ -88,6 +94,10 @@ def fit(split: data.Split, opts: MnistOptions) -> keras.Model:
         from training.resnet import RampL1
 
         callbacks.append(RampL1(opts.ramp))
+    if opts.control:
+        from training.controller import ZeroShareController
+
+        callbacks.append(ZeroShareController(x[:CONTROL_SAMPLE], opts.control))
     bar = 1 if verbose == 1 else 0
     model.fit(x, y, epochs=opts.epochs, batch_size=opts.batch_size, shuffle=True, verbose=bar, callbacks=callbacks)
     if opts.threshold_target:

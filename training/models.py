@@ -41,6 +41,8 @@ class LayerSpec:
     """Layers that are k-WTA whatever ``design`` says: k-WTA on the layers that fall short only."""
     thresholds: tuple[tuple[str, float], ...] = ()
     """Per-layer FATReLU thresholds ``((layer, threshold), ...)``; a layer named here is a FATReLU."""
+    control: float = 0.0
+    """If > 0, the zero share a per-layer controller (training.controller) raises each layer's penalty toward."""
 
     def design_of(self, layer: str) -> str:
         """The activation design of one layer: ``kwta-dense`` is ReLU everywhere but ``dense``; a layer in
@@ -65,6 +67,8 @@ class LayerSpec:
             raise ValueError(f"ramp must be a share of training in [0, 1], got {self.ramp}")
         if self.max_norm < 0 or self.hoyer < 0:
             raise ValueError("max_norm and hoyer must be >= 0")
+        if not 0.0 <= self.control < 1.0:
+            raise ValueError(f"control must be a zero share in [0, 1), got {self.control}")
         if any(t < 0 for _, t in self.thresholds):
             raise ValueError(f"every threshold must be >= 0, got {dict(self.thresholds)}")
 
@@ -82,7 +86,7 @@ def initializer(name: str, seed: int) -> keras.initializers.Initializer:
 def _regularizer(spec: LayerSpec):
     """The activity penalty of every ReLU-family layer: Keras' own L1 for a constant L1 alone (what models
     saved before the Hoyer term have), else an ActivityPenalty."""
-    if spec.hoyer > 0 or (spec.ramp > 0 and spec.activity_l1 > 0):
+    if spec.hoyer > 0 or spec.control > 0 or (spec.ramp > 0 and spec.activity_l1 > 0):
         return ActivityPenalty(spec.activity_l1, spec.hoyer, ramped=spec.ramp > 0)
     return keras.regularizers.L1(spec.activity_l1) if spec.activity_l1 > 0 else None
 

@@ -7,6 +7,7 @@ conv channels and dense neurons; removing one also removes the next layer's weig
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -166,7 +167,9 @@ class _Family:
             from training.resnet_prune import prune_resnet, tied_keep_plan
 
             return prune_resnet(self.parent, tied_keep_plan(shares, self.rspec, level), self.opts.seed)
-        return prune_cnn(self.parent, keep_plan(shares, level), self.opts.layer_spec, self.opts.seed)
+        # penalties at full strength while fine-tuning: a ramped one is built at 0 and no ramp runs here
+        spec = dataclasses.replace(self.opts.layer_spec, ramp=0.0)
+        return prune_cnn(self.parent, keep_plan(shares, level), spec, self.opts.seed)
 
 
 def _row(
@@ -190,6 +193,18 @@ def _row(
 def _sparsity(evaluation: dict) -> dict[str, float]:
     """Mean activation sparsity per layer and overall ('all') on the held-back digits."""
     return {layer: round(stats["mean"], 4) for layer, stats in evaluation["activation_sparsity"].items()}
+
+
+def _controller(opts, x_train: np.ndarray) -> list:
+    """A model trained with a per-layer zero-share controller is fine-tuned with one too: removing the units that
+    were (almost) always off leaves layers with fewer zeros, and the controller pushes them back to the target."""
+    control = getattr(opts, "control", 0.0)
+    if not control:
+        return []
+    from training.controller import ZeroShareController
+    from training.mnist import CONTROL_SAMPLE
+
+    return [ZeroShareController(x_train[:CONTROL_SAMPLE], control)]
 
 
 def run_prune(
@@ -234,6 +249,11 @@ def run_prune(
         model = family.prune(shares, level)
         after = units(model)
         removed = {name: count - after[name] for name, count in units(parent).items()}
+        if family.resnet and level > 0:  # the batch norms' inputs lost channels: their statistics are re-estimated
+            from training.resnet_prune import reestimate_batch_norm
+
+            shift = max(reestimate_batch_norm(model, x_train).values())
+            log.info("level %g: batch-norm statistics re-estimated (largest mean shift %.2f std)", level, shift)
         max_diff = float(np.max(np.abs(model.predict(x_train, batch_size=512, verbose=0) - parent_train_probs)))
         epochs = fine_tune_epochs if level > 0 else 0  # level 0 is exact as it is: nothing to recover
         if epochs:
@@ -246,6 +266,7 @@ def run_prune(
                 batch_size=opts.batch_size,
                 shuffle=True,
                 verbose=0,
+                callbacks=_controller(opts, x_train),
             )
         evaluation = evaluate(model, split.x_test, split.y_test)
         labels = np.argmax(model.predict(split.x_test, batch_size=512, verbose=0), axis=1)

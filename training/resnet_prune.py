@@ -162,3 +162,32 @@ def channels(model: keras.Model) -> dict[str, int]:
         if write is not None and write not in counts:
             counts[write] = int(model.get_layer(name).output.shape[-1])
     return counts
+
+
+def reestimate_batch_norm(model: keras.Model, x: np.ndarray, batch_size: int = 256) -> dict[str, float]:
+    """Set every batch norm's moving mean and variance to its input's statistics over ``x``, in graph order and
+    in inference mode (no augmentation, no dropout), each layer seeing the layers before it already re-estimated.
+
+    Pruning removes channels that fed the next convolutions, so the statistics a batch norm learnt in training
+    no longer describe its input; re-estimating them is the cheap repair (no weight changes). Returns, per batch
+    norm, the largest change of a channel's mean in units of its old standard deviation."""
+    changes = {}
+    for layer in model.layers:
+        if not isinstance(layer, keras.layers.BatchNormalization):
+            continue
+        reader = keras.Model(model.inputs[0], layer.input)
+        sums = sq = None
+        count = 0
+        for start in range(0, len(x), batch_size):
+            values = np.asarray(reader(x[start : start + batch_size], training=False), dtype=np.float64)
+            flat = values.reshape(-1, values.shape[-1])
+            sums = flat.sum(axis=0) if sums is None else sums + flat.sum(axis=0)
+            sq = (flat**2).sum(axis=0) if sq is None else sq + (flat**2).sum(axis=0)
+            count += len(flat)
+        mean = sums / count
+        variance = np.maximum(sq / count - mean**2, 0.0)
+        old_mean, old_variance = (np.asarray(v) for v in (layer.moving_mean, layer.moving_variance))
+        changes[layer.name] = float(np.max(np.abs(mean - old_mean) / np.sqrt(old_variance + layer.epsilon)))
+        layer.moving_mean.assign(mean.astype(np.float32))
+        layer.moving_variance.assign(variance.astype(np.float32))
+    return changes

@@ -2,9 +2,10 @@
 
 A layer that falls short of its target gets a FATReLU (``x if x > t else 0``) whose threshold ``t`` is the
 target-quantile of the layer's pre-activations over the training images: where that quantile is at or
-below 0 the layer already meets its target and stays a plain ReLU. The model is then fine-tuned with the
-thresholds fixed, and the thresholds set once more from the fine-tuned weights (fine-tuning moves the
-pre-activations), so that the figure measured is the target's, not fine-tuning's drift.
+below 0 the layer already meets its target and stays a plain ReLU. Then the model is fine-tuned with the
+thresholds fixed, one epoch at a time, the thresholds set again before each epoch: fine-tuning moves the
+pre-activations (calibrated once and fine-tuned for 3 epochs, a dense layer set at 0.886 zeros drifted to
+0.83), and each round brings the thresholds back to the target while the weights adapt to them.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def pre_activation_quantiles(
     model: keras.Model, layers: list[str], x: np.ndarray, targets: dict[str, float]
 ) -> dict[str, float]:
     """Each layer's ``targets[layer]``-quantile of its activation layer's input over ``x``, never below 0."""
-    probe = keras.Model(model.inputs, [model.get_layer(name).input for name in layers])
+    probe = keras.Model(model.inputs[0], [model.get_layer(name).input for name in layers])
     outputs = probe.predict(x, batch_size=256, verbose=0)
     outputs = outputs if isinstance(outputs, list) else [outputs]
     return {
@@ -82,12 +83,16 @@ def threshold_and_fine_tune(
     learning_rate: float = 1e-4,
     batch_size: int = 32,
 ) -> tuple[keras.Model, LayerSpec]:
-    """Calibrate, fine-tune ``epochs`` with the thresholds fixed, calibrate again on the fine-tuned weights."""
+    """``epochs`` rounds of: calibrate, then one epoch of fine-tuning with the thresholds fixed and the
+    penalties at full strength (a ramped penalty is built at 0 and no ramp runs here: it would fine-tune with
+    no penalty at all). With 0 epochs, calibrated only."""
+    spec = dataclasses.replace(spec, ramp=0.0)
     model, tuned_spec = calibrate(build, trained, spec, layers, x, targets)
-    if epochs:
+    for round_ in range(epochs):
+        if round_:
+            model, tuned_spec = calibrate(build, model, spec, layers, x, targets)
         model.compile(
             optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
         )
-        model.fit(x, y, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=0)
-        model, tuned_spec = calibrate(build, model, spec, layers, x, targets)
+        model.fit(x, y, epochs=1, batch_size=batch_size, shuffle=True, verbose=0)
     return model, tuned_spec

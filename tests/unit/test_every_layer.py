@@ -172,3 +172,45 @@ def test_targets_and_the_table():
     assert not meets_targets({**point, "sparsity_all_mean": 0.949})
     table = markdown({"measured_on": "the held-back split", "points": [{**point, "meets_sparsity_targets": True}]})
     assert "| cnn/x | 3 | 98.50 ± 0.10 | - | 0.950 | 0.900 0.860 | 0.100 | 4.00 | met |" in table
+    dead = {**point, "accuracy_mean": 0.1, "collapsed": True, "meets_sparsity_targets": False}
+    assert "| collapsed |" in markdown({"measured_on": "the held-back split", "points": [dead]})
+
+
+def test_the_controller_raises_the_penalty_of_a_layer_short_of_its_target_only():
+    from training.controller import GAIN_MIN, ZeroShareController
+
+    spec = LayerSpec(hoyer=0.01, control=0.99)
+    model = build_cnn(spec, widths=(2, 2, 4))
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    x, y = RNG.random((64, 28, 28)).astype(np.float32), RNG.integers(0, 10, 64)
+    controller = ZeroShareController(x[:16], target=0.99, every=2)
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0, callbacks=[controller])
+    assert len(controller.history) == 4 and set(controller.history[0]) == {"conv1", "conv2", "dense"}
+    for name, (zeros, gain) in controller.history[-1].items():
+        assert gain == pytest.approx(float(model.get_layer(name).activity_regularizer.gain.numpy()), rel=1e-6)
+        assert zeros < 0.99 and gain > GAIN_MIN  # an untrained net is far from 99% zeros: pushed harder
+    loose = ZeroShareController(x[:16], target=0.01, every=2)
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0, callbacks=[loose])
+    assert all(gain < controller.history[-1][name][1] for name, (_, gain) in loose.history[-1].items())
+    assert all(gain >= GAIN_MIN for _, gain in loose.history[-1].values())
+    with pytest.raises(ValueError, match="target"):
+        ZeroShareController(x, target=1.0)
+
+
+def test_batch_norm_statistics_reestimated_after_pruning_match_the_inputs():
+    from training.resnet_prune import reestimate_batch_norm
+
+    model = build_resnet(ResNetSpec(width=0.25))
+    x = RNG.random((96, 28, 28)).astype(np.float32)
+    changes = reestimate_batch_norm(model, x, batch_size=40)  # batches that do not divide 96
+    assert set(changes) == {layer.name for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)}
+    assert all(change > 0 for change in changes.values())  # fresh layers: moving mean 0, variance 1
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            seen = np.asarray(keras.Model(model.inputs, layer.input)(x, training=False)).reshape(
+                -1, layer.input.shape[-1]
+            )
+            np.testing.assert_allclose(np.asarray(layer.moving_mean), seen.mean(axis=0), rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(np.asarray(layer.moving_variance), seen.var(axis=0), rtol=1e-3, atol=1e-5)
+    again = reestimate_batch_norm(model, x)
+    assert max(again.values()) < 1e-3  # a second pass finds what the first set
