@@ -147,6 +147,7 @@ def default_points() -> list[LayerPoint]:
         LayerPoint("resnet", "kwta-short", l1=1e-5, kwta_layers=last, kwta_density=0.2),
         LayerPoint("resnet", "threshold", l1=1e-5, target=0.8, fine_tune=3),
         LayerPoint("resnet", "controlled", l1=1e-5, hoyer=0.3, ramp=HOYER_RAMP, control=0.8),
+        LayerPoint("resnet", "controlled", l1=1e-5, hoyer=0.3, ramp=HOYER_RAMP, control=0.92),
     ]
     return cnn + resnet
 

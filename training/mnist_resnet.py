@@ -8,6 +8,7 @@ models' accuracies compare on the same held-back digits.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -29,6 +30,9 @@ class ResnetOptions:
     method: str = "l1"
     l1: float = 1e-5
     threshold: float = DepthPoint().threshold
+    hoyer: float = 0.0
+    ramp: float = 0.0
+    control: float = 0.0
     epochs: int = 15
     batch_size: int = 32
     augment: bool = True
@@ -40,6 +44,11 @@ class ResnetOptions:
     @property
     def point(self) -> DepthPoint:
         return DepthPoint(self.depth, self.width, self.placement, self.method, self.l1, self.threshold)
+
+    @property
+    def layer_spec(self):
+        """The point's activations with the every-layer study's additions (Hoyer, ramp, controller)."""
+        return dataclasses.replace(self.point.layer_spec(), hoyer=self.hoyer, ramp=self.ramp, control=self.control)
 
 
 def train_resnet(opts: ResnetOptions, report_dir=None, provenance: dict | None = None) -> dict:
@@ -55,9 +64,21 @@ def train_resnet(opts: ResnetOptions, report_dir=None, provenance: dict | None =
         len(split.x_test),
     )
     callbacks = [] if opts.verbose == 0 else [EpochLog(opts.epochs)]
-    model = fit_resnet(
-        split, opts.point, opts.seed, opts.epochs, opts.batch_size, opts.limit, opts.augment, callbacks=callbacks
-    )
+    if opts.hoyer or opts.ramp or opts.control:
+        from training.controller import ZeroShareController
+        from training.mnist import CONTROL_SAMPLE
+        from training.resnet_fit import fit_resnet_spec
+
+        if opts.control:
+            callbacks.append(ZeroShareController(split.x_train[:CONTROL_SAMPLE], opts.control))
+        rspec = opts.point.resnet_spec(opts.augment)
+        model = fit_resnet_spec(
+            split, rspec, opts.layer_spec, opts.seed, opts.epochs, opts.batch_size, opts.limit, callbacks
+        )
+    else:
+        model = fit_resnet(
+            split, opts.point, opts.seed, opts.epochs, opts.batch_size, opts.limit, opts.augment, callbacks=callbacks
+        )
     seconds = time.perf_counter() - start
     evaluation = evaluate(model, split.x_test, split.y_test)
     facts = {

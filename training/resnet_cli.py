@@ -42,6 +42,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument(
         "--l1", type=non_negative_float, default=p["l1"], help=f"L1 activity strength (default {p['l1']:g})"
     )
+    parser.add_argument(
+        "--hoyer", type=non_negative_float, default=0.0, help="Hoyer-square strength on every ReLU (default 0: none)"
+    )
+    parser.add_argument(
+        "--ramp", type=share, default=0.0, help="share of training over which the penalties rise (default 0: none)"
+    )
+    parser.add_argument(
+        "--control",
+        type=share,
+        default=0.0,
+        help="zero share a per-layer controller raises each layer's penalty toward (default 0: none)",
+    )
     parser.add_argument("--epochs", type=positive_int, default=p["epochs"], help=f"epochs (default {p['epochs']})")
     parser.add_argument("--batch-size", type=positive_int, default=32, help="batch size (default 32)")
     parser.add_argument("--dataset", choices=DATASETS, default="auto", help="as for 'mnist' (default auto)")
@@ -75,8 +87,10 @@ def run(args: argparse.Namespace) -> int:
         log.info("%s is already in the store; not training it", RESNET_MODEL_NAME)
         return 0
     given = ("depth", "width", "placement", "method", "l1", "epochs", "batch_size", "dataset", "seed", "limit")
+    given += ("hoyer", "ramp", "control")
     opts = ResnetOptions(**{k: getattr(args, k) for k in given}, verbose=0 if args.quiet else 2)
     overrides = {k: getattr(args, k) for k in RESNET_PRESET if getattr(args, k) != RESNET_PRESET[k]}
+    overrides.update({k: getattr(args, k) for k in ("hoyer", "ramp", "control") if getattr(args, k)})
     trained = train_resnet(opts, report_dir=args.report_dir, provenance={**RESNET_PROVENANCE, "overrides": overrides})
     if args.no_prune:
         return 0
