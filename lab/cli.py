@@ -280,9 +280,10 @@ def add_every_layer_arguments(parser: argparse.ArgumentParser) -> argparse.Argum
         "thresholds at a target), several seeds each, plus the scale experiment (the last hidden layer's mean "
         "activation and the classifier's weight norm as L1 rises). Writes results.csv, results.json, results.md, "
         "layers.png and scale.png. Figures are measured on the 5,000 extra digits too when `make extra-digits` "
-        "fetched them. About 40 minutes on 2 cores."
+        "fetched them. About 70 minutes on 2 cores."
     )
     parser.add_argument("--family", choices=("cnn", "resnet"), help="only this family's points (default both)")
+    parser.add_argument("--only", help="only the points whose key contains this text, e.g. resnet/controlled")
     parser.add_argument(
         "--width", type=positive_float, default=2.0, help="the residual net's width multiplier (default 2: served)"
     )
@@ -315,7 +316,10 @@ def every_layer(args: argparse.Namespace) -> int:
         config = EveryLayerConfig(quick_points(), seeds=1, epochs=1, limit=300, jobs=1, width=0.25)
         config.description = "quick study (tests)"
     else:
-        points = [p for p in default_points() if args.family in (None, p.family)]
+        points = [p for p in default_points() if args.family in (None, p.family) and (args.only or "") in p.key]
+        if not points:
+            log.error("no point of the study matches --family %s --only %s", args.family, args.only)
+            return 2
         config = EveryLayerConfig(
             points, seeds=args.seeds, epochs=args.epochs, limit=args.limit, jobs=args.jobs, width=args.width
         )

@@ -99,7 +99,7 @@ class LayerPoint:
         if not self.bn_scale:
             parts.append("no-gamma")
         if self.kwta_layers:
-            parts.append(f"kwta[{self.kwta_layers}](d={self.kwta_density:g})")
+            parts.append(f"kwta[{self.kwta_layers.replace('|', ',')}](d={self.kwta_density:g})")
         if self.target:
             parts.append(f"threshold@{self.target:g}+ft{self.fine_tune}")
         if self.control:
@@ -147,7 +147,6 @@ def default_points() -> list[LayerPoint]:
         LayerPoint("resnet", "kwta-short", l1=1e-5, kwta_layers=last, kwta_density=0.2),
         LayerPoint("resnet", "threshold", l1=1e-5, target=0.8, fine_tune=3),
         LayerPoint("resnet", "controlled", l1=1e-5, hoyer=0.3, ramp=HOYER_RAMP, control=0.8),
-        LayerPoint("resnet", "controlled", l1=1e-5, hoyer=0.3, ramp=HOYER_RAMP, control=0.92),
     ]
     return cnn + resnet
 

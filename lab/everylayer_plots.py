@@ -37,7 +37,14 @@ def draw_layers(summary: dict, path: Path) -> Path:
     fig, axes = plt.subplots(1, len(families), figsize=(7.5 * len(families), 5.6), squeeze=False)
     for ax, family in zip(axes[0], families, strict=True):
         points = [p for p in summary["points"] if p["family"] == family]
-        shown = [p for p in points if p["method"] != "l1" or p["l1"] in (0.0, 3e-3, 1e-5, 1e-2)]
+        # the L1 series is the scale plot's; a collapsed point (at chance) has only a dead network's zeros
+        shown = [
+            p
+            for p in points
+            if (p["method"] != "l1" or p["l1"] in (0.0, 3e-3, 1e-5))
+            and not p.get("collapsed")
+            and p["method"] != "l1-capped"
+        ]
         for i, p in enumerate(shown):
             names = p["layers"].split("|")
             means = [p[f"{prefix}sparsity_{n}_mean"] for n in names]
@@ -59,7 +66,7 @@ def draw_layers(summary: dict, path: Path) -> Path:
         ax.annotate(f"target: every layer >= {target:.2f}", (0, target), xytext=(0, 4), textcoords="offset points")
         ax.set_ylim(0, 1.02)
         ax.set_ylabel(f"share of exact zeros ({summary['measured_on']})")
-        ax.set_title(f"{family}: zeros per layer, mean ± std over seeds (accuracy in the legend)")
+        ax.set_title(f"{family}: zeros per layer, mean ± std over seeds (accuracy in the legend)", fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
@@ -75,16 +82,22 @@ def draw_scale(summary: dict, path: Path) -> Path | None:
     prefix = _prefix(summary)
     series = {
         method: sorted(
-            (p for p in summary["points"] if p["family"] == "cnn" and p["method"] == method), key=lambda p: p["l1"]
+            (
+                p
+                for p in summary["points"]
+                if p["family"] == "cnn" and p["method"] == method and not p.get("collapsed")
+            ),
+            key=lambda p: p["l1"],
         )
         for method in ("l1", "l1-capped")
     }
     if not series["l1"]:
         return None
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4.8))
     panels = (
         (f"{prefix}sparsity_dense", "dense layer: share of exact zeros"),
         ("last_mean_activation", "dense layer: mean activation"),
+        ("last_mean_fired", "dense layer: mean of the units that fired"),
         ("next_kernel_norm", "classifier kernel: Frobenius norm"),
     )
     floor = min(p["l1"] for p in summary["points"] if p["l1"] > 0) / 3
@@ -107,7 +120,10 @@ def draw_scale(summary: dict, path: Path) -> Path | None:
         ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle("The scale argument: as L1 rises, does the dense layer shrink instead of going to zero?")
+    fig.suptitle(
+        "The scale argument: as L1 rises, does the dense layer shrink instead of going to zero? "
+        "(points at chance left out: L1 1e-2, capped L1 >= 3e-3)"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
