@@ -82,11 +82,7 @@ def draw_scale(summary: dict, path: Path) -> Path | None:
     prefix = _prefix(summary)
     series = {
         method: sorted(
-            (
-                p
-                for p in summary["points"]
-                if p["family"] == "cnn" and p["method"] == method and not p.get("collapsed")
-            ),
+            (p for p in summary["points"] if p["family"] == "cnn" and p["method"] == method and not p.get("collapsed")),
             key=lambda p: p["l1"],
         )
         for method in ("l1", "l1-capped")
