@@ -170,30 +170,32 @@ class EveryLayerConfig(SweepConfig):
 
 def _fit(point: LayerPoint, split, seed: int, settings: dict):
     """The trained model, the function that builds its family from a LayerSpec, and its ReLU layers."""
-    import keras
-
     from training import models
-    from training.controller import ZeroShareController
-    from training.mnist import CONTROL_SAMPLE
-    from training.resnet import RampL1, ResNetSpec, build_resnet
+    from training.controller import controlled
+    from training.mnist import MnistOptions, fit
+    from training.resnet import ResNetSpec, build_resnet
     from training.resnet_fit import fit_resnet_spec
 
     spec = point.layer_spec()
-    control = [ZeroShareController(split.x_train[:CONTROL_SAMPLE], spec.control)] if spec.control else []
+    epochs, batch, limit = settings["epochs"], settings["batch_size"], settings["limit"]
     if point.family == "resnet":
         rspec = ResNetSpec(RESNET["depth"], settings["width"], RESNET["placement"], bn_scale=point.bn_scale)
-        epochs, batch, limit = settings["epochs"], settings["batch_size"], settings["limit"]
-        model = fit_resnet_spec(split, rspec, spec, seed, epochs, batch, limit, control)
+        callbacks = controlled(spec.control, split.x_train)
+        model = fit_resnet_spec(split, rspec, spec, seed, epochs, batch, limit, callbacks)
         return model, (lambda s: build_resnet(rspec, s, seed)), rspec.relu_names()
-    keras.utils.set_random_seed(seed)
-    model = models.build_cnn(spec, seed)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    x, y = split.x_train, split.y_train
-    if settings["limit"]:
-        x, y = x[: settings["limit"]], y[: settings["limit"]]
-    callbacks = ([RampL1(spec.ramp)] if spec.ramp else []) + control
-    model.fit(x, y, epochs=settings["epochs"], batch_size=settings["batch_size"], verbose=0, callbacks=callbacks)
-    return model, (lambda s: models.build_cnn(s, seed)), list(models.CNN_LAYERS)
+    options = {name: getattr(spec, name) for name in ("hoyer", "ramp", "max_norm", "kwta_layers", "kwta_density")}
+    opts = MnistOptions(
+        dataset=settings["dataset"],
+        epochs=epochs,
+        batch_size=batch,
+        limit=limit,
+        seed=seed,
+        verbose=0,
+        activity_l1=spec.activity_l1,
+        control=spec.control,
+        **options,
+    )
+    return fit(split, opts), (lambda s: models.build_cnn(s, seed)), list(models.CNN_LAYERS)
 
 
 def scale_figures(model, last: str, x) -> dict:

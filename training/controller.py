@@ -17,6 +17,8 @@ import numpy as np
 
 from sparsity.layers import ActivityPenalty
 
+CONTROL_SAMPLE = 256
+"""Training images on which the controller measures each layer's zeros."""
 GAIN_MIN, GAIN_MAX = 1.0, 100.0
 """A layer's penalty never falls below its base strength: a layer above target keeps what got it there."""
 
@@ -61,3 +63,9 @@ class ZeroShareController(keras.callbacks.Callback):
             penalty.gain.assign(gain)
             record[name] = (shares[name], gain)
         self.history.append(record)
+
+
+def controlled(control: float, x: np.ndarray) -> list[keras.callbacks.Callback]:
+    """The callbacks a fit needs for a zero-share target ``control``: a controller on the first
+    :data:`CONTROL_SAMPLE` images of ``x``, or none when ``control`` is 0."""
+    return [ZeroShareController(x[:CONTROL_SAMPLE], control)] if control else []

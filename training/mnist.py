@@ -24,9 +24,6 @@ from training.progress import duration
 
 log = logging.getLogger(__name__)
 
-CONTROL_SAMPLE = 256
-"""Training images on which the per-layer controller measures each layer's zeros."""
-
 
 @dataclass
 class MnistOptions:
@@ -43,14 +40,8 @@ class MnistOptions:
     ramp: float = 0.0
     max_norm: float = 0.0
     kwta_layers: tuple[str, ...] = ()
-    threshold_target: float = 0.0
-    """If > 0, after training every ReLU layer short of this zero share gets a FATReLU threshold at it
-    (training.thresholds), then ``threshold_fine_tune`` epochs of fine-tuning."""
-    threshold_fine_tune: int = 0
     control: float = 0.0
     """If > 0, a per-layer controller raises each layer's penalty while it has fewer zeros than this."""
-    thresholds: tuple[tuple[str, float], ...] = ()
-    """Per-layer FATReLU thresholds: set by the threshold step (and so stored on the card, for pruning)."""
     learning_rate: float = 1e-3
     seed: int = 0
     limit: int = 0  # 0 = all training images; >0 keeps the first N (smoke tests)
@@ -71,7 +62,6 @@ class MnistOptions:
             max_norm=self.max_norm,
             kwta_layers=tuple(self.kwta_layers),
             control=self.control,
-            thresholds=tuple((str(name), float(t)) for name, t in self.thresholds),  # lists once read from a card
         )
 
 
@@ -95,28 +85,11 @@ def fit(split: data.Split, opts: MnistOptions) -> keras.Model:
 
         callbacks.append(RampL1(opts.ramp))
     if opts.control:
-        from training.controller import ZeroShareController
+        from training.controller import controlled
 
-        callbacks.append(ZeroShareController(x[:CONTROL_SAMPLE], opts.control))
+        callbacks += controlled(opts.control, x)
     bar = 1 if verbose == 1 else 0
     model.fit(x, y, epochs=opts.epochs, batch_size=opts.batch_size, shuffle=True, verbose=bar, callbacks=callbacks)
-    if opts.threshold_target:
-        from training.thresholds import threshold_and_fine_tune
-
-        layers = [name for name in models.CNN_LAYERS if name in {layer.name for layer in model.layers}]
-        model, spec = threshold_and_fine_tune(
-            lambda s: models.build(opts.arch, s, opts.seed),
-            model,
-            opts.layer_spec,
-            layers,
-            x,
-            y,
-            dict.fromkeys(layers, opts.threshold_target),
-            opts.threshold_fine_tune,
-            batch_size=opts.batch_size,
-        )
-        opts.thresholds = spec.thresholds
-        log.info("FATReLU thresholds at %.2f zeros: %s", opts.threshold_target, dict(spec.thresholds) or "none needed")
     return model
 
 

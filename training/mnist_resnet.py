@@ -65,12 +65,10 @@ def train_resnet(opts: ResnetOptions, report_dir=None, provenance: dict | None =
     )
     callbacks = [] if opts.verbose == 0 else [EpochLog(opts.epochs)]
     if opts.hoyer or opts.ramp or opts.control:
-        from training.controller import ZeroShareController
-        from training.mnist import CONTROL_SAMPLE
+        from training.controller import controlled
         from training.resnet_fit import fit_resnet_spec
 
-        if opts.control:
-            callbacks.append(ZeroShareController(split.x_train[:CONTROL_SAMPLE], opts.control))
+        callbacks += controlled(opts.control, split.x_train)
         rspec = opts.point.resnet_spec(opts.augment)
         model = fit_resnet_spec(
             split, rspec, opts.layer_spec, opts.seed, opts.epochs, opts.batch_size, opts.limit, callbacks

@@ -20,6 +20,7 @@ from modelstore.kinds.keras_relu import KerasReluCard
 from sparsity import SparsityProbe, find_relu_layers
 from sparsity.layers import KWinners
 from training import models
+from training.controller import controlled
 from training.datasets import MNIST_MODEL_NAME, MNIST_SHAPE
 from training.timing import median_ms_in_turns
 
@@ -195,18 +196,6 @@ def _sparsity(evaluation: dict) -> dict[str, float]:
     return {layer: round(stats["mean"], 4) for layer, stats in evaluation["activation_sparsity"].items()}
 
 
-def _controller(opts, x_train: np.ndarray) -> list:
-    """A model trained with a per-layer zero-share controller is fine-tuned with one too: removing the units that
-    were (almost) always off leaves layers with fewer zeros, and the controller pushes them back to the target."""
-    control = getattr(opts, "control", 0.0)
-    if not control:
-        return []
-    from training.controller import ZeroShareController
-    from training.mnist import CONTROL_SAMPLE
-
-    return [ZeroShareController(x_train[:CONTROL_SAMPLE], control)]
-
-
 def run_prune(
     parent_tag: str,
     max_firings: list[float],
@@ -266,7 +255,9 @@ def run_prune(
                 batch_size=opts.batch_size,
                 shuffle=True,
                 verbose=0,
-                callbacks=_controller(opts, x_train),
+                # a model trained with a zero-share controller is fine-tuned with one: removing the units that
+                # were (almost) always off leaves layers with fewer zeros, and it pushes them back to the target
+                callbacks=controlled(getattr(opts, "control", 0.0), x_train),
             )
         evaluation = evaluate(model, split.x_test, split.y_test)
         labels = np.argmax(model.predict(split.x_test, batch_size=512, verbose=0), axis=1)
