@@ -45,8 +45,10 @@ def draw_layers(summary: dict, path: Path) -> Path:
             and not p.get("collapsed")
             and p["method"] != "l1-capped"
         ]
+        names = points[0]["layers"].split("|")
+        if not shown:
+            ax.text(0.5, 0.5, "every point collapsed (at chance)", transform=ax.transAxes, ha="center")
         for i, p in enumerate(shown):
-            names = p["layers"].split("|")
             means = [p[f"{prefix}sparsity_{n}_mean"] for n in names]
             stds = [p[f"{prefix}sparsity_{n}_std"] for n in names]
             accuracy = p.get(f"{prefix}accuracy_mean", p["accuracy_mean"]) * 100
@@ -87,7 +89,7 @@ def draw_scale(summary: dict, path: Path) -> Path | None:
         )
         for method in ("l1", "l1-capped")
     }
-    if not series["l1"]:
+    if not any(p["family"] == "cnn" and p["method"] == "l1" for p in summary["points"]):
         return None
     fig, axes = plt.subplots(1, 4, figsize=(20, 4.8))
     panels = (
@@ -96,7 +98,7 @@ def draw_scale(summary: dict, path: Path) -> Path | None:
         ("last_mean_fired", "dense layer: mean of the units that fired"),
         ("next_kernel_norm", "classifier kernel: Frobenius norm"),
     )
-    floor = min(p["l1"] for p in summary["points"] if p["l1"] > 0) / 3
+    floor = min((p["l1"] for p in summary["points"] if p["l1"] > 0), default=1e-3) / 3
     for ax, (field, title) in zip(axes, panels, strict=True):
         for method, points in series.items():
             if not points:
@@ -115,10 +117,16 @@ def draw_scale(summary: dict, path: Path) -> Path | None:
         ax.set_xlabel(f"L1 activity strength (0 drawn at {floor:.1g})")
         ax.set_title(title)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if any(series.values()):
+            ax.legend(fontsize=8)
+    left_out = [
+        p["point"].split("/", 1)[1]
+        for p in summary["points"]
+        if p["family"] == "cnn" and p["method"] in series and p.get("collapsed")
+    ]
     fig.suptitle(
-        "The scale argument: as L1 rises, does the dense layer shrink instead of going to zero? "
-        "(points at chance left out: L1 1e-2, capped L1 >= 3e-3)"
+        "The scale argument: as L1 rises, does the dense layer shrink instead of going to zero?"
+        + (f" (left out, at chance: {', '.join(left_out)})" if left_out else "")
     )
     fig.tight_layout()
     fig.savefig(path, dpi=110)

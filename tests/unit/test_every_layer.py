@@ -214,3 +214,34 @@ def test_batch_norm_statistics_reestimated_after_pruning_match_the_inputs():
             np.testing.assert_allclose(np.asarray(layer.moving_variance), seen.var(axis=0), rtol=1e-3, atol=1e-5)
     again = reestimate_batch_norm(model, x)
     assert max(again.values()) < 1e-3  # a second pass finds what the first set
+
+
+def test_the_plots_are_drawn_when_every_point_collapsed(tmp_path):
+    from lab.everylayer_plots import draw_all
+
+    def point(family, method, layers, l1):
+        row = {
+            "point": f"{family}/{method}/l1={l1:g}",
+            "family": family,
+            "method": method,
+            "l1": l1,
+            "layers": "|".join(layers),
+            "accuracy_mean": 0.1,
+            "collapsed": True,
+        }
+        for field in ("last_mean_activation", "last_mean_fired", "next_kernel_norm", "sparsity_dense"):
+            row[f"{field}_mean"] = row[f"{field}_std"] = 0.0
+        row.update({f"sparsity_{n}_{k}": 1.0 for n in layers for k in ("mean", "std")})
+        return row
+
+    summary = {
+        "measured_on": "the held-back split",
+        "targets": TARGETS,
+        "points": [
+            point("cnn", "l1", ["conv1", "conv2", "dense"], 1e-3),
+            point("resnet", "hoyer", ["stem", "s0b0_out"], 0.0),
+        ],
+    }
+    drawn = draw_all(summary, tmp_path)
+    assert [p.name for p in drawn] == ["layers.png", "scale.png"]
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in drawn)
