@@ -280,7 +280,8 @@ def add_every_layer_arguments(parser: argparse.ArgumentParser) -> argparse.Argum
     parser.description = (
         "Make every ReLU layer sparse, the last ones too: the CNN and the served residual net, each sparsity "
         "method (L1, L1 with the next kernels capped, Hoyer-square, k-WTA on the short layers, per-layer "
-        "thresholds at a target), several seeds each, plus the scale experiment (the last hidden layer's mean "
+        "thresholds at a target, a per-layer zero-share controller), several seeds each, plus the scale "
+        "experiment (the last hidden layer's mean "
         "activation and the classifier's weight norm as L1 rises). Writes results.csv, results.json, results.md, "
         "layers.png and scale.png. Figures are measured on the 5,000 extra digits too when `make extra-digits` "
         "fetched them. About 70 minutes on 2 cores."
