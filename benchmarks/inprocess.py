@@ -30,7 +30,7 @@ def load(tag: str):
     from sparsity.logs import set_tensorflow_threads
 
     set_tensorflow_threads(1, 1)
-    runtime = from_store(tag, LoadOptions(keras_engine="tensorflow"))
+    runtime = from_store(tag, LoadOptions(engine="tensorflow"))
     model = runtime.probe.model
     spec = tf.TensorSpec((None, *runtime.item_shape), tf.float32)
     plain = tf.function(lambda x: model(x, training=False), input_signature=[spec]).get_concrete_function()

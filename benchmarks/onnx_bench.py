@@ -4,7 +4,7 @@ checked ONNX twin (written at registration, :mod:`sparsity.keras_onnx`), in one 
 1. In-process, one thread each, in one process, taking turns: TensorFlow's forward pass and the probe,
    ONNX Runtime's plain pass over the twin and the counting copy the service runs, at 1 and 256 images
    (median ms per call).
-2. Over HTTP, one worker serving ``mnist_cnn`` with ``KERAS_ENGINE=tensorflow`` and then as served by
+2. Over HTTP, one worker serving ``mnist_cnn`` with ``ENGINE=tensorflow`` and then as served by
    default (the twin): one image at 1 and 8 connections and 256-image ``.npy`` batches.
 
 ``make bench`` runs it after the service benchmark (:mod:`benchmarks.http_bench`); alone:
@@ -93,7 +93,7 @@ def http(seconds: int, work: Path) -> dict:
             Case(f"{engine}: 1 image, {conn} conn", f"/models/{KERAS}/predict", "inputs1", 1, conn) for conn in (1, 8)
         ]
         cases.append(Case(f"{engine}: binary 256, 2 conn", f"/models/{KERAS}/predict_batch", "npy256", 256, 2))
-        env = {**PROJECT_MODELS, "KERAS_ENGINE": "tensorflow" if engine == "tensorflow" else "auto"}
+        env = {**PROJECT_MODELS, "ENGINE": "tensorflow" if engine == "tensorflow" else "auto"}
         served, memory[engine] = serve_cases("service.service:SparsityService", 1, cases, bodies, args, work, env=env)
         results.update(served)
     return {"cases": results, "memory": memory}

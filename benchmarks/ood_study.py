@@ -371,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     from modelstore.kinds import LoadOptions, from_store
     from training.data import load_mnist_5k
 
-    runtime = from_store(args.model, LoadOptions(keras_engine="tensorflow"))  # the study reads the Keras model
+    runtime = from_store(args.model, LoadOptions(engine="tensorflow"))  # the study reads the Keras model
     runtime.warm_up()
     model = runtime.probe.model
     split = load_mnist_5k(seed=0)

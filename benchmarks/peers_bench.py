@@ -10,7 +10,7 @@ ONNX Runtime 1.32.0, one intra-op thread, one worker, request logging off, on 12
 - plain BentoML 1.4.40, one API (:mod:`benchmarks.peers.bentoml_service`);
 - this service serving ``mnist_cnn`` by default (its ONNX twin, with the per-layer zero counts, per-unit
   firing and the typicality score of every answer), on its own route and the Open Inference Protocol's,
-  and the same model on TensorFlow (``KERAS_ENGINE=tensorflow``) for reference.
+  and the same model on TensorFlow (``ENGINE=tensorflow``) for reference.
 
 Each peer runs in a virtualenv of its own (``.venv-peers/<name>``, made here from
 ``requirements/peers/<name>.txt``: their pins collide with the service's). One system runs at a time; it is
@@ -136,7 +136,7 @@ def _this(engine: str) -> Callable[[int, Path], tuple[list[str], dict, Path]]:
             "BENTOML_HOME": private_home(store, work / f"home-{engine}"),
             "SERVED_MODELS": MODEL,
             "SERVICE_WORKERS": "1",
-            "KERAS_ENGINE": "tensorflow" if engine == "tensorflow" else "auto",
+            "ENGINE": "tensorflow" if engine == "tensorflow" else "auto",
             "PYTHONPATH": str(ROOT),
         }
         argv = [str(Path(sys.executable).parent / "bentoml"), "serve", "service.service:SparsityService"]

@@ -11,6 +11,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from modelstore.engines import EngineCheck, SparseCard
 from sparsity.contract import ALL_LAYERS, PREPROCESSING, image_shaped
 from sparsity.typicality import TypicalityModel
 
@@ -138,6 +139,8 @@ class ReluCard(ModelCard):
         "preprocessing",
         "pruned",
         "parent",
+        "engines",
+        "sparse",
     )
     relu_layers: list[ReluLayerCard] = Field(min_length=1)
     not_probed: list[NotProbedCard] = []
@@ -156,6 +159,10 @@ class ReluCard(ModelCard):
     )
     pruned: dict[str, Any] | None = None  # how it was pruned, when it was
     parent: str | None = None  # the tag it was pruned from
+    engines: list[EngineCheck] = Field(
+        default=[], description="each engine's check against the reference and its time, at registration"
+    )
+    sparse: SparseCard | None = Field(default=None, description="the sparse engine's program, when it passed")
 
     def summary_lines(self) -> list[str]:
         """The registration summary's lines of a ReLU-family model: output, layers, baselines, dead units."""
@@ -175,6 +182,12 @@ class ReluCard(ModelCard):
         lines.append(f"    {ALL_LAYERS:<{width}}  {'':>11}  {overall.mean:.3f} +/- {overall.std:.3f}")
         not_probed = ", ".join(f"{layer.name} ({layer.activation})" for layer in self.not_probed) or "none"
         lines.append(f"  not_probed  {not_probed}")
+        for check in self.engines:
+            timing = f"{check.ms_1:.3f} ms at 1, {check.ms_256:.2f} ms at 256 images" if check.passed else ""
+            lines.append(f"  engine {check.engine:<12} " + (timing if check.passed else f"not used: {check.reason}"))
+        if self.sparse is not None:
+            removed = ", ".join(f"{name} {len(units)}" for name, units in self.sparse.removed.items()) or "none"
+            lines.append(f"  sparse   never-firing units left out of the program: {removed}")
         return lines
 
     def log_text(self) -> str:

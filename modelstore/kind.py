@@ -19,7 +19,7 @@ class LoadOptions:
     tf_intra_threads: int = 1
     tf_inter_threads: int = 1
     onnx_intra_threads: int = 1
-    keras_engine: str = "auto"  # auto: a Keras model with a checked ONNX twin runs on ONNX Runtime; tensorflow: never
+    engine: str = "auto"  # the ENGINE setting (modelstore.engines): auto, sparse, onnxruntime or tensorflow
 
 
 @dataclass(frozen=True)

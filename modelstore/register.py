@@ -248,6 +248,8 @@ class OpenedModel:
     extras: Callable[[np.ndarray, Any], tuple[dict, dict[str, bytes]]] | None = None
     """What the kind adds after the calibration run, given the calibration inputs and the result: more card
     fields and files stored beside the model (Keras: its ONNX twin, checked on the whole set)."""
+    engines: Callable[[np.ndarray, Any], dict] | None = None
+    """The card's ``engines`` and ``sparse`` fields (:func:`modelstore.engines.check_engines`), after ``extras``."""
 
 
 def relu_card(
@@ -277,6 +279,8 @@ def relu_card(
     result = probe.run_batched(inputs)
     opened.settle(result)
     fields, files = opened.extras(inputs, result) if opened.extras is not None else ({}, {})
+    if opened.engines is not None:
+        fields = {**fields, **opened.engines(inputs, result)}
     names = [layer.name for layer in probe.layers]
     typicality, state = unit_firing_typicality(result, parts, names, probe.units)
     accuracy = accuracy_on(result.labels, calibration, parts)

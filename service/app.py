@@ -56,7 +56,7 @@ class Configuration:
     @property
     def load_options(self) -> LoadOptions:
         s = self.settings
-        return LoadOptions(s.tf_intra_threads, s.tf_inter_threads, s.onnx_intra_threads, s.keras_engine)
+        return LoadOptions(s.tf_intra_threads, s.tf_inter_threads, s.onnx_intra_threads, s.engine)
 
 
 def limit_numpy_threads(threads: int):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelstore.kinds import PLUGIN_SETTING, plugin_modules
-from modelstore.kinds.keras_relu import ENGINES as KERAS_ENGINES
+from modelstore.engines import SETTINGS as ENGINES
 
 MiB = 1024 * 1024
 
@@ -163,12 +163,12 @@ SETTINGS: tuple[Setting, ...] = (
         "BLAS threads per worker for NumPy's matrix products (the typicality score)",
     ),
     Setting(
-        "KERAS_ENGINE",
-        "keras_engine",
+        "ENGINE",
+        "engine",
         "auto",
-        one_of(*KERAS_ENGINES),
-        "auto: Keras models with a checked ONNX twin run on ONNX Runtime, others on TensorFlow; tensorflow: all on "
-        "TensorFlow",
+        one_of(*ENGINES),
+        "auto: each model on the fastest engine that passed its check at registration (the sparse engine only where "
+        "it is faster at 1 and 256 images); sparse, onnxruntime, tensorflow: that engine wherever the model has it",
     ),
     # 1024 images of 784 numbers written with up to ~20 characters each fit in 16 MiB.
     Setting("MAX_BODY_BYTES", "max_body_bytes", 16 * MiB, whole(1024, 1024 * MiB), "larger bodies get 413"),
@@ -249,6 +249,10 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 
+RENAMED = {"KERAS_ENGINE": "ENGINE"}
+"""Settings that were renamed: set, they stop the service with one line naming the new one."""
+
+
 @dataclass(frozen=True)
 class Settings:
     served_models: tuple[str, ...]
@@ -257,7 +261,7 @@ class Settings:
     tf_intra_threads: int
     tf_inter_threads: int
     onnx_intra_threads: int
-    keras_engine: str
+    engine: str
     numpy_threads: int
     max_body_bytes: int
     max_drain_bytes: int
@@ -278,6 +282,9 @@ class Settings:
         """Read every setting; unset or empty means the default. Raises SettingsError on the first
         bad value."""
         environ = os.environ if environ is None else environ
+        for old, new in RENAMED.items():
+            if environ.get(old, "").strip():
+                raise SettingsError(old, environ[old], f"is no longer read; set {new} instead")
         values = {}
         for setting in SETTINGS:
             raw = environ.get(setting.env, "")

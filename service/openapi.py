@@ -109,9 +109,9 @@ def _card_schema(card: type[ModelCard], title: str, what: str) -> tuple[dict, di
     properties |= {name: value for name, value in schema["properties"].items() if name in public}
     properties["engine"] = {
         "type": "string",
-        "enum": ["onnxruntime", "tensorflow", "numpy"],
-        "description": "what computes this model's answers in this service (a Keras model with a checked ONNX twin: "
-        "onnxruntime, unless KERAS_ENGINE=tensorflow)",
+        "enum": ["sparse", "onnxruntime", "tensorflow", "numpy"],
+        "description": "what computes this model's answers in this service: the fastest engine that passed its "
+        "check at registration (see engines), unless the ENGINE setting names another",
     }
     required = ["name", "tag", *(name for name in schema.get("required", []) if name in public)]
     entry = {"type": "object", "title": title, "description": what, "properties": properties, "required": required}

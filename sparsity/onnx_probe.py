@@ -62,6 +62,8 @@ class OnnxProbe:
     it is known) returns the scores as they are. Input is checked as the Keras probe checks it.
     """
 
+    engine = "onnxruntime"
+
     def __init__(
         self,
         model: onnx.ModelProto,

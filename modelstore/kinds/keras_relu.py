@@ -9,8 +9,10 @@
   layer, every unit's count of positions on, and the probabilities (within :data:`PROBABILITY_TOLERANCE`)
   agree is the twin stored (``model.onnx``, its hash and the check on the card, ``engine: onnxruntime``);
   otherwise the card says ``engine: tensorflow`` and why, in one line;
-- serving: on ONNX Runtime through the twin (:class:`KerasTwinRuntime`: no TensorFlow in the process), or,
-  without a twin or with ``KERAS_ENGINE=tensorflow``, the core's compiled one-pass probe
+- engines: registration compiles the twin for the sparse engine, checks it against the Keras probe on the whole
+  calibration set and times TensorFlow, ONNX Runtime and the sparse engine (:mod:`modelstore.engines`);
+- serving: through the twin on the sparse engine or ONNX Runtime (:class:`KerasTwinRuntime`: no TensorFlow in
+  the process), or, without a twin or with ``ENGINE=tensorflow``, the core's compiled one-pass probe
   (:class:`sparsity.probe.SparsityProbe`), TensorFlow imported then and only then.
 """
 
@@ -25,6 +27,7 @@ import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
 from modelstore.card import ModelCardError, OnnxLayerCard, ReluCard
+from modelstore.engines import check_engines, choose
 from modelstore.kind import Kind, LoadOptions
 from modelstore.kinds.onnx_relu import OnnxReluRuntime
 from modelstore.register import OpenedModel, RegistrationError, file_sha256, relu_register_file
@@ -40,9 +43,6 @@ NAME = "keras-relu"
 TWIN_FILE = "model.onnx"
 PROBABILITY_TOLERANCE = 1e-5
 """The most a twin's probability may differ from Keras' on any calibration item (zero counts must be equal)."""
-ENGINES = ("auto", "tensorflow")
-"""``KERAS_ENGINE``: ``auto`` serves a Keras model on ONNX Runtime when its card has a checked twin, else on
-TensorFlow; ``tensorflow`` always on TensorFlow."""
 
 
 class TwinCheck(BaseModel):
@@ -109,16 +109,19 @@ class KerasReluCard(ReluCard):
 
 
 class KerasTwinRuntime(OnnxReluRuntime):
-    """A Keras model served through its checked ONNX twin: ONNX Runtime only, under the Keras layer names."""
+    """A Keras model served through its checked ONNX twin (ONNX Runtime or the sparse engine, no TensorFlow),
+    under the Keras layer names."""
 
-    def __init__(self, tag: str, card: KerasReluCard, path: str, options: LoadOptions | None = None) -> None:
+    def __init__(
+        self, tag: str, card: KerasReluCard, path: str, options: LoadOptions | None = None, engine: str = "onnxruntime"
+    ) -> None:
         ReluRuntime.__init__(self, tag, card)
         twin = os.path.join(os.path.dirname(path), card.twin.file)
         if not os.path.isfile(twin) or file_sha256(Path(twin)) != card.twin.sha256:
             raise ModelCardError(
                 f"model {tag}: {card.twin.file} is missing or not the registered twin; register it again"
             )
-        self.start_onnx(twin, card.twin.relu_layers, card.output, options)
+        self.start_onnx(twin, card.twin.relu_layers, card.output, options, engine)
 
 
 _TENSORFLOW_READY: list[bool] = []
@@ -175,11 +178,17 @@ class KerasReluRuntime(ReluRuntime):
 
 
 def keras_runtime(tag: str, card: KerasReluCard, path: str, options: LoadOptions | None = None) -> ReluRuntime:
-    """The twin on ONNX Runtime when the card has one and ``keras_engine`` allows it, else TensorFlow."""
+    """The engine :func:`modelstore.engines.choose` picks: the twin (on ONNX Runtime or the sparse engine) when
+    the card has one, else TensorFlow."""
     options = options or LoadOptions()
-    if card.engine == "onnxruntime" and options.keras_engine == "auto":
-        return KerasTwinRuntime(tag, card, path, options)
-    return KerasReluRuntime(tag, card, path, options)
+    default = "onnxruntime" if card.engine == "onnxruntime" else "tensorflow"
+    available = ("sparse", "onnxruntime", "tensorflow") if card.twin is not None else ("tensorflow",)
+    engine, why = choose(card, default, options.engine, available)
+    if why:
+        log.warning("model %s: %s", tag, why)
+    if engine == "tensorflow":
+        return KerasReluRuntime(tag, card, path, options)
+    return KerasTwinRuntime(tag, card, path, options, engine)
 
 
 def open_keras(path: Path) -> OpenedModel:
@@ -194,13 +203,23 @@ def open_keras(path: Path) -> OpenedModel:
     except (ValueError, UnsupportedModelError) as exc:
         raise RegistrationError(str(exc)) from None
     fields = {"kind": NAME, "weight_sparsity": weight_sparsity(model)}
-    extras = lambda x, result: twin_files(model, probe, x, result)  # noqa: E731
-    return OpenedModel(probe, int(model.outputs[0].shape[-1]), KerasReluCard, fields, extras=extras)
+    made: dict = {}  # the checked twin, for the engines' check
+    extras = lambda x, result: twin_files(model, probe, x, result, made)  # noqa: E731
+
+    def engines(x: np.ndarray, result) -> dict:
+        twin = made.get("probe")
+        return check_engines(
+            "tensorflow", probe, result, twin.source if twin else None, twin.layers if twin else [], probe.output, x,
+            onnx_probe=twin,
+        )  # fmt: skip
+
+    return OpenedModel(probe, int(model.outputs[0].shape[-1]), KerasReluCard, fields, extras=extras, engines=engines)
 
 
-def twin_files(model, probe, x: np.ndarray, result) -> tuple[dict, dict[str, bytes]]:
+def twin_files(model, probe, x: np.ndarray, result, made: dict | None = None) -> tuple[dict, dict[str, bytes]]:
     """The model's ONNX twin, checked against the Keras probe's calibration run ``result`` on ``x``: the card's
-    ``engine`` and ``twin`` and the twin's file when every check passes, else ``engine: tensorflow`` and why."""
+    ``engine`` and ``twin`` and the twin's file when every check passes, else ``engine: tensorflow`` and why.
+    ``made`` receives the twin's probe (``probe``, with the twin itself as ``source``) when it passes."""
     from sparsity.keras_onnx import ConversionError, convert
     from sparsity.onnx_graph import OnnxModelError
     from sparsity.onnx_probe import OnnxProbe
@@ -214,6 +233,9 @@ def twin_files(model, probe, x: np.ndarray, result) -> tuple[dict, dict[str, byt
     if problem is not None:
         log.warning("the model stays on TensorFlow: %s", problem)
         return {"engine": "tensorflow", "engine_reason": problem}, {}
+    if made is not None:
+        twin_probe.source = twin.model
+        made["probe"] = twin_probe
     data = twin.model.SerializeToString()
     card = TwinCard(
         sha256=_sha256(data),
@@ -233,57 +255,22 @@ def _sha256(data: bytes) -> str:
 
 
 def compare_twin(probe, twin_probe, x: np.ndarray, result) -> tuple[TwinCheck | None, str | None]:
-    """Run the twin on ``x`` and compare it with the Keras probe's ``result``: (the check, None) when every
-    unit's count of positions on is the same, or differs only at rounding ties, and the probabilities agree;
-    else (None, the first difference in one line).
-
-    A rounding tie: the ReLU's input within :data:`~sparsity.onnx_probe.TIE_TOLERANCE` of zero (relative to
-    the layer's largest input on that item). There the order of a sum's arithmetic decides whether the
-    activation is an exact zero, and TensorFlow and ONNX Runtime add in different orders (seen on
-    ``mnist_cnn``: one activation of 22 million, whose input is 5.3e-10 computed in float64 from terms summing
-    to 0.077 in magnitude; TensorFlow gave 1.9e-9, ONNX Runtime 0). A unit may differ by at most its number of
-    tied positions; anything more refuses the twin."""
-    from sparsity.onnx_probe import near_zero_counts
+    """Run the twin on ``x`` and compare it with the Keras probe's ``result`` (:func:`sparsity.exactness.agreement`):
+    (the check, None) when they agree, else (None, the first difference in one line)."""
+    from sparsity.exactness import agreement
 
     keras_layers = [(layer.name, layer.units, layer.size) for layer in probe.layers]
     twin_layers = [(layer.name, layer.units, layer.size) for layer in twin_probe.layers]
     if keras_layers != twin_layers:
         return None, f"the twin's ReLU layers {twin_layers} are not the Keras model's {keras_layers}"
     twin = twin_probe.run_batched(x)
-    positions = np.repeat([layer.size // layer.units for layer in probe.layers], [l.units for l in probe.layers])
-    on, twin_on = np.rint(result.shares * positions), np.rint(twin.shares * positions)
-    gap = np.abs(on - twin_on)
-    rows = np.nonzero(gap.any(axis=1))[0]
-    if len(rows):
-        rows_x = x[rows].astype(twin_probe.input_type)
-        near = near_zero_counts(twin_probe.model, twin_probe.layers, rows_x, input_name=twin_probe.input_name)
-        ties = np.concatenate([near[layer.name] for layer in twin_probe.layers], axis=1)
-        beyond = gap[rows] > ties
-        if beyond.any():
-            unit = int(np.nonzero(beyond.any(axis=0))[0][0])
-            layer = probe.layers[int(np.searchsorted(np.cumsum([l.units for l in probe.layers]), unit, side="right"))]
-            items = int(beyond.any(axis=1).sum())
-            return None, (
-                f"the ONNX twin's zero counts differ from Keras' in layer {layer.name} on {items} of {len(x)} items, "
-                "beyond rounding ties"
-            )
-    difference = float(np.abs(result.probabilities - twin.probabilities).max())
-    if difference > PROBABILITY_TOLERANCE:
-        return None, f"the twin's probabilities differ from Keras' by {difference:.1e} (> {PROBABILITY_TOLERANCE:g})"
-    zeros_equal = all(
-        np.array_equal(np.rint(result.layer_sparsity[n] * size), np.rint(twin.layer_sparsity[n] * size))
-        for n, _, size in keras_layers
-    )
-    check = TwinCheck(
-        items=len(x),
-        zero_counts_equal=zeros_equal,
-        unit_counts_equal=not len(rows),
-        rounding_ties=int(gap.sum()),
-        tie_items=len(rows),
-        activations=len(x) * sum(layer.size for layer in probe.layers),
-        max_probability_difference=difference,
-    )
-    return check, None
+    found, problem = agreement(
+        result, twin, probe.layers, x.astype(twin_probe.input_type), twin_probe.model, twin_probe.layers,
+        twin_probe.input_name, tolerance=PROBABILITY_TOLERANCE, what="the ONNX twin",
+    )  # fmt: skip
+    if problem is not None:
+        return None, problem
+    return TwinCheck(**vars(found)), None
 
 
 def file_problems(path: str) -> list[str]:
@@ -302,6 +289,8 @@ def upgrade_reason(card: KerasReluCard) -> str | None:
         return "it has the per-layer typicality score of before the unit-firing detector"
     if card.engine == "tensorflow" and card.engine_reason is None:
         return "it was registered before Keras models got an ONNX Runtime twin"
+    if not card.engines:
+        return "it was registered before engines were checked and timed (the sparse engine)"
     return None
 
 

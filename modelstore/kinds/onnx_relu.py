@@ -4,12 +4,16 @@
   standard operators only, no external data);
 - registration: the ReLU-family nodes are found in the graph (:mod:`sparsity.onnx_graph`), and whether the
   model outputs probabilities or logits is decided on the calibration run;
-- serving: the counting copy of the graph in ONNX Runtime (:mod:`sparsity.onnx_probe`), one intra-op thread
-  per worker unless ``ONNX_INTRA_OP_THREADS`` says otherwise.
+- engines: registration also compiles the graph for the sparse engine, checks it on the whole calibration set
+  and times both (:mod:`modelstore.engines`);
+- serving: the sparse program when it passed and is faster (``ENGINE``), else the counting copy of the graph in
+  ONNX Runtime (:mod:`sparsity.onnx_probe`), one intra-op thread per worker unless ``ONNX_INTRA_OP_THREADS``
+  says otherwise.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -18,10 +22,13 @@ import numpy as np
 from pydantic import Field
 
 from modelstore.card import ModelCardError, OnnxLayerCard, ReluCard
+from modelstore.engines import check_engines, choose
 from modelstore.kind import Kind, LoadOptions
 from modelstore.register import OpenedModel, RegistrationError, relu_register_file
 from modelstore.runtime import Prediction, ReluRuntime
 from sparsity.detectors import UnitFiring, load_detector
+
+log = logging.getLogger(__name__)
 
 NAME = "onnx-relu"
 PROBABILITY_TOLERANCE = 1e-3
@@ -51,11 +58,16 @@ class OnnxReluRuntime(ReluRuntime):
 
     def __init__(self, tag: str, card: OnnxReluCard, path: str, options: LoadOptions | None = None) -> None:
         super().__init__(tag, card)
-        self.start_onnx(path, card.relu_layers, card.output, options)
+        options = options or LoadOptions()
+        engine, why = choose(card, "onnxruntime", options.engine, ("sparse", "onnxruntime"))
+        if why:
+            log.warning("model %s: %s", tag, why)
+        self.start_onnx(path, card.relu_layers, card.output, options, engine)
 
-    def start_onnx(self, path: str, layer_cards, output: str, options: LoadOptions | None) -> None:
-        """The counting copy of the ONNX file ``path`` whose ReLU-family nodes are ``layer_cards`` (what the ONNX
-        kind and a Keras model's ONNX twin share)."""
+    def start_onnx(self, path: str, layer_cards, output: str, options: LoadOptions | None, engine: str) -> None:
+        """The ONNX file ``path`` whose ReLU-family nodes are ``layer_cards`` on ``engine`` (``onnxruntime``: its
+        counting copy; ``sparse``: its sparse program, or ONNX Runtime with one line when that cannot load here).
+        What the ONNX kind and a Keras model's ONNX twin share."""
         from sparsity import onnx_graph
         from sparsity.onnx_probe import OnnxProbe
 
@@ -66,20 +78,44 @@ class OnnxReluRuntime(ReluRuntime):
         ]
         try:
             self.detector = load_detector(card.typicality, os.path.dirname(path))
-            self.probe = OnnxProbe(
-                onnx_graph.load(path),
-                layers=layers,
-                output=output,
-                value_range=self.value_range,
-                field="inputs",
-                threads=(options or LoadOptions()).onnx_intra_threads,
-            )
+            model = onnx_graph.load(path)
+            self.probe = self._sparse(model, layers, output) if engine == "sparse" else None
+            if self.probe is None:
+                self.probe = OnnxProbe(
+                    model,
+                    layers=layers,
+                    output=output,
+                    value_range=self.value_range,
+                    field="inputs",
+                    threads=(options or LoadOptions()).onnx_intra_threads,
+                )
         except ValueError as exc:  # OnnxModelError, DetectorStateError
             raise ModelCardError(f"model {tag}: {exc}") from None
+        self.engine = self.probe.engine
+        self.info["engine"] = self.engine
         self.check_input_shape()
         self.layers = [layer.name for layer in layers]
         if not isinstance(self.detector, UnitFiring) or card.typicality.features != self.layers:
             raise ModelCardError(f"model {tag}: the typicality state does not fit the model's ReLU-family layers")
+
+    def _sparse(self, model, layers, output: str):
+        """The sparse program the card checked, or None (ONNX Runtime then) with one line saying why not."""
+        from sparsity.sparse.engine import SparseProbe, SparseUnsupported
+        from sparsity.sparse.kernels import KernelsUnavailable
+
+        removed = self.card.sparse.removed if self.card.sparse else {}
+        try:
+            probe = SparseProbe(model, layers=layers, output=output, value_range=self.value_range, dead=removed)
+        except (SparseUnsupported, KernelsUnavailable, OSError) as exc:
+            log.warning("model %s: the sparse engine cannot load here (%s); it runs on onnxruntime", self.tag, exc)
+            return None
+        expected = {name: len(units) for name, units in removed.items()}
+        if probe.removed != expected:
+            raise ModelCardError(
+                f"model {self.tag}: the sparse program removes {probe.removed} units, the card {expected}; "
+                "register it again"
+            )
+        return probe
 
     def predict(self, x: np.ndarray) -> Prediction:
         result = self.probe.run(x)
@@ -109,6 +145,10 @@ def open_onnx(path: Path) -> OpenedModel:
             shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
             result.probabilities = shifted / shifted.sum(axis=1, keepdims=True)
 
+    def engines(x: np.ndarray, result) -> dict:
+        timing = OnnxProbe(model, layers=probe.layers, output=probe.output)  # the counting copy as served
+        return check_engines("onnxruntime", timing, result, model, probe.layers, probe.output, x)
+
     producer = " ".join(part for part in (model.producer_name, model.producer_version) if part) or "unknown"
     fields = {
         "kind": NAME,
@@ -117,7 +157,7 @@ def open_onnx(path: Path) -> OpenedModel:
         "producer": producer,
         "unit_convention": onnx_graph.UNIT_CONVENTION,
     }
-    return OpenedModel(probe, probe.classes, OnnxReluCard, fields, settle)
+    return OpenedModel(probe, probe.classes, OnnxReluCard, fields, settle, engines=engines)
 
 
 def file_problems(path: str) -> list[str]:

@@ -78,7 +78,7 @@ def metadata(runtime: Runtime, versions: list[str]) -> dict:
             | ({"parameters": o.parameters} if o.parameters else {})
             for o in outputs
         ],
-        "parameters": {"input_range": ",".join(f"{v:g}" for v in runtime.value_range)},
+        "parameters": {"input_range": ",".join(f"{v:g}" for v in runtime.value_range), "engine": runtime.engine},
     }
 
 

@@ -291,6 +291,7 @@ class SparseProbe:
         found = survey(model)
         self.item_shape = found.item_shape
         self.input_type = np.float32
+        self.input_name = found.input_name
         self.opset = found.opset
         self.not_probed = found.not_probed
         self.layers = layers
@@ -302,10 +303,10 @@ class SparseProbe:
         self._names = [p.name for p in layers]
         self._sizes = np.array([p.size for p in layers], dtype=np.int64)
         self._positions = np.repeat(self._sizes // np.array(self.units), self.units).astype(np.float32)
-        if found.fixed_batch not in (None,):
-            raise SparseUnsupported("an input with a fixed batch size")
-        if any(np.dtype(found.input_type) != np.float32 for _ in [0]):
-            raise SparseUnsupported(f"a {np.dtype(found.input_type).name} input; float32 only")
+        if found.fixed_batch is not None:
+            raise SparseUnsupported("an input with its batch size fixed; export with a free batch axis")
+        if np.dtype(found.input_type) != np.float32:
+            raise SparseUnsupported(f"a {np.dtype(found.input_type).name} input; the sparse engine runs float32")
         shapes, values = observed_shapes(model, found.input_name, found.item_shape, found.input_type)
         compiler = Compiler(model, shapes, values, {p.tensor: i for i, p in enumerate(layers)})
         compiler.compile(found.input_name, found.item_shape, found.output_name)
@@ -313,9 +314,14 @@ class SparseProbe:
         if compiler.softmax and output == "logits":
             raise SparseUnsupported("a graph ending in Softmax whose card says logits")
         by_name = {p.name: i for i, p in enumerate(layers)}
-        self.removed = compact(
+        unknown = sorted(set(dead or {}) - set(by_name))
+        if unknown:
+            raise SparseUnsupported(f"units to remove from layers {unknown}, which are not the model's")
+        removed = compact(
             compiler, {by_name[name]: np.asarray(units, dtype=np.int64) for name, units in (dead or {}).items()}
         )
+        self.removed = {layers[i].name: count for i, count in removed.items()}
+        self.removed_layers = set(self.removed)
         classes = int(shapes[found.output_name][0]) if found.output_name in shapes else 0
         self.classes = classes
         self.program = Program(compiler, layers, classes)

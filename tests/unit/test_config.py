@@ -13,7 +13,7 @@ BAD = {
     "TF_INTRA_OP_THREADS": ["0", "-1", "many"],
     "TF_INTER_OP_THREADS": ["0", "257"],
     "ONNX_INTRA_OP_THREADS": ["0", "257"],
-    "KERAS_ENGINE": ["onnx", "torch", "tensorflow,auto"],
+    "ENGINE": ["onnx", "torch", "tensorflow,auto", "sparse,auto"],
     "NUMPY_THREADS": ["0", "257", "all"],
     "MAX_BODY_BYTES": ["100", "16MB", str(2**31)],
     "MAX_DRAIN_BYTES": ["-1", "lots"],

@@ -137,7 +137,7 @@ def test_registration_stores_the_checked_twin_and_serves_on_it(cnn, tmp_path, be
     path = stored.path_of(card.MODEL_FILE)
     twin_runtime = keras_runtime(tag, card, path)
     assert isinstance(twin_runtime, KerasTwinRuntime) and twin_runtime.info["engine"] == "onnxruntime"
-    tensorflow = keras_runtime(tag, card, path, keras_relu.LoadOptions(keras_engine="tensorflow"))
+    tensorflow = keras_runtime(tag, card, path, keras_relu.LoadOptions(engine="tensorflow"))
     assert isinstance(tensorflow, KerasReluRuntime) and tensorflow.info["engine"] == "tensorflow"
     sample = x[:40]
     served, reference = twin_runtime.predict(sample), tensorflow.predict(sample)
