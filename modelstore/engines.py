@@ -113,9 +113,7 @@ def check_engines(
     if onnx_model is None:
         checks["sparse"] = EngineCheck(engine="sparse", passed=False, reason="no checked ONNX graph to compile")
     else:
-        dead = {
-            name: np.nonzero(~fired.any(axis=0))[0].tolist() for name, fired in reference_result.fired.items()
-        }
+        dead = {name: np.nonzero(~fired.any(axis=0))[0].tolist() for name, fired in reference_result.fired.items()}
         try:
             sparse = SparseProbe(onnx_model, layers=onnx_layers, output=output, dead=dead)
             candidate = sparse.run_batched(x)
@@ -127,6 +125,7 @@ def check_engines(
             found, problem = agreement(
                 reference_result, candidate, onnx_layers, x.astype(np.float32), onnx_model, onnx_layers,
                 sparse.input_name, tolerance=PROBABILITY_TOLERANCE, what="the sparse engine",
+                against=f"{reference_engine}'s",
             )  # fmt: skip
             if problem is not None:
                 log.warning("the sparse engine is not used: %s", problem)

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from modelstore.kinds import PLUGIN_SETTING, plugin_modules
 from modelstore.engines import SETTINGS as ENGINES
+from modelstore.kinds import PLUGIN_SETTING, plugin_modules
 
 MiB = 1024 * 1024
 

@@ -41,11 +41,12 @@ def agreement(
     *,
     tolerance: float,
     what: str,
+    against: str,
 ) -> tuple[Agreement | None, str | None]:
     """Compare ``candidate`` with ``reference`` on ``x`` (both from runs on it). ``layers`` give ``name``,
     ``units`` and ``size``; ties are measured on ``onnx_model`` (its ``onnx_layers``, its input ``input_name``; the
     plain model or its counting copy) with ONNX Runtime.
-    Returns (the agreement, None), or (None, the first difference in one line, beginning with ``what``)."""
+    Returns (the agreement, None), or (None, the first difference in one line: ``what`` differs from ``against``)."""
     from sparsity.onnx_probe import near_zero_counts
 
     positions = np.repeat([layer.size // layer.units for layer in layers], [layer.units for layer in layers])
@@ -62,15 +63,20 @@ def agreement(
             bounds = np.cumsum([layer.units for layer in layers])
             layer = layers[int(np.searchsorted(bounds, unit, side="right"))]
             items = int(beyond.any(axis=1).sum())
-            return None, f"{what}'s zero counts differ in layer {layer.name} on {items} of {len(x)} items, beyond rounding ties"
+            return None, (
+                f"{what}'s zero counts differ from {against} in layer {layer.name} on {items} of {len(x)} items, "
+                "beyond rounding ties"
+            )
     labels = int(np.sum(reference.labels != candidate.labels))
     if labels:
-        return None, f"{what}'s labels differ on {labels} of {len(x)} items"
+        return None, f"{what}'s labels differ from {against} on {labels} of {len(x)} items"
     difference = float(np.abs(reference.probabilities - candidate.probabilities).max())
     if difference > tolerance:
-        return None, f"{what}'s probabilities differ by {difference:.1e} (> {tolerance:g})"
+        return None, f"{what}'s probabilities differ from {against} by {difference:.1e} (> {tolerance:g})"
     zeros_equal = all(
-        np.array_equal(np.rint(reference.layer_sparsity[l.name] * l.size), np.rint(candidate.layer_sparsity[l.name] * l.size))
+        np.array_equal(
+            np.rint(reference.layer_sparsity[l.name] * l.size), np.rint(candidate.layer_sparsity[l.name] * l.size)
+        )
         for l in layers
     )
     return (

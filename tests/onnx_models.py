@@ -17,11 +17,18 @@ def _init(rng: np.random.Generator, name: str, shape: tuple[int, ...], scale: fl
 
 
 def cnn(
-    seed: int = 0, *, opset: int = OPSET, batch: int | str | None = "batch", names: bool = True, channels: int = 1
+    seed: int = 0,
+    *,
+    opset: int = OPSET,
+    batch: int | str | None = "batch",
+    names: bool = True,
+    channels: int = 1,
+    gelu: bool = True,
 ) -> onnx.ModelProto:
     """Conv -> Relu -> MaxPool -> Conv -> Clip(0, 6) -> Flatten -> Gemm -> Gelu -> Gemm -> Max(x, 0) -> Gemm ->
     Softmax, on (batch, channels, 12, 12) inputs: every kind of node the probe must find or pass over. Below
-    opset 20 (no Gelu) the not-probed activation is a Sigmoid; below 11, Clip takes its bounds as attributes."""
+    opset 20 (no Gelu) the not-probed activation is a Sigmoid; below 11, Clip takes its bounds as attributes.
+    ``gelu=False`` puts a Relu in its place (every node then one the sparse engine runs)."""
     rng = np.random.default_rng(seed)
     inits = [
         _init(rng, "conv1.weight", (4, channels, 3, 3), 2.0),
@@ -48,7 +55,7 @@ def cnn(
         else helper.make_node("Clip", ["c2"], ["r2"], name=n("relu6"), min=0.0, max=6.0),
         helper.make_node("Flatten", ["r2"], ["f"], name=n("flatten"), axis=1),
         helper.make_node("Gemm", ["f", "fc1.weight", "fc1.bias"], ["g1"], name=n("fc1"), transB=1),
-        helper.make_node("Gelu" if opset >= 20 else "Sigmoid", ["g1"], ["h1"], name=n("gelu")),
+        helper.make_node(("Gelu" if opset >= 20 else "Sigmoid") if gelu else "Relu", ["g1"], ["h1"], name=n("gelu")),
         helper.make_node("Gemm", ["h1", "fc2.weight", "fc2.bias"], ["g2"], name=n("fc2"), transB=1),
         helper.make_node("Max", ["g2", "zero"], ["h2"], name=n("max0")),
         helper.make_node("Gemm", ["h2", "fc3.weight", "fc3.bias"], ["logits"], name=n("fc3"), transB=1),

@@ -266,7 +266,7 @@ def compare_twin(probe, twin_probe, x: np.ndarray, result) -> tuple[TwinCheck | 
     twin = twin_probe.run_batched(x)
     found, problem = agreement(
         result, twin, probe.layers, x.astype(twin_probe.input_type), twin_probe.model, twin_probe.layers,
-        twin_probe.input_name, tolerance=PROBABILITY_TOLERANCE, what="the ONNX twin",
+        twin_probe.input_name, tolerance=PROBABILITY_TOLERANCE, what="the ONNX twin", against="Keras'",
     )  # fmt: skip
     if problem is not None:
         return None, problem

@@ -39,7 +39,13 @@ def observed_shapes(model: onnx.ModelProto, input_name: str, item_shape, input_t
         runs.append(dict(zip(outputs, runner.run(outputs, {input_name: x}), strict=True)))
     for name in outputs:
         one, two = np.asarray(runs[0][name]), np.asarray(runs[1][name])
-        if one.ndim >= 1 and two.ndim == one.ndim and one.shape[:1] == (1,) and two.shape[:1] == (2,) and one.shape[1:] == two.shape[1:]:
+        if (
+            one.ndim >= 1
+            and two.ndim == one.ndim
+            and one.shape[:1] == (1,)
+            and two.shape[:1] == (2,)
+            and one.shape[1:] == two.shape[1:]
+        ):
             shapes[name] = one.shape[1:]
         elif one.shape == two.shape and np.array_equal(one, two):
             values[name] = one
@@ -302,7 +308,9 @@ class SparseProbe:
         self.unit_offsets = np.cumsum(self.units)[:-1]
         self._names = [p.name for p in layers]
         self._sizes = np.array([p.size for p in layers], dtype=np.int64)
-        self._positions = np.repeat(self._sizes // np.array(self.units), self.units).astype(np.float32)
+        # each unit's share of positions on, computed as the ONNX counting copy computes it (a product with
+        # units / size in float32), so both engines give the same float for the same count
+        self._inverse = np.repeat(np.array(self.units) / self._sizes, self.units).astype(np.float32)
         if found.fixed_batch is not None:
             raise SparseUnsupported("an input with its batch size fixed; export with a free batch axis")
         if np.dtype(found.input_type) != np.float32:
@@ -335,8 +343,10 @@ class SparseProbe:
         low, high = self.value_range if self.value_range else (None, None)
         arr = check_batch(x, field=self.field, item_shape=self.item_shape, low=low, high=high)
         probabilities, nonzero, on = self._forward(np.ascontiguousarray(arr, dtype=np.float32))
-        shares = on.astype(np.float32) / self._positions
-        return from_counts(probabilities, nonzero.astype(np.float32), shares, self._names, self._sizes, self.unit_offsets)
+        shares = on.astype(np.float32) * self._inverse
+        return from_counts(
+            probabilities, nonzero.astype(np.float32), shares, self._names, self._sizes, self.unit_offsets
+        )
 
     def run_batched(self, x: np.ndarray, batch_size: int = 512) -> ProbeResult:
         return in_chunks(self.run, x, batch_size)

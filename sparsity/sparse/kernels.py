@@ -29,8 +29,6 @@ import tempfile
 from functools import cache
 from pathlib import Path
 
-import numpy as np
-
 # step kinds and activations: the C enums, in order
 CONV, MAXPOOL, AVGPOOL, ADD, ACT, AFFINE, PERMUTE = range(7)
 NONE, RELU, CLIP, THRESHOLD = range(4)

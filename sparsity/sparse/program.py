@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper
 
 from sparsity.sparse import kernels as K
 
@@ -130,7 +130,9 @@ class Compiler:
     def const(self, name: str, node: onnx.NodeProto) -> np.ndarray:
         if name in self.values:
             return np.asarray(self.values[name])
-        raise SparseUnsupported(f"{node.op_type} node {node.name or node.output[0]!r}: operand {name!r} varies per input")
+        raise SparseUnsupported(
+            f"{node.op_type} node {node.name or node.output[0]!r}: operand {name!r} varies per input"
+        )
 
     def add_step(self, step: Step) -> Step:
         if step.src is not None and id(step.src) in self.producer:
@@ -149,7 +151,9 @@ class Compiler:
         elif len(shape) == 3:
             c, h, w = shape
         else:
-            raise SparseUnsupported(f"{node.op_type} node {node.name!r}: input of rank {len(shape) + 1}; 1-D and 2-D only")
+            raise SparseUnsupported(
+                f"{node.op_type} node {node.name!r}: input of rank {len(shape) + 1}; 1-D and 2-D only"
+            )
         wanted = hwc_index(h, w, c)
         flat = tensor.index.reshape(c, h, w)
         b = tensor.buffer
@@ -176,7 +180,8 @@ class Compiler:
     def output_tensor(self, name: str, buffer: Buffer, index: np.ndarray, node: onnx.NodeProto) -> None:
         if tuple(index.shape) != tuple(self.shapes.get(name, index.shape)):
             raise SparseUnsupported(
-                f"{node.op_type} node {node.name!r}: computed shape {index.shape} is not ONNX Runtime's {self.shapes[name]}"
+                f"{node.op_type} node {node.name!r}: computed shape {index.shape} is not ONNX Runtime's "
+                f"{self.shapes[name]}"
             )
         self.tensors[name] = Tensor(buffer, index)
 
@@ -232,7 +237,9 @@ class Compiler:
         self.tensors[input_name] = Tensor(self.input, np.arange(size).reshape(item_shape))
         for node in self.model.graph.node:
             data = [name for name in node.input if name in self.tensors]
-            if not data or not any(out in self.shapes for out in node.output):  # shape arithmetic, constants: read from ONNX Runtime's values when needed
+            if not data or not any(
+                out in self.shapes for out in node.output
+            ):  # shape arithmetic, constants: read from ONNX Runtime's values when needed
                 if node.op_type not in SHAPE_OPS:
                     raise SparseUnsupported(f"operator {node.op_type} (node {node.name!r}) outside the program")
                 continue
@@ -318,9 +325,11 @@ class Compiler:
     def _dense(self, node, matrix: np.ndarray, bias: np.ndarray | None):
         t = self.tensors[node.input[0]]
         if t.index.ndim != 1:
-            raise SparseUnsupported(f"{node.op_type} node {node.name!r}: input of shape {t.index.shape}; (features,) only")
+            raise SparseUnsupported(
+                f"{node.op_type} node {node.name!r}: input of shape {t.index.shape}; (features,) only"
+            )
         src, rows = self.dense_input(t, node)
-        k, m = matrix.shape
+        m = matrix.shape[1]
         laid = matrix[rows].reshape(1, 1, src.size, m)
         dst = Buffer(1, 1, m)
         ints = dict(kh=1, kw=1, sh=1, sw=1, pt=0, pl=0, dh=1, dw=1, groups=1)
@@ -355,7 +364,9 @@ class Compiler:
         step = self.foldable(source)
         if step is not None and step.op == K.CONV:
             if scale is not None:
-                step.weights = step.weights * scale[None, None, None, :] if step.ints["groups"] == 1 else _group_scale(step, scale)
+                step.weights = (
+                    step.weights * scale[None, None, None, :] if step.ints["groups"] == 1 else _group_scale(step, scale)
+                )
                 step.bias = (step.bias if step.bias is not None else np.zeros(len(scale))) * scale
             if shift is not None:
                 step.bias = (step.bias if step.bias is not None else np.zeros(len(shift))) + shift
@@ -405,8 +416,8 @@ class Compiler:
 
     def _residual(self, node):
         ta, tb = (self.tensors[n] for n in node.input)
-        a, c, h, w = self.hwc(ta, node) if ta.index.ndim > 1 else (ta.buffer, ta.buffer.c, 1, 1)
-        b, *_ = self.hwc(tb, node) if tb.index.ndim > 1 else (tb.buffer,)
+        a = self.hwc(ta, node)[0] if ta.index.ndim > 1 else ta.buffer
+        b = self.hwc(tb, node)[0] if tb.index.ndim > 1 else tb.buffer
         if ta.index.ndim != tb.index.ndim or (a.h, a.w, a.c) != (b.h, b.w, b.c):
             raise SparseUnsupported(f"Add node {node.name!r}: operands of different shapes")
         if ta.index.ndim == 1 and not np.array_equal(ta.index, tb.index):
