@@ -62,7 +62,9 @@ def observed_shapes(model: onnx.ModelProto, input_name: str, item_shape, input_t
 class Program:
     """A compiled program's arrays, ready for :func:`sparsity.sparse.kernels.run`."""
 
-    def __init__(self, compiler: Compiler, layers: list[ProbedTensor], classes: int) -> None:
+    def __init__(
+        self, compiler: Compiler, layers: list[ProbedTensor], classes: int, level: str | None = "best"
+    ) -> None:
         self.layers = layers
         self.classes = classes
         self.softmax = compiler.softmax
@@ -150,7 +152,7 @@ class Program:
         self.input_size = compiler.input.size
         self.multiply_adds = dense_multiply_adds(steps)
         self._local = threading.local()
-        self._run = K.library().sparse_run
+        self._run = K.library(level).sparse_run
         self.units = int(unit_starts[-1])
 
     def _memory(self) -> tuple:
@@ -292,6 +294,7 @@ class SparseProbe:
         value_range: tuple[float, float] | None = None,
         field: str = "inputs",
         dead: dict[str, list[int]] | None = None,
+        level: str | None = "best",
     ) -> None:
         model = inline(model)
         found = survey(model)
@@ -332,7 +335,7 @@ class SparseProbe:
         self.removed_layers = set(self.removed)
         classes = int(shapes[found.output_name][0]) if found.output_name in shapes else 0
         self.classes = classes
-        self.program = Program(compiler, layers, classes)
+        self.program = Program(compiler, layers, classes, level)
         if output == "logits":
             self.program.softmax = True
 

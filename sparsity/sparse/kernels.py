@@ -49,7 +49,7 @@ LEVELS = {
     "x86-64": (),
 }
 """The instruction-set levels built for x86-64, best first, with the CPU flags each needs."""
-FLAGS = ("-O3", "-g", "-shared", "-fPIC", "-fno-math-errno", "-std=c11")
+FLAGS = ("-O3", "-shared", "-fPIC", "-fno-math-errno", "-std=c11")
 
 
 class KernelsUnavailable(RuntimeError):
@@ -108,10 +108,20 @@ def build(level: str | None, directory: Path | None = None) -> Path:
     raise KernelsUnavailable(f"no writable folder for the sparse kernels ({', '.join(map(str, _directories()))})")
 
 
+def runnable_levels() -> list[str | None]:
+    """The levels this CPU runs, best first (``[None]`` off x86-64)."""
+    best = cpu_level()
+    if best is None:
+        return [None]
+    names = list(LEVELS)
+    return names[names.index(best) :]
+
+
 @cache
-def library() -> ctypes.CDLL:
-    """The kernels for this CPU, built first when no folder has them."""
-    level = cpu_level()
+def library(level: str | None = "best") -> ctypes.CDLL:
+    """The kernels for this CPU (or for ``level``, one of :func:`runnable_levels`), built first when no folder has
+    them."""
+    level = cpu_level() if level == "best" else level
     found = next((folder / _name(level) for folder in _directories() if (folder / _name(level)).is_file()), None)
     path = found or build(level)
     lib = ctypes.CDLL(str(path))

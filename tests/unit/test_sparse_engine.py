@@ -12,6 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from sparsity.onnx_probe import OnnxProbe
 from sparsity.sparse.engine import SparseProbe
+from sparsity.sparse.kernels import runnable_levels
 from sparsity.sparse.program import SparseUnsupported
 
 CLASSES = 4
@@ -77,13 +78,13 @@ def inputs(shape, count: int = 24, seed: int = 3) -> np.ndarray:
     return x
 
 
-def assert_same(model: onnx.ModelProto, x: np.ndarray, dead: dict | None = None) -> SparseProbe:
+def assert_same(model: onnx.ModelProto, x: np.ndarray, dead: dict | None = None, level="best") -> SparseProbe:
     """The sparse engine's answers equal ONNX Runtime's: labels, probabilities within 1e-5, every unit's
     positions on, every layer's zero count."""
     layers = OnnxProbe(model, field="x").layers
     output = "probabilities" if model.graph.node[-1].op_type == "Softmax" else "logits"
     reference = OnnxProbe(model, layers=layers, output=output).run(x)
-    sparse = SparseProbe(model, layers=layers, output=output, dead=dead)
+    sparse = SparseProbe(model, layers=layers, output=output, dead=dead, level=level)
     got = sparse.run(x)
     np.testing.assert_array_equal(got.labels, reference.labels)
     np.testing.assert_allclose(got.probabilities, reference.probabilities, atol=1e-5)
@@ -247,6 +248,24 @@ def test_a_one_dimensional_convolution():
         return net.classifier(net.add("MaxPool", [y], kernel_shape=[2], strides=[2]), features)
 
     assert_same(build(_flattened(build(1))), inputs((3, 20)))
+
+
+@pytest.mark.parametrize("level", runnable_levels())
+def test_every_instruction_set_level_this_cpu_runs_gives_the_same_answers(level):
+    """An image built on one machine carries every level and picks one at start: each must be exact. A residual
+    CNN (strided, padded and 1x1 convolutions, 10 and 6 channels: whole vectors and a tail) and an MLP."""
+
+    def build(features):
+        net = Net((3, 9, 9), seed=13)
+        stem = net.add("Relu", [net.conv("x", 3, 10, pads=[1, 1, 1, 1])])
+        mid = net.add("Relu", [net.conv(stem, 10, 6, strides=[2, 2], pads=[1, 1, 1, 1])])
+        block = net.add(
+            "Relu",
+            [net.add("Add", [net.conv(mid, 6, 6, pads=[1, 1, 1, 1]), net.conv(stem, 10, 6, k=1, strides=[2, 2])])],
+        )
+        return net.classifier(net.add("MaxPool", [block], kernel_shape=[2, 2], strides=[2, 2]), features)
+
+    assert_same(build(_flattened(build(1))), inputs((3, 9, 9), count=40), level=level)
 
 
 def test_an_mlp_on_tabular_input():
