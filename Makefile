@@ -19,7 +19,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export TF_ENABLE_ONEDNN_OPTS ?= 0
 export BENTOML_DO_NOT_TRACK := true
 
-.PHONY: help setup setup-dev models train examples sweep depth every-layer extra-digits resnet prune serve k8s-manifests test test-fast test-container soak system-deps lint format bench bench-compare bench-live bench-peers bench-typicality build monitor clean
+.PHONY: help setup setup-dev models train examples sweep depth every-layer extra-digits resnet prune serve k8s-manifests test test-fast test-container soak system-deps lint format bench bench-compare bench-live bench-peers bench-engines bench-typicality build monitor clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -139,6 +139,10 @@ bench-live: setup-dev system-deps models ## the live server: loads under 8 conne
 
 bench-peers: setup-dev system-deps models ## this service against MLServer, KServe and plain BentoML on the same ONNX file, each in its own venv: reports/peers.{json,png}
 	$(BIN)/python -m benchmarks.peers_bench $(ARGS)
+
+bench-engines: setup-dev models ## TensorFlow, ONNX Runtime and the sparse engine at 1 and 256 images, one thread, on 4 networks (trains 2 the first time): reports/engines.{json,png}
+	$(BIN)/python -m training resnet --if-missing
+	$(BIN)/python -m benchmarks.engine_bench $(ARGS)
 
 bench-typicality: setup-dev system-deps models ## typicality: every detector on near and far sets, the rule, the served one against its targets and its cost: reports/typicality.json
 	$(BIN)/python -m benchmarks.ood_study

