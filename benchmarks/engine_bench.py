@@ -112,7 +112,6 @@ def per_layer(runtimes: dict, x: np.ndarray, repeats: int) -> list[dict]:
     """Each probed layer: the sparse step computing it and ONNX Runtime's nodes for it (plain twin, profiler),
     milliseconds per 256 images; the zero share of what the layer reads and of what it writes."""
     from sparsity import onnx_graph
-    from sparsity.onnx_probe import session
     from sparsity.sparse import kernels as K
 
     sparse = runtimes["sparse"].probe
@@ -307,13 +306,14 @@ def plot(result: dict, path: Path) -> None:
     for label, row in result["networks"].items():
         for n, marker in ((1, "o"), (256, "s")):
             left.scatter(row["zero_share"], row["speedup"][f"onnxruntime_{n}"], marker=marker, s=50)
-            left.annotate(f"{label.split(' (')[0]}, {n}", (row["zero_share"], row["speedup"][f"onnxruntime_{n}"]),
-                          fontsize=7, xytext=(4, 2), textcoords="offset points")  # fmt: skip
+            point = (row["zero_share"], row["speedup"][f"onnxruntime_{n}"])
+            left.annotate(f"{label.split(' (')[0]}, {n}", point, fontsize=7, xytext=(4, 2), textcoords="offset points")
         for layer in row["layers"]:
             if layer["speedup"] and layer["reads_zero_share"] is not None:
                 right.scatter(layer["reads_zero_share"], layer["speedup"], s=30)
-                right.annotate(f"{label.split(' (')[0]}: {layer['layer']}", (layer["reads_zero_share"], layer["speedup"]),
-                               fontsize=6, xytext=(3, 2), textcoords="offset points")  # fmt: skip
+                point = (layer["reads_zero_share"], layer["speedup"])
+                name = f"{label.split(' (')[0]}: {layer['layer']}"
+                right.annotate(name, point, fontsize=6, xytext=(3, 2), textcoords="offset points")
     for axis in (left, right):
         axis.axhline(1.0, color="grey", lw=0.8, ls="--")
         axis.set_ylabel("speed-up of the sparse engine")
