@@ -115,7 +115,27 @@ def configure_or_exit(in_worker: bool) -> Configuration:
     if not in_worker:
         for refused in (c for c in configuration.candidates if not c.accepted):
             log.warning("not serving %s", refused.problem)
+        prepare_sparse_kernels(configuration)
     return configuration
+
+
+def prepare_sparse_kernels(configuration: Configuration) -> None:
+    """Build the sparse engine's kernels once, before any worker starts, when a served model's card says the
+    engine passed (a worker then only loads them); one line when they cannot be built (those models then run on
+    their other engine)."""
+    checked = [
+        c for c in configuration.candidates
+        if c.accepted and any(e.engine == "sparse" and e.passed for e in getattr(c.card, "engines", []))
+    ]  # fmt: skip
+    if not checked:
+        return
+    from sparsity.sparse.kernels import available
+
+    why = available()
+    if why is not None:
+        log.warning(
+            "the sparse engine's kernels are not available here (%s); its models run on their other engine", why
+        )
 
 
 def shared_state(configuration: Configuration, in_worker: bool) -> SharedState:

@@ -1,21 +1,20 @@
 #!/bin/sh
 # Runs as root inside `bentoml containerize`, after the Python packages are installed (bentofile.yaml
-# docker.setup_script). Builds the sparse engine's kernels, then removes what the service never uses at run time. Deleting in a later layer
+# docker.setup_script). Removes what the service never uses at run time. Deleting in a later layer
 # shrinks the image only when the build squashes its layers: `make container` passes --opt squash.
-#   - the compilers and git that BentoML's Debian template installs for building packages from source
-#     (every pinned package here is a wheel);
+#   - the C++ compiler, make and git that BentoML's Debian template installs for building packages from source
+#     (every pinned package here is a wheel); the C compiler stays for the sparse engine's kernels;
 #   - apt's package lists and uv's download cache (the venv keeps its own hard links);
 #   - TensorFlow's C++ headers (for building custom ops) and libclang (TensorFlow's build-time
 #     dependency), neither imported by `import tensorflow`.
 set -eu
 export DEBIAN_FRONTEND=noninteractive
-# the sparse engine's C kernels, for every instruction-set level (the image may run on another CPU than the one
-# that built it), while the compiler is still here: a worker then loads them at start
-(cd "${BENTO_PATH:-/home/bentoml/bento}/src" && /app/.venv/bin/python -m sparsity.sparse.kernels --all)
+# The C compiler stays: the service builds the sparse engine's kernels at its start, once, for the CPU it runs on
+# (BentoML runs this script before the sources are in the image, so they cannot be built here).
+apt-mark manual gcc gcc-12 cpp cpp-12 libgcc-12-dev libc6-dev linux-libc-dev binutils >/dev/null 2>&1 || true
 # the toolchain goes by name too: a base image's own python3-pip would otherwise keep it (it recommends it)
 remove=""
-for package in build-essential git gnupg2 gcc g++ cpp make dpkg-dev gcc-12 g++-12 cpp-12 libgcc-12-dev \
-  libstdc++-12-dev libc6-dev linux-libc-dev; do
+for package in build-essential git gnupg2 g++ make dpkg-dev g++-12 libstdc++-12-dev; do
   if dpkg -s "$package" >/dev/null 2>&1; then remove="$remove $package"; fi
 done
 # shellcheck disable=SC2086  # one word per package
@@ -33,5 +32,4 @@ modules += ["tensorflow", "keras"] if importlib.util.find_spec("tensorflow") els
 for module in modules:
     importlib.import_module(module)
 '
-# and the kernels load without the compiler
-(cd "${BENTO_PATH:-/home/bentoml/bento}/src" && /app/.venv/bin/python -c 'from sparsity.sparse.kernels import library; library()')
+command -v cc >/dev/null  # the compiler the service's start builds the kernels with
