@@ -326,16 +326,81 @@ def plot(result: dict, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def http_engines(seconds: int, work: Path) -> dict:
+    """The served default on each engine over HTTP, one worker: seconds from start to ready, .npy requests of 256
+    real digits (2 connections) and one-image JSON requests (1 connection), then a worker's resident memory after
+    .npy requests of 500 digits."""
+    import io
+
+    import httpx
+
+    from benchmarks.load import NPY, memory, wrk
+    from benchmarks.server import Server
+
+    x, _ = digits()
+    bodies = {}
+    for n in (256, 500):
+        buffer = io.BytesIO()
+        np.save(buffer, np.rint(x[:n] * 255).astype(np.uint8))
+        bodies[n] = work / f"digits-{n}.npy"
+        bodies[n].write_bytes(buffer.getvalue())
+    one = work / "digit-1.json"
+    one.write_text(json.dumps({"inputs": np.round(x[:1], 4).tolist()}))
+    rows = {}
+    for engine in ("onnxruntime", "sparse"):
+        started = time.monotonic()
+        server = Server(work / f"serve-{engine}.log", env={"ENGINE": engine, "SERVED_MODELS": "mnist_cnn"})
+        try:
+            server.wait_ready()
+            ready = time.monotonic() - started
+            served = httpx.get(f"{server.url}/models", timeout=10).json()["models"][0]["engine"]
+            url = f"{server.url}/models/mnist_cnn/predict_batch"
+            wrk(url, (bodies[256], NPY), 2, 2, work)  # warm-up
+            batch = wrk(url, (bodies[256], NPY), seconds, 2, work)
+            single = wrk(f"{server.url}/models/mnist_cnn/predict", (one, "application/json"), seconds, 1, work)
+            before = memory(server)
+            for _ in range(20):
+                r = httpx.post(url, content=bodies[500].read_bytes(), headers={"content-type": NPY}, timeout=60)
+                assert r.status_code == 200, r.text[:200]
+            after = memory(server)
+        finally:
+            server.stop()
+        rows[engine] = {
+            "engine_served": served,
+            "ready_seconds": ready,
+            "npy256_requests_per_second": batch["requests_per_second"],
+            "npy256_p50_ms": batch["p50_ms"],
+            "one_image_requests_per_second": single["requests_per_second"],
+            "worker_rss_mb_at_start": before["worker_rss_mb"],
+            "worker_rss_mb_after_500s": after["worker_rss_mb"],
+        }
+        print(f"HTTP {engine}: {rows[engine]}", flush=True)
+    rows["npy256_speedup"] = (
+        rows["sparse"]["npy256_requests_per_second"] / rows["onnxruntime"]["npy256_requests_per_second"]
+    )
+    rows["one_image_speedup"] = (
+        rows["sparse"]["one_image_requests_per_second"] / rows["onnxruntime"]["one_image_requests_per_second"]
+    )
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7, help="samples per engine and size, taken in turns")
     parser.add_argument("--out", type=Path, default=ROOT / "reports")
+    parser.add_argument("--seconds", type=int, default=10, help="seconds of load per HTTP case")
+    parser.add_argument("--only", choices=("engines", "http"), help="run one part only")
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    result = measure(args.repeats)
+    result = measure(args.repeats) if args.only != "http" else {"networks": {}}
+    if args.only != "engines":
+        work = SCRATCH / "http"
+        work.mkdir(parents=True, exist_ok=True)
+        result["http"] = http_engines(args.seconds, work)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "engines.json").write_text(json.dumps(result, indent=2))
-    plot(result, args.out / "engines.png")
+    if result["networks"]:
+        plot(result, args.out / "engines.png")
     print(f"wrote {args.out / 'engines.json'} and {args.out / 'engines.png'}")
     return 0
 
