@@ -140,7 +140,7 @@ bench-live: setup-dev system-deps models ## the live server: loads under 8 conne
 bench-peers: setup-dev system-deps models ## this service against MLServer, KServe and plain BentoML on the same ONNX file, each in its own venv: reports/peers.{json,png}
 	$(BIN)/python -m benchmarks.peers_bench $(ARGS)
 
-bench-engines: setup-dev models ## TensorFlow, ONNX Runtime and the sparse engine at 1 and 256 images, one thread, on 4 networks (trains 2 the first time): reports/engines.{json,png}
+bench-engines: setup-dev system-deps models ## TensorFlow, ONNX Runtime and the sparse engine at 1 and 256 images, one thread, on 4 networks (trains 2 the first time): reports/engines.{json,png}
 	$(BIN)/python -m training resnet --if-missing
 	$(BIN)/python -m benchmarks.engine_bench $(ARGS)
 

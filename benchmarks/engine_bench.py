@@ -13,9 +13,11 @@ in turns:
 - ``sparse``: the sparse engine, compacted as the card says.
 
 Outputs are compared first (labels, probabilities within 1e-5, every unit's positions on; the
-:func:`sparsity.exactness.agreement` check over every digit). Per layer: the sparse step's time (programs cut
-after each step) against ONNX Runtime's node time (its profiler, plain twin), beside the zero share of the
-activations the layer reads and writes. Writes ``reports/engines.json`` and ``reports/engines.png``.
+:func:`sparsity.exactness.agreement` check over every digit). Per layer: the time of everything from the layer
+before up to it (pooling included), on the sparse engine (its program cut after the layer's step) and on ONNX
+Runtime (the plain twin cut after the layer's ReLU), beside the zero share of what the layer reads and writes.
+Then, over HTTP, the default on each engine (``--only http``). Writes ``reports/engines.json`` and
+``reports/engines.png``.
 """
 
 from __future__ import annotations
@@ -133,14 +135,14 @@ def per_layer(runtimes: dict, x: np.ndarray, repeats: int) -> list[dict]:
     finally:
         program.code = full
         program._local = threading.local()
-    step_ms = np.diff([0.0, *cumulative])
     twin = onnx_graph.load(runtimes["onnxruntime"].onnx_path)
     ort_ms = ort_layer_times(twin, sparse.layers, x, repeats)
     reads = input_zero_shares(twin, sparse.layers, x)
     rows = []
-    for i, layer in enumerate(sparse.layers):
-        steps = [s for s, l in layer_of_step.items() if l == i]
-        sparse_ms = float(sum(step_ms[s] for s in steps))
+    previous = 0.0
+    for i, layer in enumerate(sparse.layers):  # every step up to the one computing the layer
+        last = max(step for step, index in layer_of_step.items() if index == i)
+        sparse_ms, previous = cumulative[last] - previous, cumulative[last]
         zeros = float(np.mean(runtimes["onnxruntime"].probe.run(x[:256]).layer_sparsity[layer.name]))
         rows.append(
             {
@@ -155,50 +157,27 @@ def per_layer(runtimes: dict, x: np.ndarray, repeats: int) -> list[dict]:
     return rows
 
 
-def _chains(model, layers) -> dict[str, set[str]]:
-    """Per layer, the names that identify its nodes: the ReLU's output and the nodes from the convolution or
-    matrix product up to it (ONNX Runtime names fused nodes after one of them)."""
-    producers = {out: node for node in model.graph.node for out in node.output}
-    keys = {}
-    for layer in layers:
-        names, node = {layer.tensor}, producers.get(layer.tensor)
-        while node is not None:
-            names |= {n for n in (node.name, *node.output) if n}
-            if node.op_type in ("Conv", "MatMul", "Gemm"):
-                break
-            node = producers.get(node.input[0])
-        keys[layer.name] = names
-    return keys
-
-
 def ort_layer_times(model, layers, x: np.ndarray, repeats: int) -> dict[str, float]:
-    import onnxruntime as ort
+    """Milliseconds per call of the plain twin cut after each probed layer (``onnx.utils.Extractor``), one
+    thread: a layer's time is its cut's minus the previous one's, as the sparse engine's per-step times are."""
+    from onnx.utils import Extractor
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.enable_profiling = True
-    options.profile_file_prefix = str(SCRATCH / "ort-profile")
-    options.log_severity_level = 3
-    SCRATCH.mkdir(parents=True, exist_ok=True)
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    for _ in range(repeats):
-        session.run(None, {name: x})
-    events = json.loads(Path(session.end_profiling()).read_text())
-    keys = _chains(model, layers)
-    totals: dict[str, float] = {}
-    for event in events:
-        if event.get("cat") != "Node" or not event["name"].endswith("_kernel_time"):
-            continue
-        node = event["name"].removesuffix("_kernel_time").removeprefix("fused ")
-        for layer, names in keys.items():
-            if any(key in node for key in names) and event["args"].get("op_name") not in ("MaxPool", "AveragePool"):
-                totals[layer] = totals.get(layer, 0.0) + event["dur"] / 1000 / repeats
-                break
-    for file in SCRATCH.glob("ort-profile*.json"):
-        file.unlink()
-    return totals
+    from sparsity.onnx_probe import session
+
+    extractor = Extractor(model)
+    name = model.graph.input[0].name
+    cumulative = []
+    for layer in layers:
+        cut = extractor.extract_model([name], [layer.tensor])
+        runner = session(cut, threads=1)
+        runner.run(None, {name: x})
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            runner.run(None, {name: x})
+            times.append(time.perf_counter() - start)
+        cumulative.append(float(np.median(times)) * 1000)
+    return {layer.name: ms for layer, ms in zip(layers, np.diff([0.0, *cumulative]), strict=True)}
 
 
 def input_zero_shares(model, layers, x: np.ndarray) -> dict[str, float]:
@@ -240,8 +219,16 @@ def measure(repeats: int) -> dict:
 
         plain = session(onnx_graph.load(runtimes["onnxruntime"].onnx_path), threads=1)
         input_name = plain.get_inputs()[0].name
-        calls = {engine: runtime.probe.run for engine, runtime in runtimes.items()}
-        calls["onnxruntime_plain"] = lambda batch, s=plain, n=input_name: s.run(None, {n: batch})[0]
+        # the engines alone (the TensorFlow probe has no pass without its input check, about 10 us of 300)
+        calls = {
+            "tensorflow": runtimes["tensorflow"].probe.run,
+            "onnxruntime": runtimes["onnxruntime"].probe._forward,
+            "sparse": runtimes["sparse"].probe._forward,
+            "onnxruntime_plain": lambda batch, s=plain, n=input_name: s.run(None, {n: batch})[0],
+            # what a request pays: the input check and the counts turned into the result, on each engine
+            "onnxruntime_probe": runtimes["onnxruntime"].probe.run,
+            "sparse_probe": runtimes["sparse"].probe.run,
+        }
         inputs = {1: x[:1], 256: x[:256]}
         answers = {engine: runtime.probe.run(x[:256]) for engine, runtime in runtimes.items()}
         equal = all(
@@ -260,9 +247,12 @@ def measure(repeats: int) -> dict:
             "removed_units": {k: len(v) for k, v in (card.sparse.removed if card.sparse else {}).items()},
             "ms": medians,
             "speedup": {
-                f"{base}_{n}": medians[base][n] / medians["sparse"][n]
-                for base in ("onnxruntime", "onnxruntime_plain", "tensorflow")
-                for n in (1, 256)
+                **{
+                    f"{base}_{n}": medians[base][n] / medians["sparse"][n]
+                    for base in ("onnxruntime", "onnxruntime_plain", "tensorflow")
+                    for n in (1, 256)
+                },
+                **{f"probe_{n}": medians["onnxruntime_probe"][n] / medians["sparse_probe"][n] for n in (1, 256)},
             },
             "exactness": exactness(runtimes, x),
             "layers": per_layer(runtimes, x[:256], repeats=max(3, repeats)),
@@ -283,7 +273,7 @@ def report_row(label: str, row: dict) -> str:
             f"  {n:>3} images: tensorflow {ms['tensorflow'][n]:.3f} ms, onnxruntime {ms['onnxruntime'][n]:.3f} "
             f"(plain {ms['onnxruntime_plain'][n]:.3f}), sparse {ms['sparse'][n]:.3f}: x{up[f'onnxruntime_{n}']:.2f} "
             f"against onnxruntime, x{up[f'onnxruntime_plain_{n}']:.2f} against plain, x{up[f'tensorflow_{n}']:.2f} "
-            "against tensorflow"
+            f"against tensorflow; with the input check and the result: x{up[f'probe_{n}']:.2f}"
         )
     for layer in row["layers"]:
         speed = f"x{layer['speedup']:.2f}" if layer["speedup"] else "n/a"

@@ -8,8 +8,9 @@ ONNX Runtime 1.32.0, one intra-op thread, one worker, request logging off, on 12
   (``parallel_workers: 0``) and with its default parallel inference workers;
 - KServe 0.21, a ``kserve.Model`` (:mod:`benchmarks.peers.kserve_server`), its V1 and V2 routes;
 - plain BentoML 1.4.40, one API (:mod:`benchmarks.peers.bentoml_service`);
-- this service serving ``mnist_cnn`` by default (its ONNX twin, with the per-layer zero counts, per-unit
-  firing and the typicality score of every answer), on its own route and the Open Inference Protocol's,
+- this service serving ``mnist_cnn`` by default (``ENGINE=auto``: the sparse engine where its card says it passed
+  and is faster, else its ONNX twin; the engine is named in the report), with the per-layer zero counts, per-unit
+  firing and the typicality score of every answer, on its own route and the Open Inference Protocol's,
   and the same model on TensorFlow (``ENGINE=tensorflow``) for reference.
 
 Each peer runs in a virtualenv of its own (``.venv-peers/<name>``, made here from
@@ -196,7 +197,7 @@ SYSTEMS = [
         [Route("API", "/predict", lambda x: {"input": x.tolist()}, np.asarray)],
         _bentoml,
     ),
-    System("this", f"this service, {MODEL} by default (ONNX twin)", None, "/readyz", [OWN, OIP], _this("auto")),
+    System("this", f"this service, {MODEL} by default (ENGINE=auto)", None, "/readyz", [OWN, OIP], _this("auto")),
     System(
         "this-tensorflow",
         f"this service, {MODEL} on TensorFlow",
@@ -343,6 +344,10 @@ def measure(system: System, x: np.ndarray, expected: np.ndarray, seconds: int, w
     except (RuntimeError, TimeoutError) as exc:
         return {**result, "error": str(exc)[:2000]}
     result["ready_seconds"] = ready
+    if system.name.startswith("this"):  # which engine the service chose (the sparse engine, or ONNX Runtime)
+        models = httpx.get(f"{url}/models", timeout=10).json()["models"]
+        result["engine"] = next((m.get("engine") for m in models if m["name"] == MODEL), None)
+        result["label"] = f"{system.label}: {result['engine']}"
     try:
         for route in system.routes:
             entry: dict = {"path": route.path}

@@ -60,8 +60,13 @@ class SparseCard(BaseModel):
     """The sparse program of a model: what compaction removed and how it was checked."""
 
     removed: dict[str, list[int]] = Field(
-        description="per layer, the units that never fired on the calibration set, left out of the program "
-        "(reported as not firing)"
+        description="per layer, the units left out of the program: provably 0 on every input in the input range "
+        "(interval bounds), so reported as not firing with no answer changed"
+    )
+    never_fired: dict[str, int] = Field(
+        default={},
+        description="per layer, how many units never fired on the calibration set (kept unless provably dead: "
+        "such a unit can fire on other inputs)",
     )
     multiply_adds: int = Field(description="multiply-adds per input of the program with no zero skipped")
     check: SparseCheck
@@ -94,13 +99,15 @@ def check_engines(
     onnx_layers: list,
     output: str,
     x: np.ndarray,
+    value_range: tuple[float, float],
     *,
     onnx_probe=None,
 ) -> dict:
     """The card's ``engines`` and ``sparse`` fields for a model whose calibration ran on ``reference_probe``
     (engine ``reference_engine``) with ``reference_result``. ``onnx_model`` (None: no ONNX graph, the sparse
     engine cannot run) with its probed ``onnx_layers`` and ``output`` kind is compiled for the sparse engine;
-    ``onnx_probe``, when the reference is not ONNX Runtime, is the model on ONNX Runtime (a checked twin)."""
+    ``value_range`` is the card's input range (compaction proves units dead from it); ``onnx_probe``, when the
+    reference is not ONNX Runtime, is the model on ONNX Runtime (a checked twin)."""
     from sparsity.exactness import agreement
     from sparsity.sparse.engine import SparseProbe, SparseUnsupported
     from sparsity.sparse.kernels import KernelsUnavailable
@@ -113,9 +120,9 @@ def check_engines(
     if onnx_model is None:
         checks["sparse"] = EngineCheck(engine="sparse", passed=False, reason="no checked ONNX graph to compile")
     else:
-        dead = {name: np.nonzero(~fired.any(axis=0))[0].tolist() for name, fired in reference_result.fired.items()}
+        never = {name: int((~fired.any(axis=0)).sum()) for name, fired in reference_result.fired.items()}
         try:
-            sparse = SparseProbe(onnx_model, layers=onnx_layers, output=output, dead=dead)
+            sparse = SparseProbe(onnx_model, layers=onnx_layers, output=output, value_range=value_range)
             candidate = sparse.run_batched(x)
         except (SparseUnsupported, KernelsUnavailable, OSError) as exc:
             reason = str(exc)
@@ -133,9 +140,12 @@ def check_engines(
             else:
                 runners["sparse"] = sparse
                 checks["sparse"] = EngineCheck(engine="sparse", passed=True)
-                removed = {name: units for name, units in dead.items() if units and name in sparse.removed_layers}
+                removed = {name: units for name, units in sparse.dead.items() if name in sparse.removed_layers}
                 sparse_card = SparseCard(
-                    removed=removed, multiply_adds=sparse.program.multiply_adds, check=SparseCheck(**vars(found))
+                    removed=removed,
+                    never_fired={name: count for name, count in never.items() if count},
+                    multiply_adds=sparse.program.multiply_adds,
+                    check=SparseCheck(**vars(found)),
                 )
     for size, batch in batches(x).items():
         for name, probe in runners.items():

@@ -248,8 +248,9 @@ class OpenedModel:
     extras: Callable[[np.ndarray, Any], tuple[dict, dict[str, bytes]]] | None = None
     """What the kind adds after the calibration run, given the calibration inputs and the result: more card
     fields and files stored beside the model (Keras: its ONNX twin, checked on the whole set)."""
-    engines: Callable[[np.ndarray, Any], dict] | None = None
-    """The card's ``engines`` and ``sparse`` fields (:func:`modelstore.engines.check_engines`), after ``extras``."""
+    engines: Callable[[np.ndarray, Any, tuple[float, float]], dict] | None = None
+    """The card's ``engines`` and ``sparse`` fields (:func:`modelstore.engines.check_engines`), after ``extras``,
+    given the calibration inputs, the result and the input range."""
 
 
 def relu_card(
@@ -280,7 +281,7 @@ def relu_card(
     opened.settle(result)
     fields, files = opened.extras(inputs, result) if opened.extras is not None else ({}, {})
     if opened.engines is not None:
-        fields = {**fields, **opened.engines(inputs, result)}
+        fields = {**fields, **opened.engines(inputs, result, (low, high))}
     names = [layer.name for layer in probe.layers]
     typicality, state = unit_firing_typicality(result, parts, names, probe.units)
     accuracy = accuracy_on(result.labels, calibration, parts)

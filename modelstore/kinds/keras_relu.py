@@ -206,11 +206,11 @@ def open_keras(path: Path) -> OpenedModel:
     made: dict = {}  # the checked twin, for the engines' check
     extras = lambda x, result: twin_files(model, probe, x, result, made)  # noqa: E731
 
-    def engines(x: np.ndarray, result) -> dict:
+    def engines(x: np.ndarray, result, value_range: tuple[float, float]) -> dict:
         twin = made.get("probe")
         return check_engines(
             "tensorflow", probe, result, twin.source if twin else None, twin.layers if twin else [], probe.output, x,
-            onnx_probe=twin,
+            value_range, onnx_probe=twin,
         )  # fmt: skip
 
     return OpenedModel(probe, int(model.outputs[0].shape[-1]), KerasReluCard, fields, extras=extras, engines=engines)

@@ -105,7 +105,7 @@ class OnnxReluRuntime(ReluRuntime):
         from sparsity.sparse.kernels import KernelsUnavailable
 
         removed = self.card.sparse.removed if self.card.sparse else {}
-        try:
+        try:  # the units the card removed, each proven dead again from the card's input range
             probe = SparseProbe(model, layers=layers, output=output, value_range=self.value_range, dead=removed)
         except (SparseUnsupported, KernelsUnavailable, OSError) as exc:
             log.warning("model %s: the sparse engine cannot load here (%s); it runs on onnxruntime", self.tag, exc)
@@ -146,9 +146,9 @@ def open_onnx(path: Path) -> OpenedModel:
             shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
             result.probabilities = shifted / shifted.sum(axis=1, keepdims=True)
 
-    def engines(x: np.ndarray, result) -> dict:
+    def engines(x: np.ndarray, result, value_range: tuple[float, float]) -> dict:
         timing = OnnxProbe(model, layers=probe.layers, output=probe.output)  # the counting copy as served
-        return check_engines("onnxruntime", timing, result, model, probe.layers, probe.output, x)
+        return check_engines("onnxruntime", timing, result, model, probe.layers, probe.output, x, value_range)
 
     producer = " ".join(part for part in (model.producer_name, model.producer_version) if part) or "unknown"
     fields = {

@@ -3,8 +3,8 @@
 :class:`~sparsity.result.ProbeResult`), so registration, the runtimes and the metrics take it as they take
 ONNX Runtime.
 
-:func:`build` compiles an ONNX classifier for its probed ReLU-family tensors; ``dead`` (per layer, the units that
-never fired on the calibration set) turns on compaction.
+:class:`SparseProbe` compiles an ONNX classifier for its probed ReLU-family tensors and compacts it: the units that
+can never fire on an input in the card's range (:mod:`sparsity.sparse.bounds`) leave the program.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import onnx
 from sparsity.onnx_graph import ProbedTensor, inline, survey, with_outputs
 from sparsity.result import ProbeResult, from_counts, in_chunks
 from sparsity.sparse import kernels as K
+from sparsity.sparse.bounds import provably_dead
 from sparsity.sparse.program import Buffer, Compiler, SparseUnsupported, Step
 from sparsity.validation import check_batch
 
@@ -317,6 +318,9 @@ class SparseProbe:
         dead: dict[str, list[int]] | None = None,
         level: str | None = "best",
     ) -> None:
+        """``value_range``: the inputs' range (the card's), which the interval bounds of :mod:`~sparsity.sparse.bounds`
+        start from; ``dead``: per layer, the units to leave out (a card's), each checked to be provably dead; None:
+        every provably dead unit."""
         model = inline(model)
         found = survey(model)
         self.item_shape = found.item_shape
@@ -349,9 +353,19 @@ class SparseProbe:
         unknown = sorted(set(dead or {}) - set(by_name))
         if unknown:
             raise SparseUnsupported(f"units to remove from layers {unknown}, which are not the model's")
-        removed = compact(
-            compiler, {by_name[name]: np.asarray(units, dtype=np.int64) for name, units in (dead or {}).items()}
-        )
+        proven = provably_dead(compiler, value_range)
+        if dead is None:  # every unit that can never fire on an input in the range
+            chosen = proven
+        else:  # the ones asked for (a card's), each of which must be provably dead
+            chosen = {by_name[name]: np.asarray(units, dtype=np.int64) for name, units in dead.items()}
+            for i, units in chosen.items():
+                if not np.isin(units, proven.get(i, [])).all():
+                    raise SparseUnsupported(
+                        f"layer {layers[i].name!r}: units {np.setdiff1d(units, proven.get(i, [])).tolist()} are not "
+                        "provably dead; removing them could change answers"
+                    )
+        self.dead = {layers[i].name: units.tolist() for i, units in proven.items() if len(units)}
+        removed = compact(compiler, chosen)
         self.removed = {layers[i].name: count for i, count in removed.items()}
         self.removed_layers = set(self.removed)
         classes = int(shapes[found.output_name][0]) if found.output_name in shapes else 0

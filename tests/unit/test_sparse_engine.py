@@ -84,7 +84,13 @@ def assert_same(model: onnx.ModelProto, x: np.ndarray, dead: dict | None = None,
     layers = OnnxProbe(model, field="x").layers
     output = "probabilities" if model.graph.node[-1].op_type == "Softmax" else "logits"
     reference = OnnxProbe(model, layers=layers, output=output).run(x)
-    sparse = SparseProbe(model, layers=layers, output=output, dead=dead, level=level)
+    value_range = (float(x.min()), float(x.max()))
+    sparse = SparseProbe(model, layers=layers, output=output, value_range=value_range, dead=dead, level=level)
+    # the interval bounds are sound: a unit proven dead never fires on inputs in the range
+    for i, layer in enumerate(layers):
+        start = int(np.sum(sparse.units[:i]))
+        for unit in sparse.dead.get(layer.name, []):
+            assert reference.shares[:, start + unit].max() == 0.0, (layer.name, unit)
     got = sparse.run(x)
     np.testing.assert_array_equal(got.labels, reference.labels)
     np.testing.assert_allclose(got.probabilities, reference.probabilities, atol=1e-5)
@@ -275,21 +281,44 @@ def test_an_mlp_on_tabular_input():
     assert_same(net.classifier(h, 8, softmax=False), inputs((10,), count=64))
 
 
-def test_units_that_never_fire_are_left_out_and_reported_off():
-    """A hidden unit whose bias keeps it below zero on every input: compaction removes it from the program and
-    the dense step after it; the counts still cover every original unit (it is reported as never on)."""
+def test_units_that_provably_never_fire_are_left_out_and_reported_off():
+    """A channel whose bias keeps it below zero for every input in the range (interval bounds prove it): compaction
+    removes it from its convolution and from the dense step that reads it; the counts still cover every original
+    unit (it is reported as never on), and every answer is ONNX Runtime's."""
     net = Net((2, 6, 6), seed=10)
     w = net.weight((5, 2, 3, 3), 2.0)
     bias = np.zeros(5, np.float32)
-    bias[3] = -1e6  # channel 3 of the convolution never fires
+    bias[3] = -100.0  # channel 3 cannot reach 0 from inputs in [-5, 5]
     y = net.add("Relu", [net.add("Conv", ["x", w, net.const(bias)], pads=[1, 1, 1, 1])])
     model = net.classifier(y, 5 * 36)
-    x = inputs((2, 6, 6))
-    sparse = assert_same(model, x, dead={"relu2": [3], "relu5": []})
-    assert sparse.removed == {"relu2": 1}
-    assert sparse.run(x).shares[:, 3].max() == 0.0
-    full = SparseProbe(model, layers=sparse.layers, output=sparse.output)
-    assert sparse.program.weights.size < full.program.weights.size
+    x = np.clip(inputs((2, 6, 6)), -5, 5)
+    layers = OnnxProbe(model, field="x").layers
+    sparse = SparseProbe(model, layers=layers, output="probabilities", value_range=(-5.0, 5.0))
+    assert sparse.dead == {"relu2": [3]} and sparse.removed == {"relu2": 1}
+    reference = OnnxProbe(model, layers=layers, output="probabilities").run(x)
+    got = sparse.run(x)
+    np.testing.assert_array_equal(got.shares, reference.shares)
+    np.testing.assert_allclose(got.probabilities, reference.probabilities, atol=1e-5)
+    assert got.shares[:, 3].max() == 0.0
+    full = SparseProbe(model, layers=layers, output="probabilities", value_range=(-5.0, 5.0), dead={})
+    assert full.removed == {} and sparse.program.weights.size < full.program.weights.size
+    # a wider range no longer proves it: nothing is removed
+    assert SparseProbe(model, layers=layers, output="probabilities", value_range=(-1e4, 1e4)).removed == {}
+
+
+def test_a_unit_silent_on_some_inputs_is_never_removed_on_their_word():
+    """A unit that merely did not fire on the inputs seen (it can on others) is not provably dead: asked to remove
+    it, the engine refuses in one line rather than answer differently later."""
+    net = Net((2, 6, 6), seed=14)
+    bias = np.zeros(5, np.float32)
+    bias[1] = -3.0  # off for small inputs, on for large ones
+    y = net.add("Relu", [net.add("Conv", ["x", net.weight((5, 2, 3, 3), 2.0), net.const(bias)], pads=[1, 1, 1, 1])])
+    model = net.classifier(y, 5 * 36)
+    layers = OnnxProbe(model, field="x").layers
+    small = np.full((4, 2, 6, 6), 0.01, np.float32)
+    assert OnnxProbe(model, layers=layers, output="probabilities").run(small).shares[:, 1].max() == 0.0
+    with pytest.raises(SparseUnsupported, match=r"layer 'relu2': units \[1\] are not provably dead"):
+        SparseProbe(model, layers=layers, output="probabilities", value_range=(0.0, 10.0), dead={"relu2": [1]})
 
 
 def test_an_operator_it_lacks_is_named_in_one_line():
