@@ -157,19 +157,37 @@ def per_layer(runtimes: dict, x: np.ndarray, repeats: int) -> list[dict]:
     return rows
 
 
-def ort_layer_times(model, layers, x: np.ndarray, repeats: int) -> dict[str, float]:
-    """Milliseconds per call of the plain twin cut after each probed layer (``onnx.utils.Extractor``), one
-    thread: a layer's time is its cut's minus the previous one's, as the sparse engine's per-step times are."""
-    from onnx.utils import Extractor
+def cut_after(model, tensor: str):
+    """The model's nodes that ``tensor`` depends on, with ``tensor`` as the only output."""
+    import onnx
+    from onnx import helper
 
+    producers = {out: node for node in model.graph.node for out in node.output}
+    needed, frontier = set(), [tensor]
+    while frontier:
+        node = producers.get(frontier.pop())
+        if node is not None and id(node) not in needed:
+            needed.add(id(node))
+            frontier.extend(node.input)
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    kept = [node for node in model.graph.node if id(node) in needed]
+    del copy.graph.node[:]
+    copy.graph.node.extend(kept)
+    del copy.graph.output[:]
+    copy.graph.output.append(helper.make_empty_tensor_value_info(tensor))
+    return copy
+
+
+def ort_layer_times(model, layers, x: np.ndarray, repeats: int) -> dict[str, float]:
+    """Milliseconds per call of the plain twin cut after each probed layer, one thread: a layer's time is its
+    cut's minus the previous one's, as the sparse engine's per-step times are."""
     from sparsity.onnx_probe import session
 
-    extractor = Extractor(model)
     name = model.graph.input[0].name
     cumulative = []
     for layer in layers:
-        cut = extractor.extract_model([name], [layer.tensor])
-        runner = session(cut, threads=1)
+        runner = session(cut_after(model, layer.tensor), threads=1)
         runner.run(None, {name: x})
         times = []
         for _ in range(repeats):
