@@ -175,6 +175,40 @@ static inline void emit(const int64_t *s, float *out, int64_t oy, int64_t ox, co
     int64_t cout = s[COUT], q = oy * s[WO] + ox;
     finish(out + q * cout, acc, bias, res ? res + q * cout : 0, cout, act, param, sc->counts);
 }
+/* The nonzero inputs the window of output position (oy, ox) reaches, as one list of (weight row, value): the
+ * row is (tap * cin + input channel), rows of cpad floats. Each position's list is copied eight entries at a time
+ * without a branch (the lists have room to read past their ends). Returns the list's length. */
+static inline int64_t window(const int64_t *s, const scratch_t *sc, int64_t oy, int64_t ox, int32_t *rows,
+                             float *vals) {
+    int64_t h = s[H], w = s[W], cin = s[CIN], kh = s[KH], kw = s[KW];
+    int64_t n = 0;
+    for (int64_t ky = 0; ky < kh; ky++) {
+        int64_t y = oy * s[SH] - s[PT] + ky * s[DH];
+        if (y < 0 || y >= h) continue;
+        for (int64_t kx = 0; kx < kw; kx++) {
+            int64_t x = ox * s[SW] - s[PL] + kx * s[DW];
+            if (x < 0 || x >= w) continue;
+            int64_t p = y * w + x;
+            int32_t c = sc->cnt[p], base = (int32_t)((ky * kw + kx) * cin);
+            const int32_t *idx = sc->idx + p * cin;
+            const float *val = sc->val + p * cin;
+            if (c <= 8) {
+                for (int t = 0; t < 8; t++) {
+                    rows[n + t] = base + idx[t];
+                    vals[n + t] = val[t];
+                }
+            } else {
+                for (int32_t t = 0; t < c; t++) {
+                    rows[n + t] = base + idx[t];
+                    vals[n + t] = val[t];
+                }
+            }
+            n += c;
+        }
+    }
+    return n;
+}
+
 static void conv(const int64_t *s, float *ws, const float *weights, float param, const int64_t *ints,
                  int64_t *on, int64_t *nonzero, scratch_t *sc) {
     int64_t h = s[H], w = s[W], cin = s[CIN], ho = s[HO], wo = s[WO], cout = s[COUT], cpad = s[CPAD];
@@ -236,31 +270,7 @@ static void conv(const int64_t *s, float *ws, const float *weights, float param,
         float *vals = sc->vals;
         for (int64_t oy = 0; oy < ho; oy++) {
             for (int64_t ox = 0; ox < wo; ox++) {
-                int64_t n = 0;
-                for (int64_t ky = 0; ky < kh; ky++) {
-                    int64_t y = oy * sh - pt + ky * dh;
-                    if (y < 0 || y >= h) continue;
-                    for (int64_t kx = 0; kx < kw; kx++) {
-                        int64_t x = ox * sw - pl + kx * dw;
-                        if (x < 0 || x >= w) continue;
-                        int64_t p = y * w + x;
-                        int32_t c = sc->cnt[p], base = (int32_t)((ky * kw + kx) * cin);
-                        const int32_t *idx = sc->idx + p * cin;
-                        const float *val = sc->val + p * cin;
-                        if (c <= 8) {
-                            for (int t = 0; t < 8; t++) {
-                                rows[n + t] = base + idx[t];
-                                vals[n + t] = val[t];
-                            }
-                        } else {
-                            for (int32_t t = 0; t < c; t++) {
-                                rows[n + t] = base + idx[t];
-                                vals[n + t] = val[t];
-                            }
-                        }
-                        n += c;
-                    }
-                }
+                int64_t n = window(s, sc, oy, ox, rows, vals);
                 for (int64_t block = 0; block < cpad; block += 64) {
                     v16 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
                     int64_t nv = (cpad - block) / 16;
@@ -295,26 +305,18 @@ static void conv(const int64_t *s, float *ws, const float *weights, float param,
         }
     } else { /* grouped: each input channel reaches its group's output channels only */
         int64_t cin_g = cin / groups, cout_g = cout / groups;
+        int32_t *rows = (int32_t *)sc->rows;
+        float *vals = sc->vals;
         for (int64_t oy = 0; oy < ho; oy++) {
             for (int64_t ox = 0; ox < wo; ox++) {
+                int64_t n = window(s, sc, oy, ox, rows, vals);
                 float *acc = sc->acc;
                 memset(acc, 0, sizeof(float) * cout);
-                for (int64_t ky = 0; ky < kh; ky++) {
-                    int64_t y = oy * sh - pt + ky * dh;
-                    if (y < 0 || y >= h) continue;
-                    for (int64_t kx = 0; kx < kw; kx++) {
-                        int64_t x = ox * sw - pl + kx * dw;
-                        if (x < 0 || x >= w) continue;
-                        int64_t p = y * w + x;
-                        const float *tap = wts + (ky * kw + kx) * cin * cpad;
-                        for (int32_t j = 0; j < sc->cnt[p]; j++) {
-                            int64_t ci = sc->idx[p * cin + j];
-                            float v = sc->val[p * cin + j];
-                            const float *row = tap + ci * cpad;
-                            float *a = acc + (ci / cin_g) * cout_g;
-                            for (int64_t k = 0; k < cout_g; k++) a[k] += v * row[k];
-                        }
-                    }
+                for (int64_t j = 0; j < n; j++) {
+                    int64_t ci = rows[j] % cin;
+                    const float *row = wts + (int64_t)rows[j] * cpad;
+                    float *a = acc + (ci / cin_g) * cout_g;
+                    for (int64_t k = 0; k < cout_g; k++) a[k] += vals[j] * row[k];
                 }
                 emit(s, out, oy, ox, acc, bias, res, act, param, sc);
             }

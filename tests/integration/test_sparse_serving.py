@@ -54,9 +54,11 @@ def test_the_projects_routes_answer_as_onnx_runtime_does(sparse_server, on_onnx_
     np.testing.assert_allclose([item["probabilities"] for item in got], want.probabilities, atol=1e-5)
     for i, item in enumerate(got):
         for layer in on_onnx_runtime.layers:
-            assert item["layer_sparsity"][layer] == pytest.approx(float(want.layer_sparsity[layer][i]), abs=1e-4)
+            assert item["sparsity"]["layers"][layer] == pytest.approx(float(want.layer_sparsity[layer][i]), abs=1e-6)
             np.testing.assert_allclose(item["units"][layer], want.shares[layer][i], atol=5e-5)  # rounded to 4 places
-        assert item["atypical"] == bool(want.atypical[i])
+        assert item["sparsity"]["overall"] == pytest.approx(float(want.overall[i]), abs=1e-6)
+        assert item["typicality"]["atypical"] == bool(want.atypical[i])
+        assert item["typicality"]["score"] == pytest.approx(float(want.scores[i]), rel=1e-4, abs=1e-4)
 
 
 def test_the_open_inference_protocol_answers_as_onnx_runtime_does(sparse_server, on_onnx_runtime, test_images):
