@@ -98,9 +98,9 @@ def _restoring(app):
 
 def bounded_traffic_metrics():
     """BentoML's request-metrics middleware, labelling by route (installed by :func:`install`)."""
-    from bentoml._internal.server.http.instruments import RunnerTrafficMetricsMiddleware
+    from service.bentoml_private import traffic_metrics_middleware
 
-    class BoundedTrafficMetrics(RunnerTrafficMetricsMiddleware):
+    class BoundedTrafficMetrics(traffic_metrics_middleware()):
         def __init__(self, app, **options) -> None:
             super().__init__(_restoring(app), **options)
 
@@ -116,10 +116,10 @@ def bounded_traffic_metrics():
 
 def install() -> None:
     """Make BentoML build its request metrics with :func:`bounded_traffic_metrics` (it imports the class when
-    it builds the app, in each worker; BentoML's version is pinned, and a test checks the labels)."""
-    from bentoml._internal.server.http import instruments
+    it builds the app, in each worker: :mod:`service.bentoml_private` says why and checks it still does)."""
+    from service.bentoml_private import replace_traffic_metrics, traffic_metrics_middleware
 
-    if not getattr(instruments.RunnerTrafficMetricsMiddleware, "bounded", False):
+    if not getattr(traffic_metrics_middleware(), "bounded", False):
         cls = bounded_traffic_metrics()
         cls.bounded = True
-        instruments.RunnerTrafficMetricsMiddleware = cls
+        replace_traffic_metrics(cls)

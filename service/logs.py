@@ -19,13 +19,15 @@ from bentoml.exceptions import BentoMLException
 from pydantic import ValidationError
 
 from modelstore.summary import model_line
+from service.bentoml_private import EXCEPTION_MESSAGE, HTTP_APP_LOGGER
 from service.middleware import location
 
 log = logging.getLogger(__name__)
 
 
-BENTOML_HTTP_LOGGER = "bentoml._internal.server.http_app"
+BENTOML_HTTP_LOGGER = HTTP_APP_LOGGER
 """Where BentoML logs "Exception on <path> [<method>]" for every failed or refused request."""
+PREFIX = EXCEPTION_MESSAGE.split("%s", 1)[0]
 
 
 def configure() -> None:
@@ -57,7 +59,7 @@ class RefusalsAsOneLine(logging.Filter):
             reason = "; ".join(f"{location(e['loc'])}: {e['msg']}" for e in exc.errors(include_input=False))
         else:
             reason = str(exc)
-        what = record.getMessage().replace("Exception on ", "", 1)
+        what = record.getMessage().replace(PREFIX, "", 1)
         record.msg, record.args = "refused %s with %d: %s", (what, status, reason)
         record.levelno, record.levelname = logging.INFO, "INFO"
         record.exc_info = record.exc_text = None

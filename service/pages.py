@@ -38,9 +38,9 @@ UI_POLICY = (
 @cache
 def index_html() -> bytes:
     """BentoML's Swagger UI page without its tracker, with a link to the introspection page."""
-    from bentoml._internal.server.http_app import DEFAULT_INDEX_HTML
+    from service.bentoml_private import default_index_html
 
-    page, removed = TRACKER.subn("", DEFAULT_INDEX_HTML)
+    page, removed = TRACKER.subn("", default_index_html())
     if removed != 2 or "googletagmanager" in page:
         raise RuntimeError("BentoML's index template changed: its tracker was not found where expected")
     link = (

@@ -1,0 +1,83 @@
+"""Every use of BentoML's private names, in one module, each with the reason it is needed.
+
+BentoML is pinned (``bentoml==1.4.40`` in ``requirements/service.txt`` and ``pyproject.toml``). An upgrade that
+moves, renames or changes one of these would otherwise make a patch stop working without a sound (the request
+series would go back to one per raw path: unbounded); :func:`broken_assumptions` checks each, and
+``tests/unit/test_bentoml_private.py`` fails with the broken one named.
+
+- ``bentoml._internal.server.http.instruments.RunnerTrafficMetricsMiddleware``: BentoML's request metrics label
+  each request by its raw path. The service replaces the class in that module with a subclass that labels by
+  route (:func:`service.exposition.bounded_traffic_metrics`); BentoML's app factory
+  (``_bentoml_impl.server.app``) imports it from that module each time a worker builds its app, so the
+  replacement, made at import of the service, is what it finds. No public hook sets the metrics' labels.
+- the logger ``bentoml._internal.server.http_app`` and its message ``Exception on <path> [<method>]``: BentoML
+  logs every refused request there with a traceback; :class:`service.logs.RefusalsAsOneLine` turns a refusal
+  (a 4xx) into one line. No setting changes that message.
+- ``bentoml._internal.server.http_app.DEFAULT_INDEX_HTML``: the Swagger UI page the service serves at ``/``,
+  without its tracker and with a link to the introspection page (:func:`service.pages.index_html`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+
+INSTRUMENTS = "bentoml._internal.server.http.instruments"
+TRAFFIC_METRICS = "RunnerTrafficMetricsMiddleware"
+APP_FACTORY = "_bentoml_impl.server.app"
+HTTP_APP = "bentoml._internal.server.http_app"
+HTTP_APP_LOGGER = HTTP_APP
+"""The logger BentoML logs failed and refused requests to (the module's ``logging.getLogger(__name__)``)."""
+EXCEPTION_MESSAGE = "Exception on %s [%s]"
+"""BentoML's message for a failed or refused request (path, method)."""
+INDEX_HTML = "DEFAULT_INDEX_HTML"
+
+
+def traffic_metrics_middleware() -> type:
+    """BentoML's request-metrics middleware class (as it is now in its module: the replacement once installed)."""
+    return getattr(importlib.import_module(INSTRUMENTS), TRAFFIC_METRICS)
+
+
+def replace_traffic_metrics(cls: type) -> None:
+    """Make BentoML build its request metrics with ``cls`` (a subclass of its own) in this process."""
+    setattr(importlib.import_module(INSTRUMENTS), TRAFFIC_METRICS, cls)
+
+
+def default_index_html() -> str:
+    """BentoML's Swagger UI page."""
+    return getattr(importlib.import_module(HTTP_APP), INDEX_HTML)
+
+
+def broken_assumptions() -> list[str]:
+    """Each assumption above that does not hold in the installed BentoML, one line each (empty: all hold)."""
+    found = []
+    try:
+        instruments = importlib.import_module(INSTRUMENTS)
+    except ImportError as exc:
+        return [f"{INSTRUMENTS} cannot be imported ({exc}): request series would be labelled by raw path"]
+    middleware = getattr(instruments, TRAFFIC_METRICS, None)
+    if not inspect.isclass(middleware):
+        found.append(f"{INSTRUMENTS}.{TRAFFIC_METRICS} is not a class: request series would be labelled by raw path")
+    try:
+        factory = inspect.getsource(importlib.import_module(APP_FACTORY))
+    except (ImportError, OSError, TypeError) as exc:
+        found.append(f"{APP_FACTORY} cannot be read ({exc}): where BentoML builds its metrics middleware is unknown")
+    else:
+        if f"from {INSTRUMENTS} import" not in factory or TRAFFIC_METRICS not in factory:
+            found.append(
+                f"{APP_FACTORY} no longer imports {TRAFFIC_METRICS} from {INSTRUMENTS} when it builds its app: "
+                "replacing the class there would not label request series by route"
+            )
+    try:
+        http_app = importlib.import_module(HTTP_APP)
+    except ImportError as exc:
+        return [*found, f"{HTTP_APP} cannot be imported ({exc}): refusals and the index page would change"]
+    logger = getattr(http_app, "logger", None)
+    if getattr(logger, "name", None) != HTTP_APP_LOGGER:
+        found.append(f"{HTTP_APP} logs to {getattr(logger, 'name', None)!r}, not {HTTP_APP_LOGGER!r}: "
+                     "refusals would be logged with tracebacks")  # fmt: skip
+    if f'"{EXCEPTION_MESSAGE}"' not in inspect.getsource(http_app):
+        found.append(f"{HTTP_APP} no longer logs {EXCEPTION_MESSAGE!r}: refusals would be logged with tracebacks")
+    if not isinstance(getattr(http_app, INDEX_HTML, None), str):
+        found.append(f"{HTTP_APP}.{INDEX_HTML} is gone: the index page cannot be served")
+    return found
