@@ -87,6 +87,22 @@ class LoadProblem(Exception):
     """A stored model that could not be loaded, or did not reproduce its card: one line saying why."""
 
 
+PREDICT_CHUNK = 256
+"""Items per forward pass: a larger request runs in chunks of this many, so an engine's working memory (ONNX
+Runtime's arena, TensorFlow's buffers) is that of 256 items whatever clients send. Measured, one worker serving
+the default CNN on ONNX Runtime, after ten ``.npy`` requests of 1,000 digits: 688 MB resident in one pass, 309 MB
+in chunks (167 MB at start; on the sparse engine 171 -> 178 MB either way). At 256 items a call's fixed cost is
+under 1% of the call."""
+
+
+def predict_in_chunks(runtime: Runtime, x: np.ndarray, chunk: int = PREDICT_CHUNK) -> Prediction:
+    """``runtime.predict`` over ``x`` in chunks of ``chunk`` items, as one prediction (every item's answer is the
+    one it gets alone: no engine mixes the items of a batch)."""
+    if len(x) <= chunk:
+        return runtime.predict(x)
+    return Prediction.concatenate([runtime.predict(x[i : i + chunk]) for i in range(0, len(x), chunk)])
+
+
 class DataPlane:
     """The loaded models of one worker, which of them answer, and what is done with them.
 
@@ -293,7 +309,7 @@ class DataPlane:
         with self.using(runtime):
             start = time.perf_counter()
             try:
-                prediction = runtime.predict(x)
+                prediction = predict_in_chunks(runtime, x)
             except InvalidInputError as exc:
                 raise InvalidInput.of(exc) from None
             self.recorder.record(runtime, prediction, time.perf_counter() - start)

@@ -125,3 +125,24 @@ def test_the_engine_setting_and_its_old_name():
     assert Settings.from_env({}).engine == "auto"
     with pytest.raises(SettingsError, match=r"KERAS_ENGINE='tensorflow' is invalid: is no longer read; set ENGINE"):
         Settings.from_env({"KERAS_ENGINE": "tensorflow"})
+
+
+@pytest.mark.parametrize("engine", ["sparse", "onnxruntime"])
+def test_a_large_request_runs_in_chunks_with_every_items_own_answer(supported, engine):
+    """The data plane runs a request of more than 256 items 256 at a time (memory bounded by the chunk, not by
+    what clients send): each item's answer is the one the whole batch in one pass gives it."""
+    from service.dataplane import predict_in_chunks
+
+    card, path = supported
+    runtime = OnnxReluRuntime("small:1", card, str(path), LoadOptions(engine=engine))
+    x = calibration(600, seed=11)
+    whole, chunked = runtime.predict(x), predict_in_chunks(runtime, x, chunk=256)
+    np.testing.assert_array_equal(chunked.probabilities, whole.probabilities)
+    np.testing.assert_array_equal(chunked.scores, whole.scores)
+    np.testing.assert_array_equal(chunked.atypical, whole.atypical)
+    np.testing.assert_array_equal(chunked.overall, whole.overall)
+    for layer in runtime.layers:
+        np.testing.assert_array_equal(chunked.shares[layer], whole.shares[layer])
+        np.testing.assert_array_equal(chunked.fired[layer], whole.fired[layer])
+        np.testing.assert_array_equal(chunked.layer_sparsity[layer], whole.layer_sparsity[layer])
+    assert len(chunked.probabilities) == 600
