@@ -233,8 +233,10 @@ static void conv(const int64_t *s, float *ws, const float *weights, float param,
     int64_t cv = cpad / 16, nnz = 0;
     for (int64_t p = 0; p < h * w; p++) nnz += sc->cnt[p];
     /* scatter (stride 1) when this input has few nonzeros per position, else gather; decided input by input.
-     * Measured on the default CNN (one thread, aligned memory): conv1, 0.25 nonzeros a position, 2 vectors of
-     * outputs: the scatter several times faster; conv2, 2.7 a position, 4 vectors: scatter 14.5 us, gather 15.8 */
+     * Measured on the default CNN (one thread, aligned memory, one image): conv1, 0.25 nonzeros a position, 2
+     * vectors of outputs: the scatter several times faster; conv2, 2.7 a position, 4 vectors: scatter 12.5 us
+     * (about 2 cycles a vector read-modify-write: the store port's bound), gather 14-15 (also with two sets of
+     * accumulators, or with fused multiply-adds: the gather's cost is its per-position bookkeeping) */
     int scatter = groups == 1 && sh == 1 && sw == 1 && nnz * cv <= 12 * h * w;
     if (scatter) {
         int64_t ah = h + (kh - 1) * dh, aw = w + (kw - 1) * dw;
