@@ -29,7 +29,7 @@ from modelstore.kinds import PLUGIN_SETTING, LoadOptions, add_kinds_from
 from service import __version__, exposition, logs, metrics, openapi, routes
 from service.config import Settings, SettingsError
 from service.dataplane import DataPlane
-from service.keys import KeyFile, KeyGuard
+from service.keys import KeyFile, KeyGuard, KeyRules
 from service.middleware import RequestGuard
 from service.modelroutes import ModelRoutes
 from service.oiproutes import OipRoutes
@@ -198,11 +198,16 @@ def serve(cls: type, configuration: Configuration, plane: DataPlane, manager: Ma
             },
         )(cls)
     )
+    rules = KeyRules(
+        management=KeyFile(settings.management_key_file) if settings.management_key_file else None,
+        inference=KeyFile(settings.inference_key_file) if settings.inference_key_file else None,
+    )
     service.add_asgi_middleware(
         RequestGuard,
         max_body_bytes=settings.max_body_bytes,
         max_drain_bytes=settings.max_drain_bytes,
         body_timeout=settings.body_timeout,
+        first=rules.answer,  # the key first: a request without its key gets 401 before any 415 or 413
     )
 
     def keep() -> set[tuple[str, str]]:
@@ -211,11 +216,7 @@ def serve(cls: type, configuration: Configuration, plane: DataPlane, manager: Ma
         return {tuple(tag.split(":", 1)) for tag in desired.models} | shadows
 
     service.add_asgi_middleware(exposition.Exposition, keep=keep)  # /metrics without unloaded versions
-    service.add_asgi_middleware(
-        KeyGuard,
-        management=KeyFile(settings.management_key_file) if settings.management_key_file else None,
-        inference=KeyFile(settings.inference_key_file) if settings.inference_key_file else None,
-    )
+    service.add_asgi_middleware(KeyGuard, rules=rules)
     service.add_asgi_middleware(OipRoutes, plane=plane, manager=manager)
     service.add_asgi_middleware(ShadowRoutes, plane=plane, manager=manager)
     service.add_asgi_middleware(ModelRoutes, plane=plane)  # inside the guard: 415 and 413 are answered before it

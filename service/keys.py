@@ -44,6 +44,8 @@ OPEN_PATHS = (
 )
 OPEN_PREFIXES = ("/static_content/", "/ui")
 MANAGEMENT_PREFIX = "/v2/repository"
+CHECKED = "sparsity.key_checked"
+"""The scope key the request guard sets on a request whose key it checked (see :meth:`KeyRules.answer`)."""
 
 
 class KeyFile:
@@ -128,36 +130,36 @@ def _is_shadow(path: str) -> bool:
     return len(parts) == 4 and parts[:2] == ["", "models"] and parts[3] == "shadow"
 
 
-class KeyGuard:
-    """ASGI middleware: the rules above. A refused request's body is read first (within the request guard's
-    limits), so the client reads the answer."""
+class KeyRules:
+    """The rules above for one service: which request is refused, and its answer."""
 
-    def __init__(self, app, management: KeyFile | None = None, inference: KeyFile | None = None) -> None:
-        self.app, self.management, self.inference = app, management, inference
+    def __init__(self, management: KeyFile | None = None, inference: KeyFile | None = None) -> None:
+        self.management, self.inference = management, inference
 
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    def refusal(self, scope) -> tuple[int, str] | None:
+        """(403 or 401, why) for a request without the key its route needs, else None."""
         need = needs(scope["path"], scope.get("method", "GET"))
-        refusal = None
         if need == "management":
             if self.management is None:
-                refusal = (
+                return (
                     403,
                     "the management routes (the repository's, setting a shadow) are off: set MANAGEMENT_KEY_FILE "
                     "to a file of keys to turn them on",
                 )
-            else:
-                refusal = self._check(scope, self.management)
-        elif need == "inference" and self.inference is not None:
-            refusal = self._check(scope, self.inference)
+            return self._check(scope, self.management)
+        if need == "inference" and self.inference is not None:
+            return self._check(scope, self.inference)
+        return None
+
+    def answer(self, scope) -> tuple[int, bytes, tuple] | None:
+        """The refusal as (status, ``Error`` body, extra headers), or None: what the request guard answers before
+        its own checks (a request without its key gets 401, not 415 or 413). A request let through is marked, so
+        the key guard does not check it again."""
+        refusal = self.refusal(scope)
         if refusal is None:
-            await self.app(scope, receive, send)
-            return
-        if scope.get("method") in ("POST", "PUT", "DELETE"):
-            await read_body(receive)
-        await refuse(send, *refusal)
+            scope[CHECKED] = True
+            return None
+        return answer(*refusal)
 
     @staticmethod
     def _check(scope, keys: KeyFile) -> tuple[int, str] | None:
@@ -169,8 +171,36 @@ class KeyGuard:
         return None
 
 
-async def refuse(send, status: int, message: str) -> None:
+class KeyGuard:
+    """ASGI middleware: the rules above. A refused request's body is read first (within the request guard's
+    limits), so the client reads the answer."""
+
+    def __init__(
+        self, app, management: KeyFile | None = None, inference: KeyFile | None = None, rules: KeyRules | None = None
+    ) -> None:
+        self.app = app
+        self.rules = rules or KeyRules(management, inference)
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        refusal = None if scope.get(CHECKED) else self.rules.refusal(scope)
+        if refusal is None:
+            await self.app(scope, receive, send)
+            return
+        if scope.get("method") in ("POST", "PUT", "DELETE"):
+            await read_body(receive)
+        await refuse(send, *refusal)
+
+
+def answer(status: int, message: str) -> tuple[int, bytes, tuple]:
     """The ``Error`` body every refusal has, naming ``Authorization``; a 401 says which scheme to use."""
     kind = "unauthorized" if status == 401 else "forbidden"
     extra = ((b"www-authenticate", b'Bearer realm="sparsity-service"'),) if status == 401 else ()
-    await respond(send, status, error_body(message, "Authorization", kind), extra=extra)
+    return status, error_body(message, "Authorization", kind), extra
+
+
+async def refuse(send, status: int, message: str) -> None:
+    status, body, extra = answer(status, message)
+    await respond(send, status, body, extra=extra)

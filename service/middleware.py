@@ -124,8 +124,10 @@ class RequestGuard:
         max_body_bytes: int = 16 * 1024 * 1024,
         max_drain_bytes: int = 64 * 1024 * 1024,
         body_timeout: float = 30.0,
+        first: Callable[[dict], tuple[int, bytes, tuple] | None] = lambda scope: None,
     ) -> None:
         self.app = app
+        self.first = first  # a check answered before the guard's own (the keys': 401 before 415 or 413)
         self.route_of = route_of
         self.max_body_bytes = max_body_bytes
         self.max_drain_bytes = max_drain_bytes
@@ -176,6 +178,10 @@ class GuardedRequest:
         )
 
     async def handle(self) -> None:
+        first = self.guard.first(self.scope)
+        if first is not None:
+            await self.refuse(*first)
+            return
         route = self.guard.route_of(self.scope["path"])
         if route is not None:
             media_type = self.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -229,14 +235,14 @@ class GuardedRequest:
             raise BodyTooLarge
         return message
 
-    async def refuse(self, status: int, body: bytes) -> None:
+    async def refuse(self, status: int, body: bytes, extra: tuple = ()) -> None:
         """Answer for the guard: discard the rest of the body first when the client is sending it;
         close the connection when its body was not read to the end."""
         self.responded = True
         waiting = not self.started and self.headers.get("expect", "").strip().lower() == "100-continue"
         if not self.ended and not waiting and status != 408:
             await self.guard._drain(self.receive_timed, lambda: self.received, self.headers.get("content-length"))
-        await respond(self.client_send, status, body, close=not self.ended)
+        await respond(self.client_send, status, body, close=not self.ended, extra=extra)
 
     async def send_guarded(self, message) -> None:
         """What the app sends: replaced by the guard's refusal, a 400 rewritten, anything else passed on."""

@@ -224,6 +224,11 @@ def test_keys_guard_the_routes_and_rotate_without_a_restart(live):
     refused = httpx.post(f"{url}/models/toy/predict", json={"inputs": X.tolist()}, timeout=10)
     assert refused.status_code == 401 and refused.headers["www-authenticate"].startswith("Bearer")
     assert httpx.get(f"{url}/models/toy/examples", headers=_key("wrong"), timeout=10).status_code == 401
+    # the key before any other check: a keyless body of the wrong type gets 401, with the key 415
+    plain = {"content-type": "text/plain"}
+    assert httpx.post(f"{url}/models/toy/predict_batch", content=b"x", headers=plain, timeout=10).status_code == 401
+    keyed = httpx.post(f"{url}/models/toy/predict_batch", content=b"x", headers={**plain, **_key()}, timeout=10)
+    assert keyed.status_code == 415
     for path in ("/livez", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"):
         assert httpx.get(url + path, timeout=10).status_code == 200, path
     assert _manage(url, "index").status_code == 200

@@ -9,7 +9,8 @@ import time
 import httpx
 import pytest
 
-from service.keys import KeyFile, KeyGuard, bearer, needs
+from service.keys import KeyFile, KeyGuard, KeyRules, bearer, needs
+from service.middleware import RequestGuard
 from service.routes import UNMATCHED, endpoint_label
 from tests.helpers import asgi_request
 
@@ -102,3 +103,27 @@ def test_request_series_are_labelled_by_route():
     assert endpoint_label("/ui/app.js") == "/ui/{file}"
     for path in ("/wp-admin.php", "/models/a/b/c", "/v2/models/a/explain", "/v2/repository/x", "/a" * 50):
         assert endpoint_label(path) == UNMATCHED, path
+
+
+def test_the_key_is_checked_before_the_content_type_and_the_size(files):
+    """The request guard asks the key rules first: without its key, a POST with the wrong content type or an
+    oversize body gets 401 (not 415 or 413); with it, the guard's own checks answer as before."""
+    rules = KeyRules(KeyFile(files[0]), KeyFile(files[1]))
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"through"})
+
+    stack = RequestGuard(KeyGuard(app, rules=rules), max_body_bytes=1024, first=rules.answer)
+    path = "/models/x/predict_batch"
+    text = {"content-type": "text/plain"}
+    keyless = _call(stack, "POST", path, text, content=b"hello")
+    assert keyless.status_code == 401 and keyless.headers["www-authenticate"].startswith("Bearer")
+    assert keyless.json()["error"] == "Authorization: send Authorization: Bearer <key>"
+    big = _call(stack, "POST", path, {"content-type": "application/x-npy"}, content=b"x" * 4096)
+    assert big.status_code == 401
+    keyed = {**text, "Authorization": "Bearer i-key-1"}
+    assert _call(stack, "POST", path, keyed, content=b"hello").status_code == 415
+    oversize = _call(stack, "POST", path, {**keyed, "content-type": "application/x-npy"}, content=b"x" * 4096)
+    assert oversize.status_code == 413
+    assert _call(stack, "POST", path, {**keyed, "content-type": "application/x-npy"}, content=b"x").text == "through"
