@@ -164,7 +164,7 @@ class Program:
         if memory is None:
             arrays = dict(
                 ws=aligned(np.empty(self.workspace_size, dtype=np.float32)),
-                rows=np.empty(self.contributions, dtype=np.uintp),
+                rows=np.empty(self.contributions, dtype=np.int32),
                 vals=np.empty(self.contributions, dtype=np.float32),
                 idx=np.empty(max(self.lists, self.contributions), dtype=np.int32),
                 val=np.empty(self.lists, dtype=np.float32),
@@ -231,7 +231,7 @@ def check_units(compiler: Compiler, layers: list[ProbedTensor]) -> None:
         tensor = compiler.tensors[layer.tensor]
         index = tensor.index
         axis = 0 if layer.axis == 1 else index.ndim - 1
-        units = np.moveaxis(np.indices(index.shape)[axis], 0, 0)
+        units = np.indices(index.shape)[axis]
         by_offset = np.empty(tensor.buffer.size, dtype=np.int64)
         by_offset[index.ravel()] = units.ravel()
         c = tensor.buffer.c
@@ -286,12 +286,10 @@ def compact(compiler: Compiler, dead: dict[int, np.ndarray]) -> dict[int, int]:
         if step.bias is not None:
             step.bias = step.bias[keep]
         step.unit_map = keep
-        shrunk = {id(buffer)}
         buffer.c = len(keep)
         for s in affected:
             if s.op in (K.MAXPOOL, K.AVGPOOL):
                 s.dst.c = len(keep)
-                shrunk.add(id(s.dst))
             elif s.ints.get("flat_input"):
                 rows = np.isin(np.arange(s.weights.shape[2]) % c, keep)
                 s.weights = s.weights[:, :, rows, :]

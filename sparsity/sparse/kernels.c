@@ -87,10 +87,11 @@ static inline void finish(float *o, const float *acc, const float *restrict bias
     }
 }
 
-/* Up to four vectors of accumulators over a list of (weights row, value) contributions. */
+/* Up to four vectors of accumulators (one block of 64 output channels) over a list of contributions: weight row
+ * rows[j] (rows of cpad floats from wts + block) times vals[j]. The accumulators stay in registers. */
 #define ACCUMULATE(NV)                                                                   \
     for (int64_t j = 0; j < n; j++) {                                                    \
-        const float *row = rows[j] + block;                                              \
+        const float *row = w0 + (int64_t)rows[j] * cpad;                                 \
         v16 v = (v16){0} + vals[j];                                                      \
         a0 += v * *(const v16 *)(row);                                                   \
         if (NV > 1) a1 += v * *(const v16 *)(row + 16);                                  \
@@ -98,9 +99,13 @@ static inline void finish(float *o, const float *acc, const float *restrict bias
         if (NV > 3) a3 += v * *(const v16 *)(row + 48);                                  \
     }
 
-static void accumulate(const float **rows, const float *vals, int64_t n, int64_t cpad, float *acc) {
+/* acc[0:cpad] = the sum over j of vals[j] times weight row rows[j] (the gathered convolution and the dense
+ * layer both). */
+static inline void accumulate(const int32_t *rows, const float *vals, int64_t n, const float *wts, int64_t cpad,
+                              float *acc) {
     for (int64_t block = 0; block < cpad; block += 64) {
         v16 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+        const float *w0 = wts + block;
         int64_t nv = (cpad - block) / 16;
         if (nv >= 4) {
             nv = 4;
@@ -158,7 +163,7 @@ static int32_t list_nonzero(const float *x, int64_t n, int32_t *idx, float *val)
 
 /* scratch: rows and values of the contributions, the nonzero lists, an accumulator, counts */
 typedef struct {
-    const float **rows;
+    int32_t *rows;  /* a gathered convolution's list for one output position: weight rows and values */
     float *vals;
     int32_t *idx;   /* per input position, its nonzero channels */
     float *val;     /* and their values */
@@ -222,16 +227,11 @@ static void conv(const int64_t *s, float *ws, const float *weights, float param,
     int32_t *counts = sc->counts;
     memset(counts, 0, sizeof(int32_t) * cout);
     /* the nonzero inputs, position by position */
-    for (int64_t p = 0; p < h * w; p++) {
-        int32_t n = 0;
-        const float *x = in + p * cin;
-        int32_t *idx = sc->idx + p * cin;
-        float *val = sc->val + p * cin;
-        n = list_nonzero(x, cin, idx, val);
-        sc->cnt[p] = n;
-    }
     int64_t cv = cpad / 16, nnz = 0;
-    for (int64_t p = 0; p < h * w; p++) nnz += sc->cnt[p];
+    for (int64_t p = 0; p < h * w; p++) {
+        sc->cnt[p] = list_nonzero(in + p * cin, cin, sc->idx + p * cin, sc->val + p * cin);
+        nnz += sc->cnt[p];
+    }
     /* scatter (stride 1) when this input has few nonzeros per position, else gather; decided input by input.
      * Measured on the default CNN (one thread, aligned memory, one image): conv1, 0.25 nonzeros a position, 2
      * vectors of outputs: the scatter several times faster; conv2, 2.7 a position, 4 vectors: scatter 12.5 us
@@ -268,46 +268,16 @@ static void conv(const int64_t *s, float *ws, const float *weights, float param,
         /* per output position: the nonzero inputs its window reaches gathered into one list of (weight row, value),
          * copied eight at a time without a branch (the lists have room to read past their ends), then one loop of
          * multiply-adds into registers: one unpredictable loop end per position instead of one per tap */
-        int32_t *rows = (int32_t *)sc->rows;
-        float *vals = sc->vals;
         for (int64_t oy = 0; oy < ho; oy++) {
             for (int64_t ox = 0; ox < wo; ox++) {
-                int64_t n = window(s, sc, oy, ox, rows, vals);
-                for (int64_t block = 0; block < cpad; block += 64) {
-                    v16 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
-                    int64_t nv = (cpad - block) / 16;
-                    const float *w0 = wts + block;
-                    if (nv >= 4) {
-                        nv = 4;
-                        for (int64_t j = 0; j < n; j++) {
-                            const float *row = w0 + (int64_t)rows[j] * cpad;
-                            v16 v = (v16){0} + vals[j];
-                            a0 += v * *(const v16 *)(row);
-                            a1 += v * *(const v16 *)(row + 16);
-                            a2 += v * *(const v16 *)(row + 32);
-                            a3 += v * *(const v16 *)(row + 48);
-                        }
-                    } else {
-                        for (int64_t j = 0; j < n; j++) {
-                            const float *row = w0 + (int64_t)rows[j] * cpad;
-                            v16 v = (v16){0} + vals[j];
-                            a0 += v * *(const v16 *)(row);
-                            if (nv > 1) a1 += v * *(const v16 *)(row + 16);
-                            if (nv > 2) a2 += v * *(const v16 *)(row + 32);
-                        }
-                    }
-                    float *acc = sc->acc + block;
-                    *(v16 *)(acc) = a0;
-                    if (nv > 1) *(v16 *)(acc + 16) = a1;
-                    if (nv > 2) *(v16 *)(acc + 32) = a2;
-                    if (nv > 3) *(v16 *)(acc + 48) = a3;
-                }
+                int64_t n = window(s, sc, oy, ox, sc->rows, sc->vals);
+                accumulate(sc->rows, sc->vals, n, wts, cpad, sc->acc);
                 emit(s, out, oy, ox, sc->acc, bias, res, act, param, sc);
             }
         }
     } else { /* grouped: each input channel reaches its group's output channels only */
         int64_t cin_g = cin / groups, cout_g = cout / groups;
-        int32_t *rows = (int32_t *)sc->rows;
+        int32_t *rows = sc->rows;
         float *vals = sc->vals;
         for (int64_t oy = 0; oy < ho; oy++) {
             for (int64_t ox = 0; ox < wo; ox++) {
@@ -333,8 +303,7 @@ static void dense(const int64_t *s, float *ws, const float *weights, float param
     const float *in = ws + s[SRC];
     const float *wts = weights + s[WEIGHTS];
     int64_t n = list_nonzero(in, cin, sc->idx, sc->vals);
-    for (int64_t j = 0; j < n; j++) sc->rows[j] = wts + (int64_t)sc->idx[j] * cpad;
-    accumulate(sc->rows, sc->vals, n, cpad, sc->acc);
+    accumulate(sc->idx, sc->vals, n, wts, cpad, sc->acc);
     memset(sc->counts, 0, sizeof(int32_t) * cout);
     finish(ws + s[DST], sc->acc, s[BIAS] >= 0 ? weights + s[BIAS] : 0, s[RES] >= 0 ? ws + s[RES] : 0, cout, act,
            param, sc->counts);
@@ -407,7 +376,7 @@ typedef struct {
     const int64_t *ints;
     int64_t n_in, output, classes, softmax, n_units, n_layers;
     float *ws;
-    void *rows;
+    int32_t *rows;
     float *vals;
     int32_t *idx;
     float *val;
@@ -420,7 +389,7 @@ typedef struct {
 /* Run the program on n inputs of x (n x n_in): class scores (n x classes), each unit's positions on
  * (n x n_units) and each layer's nonzero count (n x n_layers). Returns 0. */
 int64_t sparse_run(const program_t *pr, const float *x, int64_t n, float *scores, int64_t *on, int64_t *nonzero) {
-    scratch_t sc = {(const float **)pr->rows, pr->vals, pr->idx, pr->val, pr->cnt, pr->acc, pr->counts, pr->zeros};
+    scratch_t sc = {pr->rows, pr->vals, pr->idx, pr->val, pr->cnt, pr->acc, pr->counts, pr->zeros};
     const int64_t *code = pr->code, *ints = pr->ints;
     const float *fparams = pr->fparams, *weights = pr->weights;
     float *ws = pr->ws;
