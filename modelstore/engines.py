@@ -23,11 +23,12 @@ import time
 import numpy as np
 from pydantic import BaseModel, Field
 
+from sparsity.exactness import PROBABILITY_TOLERANCE
+from sparsity.onnx_probe import TIE_TOLERANCE
+
 log = logging.getLogger(__name__)
 
 SETTINGS = ("auto", "sparse", "onnxruntime", "tensorflow")
-PROBABILITY_TOLERANCE = 1e-5
-"""The most the sparse engine's probability may differ from the reference's on any calibration item."""
 SIZES = (1, 256)
 """Batch sizes timed at registration."""
 TIME_BUDGET = 1.5
@@ -44,16 +45,27 @@ class EngineCheck(BaseModel):
     ms_256: float | None = Field(default=None, description="median milliseconds for 256 images, one thread")
 
 
-class SparseCheck(BaseModel):
-    items: int
-    labels_equal: bool = True
-    zero_counts_equal: bool
-    unit_counts_equal: bool
-    rounding_ties: int = 0
-    tie_items: int = 0
-    activations: int = 0
+class AgreementCheck(BaseModel):
+    """How a second engine was checked against the reference at registration
+    (:func:`sparsity.exactness.agreement`)."""
+
+    items: int = Field(description="calibration items both ran on")
+    zero_counts_equal: bool = Field(description="each item's exact-zero count in each layer, the same in both")
+    unit_counts_equal: bool = Field(description="each item's count of positions on per unit, the same in both")
+    rounding_ties: int = Field(
+        default=0,
+        description="activations zero in one and on in the other, each at a rounding tie: its input within "
+        "tie_tolerance of zero (relative to the layer's largest on that item); any other difference refuses it",
+    )
+    tie_items: int = Field(default=0, description="calibration items with a rounding tie")
+    tie_tolerance: float = TIE_TOLERANCE
+    activations: int = Field(default=0, description="activations compared (items x ReLU outputs per item)")
     max_probability_difference: float
     probability_tolerance: float = PROBABILITY_TOLERANCE
+
+
+class SparseCheck(AgreementCheck):
+    labels_equal: bool = True
 
 
 class SparseCard(BaseModel):

@@ -18,6 +18,10 @@ import numpy as np
 
 from sparsity.result import ProbeResult
 
+PROBABILITY_TOLERANCE = 1e-5
+"""The most a second engine's probability may differ from the reference's on any item (the Keras twin's and the
+sparse engine's check)."""
+
 
 @dataclass(frozen=True)
 class Agreement:

@@ -27,40 +27,24 @@ import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
 from modelstore.card import ModelCardError, OnnxLayerCard, ReluCard
-from modelstore.engines import check_engines, choose
+from modelstore.engines import AgreementCheck, check_engines, choose
 from modelstore.kind import Kind, LoadOptions
 from modelstore.kinds.onnx_relu import OnnxReluRuntime
 from modelstore.register import OpenedModel, RegistrationError, file_sha256, relu_register_file
 from modelstore.runtime import Prediction, ReluRuntime
 from sparsity.detectors import UnitFiring, load_detector
+from sparsity.exactness import PROBABILITY_TOLERANCE
 from sparsity.keras_file import keras_file_problems
-from sparsity.onnx_probe import TIE_TOLERANCE
 from sparsity.typicality import UNIT_FIRING
 
 log = logging.getLogger(__name__)
 
 NAME = "keras-relu"
 TWIN_FILE = "model.onnx"
-PROBABILITY_TOLERANCE = 1e-5
-"""The most a twin's probability may differ from Keras' on any calibration item (zero counts must be equal)."""
 
 
-class TwinCheck(BaseModel):
+class TwinCheck(AgreementCheck):
     """How the twin was checked against the Keras probe at registration."""
-
-    items: int = Field(description="calibration items both ran on")
-    zero_counts_equal: bool = Field(description="each item's exact-zero count in each layer, the same in both")
-    unit_counts_equal: bool = Field(description="each item's count of positions on per unit, the same in both")
-    rounding_ties: int = Field(
-        default=0,
-        description="activations zero in one and on in the other, each at a rounding tie: its input within "
-        "tie_tolerance of zero (relative to the layer's largest on that item); any other difference refuses the twin",
-    )
-    tie_items: int = Field(default=0, description="calibration items with a rounding tie")
-    tie_tolerance: float = TIE_TOLERANCE
-    activations: int = Field(default=0, description="activations compared (items x ReLU outputs per item)")
-    max_probability_difference: float
-    probability_tolerance: float = PROBABILITY_TOLERANCE
 
 
 class TwinCard(BaseModel):
@@ -209,7 +193,7 @@ def open_keras(path: Path) -> OpenedModel:
     def engines(x: np.ndarray, result, value_range: tuple[float, float]) -> dict:
         twin = made.get("probe")
         return check_engines(
-            "tensorflow", probe, result, twin.source if twin else None, twin.layers if twin else [], probe.output, x,
+            "tensorflow", probe, result, made.get("model"), twin.layers if twin else [], probe.output, x,
             value_range, onnx_probe=twin,
         )  # fmt: skip
 
@@ -219,7 +203,7 @@ def open_keras(path: Path) -> OpenedModel:
 def twin_files(model, probe, x: np.ndarray, result, made: dict | None = None) -> tuple[dict, dict[str, bytes]]:
     """The model's ONNX twin, checked against the Keras probe's calibration run ``result`` on ``x``: the card's
     ``engine`` and ``twin`` and the twin's file when every check passes, else ``engine: tensorflow`` and why.
-    ``made`` receives the twin's probe (``probe``, with the twin itself as ``source``) when it passes."""
+    ``made`` receives the twin (``model``) and its probe (``probe``) when it passes."""
     from sparsity.keras_onnx import ConversionError, convert
     from sparsity.onnx_graph import OnnxModelError
     from sparsity.onnx_probe import OnnxProbe
@@ -234,8 +218,7 @@ def twin_files(model, probe, x: np.ndarray, result, made: dict | None = None) ->
         log.warning("the model stays on TensorFlow: %s", problem)
         return {"engine": "tensorflow", "engine_reason": problem}, {}
     if made is not None:
-        twin_probe.source = twin.model
-        made["probe"] = twin_probe
+        made.update(probe=twin_probe, model=twin.model)
     data = twin.model.SerializeToString()
     card = TwinCard(
         sha256=_sha256(data),
