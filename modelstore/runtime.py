@@ -31,31 +31,6 @@ class Prediction:
     def labels(self) -> np.ndarray:
         return np.argmax(self.probabilities, axis=1)
 
-    @staticmethod
-    def concatenate(parts: list[Prediction]) -> Prediction:
-        """The predictions of consecutive chunks of one batch as one."""
-        first = parts[0]
-        if len(parts) == 1:
-            return first
-
-        def joined(values: list):
-            return np.concatenate(values)
-
-        def by_layer(field: str) -> dict[str, np.ndarray]:
-            return {name: joined([getattr(p, field)[name] for p in parts]) for name in getattr(first, field)}
-
-        return Prediction(
-            probabilities=joined([p.probabilities for p in parts]),
-            layer_sparsity=by_layer("layer_sparsity"),
-            overall=joined([p.overall for p in parts]),
-            scores=joined([p.scores for p in parts]),
-            atypical=joined([p.atypical for p in parts]),
-            fired=by_layer("fired"),
-            shares=by_layer("shares"),
-            weights=first.weights,
-            contributions=None if first.contributions is None else joined([p.contributions for p in parts]),
-        )
-
 
 class Runtime:
     """A loaded model: its card, what its inputs are, and ``predict``."""

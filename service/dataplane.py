@@ -32,6 +32,7 @@ from service.codecs.pictures import picture_to_input
 from service.codecs.responses import DETAILS, predict_json
 from service.shadow import ShadowRunner, ShadowSpec, role_headers
 from sparsity.errors import InvalidInputError
+from sparsity.result import concatenate
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ def predict_in_chunks(runtime: Runtime, x: np.ndarray, chunk: int = PREDICT_CHUN
     one it gets alone: no engine mixes the items of a batch)."""
     if len(x) <= chunk:
         return runtime.predict(x)
-    return Prediction.concatenate([runtime.predict(x[i : i + chunk]) for i in range(0, len(x), chunk)])
+    return concatenate([runtime.predict(x[i : i + chunk]) for i in range(0, len(x), chunk)])
 
 
 class DataPlane:

@@ -3,7 +3,7 @@ and metrics) needs no TensorFlow."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -67,17 +67,23 @@ def from_counts(
     )
 
 
-def concatenate(parts: list[ProbeResult]) -> ProbeResult:
-    """The results of consecutive batches as one."""
+def concatenate(parts: list):
+    """The results of consecutive batches as one: any dataclass of per-item arrays (a :class:`ProbeResult`, the
+    store's ``Prediction``), its arrays and per-layer dicts of arrays joined item after item; a field that is None
+    or not per item (a model-wide figure) is taken from the first part."""
     first = parts[0]
-    return ProbeResult(
-        probabilities=np.concatenate([p.probabilities for p in parts]),
-        layer_sparsity={name: np.concatenate([p.layer_sparsity[name] for p in parts]) for name in first.layer_sparsity},
-        overall=np.concatenate([p.overall for p in parts]),
-        fired={name: np.concatenate([p.fired[name] for p in parts]) for name in first.fired},
-        shares=None if first.shares is None else np.concatenate([p.shares for p in parts]),
-        scores=None if first.scores is None else np.concatenate([p.scores for p in parts]),
-    )
+    if len(parts) == 1:
+        return first
+
+    def joined(name: str):
+        value = getattr(first, name)
+        if isinstance(value, np.ndarray):
+            return np.concatenate([getattr(p, name) for p in parts])
+        if isinstance(value, dict):
+            return {key: np.concatenate([getattr(p, name)[key] for p in parts]) for key in value}
+        return value
+
+    return type(first)(**{field.name: joined(field.name) for field in fields(first)})
 
 
 def in_chunks(run, x: np.ndarray, batch_size: int = 512) -> ProbeResult:
