@@ -357,9 +357,8 @@ def http_engines(seconds: int, work: Path) -> dict:
     rows = {}
     for engine in ("onnxruntime", "sparse"):
         started = time.monotonic()
-        server = Server(work / f"serve-{engine}.log", env={"ENGINE": engine, "SERVED_MODELS": "mnist_cnn"})
-        try:
-            server.wait_ready()
+        env = {"ENGINE": engine, "SERVED_MODELS": "mnist_cnn"}
+        with Server(work / f"serve-{engine}.log", env=env) as server:
             ready = time.monotonic() - started
             served = httpx.get(f"{server.url}/models", timeout=10).json()["models"][0]["engine"]
             url = f"{server.url}/models/mnist_cnn/predict_batch"
@@ -371,8 +370,6 @@ def http_engines(seconds: int, work: Path) -> dict:
                 r = httpx.post(url, content=bodies[500].read_bytes(), headers={"content-type": NPY}, timeout=60)
                 assert r.status_code == 200, r.text[:200]
             after = memory(server)
-        finally:
-            server.stop()
         rows[engine] = {
             "engine_served": served,
             "ready_seconds": ready,

@@ -90,6 +90,18 @@ class Server:
             time.sleep(0.25)
         raise TimeoutError(f"server not ready after {timeout}s:\n{self.log()}")
 
+    def __enter__(self) -> Server:
+        """``with Server(...) as server``: ready on entry (stopped if it never gets there), stopped on exit."""
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
     def log(self) -> str:
         return self.log_text()[-5000:]
 

@@ -72,12 +72,8 @@ def examples(trained, tmp_path_factory) -> dict[str, Path]:
 def server(trained, examples, tmp_path_factory):
     """A real one-worker ``bentoml serve`` of every model in the session store: the project's two tiny
     models and the two examples."""
-    srv = Server(tmp_path_factory.mktemp("server") / "serve.log", workers=1)
-    try:
-        srv.wait_ready()
+    with Server(tmp_path_factory.mktemp("server") / "serve.log", workers=1) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture(scope="session")

@@ -17,14 +17,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 @pytest.fixture(scope="module")
 def sparse_server(trained, tmp_path_factory):
-    srv = Server(
-        tmp_path_factory.mktemp("sparse") / "serve.log", env={"ENGINE": "sparse", "SERVED_MODELS": "mnist_cnn,iris_l1"}
-    )
-    try:
-        srv.wait_ready()
+    env = {"ENGINE": "sparse", "SERVED_MODELS": "mnist_cnn,iris_l1"}
+    with Server(tmp_path_factory.mktemp("sparse") / "serve.log", env=env) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture(scope="module")
