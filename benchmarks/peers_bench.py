@@ -453,7 +453,10 @@ def plot(results: dict, path: Path) -> None:
         ax.set_yticks(range(len(bars)), [name for name, _ in bars], fontsize=7)
         ax.invert_yaxis()
         ax.grid(axis="x", alpha=0.3)
-    figure.suptitle(f"The same ONNX file of {MODEL} on every system, one worker, one ONNX Runtime thread")
+    figure.suptitle(
+        f"The same network ({MODEL}'s ONNX twin) on every system, one worker, one thread "
+        "(this service on the engine it chose)"
+    )
     figure.tight_layout()
     figure.savefig(path, dpi=110)
 
