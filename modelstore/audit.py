@@ -54,12 +54,29 @@ def wanted_tags(served_models: Iterable[str]) -> list[str]:
     asked = list(served_models)
     if asked:
         return asked
-    latest: dict[str, object] = {}
-    for model in bentoml.models.list():
+    return [str(model.tag) for _, model in sorted(_newest(bentoml.models.list()).items())]
+
+
+def _newest(models) -> dict[str, object]:
+    """Each name's newest stored model, by creation time: what "latest" means everywhere in the project (BentoML's
+    own ``name:latest`` follows the last save instead, which an imported older model moves)."""
+    newest: dict[str, object] = {}
+    for model in models:
         name = model.tag.name
-        if name not in latest or model.info.creation_time > latest[name].info.creation_time:
-            latest[name] = model
-    return [str(latest[name].tag) for name in sorted(latest)]
+        if name not in newest or model.info.creation_time > newest[name].info.creation_time:
+            newest[name] = model
+    return newest
+
+
+def latest_tag(name: str) -> str | None:
+    """The tag of ``name``'s latest stored version (:func:`_newest`), or None when the store has none."""
+    import bentoml
+
+    try:
+        model = _newest(bentoml.models.list(name)).get(name)
+    except bentoml.exceptions.NotFound:
+        return None
+    return None if model is None else str(model.tag)
 
 
 def audit(tag: str) -> Candidate:
@@ -67,6 +84,8 @@ def audit(tag: str) -> Candidate:
     import bentoml
 
     name = tag.split(":")[0]
+    if tag.endswith(":latest"):
+        tag = latest_tag(name) or tag
     try:
         stored = bentoml.models.get(tag)
     except bentoml.exceptions.NotFound:

@@ -26,17 +26,20 @@ from starlette.routing import Route
 
 from modelstore.audit import Candidate, NothingToServe, audit, candidates
 from modelstore.kinds import PLUGIN_SETTING, LoadOptions, add_kinds_from
-from service import __version__, exposition, logs, metrics, openapi, routes
+from service import __version__, routes
 from service.config import Settings, SettingsError
 from service.dataplane import DataPlane
-from service.keys import KeyFile, KeyGuard, KeyRules
-from service.middleware import RequestGuard
-from service.modelroutes import ModelRoutes
-from service.oiproutes import OipRoutes
-from service.pages import Pages
-from service.repository import STATE_DIR_ENV, Manager, SharedState
-from service.shadow import ShadowSpec
-from service.shadowroutes import ShadowRoutes
+from service.http.guard import RequestGuard
+from service.http.keys import KeyFile, KeyGuard, KeyRules
+from service.http.modelroutes import ModelRoutes
+from service.http.oiproutes import OipRoutes
+from service.http.pages import Pages
+from service.http.shadowroutes import ShadowRoutes
+from service.observability import exposition, logs, metrics
+from service.openapi import document as openapi
+from service.repository.manager import Manager
+from service.repository.state import STATE_DIR_ENV, SharedState
+from service.shadow.spec import ShadowSpec
 
 log = logging.getLogger(__name__)
 

@@ -7,14 +7,14 @@ series would go back to one per raw path: unbounded); :func:`broken_assumptions`
 
 - ``bentoml._internal.server.http.instruments.RunnerTrafficMetricsMiddleware``: BentoML's request metrics label
   each request by its raw path. The service replaces the class in that module with a subclass that labels by
-  route (:func:`service.exposition.bounded_traffic_metrics`); BentoML's app factory
+  route (:func:`service.observability.exposition.bounded_traffic_metrics`); BentoML's app factory
   (``_bentoml_impl.server.app``) imports it from that module each time a worker builds its app, so the
   replacement, made at import of the service, is what it finds. No public hook sets the metrics' labels.
 - the logger ``bentoml._internal.server.http_app`` and its message ``Exception on <path> [<method>]``: BentoML
-  logs every refused request there with a traceback; :class:`service.logs.RefusalsAsOneLine` turns a refusal
-  (a 4xx) into one line. No setting changes that message.
+  logs every refused request there with a traceback; :class:`service.observability.logs.RefusalsAsOneLine` turns
+  a refusal (a 4xx) into one line. No setting changes that message.
 - ``bentoml._internal.server.http_app.DEFAULT_INDEX_HTML``: the Swagger UI page the service serves at ``/``,
-  without its tracker and with a link to the introspection page (:func:`service.pages.index_html`).
+  without its tracker and with a link to the introspection page (:func:`service.http.pages.index_html`).
 """
 
 from __future__ import annotations

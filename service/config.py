@@ -16,6 +16,8 @@ from modelstore.engines import SETTINGS as ENGINES
 from modelstore.kinds import PLUGIN_SETTING, plugin_modules
 
 MiB = 1024 * 1024
+SHADOW_QUEUE_BYTES = MiB
+"""A worker's shadow queue by default (:mod:`service.shadow.wire`): about 300 one-image requests."""
 
 
 class SettingsError(ValueError):
@@ -220,7 +222,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "SHADOW_QUEUE_BYTES",
         "shadow_queue_bytes",
-        MiB,
+        SHADOW_QUEUE_BYTES,
         whole(4096, 1024 * MiB),
         "a worker's shadow queue (the send buffer of a socket to its shadow process): a mirrored request that does "
         "not fit is dropped and counted, never the primary's",

@@ -1,5 +1,5 @@
 """The data plane: what the service does for a request, with no HTTP in it (MLServer's and KServe's
-``DataPlane``). The routes are thin adapters on it (:mod:`service.modelroutes` for ``/models`` and the
+``DataPlane``). The routes are thin adapters on it (:mod:`service.http.modelroutes` for ``/models`` and the
 aliases' fast paths, the ``@bentoml.api`` aliases in :mod:`service.service`); the next protocol is one more.
 
 - :meth:`DataPlane.infer` takes a model name (and optionally its version), the inputs as an array and the
@@ -25,63 +25,22 @@ from modelstore.card import ModelCardError
 from modelstore.kinds import LoadOptions, load, prepare
 from modelstore.replay import replay_problem
 from modelstore.runtime import Prediction, Runtime
-from service import metrics
 from service.codecs.json_inputs import inputs_from_json
 from service.codecs.npy import decode_npy
 from service.codecs.pictures import picture_to_input
 from service.codecs.responses import DETAILS, predict_json
-from service.shadow import ShadowRunner, ShadowSpec, role_headers
+from service.errors import ExamplesHidden, InvalidInput, ModelNotFound, NotAPictureModel
+from service.observability import metrics
+from service.shadow.runner import ShadowRunner
+from service.shadow.spec import QUEUE_BYTES, ShadowSpec, role_headers
 from sparsity.errors import InvalidInputError
 from sparsity.result import concatenate
 
 log = logging.getLogger(__name__)
 
 
-class DataPlaneError(Exception):
-    """A request the data plane refuses: ``status`` (HTTP's), ``field`` and the rule (``message``)."""
-
-    status = 400
-    kind = "invalid_input"
-
-    def __init__(self, message: str, field: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.message, self.field = message, field
-
-
-class InvalidInput(DataPlaneError):
-    @classmethod
-    def of(cls, exc: InvalidInputError) -> InvalidInput:
-        return cls(exc.rule, exc.field)
-
-
-class ModelNotFound(DataPlaneError):
-    status = 404
-    kind = "model_not_found"
-
-    def __init__(self, name: str, version: str | None = None) -> None:
-        which = f"{name!r}" if version is None else f"{name!r} in version {version!r}"
-        super().__init__(f"no model named {which} is served (GET /models lists them)", "model")
-
-
-class NotAPictureModel(DataPlaneError):
-    status = 404
-    kind = "not_a_picture_model"
-
-    def __init__(self, runtime: Runtime) -> None:
-        rule = f"model {runtime.name!r} takes inputs of shape {runtime.item_shape}, not pictures; use predict"
-        super().__init__(rule, "model")
-
-
 CODECS = ("json", "npy")
 """The request bodies :meth:`DataPlane.decode` reads (pictures: :meth:`DataPlane.decode_picture`)."""
-
-
-class ExamplesHidden(DataPlaneError):
-    status = 404
-    kind = "examples_hidden"
-
-    def __init__(self) -> None:
-        super().__init__("the calibration examples are not shown here (EXPOSE_EXAMPLES=false)", "examples")
 
 
 class LoadProblem(Exception):
@@ -118,7 +77,7 @@ class DataPlane:
         max_image_pixels: int,
         max_unit_series: int = 1024,
         expose_examples: bool = True,
-        shadow_queue_bytes: int = 1 << 20,
+        shadow_queue_bytes: int = QUEUE_BYTES,
     ) -> None:
         self.max_image_pixels = max_image_pixels
         self.expose_examples = expose_examples

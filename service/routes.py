@@ -18,7 +18,7 @@ class RouteSpec:
     path: str  # with ``{name}`` for the generic routes
     content_types: tuple[str, ...]  # what the guard accepts (415 otherwise)
     upload_field: str | None = None  # the multipart field that must be a file upload
-    bentoml_api: bool = True  # False: answered by service.modelroutes, not by a @bentoml.api endpoint
+    bentoml_api: bool = True  # False: answered by service.http.modelroutes, not by a @bentoml.api endpoint
     model: str | None = None  # an alias: the model it answers for
     action: str = "predict"  # predict (JSON), predict_batch (.npy) or predict_image (an upload)
     json_key: str = "inputs"  # the JSON body's one field

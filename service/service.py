@@ -19,10 +19,12 @@ import anyio
 import bentoml
 import numpy as np
 
-from service import app, logs, routes, watchdog
+from service import app, routes
 from service.codecs.responses import predict_response
-from service.dataplane import DataPlaneError
-from service.repository import Poller, WorkerSync
+from service.errors import DataPlaneError
+from service.observability import logs, watchdog
+from service.repository.manager import Poller
+from service.repository.state import WorkerSync
 from service.schemas import Images, IrisRows, PredictResponse, input_error
 
 IN_WORKER = bentoml.server_context.worker_index is not None
@@ -88,7 +90,7 @@ class SparsityService:
         return self._ready
 
     def _answer(self, route: routes.RouteSpec, x: np.ndarray) -> PredictResponse:
-        with refusing():  # service.modelroutes answers an unknown model's 404 before an alias endpoint
+        with refusing():  # service.http.modelroutes answers an unknown model's 404 before an alias endpoint
             runtime, _ = self.plane.choose(route.model)  # a canary's split at random: no header reaches here
             return predict_response(runtime, self.plane.infer(runtime, x))
 

@@ -12,9 +12,9 @@ import pytest
 
 from modelstore.register import Calibration, relu_card
 from service.codecs.responses import predict_json
-from service.dataplane import DataPlane, ExamplesHidden, InvalidInput, ModelNotFound, NotAPictureModel
-from service.middleware import error_body
-from service.modelroutes import ModelRoutes
+from service.dataplane import DataPlane
+from service.errors import ExamplesHidden, InvalidInput, ModelNotFound, NotAPictureModel, error_body
+from service.http.modelroutes import ModelRoutes
 from sparsity.detectors import STATE_FILE
 from tests import toy_kind
 from tests.helpers import asgi_request

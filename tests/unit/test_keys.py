@@ -9,8 +9,8 @@ import time
 import httpx
 import pytest
 
-from service.keys import KeyFile, KeyGuard, KeyRules, bearer, needs
-from service.middleware import RequestGuard
+from service.http.guard import RequestGuard
+from service.http.keys import KeyFile, KeyGuard, KeyRules, bearer, needs
 from service.routes import UNMATCHED, endpoint_label
 from tests.helpers import asgi_request
 

@@ -12,16 +12,25 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = ("sparsity", "modelstore", "service", "training", "lab", "benchmarks", "examples", "tests")
-HTTP_LAYER = (
-    "service/modelroutes.py",
-    "service/oiproutes.py",
-    "service/keys.py",
-    "service/exposition.py",
-    "service/middleware.py",
-    "service/pages.py",
-    "service/service.py",
+SERVICE_LEVELS = (
+    (
+        "service.errors",
+        "service.asgi",
+        "service.routes",
+        "service.schemas",
+        "service.config",
+        "service.bentoml_private",
+    ),
+    ("service.codecs", "service.observability"),
+    ("service.shadow",),
+    ("service.dataplane",),
+    ("service.repository",),
+    ("service.openapi",),
+    ("service.http",),
+    ("service.app", "service.service"),
 )
-"""The modules that speak HTTP: they reach models through :mod:`service.dataplane` only."""
+"""The service's rooms, lowest first: a module imports only service modules of its own level or a lower one
+(the README's Layout section draws the same)."""
 
 
 def _imports(path: Path) -> set[str]:
@@ -72,7 +81,7 @@ def test_the_check_sees_real_imports():
     assert {"sparsity", "modelstore", "bentoml"} <= _imported_packages("service")
     assert {"sparsity", "modelstore"} <= _imported_packages("training")
     assert {"training", "modelstore"} <= _imported_packages("lab")
-    assert "service.dataplane" in _graph()["service.modelroutes"]
+    assert "service.dataplane" in _graph()["service.http.modelroutes"]
 
 
 def test_no_import_circles():
@@ -93,9 +102,38 @@ def test_no_import_circles():
     assert circles == []
 
 
+def _level(module: str) -> int | None:
+    for index, rooms in enumerate(SERVICE_LEVELS):
+        if any(module == room or module.startswith(room + ".") for room in rooms):
+            return index
+    return None
+
+
+def test_every_service_module_is_in_a_room_and_imports_no_room_above_its_own():
+    graph = _graph()
+    service = [name for name in graph if name.startswith("service.")]
+    assert [name for name in service if _level(name) is None] == []
+    upward = [
+        f"{name} -> {imported}"
+        for name in service
+        for imported in graph[name]
+        if imported.startswith("service.") and _level(imported) > _level(name)
+    ]
+    assert upward == []
+
+
+def test_no_service_module_is_over_350_lines():
+    long = {
+        str(path.relative_to(ROOT)): n
+        for path in (ROOT / "service").rglob("*.py")
+        if (n := len(path.read_text().splitlines())) > 350
+    }
+    assert long == {}
+
+
 def test_the_http_layer_reaches_models_only_through_the_data_plane():
-    for relative in HTTP_LAYER:
-        path = ROOT / relative
+    for path in (ROOT / "service" / "http").rglob("*.py"):
+        relative = path.relative_to(ROOT)
         imported = _imports(path)
         assert not any(
             name.startswith(("modelstore.kinds", "modelstore.runtime", "modelstore.audit")) for name in imported

@@ -1,4 +1,4 @@
-"""service.logs: refused requests as one line, server errors untouched; sparsity.logs' format."""
+"""service.observability.logs: refused requests as one line, server errors untouched; sparsity.logs' format."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from bentoml.exceptions import InternalServerError, InvalidArgument
 from pydantic import BaseModel, ValidationError
 
-from service.logs import RefusalsAsOneLine
+from service.observability.logs import RefusalsAsOneLine
 from sparsity import logs
 
 

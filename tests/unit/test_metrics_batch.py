@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from service.metrics import RATIO_BUCKETS, inc_by_label, observe_many
+from service.observability.metrics import RATIO_BUCKETS, inc_by_label, observe_many
 
 
 def _exposition(fill) -> str:

@@ -14,7 +14,7 @@ import pytest
 from modelstore.register import Calibration, relu_card
 from service.codecs import oip
 from service.dataplane import DataPlane
-from service.oiproutes import OipRoutes, model_path
+from service.http.oiproutes import OipRoutes, model_path
 from sparsity.detectors import STATE_FILE
 from sparsity.errors import InvalidInputError
 from tests import toy_kind

@@ -13,7 +13,8 @@ from openapi_spec_validator import validate
 from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
 
 from service import __version__
-from service.openapi import REFUSALS, OpenAPIDocument, fix_document
+from service.openapi.document import OpenAPIDocument, fix_document
+from service.openapi.project import REFUSALS
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from service.dataplane import DataPlane, LoadProblem
-from service.repository import READY, Manager, Poller, RepositoryError, SharedState, WorkerSync
-from service.shadow import ShadowError
+from service.errors import RepositoryError, ShadowError
+from service.repository.manager import Manager, Poller
+from service.repository.state import READY, SharedState, WorkerSync
 from tests.unit.test_oip import X, _toy
 
 
@@ -204,7 +205,7 @@ def test_the_metrics_follow_the_versions(workers):
 def test_a_supervisor_makes_its_own_served_set_and_its_workers_join_it(monkeypatch):
     from modelstore.audit import Candidate
     from service import app
-    from service.repository import STATE_DIR_ENV
+    from service.repository.state import STATE_DIR_ENV
 
     configuration = SimpleNamespace(accepted=[Candidate("toy", "toy:v1", card=object())], shadows={})
     monkeypatch.setenv(STATE_DIR_ENV, "/nonexistent/another-service")

@@ -15,24 +15,14 @@ import pytest
 from modelstore.compare import IncomparableVersions, Totals, check_pair, compare, compare_on, summary, unit_widths
 from modelstore.register import Calibration, relu_card
 from modelstore.runtime import Prediction
-from service import exposition
 from service.config import Settings, SettingsError
 from service.dataplane import DataPlane
-from service.shadow import (
-    ShadowError,
-    ShadowQueue,
-    ShadowSpec,
-    answers_candidate,
-    check_share,
-    decode_item,
-    encode_item,
-    item_id,
-    read_messages,
-    socket_pair,
-    sticky_draw,
-    totals_of,
-)
-from service.shadowroutes import parse_request
+from service.errors import ShadowError
+from service.http.shadowroutes import parse_request
+from service.observability import exposition
+from service.shadow.series import totals_of
+from service.shadow.spec import ShadowSpec, answers_candidate, check_share, sticky_draw
+from service.shadow.wire import ShadowQueue, decode_item, encode_item, item_id, read_messages, socket_pair
 from sparsity.detectors import STATE_FILE
 from tests import toy_kind
 

@@ -1,10 +1,10 @@
-"""``/models/{name}/shadow`` in the API document (:mod:`service.shadowroutes`): its three operations and the
+"""``/models/{name}/shadow`` in the API document (:mod:`service.http.shadowroutes`): its three operations and the
 schemas of the request and the answer."""
 
 from __future__ import annotations
 
-from service.openapi_oip import _json, _ref
-from service.shadow import MODES
+from service.openapi.oip import _json, _ref
+from service.shadow.spec import MODES
 
 TAG = "Shadows and canaries"
 

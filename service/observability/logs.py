@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from modelstore.summary import model_line
 from service.bentoml_private import EXCEPTION_MESSAGE, HTTP_APP_LOGGER
-from service.middleware import location
+from service.errors import location
 
 log = logging.getLogger(__name__)
 

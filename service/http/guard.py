@@ -3,42 +3,17 @@ body is parsed, with the same JSON error shape as the API's 400s."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 
 import anyio
 
+from service.asgi import read_body, replay_body, respond
+from service.errors import error_body, summarise_validation_error
 from service.routes import RouteSpec, match
-from service.schemas import Error, ErrorItem
 
 
 class BodyTooLarge(Exception):
     pass
-
-
-async def read_body(receive) -> bytes:
-    chunks, more = [], True
-    while more:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunks.append(message.get("body", b""))
-        more = message.get("more_body", False)
-    return b"".join(chunks)
-
-
-def replay_body(body: bytes, receive):
-    """A receive callable that hands the already-read body to the app, then defers to the client."""
-    sent = False
-
-    async def replay():
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay
 
 
 async def _check_upload(scope, body: bytes, field: str) -> tuple[str, str] | None:
@@ -66,39 +41,6 @@ async def _check_upload(scope, body: bytes, field: str) -> tuple[str, str] | Non
     finally:
         await form.close()
     return None
-
-
-def error_body(message: str, loc: str, kind: str) -> bytes:
-    """The body of a refusal the service makes itself, built from the one ``Error`` schema (what the
-    OpenAPI document declares): ``error`` names the field and the rule, ``detail`` is pydantic-like.
-    BentoML's own validation errors are rewritten to the same shape (:func:`summarise_validation_error`)."""
-    return (
-        Error(error=f"{loc}: {message}", detail=[ErrorItem(type=kind, loc=[loc], msg=message)])
-        .model_dump_json()
-        .encode()
-    )
-
-
-def location(loc: list) -> str:
-    """pydantic's ``loc`` as the API names it: ``images[0][3]``, ``features``, or ``body``."""
-    text = ""
-    for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text or "body"
-
-
-def summarise_validation_error(body: bytes) -> bytes:
-    """Turn BentoML/pydantic's ``{"error": "1 validation error for Input", "detail": [...]}`` into
-    ``{"error": "images[0]: List should have at least 28 items ...", "detail": [...]}``."""
-    try:
-        data = json.loads(body)
-        detail = data["detail"]
-        data["error"] = "; ".join(f"{location(d['loc'])}: {d['msg']}" for d in detail)
-        for d in detail:
-            d.pop("url", None)
-    except (ValueError, KeyError, TypeError):
-        return body
-    return json.dumps(data).encode()
 
 
 class BodyTimeout(Exception):
@@ -268,21 +210,3 @@ class GuardedRequest:
         headers.append((b"content-length", str(len(body)).encode()))
         await self.client_send({**self.held_start, "headers": headers})
         await self.client_send({"type": "http.response.body", "body": body})
-
-
-async def respond(
-    send,
-    status: int,
-    body: bytes,
-    close: bool = False,
-    head: bool = False,
-    content_type: bytes = b"application/json",
-    extra: tuple[tuple[bytes, bytes], ...] = (),
-) -> None:
-    """An answer (JSON unless ``content_type`` says otherwise, with ``extra`` headers); ``close`` asks the
-    server to close the connection once it is sent; ``head``: the headers only (a HEAD request)."""
-    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode()), *extra]
-    if close:
-        headers.append((b"connection", b"close"))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": b"" if head else body})

@@ -9,7 +9,7 @@ repository extension (Triton's) on :mod:`service.repository`:
   ``"replace": true|false`` says otherwise) and ``.../unload`` (every version, or ``parameters.version``).
 
 Errors are ``{"error": "<field>: <rule>"}`` with the status the data plane gives (400, 404), as the
-specification says. Who may call which route is decided outside, by :mod:`service.keys`.
+specification says. Who may call which route is decided outside, by :mod:`service.http.keys`.
 """
 
 from __future__ import annotations
@@ -19,13 +19,14 @@ import logging
 import anyio
 import orjson
 
-from service import __version__
+from service import __version__, errors
+from service.asgi import read_body, respond
 from service.codecs import oip
-from service.dataplane import DataPlane, DataPlaneError, InvalidInput
-from service.middleware import read_body, respond
-from service.modelroutes import INLINE_MAX_BYTES
-from service.repository import Manager, RepositoryError
-from service.shadow import canary_key
+from service.dataplane import DataPlane
+from service.errors import InvalidInput, ServiceError, oip_error
+from service.http.modelroutes import INLINE_MAX_BYTES
+from service.repository.manager import Manager
+from service.shadow.spec import canary_key
 from sparsity.errors import InvalidInputError
 
 log = logging.getLogger(__name__)
@@ -33,10 +34,6 @@ PREFIX = "/v2"
 REPOSITORY = PREFIX + "/repository"
 EXTENSIONS = ["model_repository", "binary_tensor_data", "activation_sparsity"]
 SERVER_NAME = "sparsity-service"
-
-
-def oip_error(message: str) -> bytes:
-    return orjson.dumps({"error": message})
 
 
 def model_path(parts: list[str]) -> tuple[str, str | None, str] | None:
@@ -112,8 +109,8 @@ class OipRoutes:
         name, version, action = found
         try:
             runtime = self.plane.model(name, version)
-        except DataPlaneError as exc:
-            return exc.status, oip_error(exc.message)
+        except ServiceError as exc:
+            return errors.oip_answer(exc, named=False)
         if action == "ready":
             return 200, orjson.dumps({"name": name, "version": runtime.version, "ready": True})
         return 200, orjson.dumps(oip.metadata(runtime, self.plane.versions(name)))
@@ -131,8 +128,8 @@ class OipRoutes:
             except InvalidInputError as exc:
                 raise InvalidInput.of(exc) from None
             prediction = self.plane.infer(runtime, request.x)
-        except DataPlaneError as exc:
-            return exc.status, oip_error(f"{exc.field}: {exc.message}"), None, headers
+        except ServiceError as exc:
+            return (*errors.oip_answer(exc), None, headers)
         answer, header = oip.infer_response(runtime, prediction, request)
         return 200, answer, header, headers
 
@@ -167,8 +164,8 @@ class OipRoutes:
                 await anyio.to_thread.run_sync(self.manager.load, parts[4], version, replace)
             else:
                 await anyio.to_thread.run_sync(self.manager.unload, parts[4], version)
-        except RepositoryError as exc:
-            return exc.status, oip_error(str(exc))
+        except ServiceError as exc:
+            return errors.oip_answer(exc, named=False)
         return 200, b""
 
     @staticmethod

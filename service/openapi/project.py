@@ -1,44 +1,15 @@
-"""The OpenAPI document served at ``/docs.json``: BentoML's generated document, corrected in one step.
-
-BentoML 1.4 generates the document from the ``@bentoml.api`` signatures. What it gets wrong for
-this service, and what :func:`fix_document` does about each:
-
-1. A file upload is typed ``type: file`` (OpenAPI 2; 3.0 has no such type, and validators and
-   client generators refuse the document): it becomes ``type: string, format: binary``. A ``const``
-   (a card's ``kind``) becomes a one-value ``enum``.
-2. An optional value is ``anyOf: [X, {type: "null"}]`` (JSON Schema; 3.0 has no null type): it
-   becomes ``X`` with ``nullable: true``.
-3. Every operation lists 404 and 500, none lists 408, 413 or 415, and the error body is described
-   as ``{error, detail: string}``. Each operation now lists what it can really answer: 200, and for
-   every POST route 400 (validation), 408 (body deadline), 413 (body size) and 415 (Content-Type),
-   all with the one ``Error`` schema, the body every refusal has (``service.middleware.error_body``
-   and BentoML's validation errors as ``RequestGuard`` rewrites them). No 503: a worker takes
-   connections only once its models are loaded (``__init__`` runs before it serves).
-4. Operations are tagged "Service APIs"; request and response schemas are inlined under generic titles (``Input``,
-   ``PredictResponseIODescriptor``): they become named components (``MnistPredictRequest``,
-   ``PredictResponse``) so that generated clients get readable names, and each ``operationId`` is the
-   endpoint's name (``mnist_predict``) rather than ``sparsity_service__mnist_predict``, under the tag
-   ``service``.
-5. Routes served outside ``@bentoml.api`` are missing: every model's ``/models/{name}/...`` routes,
-   ``GET /models/{name}``, ``POST /mnist/predict_batch`` (``.npy``)
-   and ``GET /models`` (schemas from the model cards of :mod:`modelstore.card`) are added.
-6. Request bodies get examples; ``info`` gets the project's title, version and description
-   instead of BentoML's advert and ``version: "None"``; components nothing refers to are dropped.
-
-:class:`OpenAPIDocument` serves the result, built once per worker on the first request.
-"""
+"""The project's own routes in the API document: the routes served outside ``@bentoml.api`` and the schemas of
+the model cards."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
 from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
 from modelstore.card import ModelCard
 from modelstore.kinds import KINDS
-from service import openapi_oip, openapi_shadow, routes
+from service import routes
 from service.codecs.npy import ACCEPTED_DTYPES
 from service.schemas import Error, ExamplesResponse, PredictResponse
 from sparsity.contract import MAX_BATCH, MAX_NPY_ITEMS
@@ -82,7 +53,7 @@ EXAMPLES: dict[str, Any] = {
 """Request body examples, by endpoint name (valid requests: the integration tests send them)."""
 
 
-def _ref(name: str) -> dict:
+def ref(name: str) -> dict:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
@@ -90,11 +61,11 @@ def _json(schema: dict) -> dict:
     return {"application/json": {"schema": schema}}
 
 
-def _refusals() -> dict:
-    return {status: {"description": text, "content": _json(_ref("Error"))} for status, text in REFUSALS.items()}
+def refusals() -> dict:
+    return {status: {"description": text, "content": _json(ref("Error"))} for status, text in REFUSALS.items()}
 
 
-def _camel(name: str) -> str:
+def camel(name: str) -> str:
     return "".join(part.title() for part in name.split("_"))
 
 
@@ -134,14 +105,14 @@ def component_schemas() -> dict[str, dict]:
     schemas["ModelInfo"] = {
         "title": "ModelInfo",
         "description": "One served model's card (by its kind)",
-        "oneOf": [_ref(title) for title in entries],
+        "oneOf": [ref(title) for title in entries],
     }
     schemas["ModelsResponse"] = {
         "type": "object",
         "title": "ModelsResponse",
         "required": ["models", "refused"],
         "properties": {
-            "models": {"type": "array", "description": "the served models, by name", "items": _ref("ModelInfo")},
+            "models": {"type": "array", "description": "the served models, by name", "items": ref("ModelInfo")},
             "refused": {
                 "type": "array",
                 "description": "stored models that are not served, and why (one line each)",
@@ -211,15 +182,15 @@ def _post(operation_id: str, description: str, content: dict, example: Any = Non
         "operationId": operation_id,
         "description": description,
         "requestBody": body,
-        "responses": {"200": {"description": "Successful Response", "content": _json(_ref("PredictResponse"))}}
-        | _refusals(),
+        "responses": {"200": {"description": "Successful Response", "content": _json(ref("PredictResponse"))}}
+        | refusals(),
     }
     if name:
         operation["parameters"] = [NAME_PARAMETER, DETAIL_PARAMETER, VERSION_PARAMETER]
     return {"post": operation}
 
 
-def _extra_paths() -> dict:
+def extra_paths() -> dict:
     """The routes answered outside ``@bentoml.api``: every model's routes, the alias .npy route and /models."""
     dtypes = " or ".join(ACCEPTED_DTYPES.values())
     npy = {"application/x-npy": {"schema": {"type": "string", "format": "binary"}}}
@@ -243,7 +214,7 @@ def _extra_paths() -> dict:
             "operationId": "list_models",
             "description": "The served models' cards: tags, accuracy, sparsity baselines (what Prometheus compares "
             "live sparsity with), typicality calibration; and the stored models that are not served, with why.",
-            "responses": {"200": {"description": "Successful Response", "content": _json(_ref("ModelsResponse"))}},
+            "responses": {"200": {"description": "Successful Response", "content": _json(ref("ModelsResponse"))}},
         }
     }
     card = {
@@ -253,8 +224,8 @@ def _extra_paths() -> dict:
             "description": "One served model's card.",
             "parameters": [NAME_PARAMETER],
             "responses": {
-                "200": {"description": "Successful Response", "content": _json(_ref("ModelInfo"))},
-                "404": {"description": REFUSALS["404"], "content": _json(_ref("Error"))},
+                "200": {"description": "Successful Response", "content": _json(ref("ModelInfo"))},
+                "404": {"description": REFUSALS["404"], "content": _json(ref("Error"))},
             },
         }
     }
@@ -266,8 +237,8 @@ def _extra_paths() -> dict:
             "(with their labels when registration had labels): inputs to try the model on.",
             "parameters": [NAME_PARAMETER],
             "responses": {
-                "200": {"description": "Successful Response", "content": _json(_ref("ExamplesResponse"))},
-                "404": {"description": REFUSALS["404"], "content": _json(_ref("Error"))},
+                "200": {"description": "Successful Response", "content": _json(ref("ExamplesResponse"))},
+                "404": {"description": REFUSALS["404"], "content": _json(ref("Error"))},
             },
         }
     }
@@ -286,7 +257,7 @@ def _extra_paths() -> dict:
             "predict",
             f"Classify 1-{MAX_BATCH} inputs with the model `name`; each answer carries the sparsity of its own "
             "forward pass and its typicality.",
-            _json(_ref("PredictRequest")),
+            _json(ref("PredictRequest")),
             {"inputs": EXAMPLES["mnist_predict"]["images"]},
         ),
         generic["predict_batch"].path: _post("predict_batch", f"Classify {batch_text}", npy),
@@ -298,104 +269,3 @@ def _extra_paths() -> dict:
             upload,
         ),
     }
-
-
-def _name_operation(operation: dict, schemas: dict) -> None:
-    """Give one generated operation named schemas, its real responses and an example (faults 3, 4, 6)."""
-    name = operation["x-bentoml-name"]
-    request = f"{_camel(name)}Request"
-    for content in operation.get("requestBody", {}).get("content", {}).values():
-        schemas[request] = {**content["schema"], "title": request}
-        content["schema"] = _ref(request)
-        if name in EXAMPLES:
-            content["example"] = EXAMPLES[name]
-    operation.setdefault("requestBody", {})["required"] = True
-    ok = operation["responses"]["200"]
-    for content in ok.get("content", {}).values():
-        response = content["schema"].get("title", "").removesuffix("IODescriptor")
-        if response not in schemas:
-            raise ValueError(f"{name}: response schema {response!r} is not one of the service's own schemas")
-        content["schema"] = _ref(response)
-    operation["responses"] = {"200": ok, **_refusals()}  # 404: the alias's model is not served
-    operation["operationId"] = name
-    operation["tags"] = [API_TAG]
-
-
-def _openapi30(node: Any) -> None:
-    """JSON Schema forms that OpenAPI 3.0 lacks, rewritten in place (faults 1 and 2)."""
-    if isinstance(node, dict):
-        if node.get("type") == "file":
-            node["type"] = "string"
-            node["format"] = "binary"
-        if "const" in node:  # a Literal (a card's kind): 3.0 has enum, not const
-            node["enum"] = [node.pop("const")]
-        for key in ("anyOf", "oneOf"):
-            options = node.get(key)
-            if isinstance(options, list) and {"type": "null"} in options:
-                rest = [option for option in options if option != {"type": "null"}]
-                del node[key]
-                if len(rest) == 1 and "$ref" in rest[0]:
-                    node["allOf"] = rest  # a $ref's siblings are ignored in 3.0
-                elif len(rest) == 1:
-                    node.update(rest[0])
-                else:
-                    node[key] = rest
-                node["nullable"] = True
-        for value in node.values():
-            _openapi30(value)
-    elif isinstance(node, list):
-        for value in node:
-            _openapi30(value)
-
-
-def fix_document(generated: dict, *, version: str) -> dict:
-    """BentoML's generated document with faults 1-6 of the module docstring fixed (a new dict)."""
-    doc = json.loads(json.dumps(generated))  # a copy, with the int status keys BentoML uses as JSON strings
-    doc["openapi"] = OPENAPI_VERSION
-    doc["info"] = {"title": TITLE, "version": version, "description": DESCRIPTION}
-    generated_schemas = doc.setdefault("components", {}).get("schemas", {})
-    schemas = component_schemas()
-    for path_item in doc["paths"].values():
-        for operation in path_item.values():
-            if isinstance(operation, dict) and "x-bentoml-name" in operation:
-                _name_operation(operation, schemas)
-    doc["paths"] |= _extra_paths() | openapi_oip.paths() | openapi_shadow.paths(NAME_PARAMETER)
-    infrastructure = [tag for tag in doc.get("tags", []) if tag.get("name") != "Service APIs"]
-    doc["tags"] = [{"name": API_TAG, "description": "Predictions with their sparsity, and the served models"}]
-    doc["tags"] += [
-        {
-            "name": openapi_oip.TAG,
-            "description": "The Open Inference Protocol's REST routes (Triton, MLServer, KServe)",
-        },
-        {"name": openapi_oip.MANAGEMENT_TAG, "description": "Load and unload models while serving"},
-        {"name": openapi_shadow.TAG, "description": "A candidate version beside the one answering a name"},
-    ]
-    doc["tags"] += infrastructure
-    kept = {name: schema for name, schema in generated_schemas.items() if name not in REPLACED_COMPONENTS}
-    kept = {name: schema for name, schema in kept.items() if not name.endswith(("__Input", "IODescriptor"))}
-    doc["components"]["schemas"] = kept | schemas | openapi_oip.schemas() | openapi_shadow.schemas()
-    doc["components"]["securitySchemes"] = {
-        "bearer": {"type": "http", "scheme": "bearer", "description": "INFERENCE_KEY_FILE / MANAGEMENT_KEY_FILE keys"}
-    }
-    _openapi30(doc)
-    return doc
-
-
-class OpenAPIDocument:
-    """ASGI middleware answering ``GET /docs.json`` (and ``HEAD``) with ``build()``'s document, built on first
-    use and kept: the document only changes with the code."""
-
-    def __init__(self, app, build: Callable[[], dict]) -> None:
-        self.app = app
-        self.build = build
-        self.body: bytes | None = None
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http" or scope.get("method") not in ("GET", "HEAD") or scope["path"] != DOCUMENT_PATH:
-            await self.app(scope, receive, send)
-            return
-        if self.body is None:
-            self.body = json.dumps(self.build()).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(self.body)).encode())]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": self.body if scope["method"] == "GET" else b""})

@@ -17,11 +17,14 @@ import json
 import anyio
 
 from modelstore.compare import summary, unit_widths
-from service import exposition
-from service.dataplane import DataPlane, DataPlaneError
-from service.middleware import error_body, read_body, respond
-from service.repository import Manager, RepositoryError
-from service.shadow import ShadowError, ShadowSpec, check_mode, check_share, totals_of
+from service import errors
+from service.asgi import read_body, respond
+from service.dataplane import DataPlane
+from service.errors import ServiceError, ShadowError, error_body
+from service.observability import exposition
+from service.repository.manager import Manager
+from service.shadow.series import totals_of
+from service.shadow.spec import ShadowSpec, check_mode, check_share
 
 MAX_BODY_BYTES = 64 * 1024
 FIELDS = ("version", "share", "mode")
@@ -104,13 +107,8 @@ class ShadowRoutes:
                 allow = ((b"allow", b"GET, HEAD, PUT, DELETE"),)
                 await respond(send, 405, error_body(rule, "method", "method_not_allowed"), extra=allow)
                 return
-        except DataPlaneError as exc:
-            status, answer = exc.status, error_body(exc.message, exc.field, exc.kind)
-        except ShadowError as exc:
-            status, answer = exc.status, error_body(exc.message, exc.field, "invalid_shadow")
-        except RepositoryError as exc:
-            field = "version" if exc.status == 404 else "shadow"
-            status, answer = exc.status, error_body(str(exc), field, "shadow_refused")
+        except ServiceError as exc:
+            status, answer = errors.answer(exc)
         await respond(send, status, answer, head=method == "HEAD")
 
     def _spec(self, name: str) -> ShadowSpec:

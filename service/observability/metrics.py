@@ -251,7 +251,7 @@ class ModelMetrics:
 
     def forget(self) -> None:
         """Stop flushing and drop this version's children from this process (the exposition drops the
-        unloaded version's series of every worker: :mod:`service.exposition`)."""
+        unloaded version's series of every worker: :mod:`service.observability.exposition`)."""
         if self.firing is not None:
             self.firing.stop()
         for metric in PER_MODEL:
@@ -268,7 +268,8 @@ class ModelMetrics:
 
 def remove_child(metric, labels: tuple) -> None:
     """Drop a child from this process (multiprocess mode warns that the files keep its value: they do, and
-    :mod:`service.exposition` leaves the unloaded version out; a version loaded again continues its counts)."""
+    :mod:`service.observability.exposition` leaves the unloaded version out; a version loaded again continues its
+    counts)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         with contextlib.suppress(KeyError):

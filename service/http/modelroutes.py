@@ -20,20 +20,16 @@ from urllib.parse import parse_qs
 
 import anyio
 
-from service import routes
+from service import errors, routes
+from service.asgi import read_body, replay_body, respond
 from service.codecs.pictures import FIELD as IMAGE_FIELD
-from service.dataplane import DataPlane, DataPlaneError, InvalidInput, NotAPictureModel
-from service.middleware import error_body, read_body, replay_body, respond
-from service.shadow import canary_key
+from service.dataplane import DataPlane
+from service.errors import InvalidInput, NotAPictureModel, ServiceError
+from service.shadow.spec import canary_key
 
 INLINE_MAX_BYTES = 64 * 1024
 """Bodies up to this size (about 8 JSON images) are handled on the event loop; larger ones in a worker
 thread, so the loop keeps accepting requests while a big batch is parsed and run."""
-
-
-def refusal(exc: DataPlaneError) -> tuple[int, bytes]:
-    """The one HTTP form of a data-plane refusal: its status and the ``Error`` body."""
-    return exc.status, error_body(exc.message, exc.field, exc.kind)
 
 
 class ModelRoutes:
@@ -66,9 +62,9 @@ class ModelRoutes:
                 runtime, headers = self.plane.choose(name, canary_key(scope["headers"]))
             else:
                 runtime, headers = self.plane.model(name, version), ()
-        except DataPlaneError as exc:
+        except ServiceError as exc:
             await read_body(receive)  # the client may be sending it still: read it, then answer
-            await respond(send, *refusal(exc))
+            await respond(send, *errors.answer(exc))
             return
         if route.bentoml_api and route.action != "predict":
             await self.app(scope, receive, send)  # the alias image upload: BentoML's endpoint
@@ -82,8 +78,8 @@ class ModelRoutes:
                 answer = self._answer(runtime, route, body, detail)
             else:
                 answer = await anyio.to_thread.run_sync(self._answer, runtime, route, body, detail)
-        except DataPlaneError as exc:
-            answer = refusal(exc)
+        except ServiceError as exc:
+            answer = errors.answer(exc)
         if answer is None:  # an alias body that is not plain: BentoML's endpoint validates it
             await self.app(scope, replay_body(body, receive), send)
         else:
@@ -97,8 +93,8 @@ class ModelRoutes:
             return None
         try:
             return 200, json.dumps(self.plane.examples(name) if what == "examples" else self.plane.card(name)).encode()
-        except DataPlaneError as exc:
-            return refusal(exc)
+        except ServiceError as exc:
+            return errors.answer(exc)
 
     async def _picture(self, scope, body: bytes, runtime, detail: str | None) -> tuple[int, bytes]:
         from starlette.requests import Request
@@ -122,7 +118,7 @@ class ModelRoutes:
         codec = "npy" if route.action == "predict_batch" else "json"
         try:
             x = self.plane.decode(runtime, body, codec, json_key=route.json_key)
-        except DataPlaneError:
+        except ServiceError:
             if route.bentoml_api:
                 return None
             raise

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import anyio
 
-from service.middleware import respond
+from service.asgi import respond
 from service.routes import endpoint_label
 
 ORIGINAL_PATH = "sparsity.original_path"

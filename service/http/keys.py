@@ -25,7 +25,9 @@ import threading
 import time
 from pathlib import Path
 
-from service.middleware import error_body, read_body, respond
+from service import errors
+from service.asgi import read_body, respond
+from service.errors import KeyRefused
 
 log = logging.getLogger(__name__)
 
@@ -196,9 +198,8 @@ class KeyGuard:
 
 def answer(status: int, message: str) -> tuple[int, bytes, tuple]:
     """The ``Error`` body every refusal has, naming ``Authorization``; a 401 says which scheme to use."""
-    kind = "unauthorized" if status == 401 else "forbidden"
     extra = ((b"www-authenticate", b'Bearer realm="sparsity-service"'),) if status == 401 else ()
-    return status, error_body(message, "Authorization", kind), extra
+    return (*errors.answer(KeyRefused(message, status)), extra)
 
 
 async def refuse(send, status: int, message: str) -> None:

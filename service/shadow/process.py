@@ -1,5 +1,5 @@
-"""A worker's shadow process: ``python -m service.shadow_process``, started by the worker's
-:class:`~service.shadow.ShadowRunner` with its end of the worker's shadow socket as standard input.
+"""A worker's shadow process: ``python -m service.shadow.process``, started by the worker's
+:class:`~service.shadow.runner.ShadowRunner` with its end of the worker's shadow socket as standard input.
 
 It runs only on CPU time nothing else wants (Linux's ``SCHED_IDLE``; else ``nice`` 19). It loads each shadow's
 candidate from the store (the worker has audited and replayed it already), runs every mirrored request on it,
@@ -14,6 +14,8 @@ import os
 import pickle
 import sys
 
+from service.shadow.spec import QUEUE_BYTES, SHADOW_NICE
+
 log = logging.getLogger("service.shadow")
 
 
@@ -24,9 +26,9 @@ def main() -> int:
     try:
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     except (AttributeError, OSError):
-        os.nice(19)
+        os.nice(SHADOW_NICE)
     from modelstore.kinds import PLUGIN_SETTING, LoadOptions, add_kinds_from, from_store, plugin_modules
-    from service.shadow import QUEUE_BYTES, ShadowConsumer
+    from service.shadow.consumer import ShadowConsumer
     from sparsity import logs
 
     logs.configure(logging.INFO)
