@@ -53,6 +53,9 @@ def probes(bodies) -> list[tuple[str, str, bytes, str]]:
         + f"\r\n--{boundary}--\r\n".encode()
     )
     multipart = f"multipart/form-data; boundary={boundary}"
+    oip_iris = json.dumps(
+        {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "data": [5.1, 3.5, 1.4, 0.2]}]}
+    ).encode()
     return [
         ("GET", "/models", b"", ""),
         ("GET", "/models/mnist_cnn", b"", ""),
@@ -74,7 +77,24 @@ def probes(bodies) -> list[tuple[str, str, bytes, str]]:
         ("POST", "/mnist/predict", b'{"images": [[[2.0]]]}', "application/json"),
         ("POST", "/models/nothing/predict", generic, "application/json"),
         ("POST", "/iris/predict", b"{}", "text/plain"),
+        # the Open Inference Protocol, shadows and the keys' refusals
+        ("GET", "/v2", b"", ""),
+        ("GET", "/v2/health/ready", b"", ""),
+        ("GET", "/v2/models/mnist_cnn", b"", ""),
+        ("GET", "/v2/models/iris_l1/ready", b"", ""),
+        ("GET", "/v2/models/nothing", b"", ""),
+        ("POST", "/v2/models/iris_l1/infer", oip_iris, "application/json"),
+        ("POST", "/v2/models/iris_l1/infer", b'{"inputs": []}', "application/json"),
+        ("POST", "/v2/models/nothing/infer", oip_iris, "application/json"),
+        ("GET", "/models/mnist_cnn/shadow", b"", ""),
+        ("PUT", "/models/mnist_cnn/shadow", b'{"version": "x", "share": 0.5}', "application/json"),
+        ("POST", "/v2/repository/index", b"{}", "application/json"),
+        ("GET", "/livez", b"", ""),
     ]
+
+
+UNROUTED = [("GET", "/nothing", b"", ""), ("POST", "/models/x/train", b"{}", "application/json")]
+"""Paths no route has: refused in one place since issue 38 (a JSON ``Error`` 404, BentoML's plain text before)."""
 
 
 def same_answers(servers: dict[str, Server], requests: list[tuple[str, str, bytes, str]]) -> list[str]:
@@ -124,6 +144,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(requests)} requests, every route, valid and refused: {len(differ)} answered differently")
         for line in differ:
             print("  differs:", line)
+        unrouted = same_answers(servers, UNROUTED)
+        print(f"{len(UNROUTED)} requests to paths no route has: {len(unrouted)} answered differently")
+        for line in unrouted:
+            print("  differs:", line)
         for _label, path, body, _, connections in CASES:  # warm-up, not reported
             for server in servers.values():
                 wrk(server.url + path, bodies[body], 1, connections, work)
@@ -140,7 +164,13 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run(["git", "worktree", "remove", "--force", str(base_root)], cwd=ROOT, check=False)
     base_commit = subprocess.run(["git", "rev-parse", args.base], cwd=ROOT, capture_output=True, text=True).stdout
     this_commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
-    report = {"base": base_commit.strip(), "this": this_commit.strip(), "seconds": args.seconds, "differ": differ}
+    report = {
+        "base": base_commit.strip(),
+        "this": this_commit.strip(),
+        "seconds": args.seconds,
+        "differ": differ,
+        "unrouted_differ": unrouted,
+    }
     report["cases"] = {}
     print(f"{'case':<36} {'this':>12} {'base':>12} {'ratio':>7}   (images/s, median of {args.rounds} rounds)")
     for label, by in runs.items():

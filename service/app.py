@@ -30,7 +30,7 @@ from service import __version__, routes
 from service.config import Settings, SettingsError
 from service.dataplane import DataPlane
 from service.http.guard import RequestGuard
-from service.http.keys import KeyFile, KeyGuard, KeyRules
+from service.http.keys import KeyFile, KeyRules, RouteGuard
 from service.http.modelroutes import ModelRoutes
 from service.http.oiproutes import OipRoutes
 from service.http.pages import Pages
@@ -210,7 +210,7 @@ def serve(cls: type, configuration: Configuration, plane: DataPlane, manager: Ma
         max_body_bytes=settings.max_body_bytes,
         max_drain_bytes=settings.max_drain_bytes,
         body_timeout=settings.body_timeout,
-        first=rules.answer,  # the key first: a request without its key gets 401 before any 415 or 413
+        first=rules.answer,  # the route and its key first: 404 or 401 before any 415 or 413
     )
 
     def keep() -> set[tuple[str, str]]:
@@ -219,7 +219,7 @@ def serve(cls: type, configuration: Configuration, plane: DataPlane, manager: Ma
         return {tuple(tag.split(":", 1)) for tag in desired.models} | shadows
 
     service.add_asgi_middleware(exposition.Exposition, keep=keep)  # /metrics without unloaded versions
-    service.add_asgi_middleware(KeyGuard, rules=rules)
+    service.add_asgi_middleware(RouteGuard, rules=rules)  # 404, 401/403, 405: the requests the guard did not see
     service.add_asgi_middleware(OipRoutes, plane=plane, manager=manager)
     service.add_asgi_middleware(ShadowRoutes, plane=plane, manager=manager)
     service.add_asgi_middleware(ModelRoutes, plane=plane)  # inside the guard: 415 and 413 are answered before it

@@ -25,27 +25,14 @@ import threading
 import time
 from pathlib import Path
 
-from service import errors
+from service import errors, routes
 from service.asgi import read_body, respond
-from service.errors import KeyRefused
+from service.errors import KeyRefused, error_body, oip_error
 
 log = logging.getLogger(__name__)
 
 RELOAD_SECONDS = 1.0
 MAX_HEADER_BYTES = 4096
-OPEN_PATHS = (
-    "/livez",
-    "/readyz",
-    "/healthz",
-    "/metrics",
-    "/v2/health/live",
-    "/v2/health/ready",
-    "/",
-    "/docs",
-    "/docs.json",
-)
-OPEN_PREFIXES = ("/static_content/", "/ui")
-MANAGEMENT_PREFIX = "/v2/repository"
 CHECKED = "sparsity.key_checked"
 """The scope key the request guard sets on a request whose key it checked (see :meth:`KeyRules.answer`)."""
 
@@ -117,19 +104,10 @@ def bearer(headers: list[tuple[bytes, bytes]]) -> tuple[bytes | None, str | None
 
 
 def needs(path: str, method: str = "GET") -> str | None:
-    """Which key a request needs: "management", "inference" or None (open)."""
-    if path == MANAGEMENT_PREFIX or path.startswith(MANAGEMENT_PREFIX + "/"):
-        return "management"
-    if method not in ("GET", "HEAD") and _is_shadow(path):
-        return "management"
-    if path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
-        return None
-    return "inference"
-
-
-def _is_shadow(path: str) -> bool:
-    parts = path.rstrip("/").split("/")
-    return len(parts) == 4 and parts[:2] == ["", "models"] and parts[3] == "shadow"
+    """Which key a request needs (:data:`service.routes.TABLE`): "management", "inference" or None (open, or a
+    path no route has: it is refused as such)."""
+    found = routes.resolve(method, path)
+    return None if found is None or found.key == routes.OPEN else found.key
 
 
 class KeyRules:
@@ -138,10 +116,10 @@ class KeyRules:
     def __init__(self, management: KeyFile | None = None, inference: KeyFile | None = None) -> None:
         self.management, self.inference = management, inference
 
-    def refusal(self, scope) -> tuple[int, str] | None:
+    def refusal(self, scope, found: routes.Found | None = None) -> tuple[int, str] | None:
         """(403 or 401, why) for a request without the key its route needs, else None."""
-        need = needs(scope["path"], scope.get("method", "GET"))
-        if need == "management":
+        need = needs(scope["path"], scope.get("method", "GET")) if found is None else found.key
+        if need == routes.MANAGEMENT:
             if self.management is None:
                 return (
                     403,
@@ -149,19 +127,25 @@ class KeyRules:
                     "to a file of keys to turn them on",
                 )
             return self._check(scope, self.management)
-        if need == "inference" and self.inference is not None:
+        if need == routes.INFERENCE and self.inference is not None:
             return self._check(scope, self.inference)
         return None
 
     def answer(self, scope) -> tuple[int, bytes, tuple] | None:
-        """The refusal as (status, ``Error`` body, extra headers), or None: what the request guard answers before
-        its own checks (a request without its key gets 401, not 415 or 413). A request let through is marked, so
-        the key guard does not check it again."""
-        refusal = self.refusal(scope)
-        if refusal is None:
-            scope[CHECKED] = True
-            return None
-        return answer(*refusal)
+        """What a request is refused before anything else looks at it, as (status, body, extra headers), or None:
+        a path no route has (404), the key its route needs (401, 403: before 415 or 413), a method its path does
+        not take (405). A request let through is marked (its route kept in its scope), so nothing checks it again."""
+        method, path = scope.get("method", "GET"), scope["path"]
+        found = routes.of(scope)
+        if found is None:
+            return unrouted(method, path)
+        refusal = self.refusal(scope, found)
+        if refusal is not None:
+            return answer(*refusal)
+        if found.route is None:
+            return unrouted(method, path)
+        scope[CHECKED] = True
+        return None
 
     @staticmethod
     def _check(scope, keys: KeyFile) -> tuple[int, str] | None:
@@ -173,35 +157,41 @@ class KeyRules:
         return None
 
 
-class KeyGuard:
-    """ASGI middleware: the rules above. A refused request's body is read first (within the request guard's
-    limits), so the client reads the answer."""
+class RouteGuard:
+    """ASGI middleware: :meth:`KeyRules.answer` for every request the request guard has not checked (it checks
+    POST requests only). A refused request's body is read first (within the request guard's limits), so the
+    client reads the answer."""
 
-    def __init__(
-        self, app, management: KeyFile | None = None, inference: KeyFile | None = None, rules: KeyRules | None = None
-    ) -> None:
-        self.app = app
-        self.rules = rules or KeyRules(management, inference)
+    def __init__(self, app, rules: KeyRules) -> None:
+        self.app, self.rules = app, rules
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope.get(CHECKED):
             await self.app(scope, receive, send)
             return
-        refusal = None if scope.get(CHECKED) else self.rules.refusal(scope)
-        if refusal is None:
+        refused = self.rules.answer(scope)
+        if refused is None:
             await self.app(scope, receive, send)
             return
         if scope.get("method") in ("POST", "PUT", "DELETE"):
             await read_body(receive)
-        await refuse(send, *refusal)
+        status, body, extra = refused
+        await respond(send, status, body, extra=extra)
+
+
+def unrouted(method: str, path: str) -> tuple[int, bytes, tuple]:
+    """The one answer to a request no route takes: 404 for a path the service does not have, 405 for a method
+    its path does not take; in the Open Inference Protocol's form under ``/v2``."""
+    status, rule, allow = routes.refusal(method, path)
+    extra = ((b"allow", allow.encode()),) if allow else ()
+    if path == routes.OIP_PREFIX or path.startswith(routes.OIP_PREFIX + "/"):
+        return status, oip_error(f"{method} {path}: no such route"), extra
+    if status == 404:
+        return status, error_body(rule, "path", "not_found"), extra
+    return status, error_body(rule, "method", "method_not_allowed"), extra
 
 
 def answer(status: int, message: str) -> tuple[int, bytes, tuple]:
     """The ``Error`` body every refusal has, naming ``Authorization``; a 401 says which scheme to use."""
     extra = ((b"www-authenticate", b'Bearer realm="sparsity-service"'),) if status == 401 else ()
     return (*errors.answer(KeyRefused(message, status)), extra)
-
-
-async def refuse(send, status: int, message: str) -> None:
-    status, body, extra = answer(status, message)
-    await respond(send, status, body, extra=extra)

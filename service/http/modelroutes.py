@@ -43,19 +43,15 @@ class ModelRoutes:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        method, path = scope.get("method"), scope["path"]
-        if method in ("GET", "HEAD"):
-            answer = self._card(path)
-            if answer is None:
-                await self.app(scope, receive, send)
-            else:
-                await respond(send, *answer, head=method == "HEAD")
+        found = routes.of(scope)
+        route = None if found is None or found.route is None else found.route
+        if route is not None and route.handler == routes.MODELS and route.prediction is None:
+            await respond(send, *self._card(route.action, found.name), head=scope.get("method") == "HEAD")
             return
-        found = routes.match(path) if method == "POST" else None
-        if found is None:
+        if route is None or route.prediction is None:
             await self.app(scope, receive, send)
             return
-        route, name = found
+        route, name = route.prediction, route.prediction.model or found.name
         try:
             version = None if route.bentoml_api else version_of(scope)
             if version is None:
@@ -85,14 +81,13 @@ class ModelRoutes:
         else:
             await respond(send, *answer, extra=headers)
 
-    def _card(self, path: str) -> tuple[int, bytes] | None:
-        if path.rstrip("/") == routes.MODELS_PATH:
-            return 200, json.dumps(self.plane.models()).encode()
-        name, what = routes.model_card_name(path)
-        if name is None:
-            return None
+    def _card(self, action: str, name: str | None) -> tuple[int, bytes]:
         try:
-            return 200, json.dumps(self.plane.examples(name) if what == "examples" else self.plane.card(name)).encode()
+            if action == "list":
+                return 200, json.dumps(self.plane.models()).encode()
+            return 200, json.dumps(
+                self.plane.examples(name) if action == "examples" else self.plane.card(name)
+            ).encode()
         except ServiceError as exc:
             return errors.answer(exc)
 

@@ -19,7 +19,7 @@ import logging
 import anyio
 import orjson
 
-from service import __version__, errors
+from service import __version__, errors, routes
 from service.asgi import read_body, respond
 from service.codecs import oip
 from service.dataplane import DataPlane
@@ -30,26 +30,8 @@ from service.shadow.spec import canary_key
 from sparsity.errors import InvalidInputError
 
 log = logging.getLogger(__name__)
-PREFIX = "/v2"
-REPOSITORY = PREFIX + "/repository"
 EXTENSIONS = ["model_repository", "binary_tensor_data", "activation_sparsity"]
 SERVER_NAME = "sparsity-service"
-
-
-def model_path(parts: list[str]) -> tuple[str, str | None, str] | None:
-    """``(name, version, action)`` of ``/v2/models/{name}[/versions/{version}][/{action}]`` split at "/"
-    (action "" for the metadata), or None."""
-    if len(parts) < 4 or parts[2] != "models" or not parts[3]:
-        return None
-    name, rest = parts[3], parts[4:]
-    version = None
-    if len(rest) >= 2 and rest[0] == "versions" and rest[1]:
-        version, rest = rest[1], rest[2:]
-    if not rest:
-        return name, version, ""
-    if len(rest) == 1 and rest[0] in ("ready", "infer"):
-        return name, version, rest[0]
-    return None
 
 
 class OipRoutes:
@@ -59,56 +41,48 @@ class OipRoutes:
         self.app, self.plane, self.manager = app, plane, manager
 
     async def __call__(self, scope, receive, send) -> None:
-        path = scope.get("path", "")
-        if scope["type"] != "http" or not (path == PREFIX or path.startswith(PREFIX + "/")):
-            await self.app(scope, receive, send)
+        found = routes.of(scope) if scope["type"] == "http" else None
+        if found is None or found.route is None or found.route.handler != routes.OIP:
+            await self.app(scope, receive, send)  # a path no route has was refused before (service.http.keys)
             return
         try:
-            await self._route(scope, receive, send, path)
+            await self._route(scope, receive, send, found)
         except Exception:  # a bug here must answer, not hang the client: logged, one 500, and a test fails on it
-            log.exception("the protocol's route failed on %s %s", scope.get("method"), path)
+            log.exception("the protocol's route failed on %s %s", scope.get("method"), scope.get("path"))
             await self._send(send, 500, oip_error("internal error (logged)"))
 
-    async def _route(self, scope, receive, send, path: str) -> None:
-        method = scope.get("method")
-        parts = path.rstrip("/").split("/")
-        if path.startswith(REPOSITORY + "/") and method == "POST":
+    async def _route(self, scope, receive, send, found: routes.Found) -> None:
+        action, params = found.route.action, found.params
+        if found.route.key == routes.MANAGEMENT:
             body = await read_body(receive)
-            await self._send(send, *(await self._repository(parts, body)))
+            await self._send(send, *(await self._repository(action, params.get("name"), body)))
             return
-        if method in ("GET", "HEAD"):
-            status, body = self._get(parts)
-            await self._send(send, status, body, head=method == "HEAD")
-            return
-        found = model_path(parts)
-        if method == "POST" and found is not None and found[2] == "infer":
+        if action == "infer":
             body = await read_body(receive)
             headers = dict(scope["headers"])
             length = headers.get(oip.HEADER_LENGTH.encode())
             length = None if length is None else length.decode("latin-1").strip()
             key = canary_key(scope["headers"])
+            name, version = params["name"], params.get("version")
             if len(body) <= INLINE_MAX_BYTES:
-                answer = self._infer(found[0], found[1], body, length, key)
+                answer = self._infer(name, version, body, length, key)
             else:
-                answer = await anyio.to_thread.run_sync(self._infer, found[0], found[1], body, length, key)
+                answer = await anyio.to_thread.run_sync(self._infer, name, version, body, length, key)
             await self._send(send, *answer)
             return
-        await read_body(receive)
-        await self._send(send, 404 if found is None else 405, oip_error(f"{method} {path}: no such route"))
+        status, body = self._get(action, params)
+        await self._send(send, status, body, head=scope.get("method") == "HEAD")
 
-    def _get(self, parts: list[str]) -> tuple[int, bytes]:
-        if parts == ["", "v2"]:
+    def _get(self, action: str, params: dict[str, str]) -> tuple[int, bytes]:
+        if action == "server":
             return 200, orjson.dumps({"name": SERVER_NAME, "version": __version__, "extensions": EXTENSIONS})
-        if parts == ["", "v2", "health", "live"]:
+        if action == "live":
             return 200, b'{"live":true}'
-        if parts == ["", "v2", "health", "ready"]:
+        if "name" not in params:  # /v2/health/ready
             return 200, b'{"ready":true}'
-        found = model_path(parts)
-        if found is None or found[2] == "infer":
-            return 404, oip_error(f"GET {'/'.join(parts)}: no such route")
-        name, version, action = found
+        name = params["name"]
         try:
-            runtime = self.plane.model(name, version)
+            runtime = self.plane.model(name, params.get("version"))
         except ServiceError as exc:
             return errors.oip_answer(exc, named=False)
         if action == "ready":
@@ -133,7 +107,7 @@ class OipRoutes:
         answer, header = oip.infer_response(runtime, prediction, request)
         return 200, answer, header, headers
 
-    async def _repository(self, parts: list[str], body: bytes) -> tuple[int, bytes]:
+    async def _repository(self, action: str, name: str | None, body: bytes) -> tuple[int, bytes]:
         if self.manager is None:
             return 503, oip_error("the model repository is not available in this process")
         try:
@@ -142,14 +116,12 @@ class OipRoutes:
             return 400, oip_error(f"body: must be JSON ({exc})")
         if not isinstance(request, dict):
             return 400, oip_error("body: must be a JSON object")
-        if parts == ["", "v2", "repository", "index"]:
+        if action == "index":
             ready = request.get("ready", False)
             if not isinstance(ready, bool):
                 return 400, oip_error("ready: must be true or false")
             index = await anyio.to_thread.run_sync(self.manager.index, ready)
             return 200, orjson.dumps(index)
-        if len(parts) != 6 or parts[3] != "models" or parts[5] not in ("load", "unload") or not parts[4]:
-            return 404, oip_error(f"POST {'/'.join(parts)}: no such route")
         parameters = request.get("parameters") or {}
         if not isinstance(parameters, dict):
             return 400, oip_error("parameters: must be a JSON object")
@@ -157,13 +129,13 @@ class OipRoutes:
         if version is not None and (not isinstance(version, str) or not version):
             return 400, oip_error("parameters.version: must be a version string of the stored model")
         replace = parameters.get("replace")
-        if replace is not None and (not isinstance(replace, bool) or parts[5] != "load"):
+        if replace is not None and (not isinstance(replace, bool) or action != "load"):
             return 400, oip_error("parameters.replace: must be true or false, on a load")
         try:
-            if parts[5] == "load":
-                await anyio.to_thread.run_sync(self.manager.load, parts[4], version, replace)
+            if action == "load":
+                await anyio.to_thread.run_sync(self.manager.load, name, version, replace)
             else:
-                await anyio.to_thread.run_sync(self.manager.unload, parts[4], version)
+                await anyio.to_thread.run_sync(self.manager.unload, name, version)
         except ServiceError as exc:
             return errors.oip_answer(exc, named=False)
         return 200, b""

@@ -14,7 +14,9 @@ import re
 from functools import cache
 from pathlib import Path
 
-UI_DIR = Path(__file__).resolve().parent / "ui"
+from service import routes
+
+UI_DIR = Path(__file__).resolve().parents[1] / "ui"
 UI_PATH = "/ui"
 FILES = {
     "index.html": "text/html; charset=utf-8",
@@ -55,15 +57,14 @@ def ui_file(name: str) -> bytes:
     return (UI_DIR / name).read_bytes()
 
 
-def page_for(path: str) -> tuple[bytes, str, list[tuple[bytes, bytes]]] | None:
-    """``(body, content type, extra headers)`` of a page path, or None."""
-    if path == "/":
+def page_for(found: routes.Found | None) -> tuple[bytes, str, list[tuple[bytes, bytes]]] | None:
+    """``(body, content type, extra headers)`` of a page route, or None."""
+    if found is None or found.route is None or found.route.handler != routes.PAGES:
+        return None
+    if found.route.action == "index":
         return index_html(), "text/html; charset=utf-8", []
-    if path in (UI_PATH, UI_PATH + "/"):
-        name = "index.html"
-    elif path.startswith(UI_PATH + "/") and path[len(UI_PATH) + 1 :] in FILES:
-        name = path[len(UI_PATH) + 1 :]
-    else:
+    name = found.params.get("file", "index.html")
+    if name not in FILES:
         return None
     return ui_file(name), FILES[name], [(b"content-security-policy", UI_POLICY)]
 
@@ -75,10 +76,7 @@ class Pages:
         self.app = app
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http" or scope.get("method") not in ("GET", "HEAD"):
-            await self.app(scope, receive, send)
-            return
-        found = page_for(scope["path"])
+        found = page_for(routes.of(scope)) if scope["type"] == "http" else None
         if found is None:
             await self.app(scope, receive, send)
             return

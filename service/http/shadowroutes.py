@@ -17,10 +17,10 @@ import json
 import anyio
 
 from modelstore.compare import summary, unit_widths
-from service import errors
+from service import errors, routes
 from service.asgi import read_body, respond
 from service.dataplane import DataPlane
-from service.errors import ServiceError, ShadowError, error_body
+from service.errors import ServiceError, ShadowError
 from service.observability import exposition
 from service.repository.manager import Manager
 from service.shadow.series import totals_of
@@ -28,14 +28,6 @@ from service.shadow.spec import ShadowSpec, check_mode, check_share
 
 MAX_BODY_BYTES = 64 * 1024
 FIELDS = ("version", "share", "mode")
-
-
-def shadow_name(path: str) -> str | None:
-    """``name`` of ``/models/{name}/shadow``, else None."""
-    parts = path.rstrip("/").split("/")
-    if len(parts) == 4 and parts[0] == "" and parts[1] == "models" and parts[2] and parts[3] == "shadow":
-        return parts[2]
-    return None
 
 
 def describe(plane: DataPlane, spec: ShadowSpec) -> dict:
@@ -89,24 +81,19 @@ class ShadowRoutes:
         self.app, self.plane, self.manager = app, plane, manager
 
     async def __call__(self, scope, receive, send) -> None:
-        name = shadow_name(scope.get("path", "")) if scope["type"] == "http" else None
-        if name is None:
-            await self.app(scope, receive, send)
+        found = routes.of(scope) if scope["type"] == "http" else None
+        if found is None or found.route is None or found.route.handler != routes.SHADOW:
+            await self.app(scope, receive, send)  # a method no route takes was refused before (service.http.keys)
             return
-        method = scope.get("method")
-        body = await read_body(receive) if method in ("PUT", "DELETE", "POST") else b""
+        name, method = found.name, scope.get("method")
+        body = await read_body(receive) if method in ("PUT", "DELETE") else b""
         try:
             if method in ("GET", "HEAD"):
                 status, answer = 200, await anyio.to_thread.run_sync(self._get, name)
             elif method == "PUT":
                 status, answer = 200, await anyio.to_thread.run_sync(self._put, name, body)
-            elif method == "DELETE":
-                status, answer = 200, await anyio.to_thread.run_sync(self._delete, name)
             else:
-                rule = f"{method} is not allowed; use GET, PUT or DELETE"
-                allow = ((b"allow", b"GET, HEAD, PUT, DELETE"),)
-                await respond(send, 405, error_body(rule, "method", "method_not_allowed"), extra=allow)
-                return
+                status, answer = 200, await anyio.to_thread.run_sync(self._delete, name)
         except ServiceError as exc:
             status, answer = errors.answer(exc)
         await respond(send, status, answer, head=method == "HEAD")

@@ -34,12 +34,12 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from service import routes
 from service.openapi import oip as openapi_oip
 from service.openapi import shadow as openapi_shadow
 from service.openapi.project import (
     API_TAG,
     DESCRIPTION,
-    DOCUMENT_PATH,
     EXAMPLES,
     NAME_PARAMETER,
     OPENAPI_VERSION,
@@ -144,7 +144,8 @@ class OpenAPIDocument:
         self.body: bytes | None = None
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http" or scope.get("method") not in ("GET", "HEAD") or scope["path"] != DOCUMENT_PATH:
+        found = routes.of(scope) if scope["type"] == "http" else None
+        if found is None or found.route is None or found.route.handler != routes.DOCUMENT:
             await self.app(scope, receive, send)
             return
         if self.body is None:

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from service.http.guard import RequestGuard
-from service.http.keys import KeyFile, KeyGuard, KeyRules, bearer, needs
+from service.http.keys import KeyFile, KeyRules, RouteGuard, bearer, needs
 from service.routes import UNMATCHED, endpoint_label
 from tests.helpers import asgi_request
 
@@ -20,7 +20,7 @@ def _guard(management: KeyFile | None, inference: KeyFile | None):
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"through"})
 
-    return KeyGuard(app, management=management, inference=inference)
+    return RouteGuard(app, rules=KeyRules(management, inference))
 
 
 def _call(guard, method: str, path: str, headers=None, **kwargs) -> httpx.Response:
@@ -41,6 +41,30 @@ def test_routes_need_the_right_key():
         assert needs(path) == "inference", path
     for path in ("/livez", "/readyz", "/metrics", "/v2/health/ready", "/docs.json", "/", "/ui", "/ui/app.js"):
         assert needs(path) is None, path
+    assert needs("/models/x/shadow") == "inference" and needs("/models/x/shadow", "PUT") == "management"
+    assert needs("/models/x/shadow", "POST") == "management"  # no such method: the strictest key of the path
+
+
+def test_a_path_no_route_has_is_refused_in_one_place_before_any_key(files):
+    guard = _guard(KeyFile(files[0]), KeyFile(files[1]))
+    unknown = _call(guard, "GET", "/nothing/here")
+    assert unknown.status_code == 404
+    assert unknown.json()["error"] == "path: no route answers GET /nothing/here (GET / lists the API)"
+    oip = _call(guard, "GET", "/v2/nothing")
+    assert oip.status_code == 404 and oip.json() == {"error": "GET /v2/nothing: no such route"}
+    assert _call(guard, "POST", "/v2/repository/nothing").status_code == 404
+
+
+def test_a_method_its_path_does_not_take_gets_405_naming_the_methods_after_the_key(files):
+    guard = _guard(KeyFile(files[0]), KeyFile(files[1]))
+    assert _call(guard, "POST", "/models/x/shadow").status_code == 401  # the key first
+    refused = _call(guard, "POST", "/models/x/shadow", {"Authorization": "Bearer m-key-1"})
+    assert refused.status_code == 405 and refused.headers["allow"] == "GET, HEAD, PUT, DELETE"
+    assert refused.json()["error"] == "method: POST is not allowed; use GET, PUT or DELETE"
+    oip = _call(guard, "DELETE", "/v2/models/toy", {"Authorization": "Bearer i-key-1"})
+    assert oip.status_code == 405 and oip.json() == {"error": "DELETE /v2/models/toy: no such route"}
+    predict = _call(guard, "GET", "/models/x/predict", {"Authorization": "Bearer i-key-1"})
+    assert predict.status_code == 405 and predict.json()["error"] == "method: GET is not allowed; use POST"
 
 
 def test_management_routes_are_off_without_their_file_and_need_its_key_with_it(files):
@@ -114,7 +138,7 @@ def test_the_key_is_checked_before_the_content_type_and_the_size(files):
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"through"})
 
-    stack = RequestGuard(KeyGuard(app, rules=rules), max_body_bytes=1024, first=rules.answer)
+    stack = RequestGuard(RouteGuard(app, rules=rules), max_body_bytes=1024, first=rules.answer)
     path = "/models/x/predict_batch"
     text = {"content-type": "text/plain"}
     keyless = _call(stack, "POST", path, text, content=b"hello")

@@ -178,3 +178,27 @@ def test_the_onnx_images_pins_are_the_services_without_tensorflow():
     names = {line.split("==")[0].lower() for line in lines if "==" in line}
     assert {"onnxruntime", "bentoml", "uvloop", "orjson", "scikit-learn"} <= names
     assert not {name for name in names if name.startswith(("tensorflow", "keras", "tensorboard"))}
+
+
+@pytest.mark.parametrize("bentofile", ["bentofile.yaml", "bentofile-onnx.yaml"])
+def test_the_bento_includes_every_package_of_the_service_and_the_core(bentofile):
+    """``bentoml build`` bundles only what ``include`` names: a new room left out would be missing in the image."""
+    import fnmatch
+
+    import yaml
+
+    include = yaml.safe_load((ROOT / bentofile).read_text())["include"]
+    sources = [
+        p.relative_to(ROOT).as_posix()
+        for pkg in ("service", "sparsity", "modelstore")
+        for p in (ROOT / pkg).rglob("*.py")
+    ]
+    sources = [s for s in sources if "/_build/" not in s and not s.startswith("sparsity/lab")]
+    left_out = [
+        s
+        for s in sources
+        if not any(
+            fnmatch.fnmatch(s, pattern) and "/" not in s[len(pattern.rsplit("/", 1)[0]) + 1 :] for pattern in include
+        )
+    ]
+    assert left_out == []
