@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic.json_schema import models_json_schema
-
 from modelstore.card import ModelCard
 from modelstore.kinds import KINDS
 from service import routes
 from service.codecs.npy import ACCEPTED_DTYPES
+from service.openapi.parts import json_content, ref, schemas_of
 from service.schemas import Error, ExamplesResponse, PredictResponse
 from sparsity.contract import MAX_BATCH, MAX_NPY_ITEMS
 
@@ -53,16 +52,8 @@ EXAMPLES: dict[str, Any] = {
 """Request body examples, by endpoint name (valid requests: the integration tests send them)."""
 
 
-def ref(name: str) -> dict:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _json(schema: dict) -> dict:
-    return {"application/json": {"schema": schema}}
-
-
 def refusals() -> dict:
-    return {status: {"description": text, "content": _json(ref("Error"))} for status, text in REFUSALS.items()}
+    return {status: {"description": text, "content": json_content(ref("Error"))} for status, text in REFUSALS.items()}
 
 
 def camel(name: str) -> str:
@@ -91,11 +82,7 @@ def _card_schema(card: type[ModelCard], title: str, what: str) -> tuple[dict, di
 
 def component_schemas() -> dict[str, dict]:
     """The named schemas this service defines itself (pydantic models and model cards)."""
-    _, top = models_json_schema(
-        [(model, "serialization") for model in (PredictResponse, Error, ExamplesResponse)],
-        ref_template="#/components/schemas/{model}",
-    )
-    schemas = dict(top["$defs"])
+    schemas = schemas_of((PredictResponse, Error, ExamplesResponse))
     entries, definitions = {}, {}
     for kind in KINDS.values():
         title = kind.card.__name__.removesuffix("Card") + "ModelInfo"
@@ -182,7 +169,7 @@ def _post(operation_id: str, description: str, content: dict, example: Any = Non
         "operationId": operation_id,
         "description": description,
         "requestBody": body,
-        "responses": {"200": {"description": "Successful Response", "content": _json(ref("PredictResponse"))}}
+        "responses": {"200": {"description": "Successful Response", "content": json_content(ref("PredictResponse"))}}
         | refusals(),
     }
     if name:
@@ -214,7 +201,9 @@ def extra_paths() -> dict:
             "operationId": "list_models",
             "description": "The served models' cards: tags, accuracy, sparsity baselines (what Prometheus compares "
             "live sparsity with), typicality calibration; and the stored models that are not served, with why.",
-            "responses": {"200": {"description": "Successful Response", "content": _json(ref("ModelsResponse"))}},
+            "responses": {
+                "200": {"description": "Successful Response", "content": json_content(ref("ModelsResponse"))}
+            },
         }
     }
     card = {
@@ -224,8 +213,8 @@ def extra_paths() -> dict:
             "description": "One served model's card.",
             "parameters": [NAME_PARAMETER],
             "responses": {
-                "200": {"description": "Successful Response", "content": _json(ref("ModelInfo"))},
-                "404": {"description": REFUSALS["404"], "content": _json(ref("Error"))},
+                "200": {"description": "Successful Response", "content": json_content(ref("ModelInfo"))},
+                "404": {"description": REFUSALS["404"], "content": json_content(ref("Error"))},
             },
         }
     }
@@ -237,8 +226,8 @@ def extra_paths() -> dict:
             "(with their labels when registration had labels): inputs to try the model on.",
             "parameters": [NAME_PARAMETER],
             "responses": {
-                "200": {"description": "Successful Response", "content": _json(ref("ExamplesResponse"))},
-                "404": {"description": REFUSALS["404"], "content": _json(ref("Error"))},
+                "200": {"description": "Successful Response", "content": json_content(ref("ExamplesResponse"))},
+                "404": {"description": REFUSALS["404"], "content": json_content(ref("Error"))},
             },
         }
     }
@@ -257,7 +246,7 @@ def extra_paths() -> dict:
             "predict",
             f"Classify 1-{MAX_BATCH} inputs with the model `name`; each answer carries the sparsity of its own "
             "forward pass and its typicality.",
-            _json(ref("PredictRequest")),
+            json_content(ref("PredictRequest")),
             {"inputs": EXAMPLES["mnist_predict"]["images"]},
         ),
         generic["predict_batch"].path: _post("predict_batch", f"Classify {batch_text}", npy),

@@ -11,10 +11,11 @@ from dataclasses import asdict, dataclass, replace
 from service.config import SHADOW_QUEUE_BYTES
 from service.errors import ShadowError
 from service.observability.metrics import FLUSH_SECONDS as METRICS_FLUSH_SECONDS
+from service.protocol import SHADOW_MODES
 
 log = logging.getLogger(__name__)
 
-MODES = ("mirror", "canary")
+MODES = SHADOW_MODES
 LOADING, ACTIVE = "loading", "active"
 CANARY_HEADER = b"x-canary-key"
 QUEUE_BYTES = SHADOW_QUEUE_BYTES

@@ -18,6 +18,7 @@ SERVICE_LEVELS = (
         "service.asgi",
         "service.routes",
         "service.schemas",
+        "service.protocol",
         "service.config",
         "service.bentoml_private",
     ),

@@ -241,3 +241,24 @@ def test_values_of_the_wrong_json_type_get_400_not_an_exception(plane, change):
     change(request)
     response = _call(plane, "POST", "/v2/models/toy/infer", json=request)
     assert response.status_code == 400, response.text
+
+
+def test_the_answers_the_codecs_build_are_what_the_typed_protocol_says(plane):
+    """The document is generated from service.protocol; the routes answer through service.codecs.oip: the two
+    cannot drift apart unnoticed."""
+    from service import protocol
+
+    runtime = plane.model("toy")
+    protocol.OipModelMetadata.model_validate(oip.metadata(runtime, ["v2", "v1"]))
+    for request in (_request(), _request(parameters={"detail": "units"})):
+        answer = _call(plane, "POST", "/v2/models/toy/infer", json=request)
+        assert answer.status_code == 200
+        typed = protocol.OipInferenceResponse.model_validate_json(answer.content)
+        assert {o.name for o in typed.outputs} >= {"probabilities", "label", "sparsity"}
+        protocol.OipInferenceRequest.model_validate(request)
+    protocol.OipError.model_validate_json(_call(plane, "GET", "/v2/models/nothing").content)
+    protocol.OipReady.model_validate_json(_call(plane, "GET", "/v2/models/toy/ready").content)
+    protocol.OipServerMetadata.model_validate_json(_call(plane, "GET", "/v2").content)
+    with pytest.raises(ValueError):
+        protocol.OipInferenceRequest.model_validate({"inputs": []})  # the document's minItems, as the parser's
+    assert _call(plane, "POST", "/v2/models/toy/infer", json={"inputs": []}).status_code == 400

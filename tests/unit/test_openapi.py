@@ -155,9 +155,8 @@ def test_the_shadow_route_is_described_with_its_keys_and_refusals():
     assert item["put"]["security"] == [{"bearer": []}] and {} in item["get"]["security"]
     request = doc["components"]["schemas"]["ShadowRequest"]
     assert request["required"] == ["version", "share"] and request["properties"]["mode"]["enum"] == ["mirror", "canary"]
-    assert doc["components"]["schemas"]["Shadow"]["properties"]["comparison"] == {
-        "$ref": "#/components/schemas/ShadowComparison"
-    }
+    comparison = doc["components"]["schemas"]["Shadow"]["properties"]["comparison"]
+    assert comparison["allOf"] == [{"$ref": "#/components/schemas/ShadowComparison"}] and comparison["nullable"]
 
 
 def test_the_open_inference_protocol_routes_are_described():
