@@ -34,6 +34,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from benchmarks.peers_bench import machine
+
 ROOT = Path(__file__).resolve().parent.parent
 SCRATCH = ROOT / ".cache" / "bench-engines"
 PRESETS = {"old pruned default (sparse preset)": "sparse", "dense-trained CNN (dense preset)": "dense"}
@@ -389,6 +391,28 @@ def http_engines(seconds: int, work: Path) -> dict:
     return rows
 
 
+def table(result: dict) -> str:
+    """The engines' table the docs show (generated from the report, never typed by hand): ms per call at 1 and 256
+    images on every engine, the speed-up against ONNX Runtime with ReLU outputs (and plain), exactness."""
+    lines = [
+        "| network (zero share) | 1 image: TF / ORT / plain ORT / sparse (ms) | speed-up vs ORT (plain) | "
+        "256 images: TF / ORT / plain ORT / sparse (ms) | speed-up vs ORT (plain) | exact on the extra digits |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for label, row in result["networks"].items():
+        ms, up = row["ms"], row["speedup"]
+        cells = []
+        for n in ("1", "256"):
+            digits = 3 if n == "1" else 1
+            times = " / ".join(f"{ms[e][n]:.{digits}f}" for e in ("tensorflow", "onnxruntime", "onnxruntime_plain"))
+            cells.append(f"{times} / **{ms['sparse'][n]:.{digits}f}**")
+            cells.append(f"{up[f'onnxruntime_{n}']:.2f} ({up[f'onnxruntime_plain_{n}']:.2f})")
+        exact = row["exactness"]
+        verdict = f"yes ({exact['items']:,})" if exact["exact"] else f"no: {exact['problem']}"
+        lines.append(f"| {label} ({row['zero_share']:.3f}) | {' | '.join(cells)} | {verdict} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7, help="samples per engine and size, taken in turns")
@@ -403,6 +427,7 @@ def main(argv: list[str] | None = None) -> int:
         work.mkdir(parents=True, exist_ok=True)
         result["http"] = http_engines(args.seconds, work)
     args.out.mkdir(parents=True, exist_ok=True)
+    result["date"], result["machine"] = time.strftime("%Y-%m-%d"), machine()
     (args.out / "engines.json").write_text(json.dumps(result, indent=2))
     if result["networks"]:
         plot(result, args.out / "engines.png")

@@ -13,7 +13,10 @@ Keys (:mod:`service.http.keys`): ``open`` (health, metrics, the API document and
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
+from types import MappingProxyType
 
 from sparsity.contract import IRIS_MODEL_NAME, MNIST_MODEL_NAME
 
@@ -144,7 +147,7 @@ class Found:
     """A request's route, or the routes of its path when none takes its method (``route`` None)."""
 
     route: Route | None
-    params: dict[str, str]
+    params: Mapping[str, str]
     allowed: tuple[Route, ...] = ()  # every route of the path (for a 405: their methods)
 
     @property
@@ -188,10 +191,12 @@ for _route in TABLE:
         _FIXED.setdefault(_route.template, []).append(_route)
 
 
+@lru_cache(maxsize=4096)
 def resolve(method: str, path: str) -> Found | None:
     """The route of ``method`` on ``path`` with its parameters, a :class:`Found` without a route when the path
     is one the service has but not for that method, or None when no route has the path. A trailing slash is
-    ignored."""
+    ignored. Kept for the last 4,096 (method, path) pairs: a request's route costs a dictionary lookup (the
+    answers are immutable; the cache is bounded whatever paths clients invent)."""
     path = path.rstrip("/") or "/"
     candidates = _FIXED.get(path)
     params: dict[str, str] = {}
@@ -206,10 +211,11 @@ def resolve(method: str, path: str) -> Found | None:
                 candidates.append(route)
         if not candidates:
             return None
+    frozen = MappingProxyType(params)  # shared by every request of the path: read-only
     for route in candidates:
         if method in route.methods:
-            return Found(route, params, tuple(candidates))
-    return Found(None, params, tuple(candidates))
+            return Found(route, frozen, tuple(candidates))
+    return Found(None, frozen, tuple(candidates))
 
 
 SCOPE_KEY = "sparsity.route"
@@ -259,6 +265,7 @@ def model_card_name(path: str) -> tuple[str | None, str | None]:
 UNMATCHED = "/{unmatched}"
 
 
+@lru_cache(maxsize=4096)
 def endpoint_label(path: str) -> str:
     """The route a request path is for, as the request metrics' ``endpoint`` label: its template (the path itself
     for a route without parameters), and :data:`UNMATCHED` for a path no route answers. So the number of series

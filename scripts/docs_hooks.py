@@ -1,0 +1,66 @@
+"""MkDocs hook: the figures that go stale are not typed into the docs by hand.
+
+- ``<!-- table: peers -->`` and ``<!-- table: engines -->`` become the measurement tables, generated from the
+  reports copied under ``docs/sparsity-lab/engines/`` (``make bench-peers``, ``make bench-engines``) by the same
+  functions the benchmarks print them with, with the report's date and machine under each;
+- ``{{ default.<field>[:format] }}`` becomes a figure of the default model, from
+  ``docs/reference/default-model.json`` (written from its card by ``scripts/default_model_facts.py``); formats:
+  a number of decimals (``:2``) or ``pct`` (a percentage with one decimal).
+An unknown table or field stops the build (``make docs`` is strict).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+REPORTS = ROOT / "docs" / "sparsity-lab" / "engines"
+FACTS = ROOT / "docs" / "reference" / "default-model.json"
+TABLE = re.compile(r"<!-- table: (\w+) -->")
+FACT = re.compile(r"\{\{ default\.([\w.]+)(?::(\w+))? \}\}")
+
+
+def _measured(report: dict, path: Path, command: str) -> str:
+    date = report.get("date") or subprocess.run(
+        ["git", "log", "-1", "--format=%cs", "--", str(path)], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    machine = report.get("machine", "machine not recorded in this report")
+    return f"*Measured {date or 'at an unknown date'} on {machine} by `{command}` ({path.relative_to(ROOT)}).*"
+
+
+def table(name: str) -> str:
+    if name == "peers":
+        from benchmarks.peers_bench import table as peers_table
+
+        path = REPORTS / "peers.json"
+        report = json.loads(path.read_text())
+        return peers_table(report["systems"]) + "\n\n" + _measured(report, path, "make bench-peers")
+    if name == "engines":
+        from benchmarks.engine_bench import table as engines_table
+
+        path = REPORTS / "engines.json"
+        report = json.loads(path.read_text())
+        return engines_table(report) + "\n\n" + _measured(report, path, "make bench-engines")
+    raise ValueError(f"no table named {name!r} (peers, engines)")
+
+
+def fact(field: str, style: str | None, facts: dict) -> str:
+    value = facts
+    for part in field.split("."):
+        if not isinstance(value, dict) or part not in value:
+            raise ValueError(f"the default model's facts have no {field!r} ({FACTS.relative_to(ROOT)})")
+        value = value[part]
+    if style == "pct":
+        return f"{100 * value:.1f}%"
+    if style is not None and style.isdigit():
+        return f"{value:.{int(style)}f}"
+    return str(value)
+
+
+def on_page_markdown(markdown: str, page, config, files) -> str:
+    facts = json.loads(FACTS.read_text())
+    markdown = TABLE.sub(lambda m: table(m.group(1)), markdown)
+    return FACT.sub(lambda m: fact(m.group(1), m.group(2), facts), markdown)
