@@ -19,7 +19,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export TF_ENABLE_ONEDNN_OPTS ?= 0
 export BENTOML_DO_NOT_TRACK := true
 
-.PHONY: help setup setup-dev models train examples sweep depth every-layer extra-digits resnet prune serve k8s-manifests test test-fast test-container soak system-deps lint format bench bench-compare bench-live bench-peers bench-engines bench-typicality build monitor clean
+.PHONY: help docs docs-serve docs-facts setup setup-dev models train examples sweep depth every-layer extra-digits resnet prune serve k8s-manifests test test-fast test-container soak system-deps lint format bench bench-compare bench-live bench-peers bench-engines bench-typicality build monitor clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -31,7 +31,7 @@ $(VENV)/.installed-train: requirements/service.txt requirements/train.txt | $(BI
 	$(BIN)/pip install --disable-pip-version-check -q -r requirements/train.txt
 	@touch $@
 
-$(VENV)/.installed-dev: $(VENV)/.installed-train requirements/dev.txt $(CLIENTS_VENV)/.installed
+$(VENV)/.installed-dev: $(VENV)/.installed-train requirements/dev.txt requirements/docs.txt $(CLIENTS_VENV)/.installed
 	$(BIN)/pip install --disable-pip-version-check -q -r requirements/dev.txt
 	@touch $@
 
@@ -104,9 +104,19 @@ tests/k8s/node_modules/.installed: tests/k8s/package.json tests/k8s/package-lock
 k8s-manifests: setup ## regenerate deploy/k8s/prometheusrule.yaml and grafana-dashboard.yaml from monitoring/
 	$(BIN)/python -m deploy.k8s.generate
 
-test: setup-dev system-deps tests/k8s/node_modules/.installed ## lint, then the whole suite (slow and integration tests included)
+test: setup-dev system-deps tests/k8s/node_modules/.installed ## lint, the docs built strictly, then the whole suite (slow and integration tests included)
 	$(BIN)/ruff check .
+	$(BIN)/mkdocs build --strict --quiet
 	$(BIN)/pytest
+
+docs: setup-dev ## the documentation site, built strictly into site/ (every warning an error, internal links and anchors checked)
+	$(BIN)/mkdocs build --strict
+
+docs-serve: setup-dev ## serve the documentation site on http://127.0.0.1:8000 while you edit it
+	$(BIN)/mkdocs serve --strict --dev-addr 127.0.0.1:8000
+
+docs-facts: setup ## write docs/reference/default-model.json from the store's mnist_cnn card (after training a new default)
+	$(BIN)/python scripts/default_model_facts.py
 
 test-fast: setup-dev ## unit tests only: no training, no servers, no system packages (no promtool, docker-compose, podman)
 	$(BIN)/pytest -m "not slow and not system"

@@ -306,8 +306,9 @@ def markdown(summary: dict) -> str:
             else "-"
         )
         per_layer = " ".join(f"{p[f'{prefix}sparsity_{n}_mean']:.3f}" for n in layers)
+        point = p["point"].replace("[", "\\[")  # kwta[dense](d=0.1) is no Markdown link
         lines.append(
-            f"| {p['point']} | {p['seeds']} | "
+            f"| {point} | {p['seeds']} | "
             f"{p['accuracy_mean'] * 100:.2f} ± {p['accuracy_std'] * 100:.2f} | {extra} | "
             f"{p[f'{prefix}sparsity_all_mean']:.3f} | {per_layer} | {p['last_mean_activation_mean']:.3f} | "
             f"{p['next_kernel_norm_mean']:.2f} | {_verdict(p)} |"
