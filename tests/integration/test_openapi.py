@@ -265,3 +265,23 @@ def test_bentomls_own_client_calls_the_routes_and_raises_invalid_argument(server
         )
         with pytest.raises(InvalidArgument, match=r"features\[0\]: List should have at least 4 items"):
             client.iris_predict(features=[[5.1, 3.5, 1.4]])
+
+
+def test_the_document_and_the_route_table_list_the_same_routes(document):
+    """Every operation of the document is a route of service.routes.TABLE with that method, and every route the
+    project answers itself (the models', the aliases', the protocol's, the shadows') is in the document."""
+    from service import routes
+
+    documented = {
+        (method.upper(), path) for path, item in document["paths"].items() for method in item if method != "parameters"
+    }
+    for method, path in documented:
+        found = routes.resolve(method, path)
+        assert found is not None and found.route is not None, (method, path)
+        assert found.route.template == path, (method, path)
+    answered_here = (routes.MODELS, routes.OIP, routes.SHADOW)
+    for route in routes.TABLE:
+        if route.handler in answered_here or route.prediction is not None:
+            for method in route.methods:
+                if method != "HEAD":
+                    assert (method, route.template) in documented, (method, route.template)

@@ -85,7 +85,7 @@ def test_every_page_renders_its_generated_tables_and_figures():
     assert f"{FACTS['layers']['conv1']:.2f} /" in index and f"{FACTS['overall']:.3f} overall" in index
     with pytest.raises(ValueError, match="no table named"):
         hooks.on_page_markdown("<!-- table: nothing -->", None, None, None)
-    with pytest.raises(ValueError, match="no 'layers.conv9'"):
+    with pytest.raises(ValueError, match=r"no 'layers\.conv9'"):
         hooks.on_page_markdown("{{ default.layers.conv9:2 }}", None, None, None)
 
 
