@@ -41,9 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="compare with the file instead of writing it")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
-    from modelstore.audit import latest_tag
-
     import bentoml
+
+    from modelstore.audit import latest_tag
 
     tag = latest_tag("mnist_cnn") if args.tag == "mnist_cnn:latest" else args.tag
     if tag is None:
