@@ -25,9 +25,12 @@ FACT = re.compile(r"\{\{ default\.([\w.]+)(?::(\w+))? \}\}")
 
 
 def _measured(report: dict, path: Path, command: str) -> str:
-    date = report.get("date") or subprocess.run(
-        ["git", "log", "-1", "--format=%cs", "--", str(path)], cwd=ROOT, capture_output=True, text=True
-    ).stdout.strip()
+    date = (
+        report.get("date")
+        or subprocess.run(
+            ["git", "log", "-1", "--format=%cs", "--", str(path)], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+    )
     machine = report.get("machine", "machine not recorded in this report")
     return f"*Measured {date or 'at an unknown date'} on {machine} by `{command}` ({path.relative_to(ROOT)}).*"
 
