@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import AllowInfNan, BaseModel, Field, Strict, ValidationError, model_serializer
+from pydantic import AllowInfNan, BaseModel, ConfigDict, Field, Strict, ValidationError, model_serializer
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from sparsity.contract import IRIS_FEATURE_LIMIT, MAX_BATCH, MNIST_SHAPE
@@ -100,6 +100,39 @@ class ExamplesResponse(BaseModel):
 class PredictResponse(BaseModel):
     model: str = Field(description="the tag of the model that answered")
     predictions: list[PredictionAnswer] = Field(description="one per input, in input order")
+
+
+class PredictRequest(BaseModel):
+    """The body of POST /models/{name}/predict."""
+
+    # the route parses it on its fast path (service.codecs.json_inputs) with the same rules, and the card's shape
+    # and range; the fuzz test sends what this allows and checks the answers against the document
+
+    model_config = ConfigDict(extra="forbid")
+
+    inputs: list[list[Any]] = Field(
+        min_length=1,
+        max_length=MAX_BATCH,
+        description=f"1 to {MAX_BATCH} inputs, each nested lists of numbers of the model's input_shape, within its "
+        "input_range (both on its card: GET /models/{name})",
+    )
+
+
+class RefusedModel(BaseModel):
+    tag: str
+    reason: str
+
+
+class ModelsResponse(BaseModel):
+    """The served models' cards and the refused ones."""
+
+    # the cards are the kinds' own models: ``models`` refers to their one-of, ModelInfo (service.openapi.project)
+
+    models: list[dict[str, Any]] = Field(
+        description="the served models, by name",
+        json_schema_extra={"items": {"$ref": "#/components/schemas/ModelInfo"}},
+    )
+    refused: list[RefusedModel] = Field(description="stored models that are not served, and why (one line each)")
 
 
 def input_error(loc: tuple[str | int, ...], message: str) -> ValidationError:

@@ -10,7 +10,7 @@ from modelstore.kinds import KINDS
 from service import routes
 from service.codecs.npy import ACCEPTED_DTYPES
 from service.openapi.parts import json_content, ref, schemas_of
-from service.schemas import Error, ExamplesResponse, PredictResponse
+from service.schemas import Error, ExamplesResponse, ModelsResponse, PredictRequest, PredictResponse
 from sparsity.contract import MAX_BATCH, MAX_NPY_ITEMS
 
 DOCUMENT_PATH = "/docs.json"
@@ -82,7 +82,8 @@ def _card_schema(card: type[ModelCard], title: str, what: str) -> tuple[dict, di
 
 def component_schemas() -> dict[str, dict]:
     """The named schemas this service defines itself (pydantic models and model cards)."""
-    schemas = schemas_of((PredictResponse, Error, ExamplesResponse))
+    schemas = schemas_of((PredictResponse, Error, ExamplesResponse, ModelsResponse))
+    schemas |= schemas_of((PredictRequest,), "validation")
     entries, definitions = {}, {}
     for kind in KINDS.values():
         title = kind.card.__name__.removesuffix("Card") + "ModelInfo"
@@ -93,39 +94,6 @@ def component_schemas() -> dict[str, dict]:
         "title": "ModelInfo",
         "description": "One served model's card (by its kind)",
         "oneOf": [ref(title) for title in entries],
-    }
-    schemas["ModelsResponse"] = {
-        "type": "object",
-        "title": "ModelsResponse",
-        "required": ["models", "refused"],
-        "properties": {
-            "models": {"type": "array", "description": "the served models, by name", "items": ref("ModelInfo")},
-            "refused": {
-                "type": "array",
-                "description": "stored models that are not served, and why (one line each)",
-                "items": {
-                    "type": "object",
-                    "required": ["tag", "reason"],
-                    "properties": {"tag": {"type": "string"}, "reason": {"type": "string"}},
-                },
-            },
-        },
-    }
-    schemas["PredictRequest"] = {
-        "type": "object",
-        "title": "PredictRequest",
-        "required": ["inputs"],
-        "additionalProperties": False,
-        "properties": {
-            "inputs": {
-                "type": "array",
-                "minItems": 1,
-                "maxItems": MAX_BATCH,
-                "description": f"1 to {MAX_BATCH} inputs, each nested lists of numbers of the model's input_shape, "
-                "within its input_range (both on its card: GET /models/{name})",
-                "items": {"type": "array", "items": {}},
-            }
-        },
     }
     return schemas
 
