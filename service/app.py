@@ -29,16 +29,16 @@ from modelstore.kinds import PLUGIN_SETTING, LoadOptions, add_kinds_from
 from service import __version__, routes
 from service.config import Settings, SettingsError
 from service.dataplane import DataPlane
-from service.http.guard import RequestGuard
-from service.http.keys import KeyFile, KeyRules, RouteGuard
-from service.http.modelroutes import ModelRoutes
-from service.http.oiproutes import OipRoutes
-from service.http.pages import Pages
-from service.http.shadowroutes import ShadowRoutes
 from service.observability import exposition, logs, metrics
 from service.openapi import document as openapi
 from service.repository.manager import Manager
 from service.repository.state import STATE_DIR_ENV, SharedState
+from service.rest.guard import RequestGuard
+from service.rest.keys import KeyFile, KeyRules, RouteGuard
+from service.rest.modelroutes import ModelRoutes
+from service.rest.oiproutes import OipRoutes
+from service.rest.pages import Pages
+from service.rest.shadowroutes import ShadowRoutes
 from service.shadow.spec import ShadowSpec
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ series would go back to one per raw path: unbounded); :func:`broken_assumptions`
   logs every refused request there with a traceback; :class:`service.observability.logs.RefusalsAsOneLine` turns
   a refusal (a 4xx) into one line. No setting changes that message.
 - ``bentoml._internal.server.http_app.DEFAULT_INDEX_HTML``: the Swagger UI page the service serves at ``/``,
-  without its tracker and with a link to the introspection page (:func:`service.http.pages.index_html`).
+  without its tracker and with a link to the introspection page (:func:`service.rest.pages.index_html`).
 """
 
 from __future__ import annotations

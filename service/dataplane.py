@@ -1,5 +1,5 @@
 """The data plane: what the service does for a request, with no HTTP in it (MLServer's and KServe's
-``DataPlane``). The routes are thin adapters on it (:mod:`service.http.modelroutes` for ``/models`` and the
+``DataPlane``). The routes are thin adapters on it (:mod:`service.rest.modelroutes` for ``/models`` and the
 aliases' fast paths, the ``@bentoml.api`` aliases in :mod:`service.service`); the next protocol is one more.
 
 - :meth:`DataPlane.infer` takes a model name (and optionally its version), the inputs as an array and the

@@ -93,7 +93,7 @@ class ShadowError(ServiceError, ValueError):
 
 
 class KeyRefused(ServiceError):
-    """A request without the key its route needs (:mod:`service.http.keys`): 401, or 403 when the routes are
+    """A request without the key its route needs (:mod:`service.rest.keys`): 401, or 403 when the routes are
     off."""
 
     def __init__(self, message: str, status: int) -> None:

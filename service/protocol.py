@@ -145,7 +145,7 @@ OIP_ANSWERS = (
     OipRepositoryIndex,
 )
 
-# --- shadows (service.http.shadowroutes)
+# --- shadows (service.rest.shadowroutes)
 
 Share = Annotated[float, Field(ge=0, le=1)]
 

@@ -1,13 +1,13 @@
 """Every route the service answers, declared once: its methods, path template, the key it needs, what answers it
 and, for a prediction route, what its body must be. The path grammar lives here alone: the keys guard, the
 request metrics' labels, the routers and the API document all read this table, and a path that matches no
-route is refused in one place (:func:`refusal`, answered by :class:`service.http.keys.RouteGuard`).
+route is refused in one place (:func:`refusal`, answered by :class:`service.rest.keys.RouteGuard`).
 
 Every served model has the generic routes ``/models/{name}/predict|predict_batch|predict_image``. The project's
 first routes stay as aliases of two of them: ``/mnist/*`` of the model named ``mnist_cnn`` and
 ``/iris/predict`` of ``iris_l1``; they answer exactly as the generic routes do.
 
-Keys (:mod:`service.http.keys`): ``open`` (health, metrics, the API document and the pages), ``inference``
+Keys (:mod:`service.rest.keys`): ``open`` (health, metrics, the API document and the pages), ``inference``
 (everything that shows or asks a model) and ``management`` (the repository's routes, setting a shadow).
 """
 
@@ -31,7 +31,7 @@ class RouteSpec:
     path: str  # with ``{name}`` for the generic routes
     content_types: tuple[str, ...]  # what the guard accepts (415 otherwise)
     upload_field: str | None = None  # the multipart field that must be a file upload
-    bentoml_api: bool = True  # False: answered by service.http.modelroutes, not by a @bentoml.api endpoint
+    bentoml_api: bool = True  # False: answered by service.rest.modelroutes, not by a @bentoml.api endpoint
     model: str | None = None  # an alias: the model it answers for
     action: str = "predict"  # predict (JSON), predict_batch (.npy) or predict_image (an upload)
     json_key: str = "inputs"  # the JSON body's one field
@@ -69,10 +69,10 @@ ROUTES: tuple[RouteSpec, ...] = (*ALIASES, *MODEL_ROUTES.values())
 
 # --- who answers a route (the ASGI middleware or BentoML)
 BENTOML = "bentoml"  # BentoML's own routes and the @bentoml.api endpoints
-MODELS = "models"  # service.http.modelroutes
-OIP = "oip"  # service.http.oiproutes (the Open Inference Protocol)
-SHADOW = "shadow"  # service.http.shadowroutes
-PAGES = "pages"  # service.http.pages
+MODELS = "models"  # service.rest.modelroutes
+OIP = "oip"  # service.rest.oiproutes (the Open Inference Protocol)
+SHADOW = "shadow"  # service.rest.shadowroutes
+PAGES = "pages"  # service.rest.pages
 DOCUMENT = "document"  # service.openapi.document
 
 OIP_PREFIX = "/v2"

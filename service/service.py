@@ -90,7 +90,7 @@ class SparsityService:
         return self._ready
 
     def _answer(self, route: routes.RouteSpec, x: np.ndarray) -> PredictResponse:
-        with refusing():  # service.http.modelroutes answers an unknown model's 404 before an alias endpoint
+        with refusing():  # service.rest.modelroutes answers an unknown model's 404 before an alias endpoint
             runtime, _ = self.plane.choose(route.model)  # a canary's split at random: no header reaches here
             return predict_response(runtime, self.plane.infer(runtime, x))
 

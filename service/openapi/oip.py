@@ -1,4 +1,4 @@
-"""The Open Inference Protocol's routes in the API document (:mod:`service.http.oiproutes`): paths and schemas,
+"""The Open Inference Protocol's routes in the API document (:mod:`service.rest.oiproutes`): paths and schemas,
 as KServe's ``required_api.md`` and Triton's repository extension describe them, with this service's outputs."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``/models/{name}/shadow`` in the API document (:mod:`service.http.shadowroutes`): its three operations and the
+"""``/models/{name}/shadow`` in the API document (:mod:`service.rest.shadowroutes`): its three operations and the
 schemas of the request and the answer."""
 
 from __future__ import annotations

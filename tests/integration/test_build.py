@@ -32,7 +32,7 @@ def test_bentoml_build_bundles_service_core_and_models(trained):
     assert not (root / "src/training").exists() and not (root / "src/lab").exists()
     assert not list(root.rglob("tests/*.py"))
     # the bento's own source tree holds everything the service imports (the store's kinds, the codecs)
-    modules = "service.app, service.dataplane, service.http.modelroutes, modelstore.kinds, modelstore.audit"
+    modules = "service.app, service.dataplane, service.rest.modelroutes, modelstore.kinds, modelstore.audit"
     bundled = subprocess.run(
         [sys.executable, "-c", f"import {modules}; import modelstore; print(modelstore.__file__)"],
         cwd=root / "src",

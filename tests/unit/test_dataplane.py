@@ -14,7 +14,7 @@ from modelstore.register import Calibration, relu_card
 from service.codecs.responses import predict_json
 from service.dataplane import DataPlane
 from service.errors import ExamplesHidden, InvalidInput, ModelNotFound, NotAPictureModel, error_body
-from service.http.modelroutes import ModelRoutes
+from service.rest.modelroutes import ModelRoutes
 from sparsity.detectors import STATE_FILE
 from tests import toy_kind
 from tests.helpers import asgi_request

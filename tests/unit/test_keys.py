@@ -9,8 +9,8 @@ import time
 import httpx
 import pytest
 
-from service.http.guard import RequestGuard
-from service.http.keys import KeyFile, KeyRules, RouteGuard, bearer, needs
+from service.rest.guard import RequestGuard
+from service.rest.keys import KeyFile, KeyRules, RouteGuard, bearer, needs
 from service.routes import UNMATCHED, endpoint_label
 from tests.helpers import asgi_request
 

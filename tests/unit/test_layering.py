@@ -27,7 +27,7 @@ SERVICE_LEVELS = (
     ("service.dataplane",),
     ("service.repository",),
     ("service.openapi",),
-    ("service.http",),
+    ("service.rest",),
     ("service.app", "service.service"),
 )
 """The service's rooms, lowest first: a module imports only service modules of its own level or a lower one
@@ -82,7 +82,7 @@ def test_the_check_sees_real_imports():
     assert {"sparsity", "modelstore", "bentoml"} <= _imported_packages("service")
     assert {"sparsity", "modelstore"} <= _imported_packages("training")
     assert {"training", "modelstore"} <= _imported_packages("lab")
-    assert "service.dataplane" in _graph()["service.http.modelroutes"]
+    assert "service.dataplane" in _graph()["service.rest.modelroutes"]
 
 
 def test_no_import_circles():
@@ -133,7 +133,7 @@ def test_no_service_module_is_over_350_lines():
 
 
 def test_the_http_layer_reaches_models_only_through_the_data_plane():
-    for path in (ROOT / "service" / "http").rglob("*.py"):
+    for path in (ROOT / "service" / "rest").rglob("*.py"):
         relative = path.relative_to(ROOT)
         imported = _imports(path)
         assert not any(
@@ -203,3 +203,11 @@ def test_the_bento_includes_every_package_of_the_service_and_the_core(bentofile)
         )
     ]
     assert left_out == []
+
+
+def test_no_room_of_the_service_is_named_like_a_standard_module_a_child_process_may_import():
+    """The shadow process runs with ``service/`` on its path: a room named ``http`` hid the standard library's
+    (``ImportError: cannot import name 'HTTPStatus' from 'http'``) and the shadows stopped comparing. ``codecs`` is
+    loaded by the interpreter before any path is read, so it cannot be hidden."""
+    names = {p.stem if p.is_file() else p.name for p in (ROOT / "service").iterdir() if p.suffix in ("", ".py")}
+    assert sorted(names & set(sys.stdlib_module_names) - {"codecs"}) == []

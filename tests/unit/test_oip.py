@@ -15,7 +15,7 @@ from modelstore.register import Calibration, relu_card
 from service import routes
 from service.codecs import oip
 from service.dataplane import DataPlane
-from service.http.oiproutes import OipRoutes
+from service.rest.oiproutes import OipRoutes
 from sparsity.detectors import STATE_FILE
 from sparsity.errors import InvalidInputError
 from tests import toy_kind

@@ -1,5 +1,5 @@
 """One route table: every alias endpoint is guarded, every guarded alias is an endpoint or answered by
-service.http.modelroutes, and every model's routes are matched by name."""
+service.rest.modelroutes, and every model's routes are matched by name."""
 
 from __future__ import annotations
 

@@ -18,8 +18,8 @@ from modelstore.runtime import Prediction
 from service.config import Settings, SettingsError
 from service.dataplane import DataPlane
 from service.errors import ShadowError
-from service.http.shadowroutes import parse_request
 from service.observability import exposition
+from service.rest.shadowroutes import parse_request
 from service.shadow.series import totals_of
 from service.shadow.spec import ShadowSpec, answers_candidate, check_share, sticky_draw
 from service.shadow.wire import ShadowQueue, decode_item, encode_item, item_id, read_messages, socket_pair

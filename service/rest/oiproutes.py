@@ -9,7 +9,7 @@ repository extension (Triton's) on :mod:`service.repository`:
   ``"replace": true|false`` says otherwise) and ``.../unload`` (every version, or ``parameters.version``).
 
 Errors are ``{"error": "<field>: <rule>"}`` with the status the data plane gives (400, 404), as the
-specification says. Who may call which route is decided outside, by :mod:`service.http.keys`.
+specification says. Who may call which route is decided outside, by :mod:`service.rest.keys`.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from service.asgi import read_body, respond
 from service.codecs import oip
 from service.dataplane import DataPlane
 from service.errors import InvalidInput, ServiceError, oip_error
-from service.http.modelroutes import INLINE_MAX_BYTES
 from service.repository.manager import Manager
+from service.rest.modelroutes import INLINE_MAX_BYTES
 from service.shadow.spec import canary_key
 from sparsity.errors import InvalidInputError
 
@@ -43,7 +43,7 @@ class OipRoutes:
     async def __call__(self, scope, receive, send) -> None:
         found = routes.of(scope) if scope["type"] == "http" else None
         if found is None or found.route is None or found.route.handler != routes.OIP:
-            await self.app(scope, receive, send)  # a path no route has was refused before (service.http.keys)
+            await self.app(scope, receive, send)  # a path no route has was refused before (service.rest.keys)
             return
         try:
             await self._route(scope, receive, send, found)

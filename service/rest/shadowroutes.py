@@ -83,7 +83,7 @@ class ShadowRoutes:
     async def __call__(self, scope, receive, send) -> None:
         found = routes.of(scope) if scope["type"] == "http" else None
         if found is None or found.route is None or found.route.handler != routes.SHADOW:
-            await self.app(scope, receive, send)  # a method no route takes was refused before (service.http.keys)
+            await self.app(scope, receive, send)  # a method no route takes was refused before (service.rest.keys)
             return
         name, method = found.name, scope.get("method")
         body = await read_body(receive) if method in ("PUT", "DELETE") else b""
