@@ -10,6 +10,11 @@ series would go back to one per raw path: unbounded); :func:`broken_assumptions`
   route (:func:`service.observability.exposition.bounded_traffic_metrics`); BentoML's app factory
   (``_bentoml_impl.server.app``) imports it from that module each time a worker builds its app, so the
   replacement, made at import of the service, is what it finds. No public hook sets the metrics' labels.
+- its attributes ``metrics_request_total``, ``metrics_request_duration``, ``metrics_request_in_progress``,
+  ``metrics_last_request_timestamp``, ``skip_paths`` and its ``_setup``, and ``bentoml._internal.context.
+  server_context`` (``bento_name``, ``bento_version``, ``service_name``): the subclass writes the same series
+  through the process's flusher instead of five multiprocess writes a request
+  (:class:`service.observability.exposition.TrafficFigures`).
 - the logger ``bentoml._internal.server.http_app`` and its message ``Exception on <path> [<method>]``: BentoML
   logs every refused request there with a traceback; :class:`service.observability.logs.RefusalsAsOneLine` turns
   a refusal (a 4xx) into one line. No setting changes that message.
@@ -31,6 +36,23 @@ HTTP_APP_LOGGER = HTTP_APP
 EXCEPTION_MESSAGE = "Exception on %s [%s]"
 """BentoML's message for a failed or refused request (path, method)."""
 INDEX_HTML = "DEFAULT_INDEX_HTML"
+TRAFFIC_ATTRIBUTES = (
+    "metrics_request_total",
+    "metrics_request_duration",
+    "metrics_request_in_progress",
+    "metrics_last_request_timestamp",
+    "skip_paths",
+    "_setup",
+    "_is_setup",
+)
+"""What the subclass reads of BentoML's middleware (set by its ``__init__`` and ``_setup``)."""
+CONTEXT = "bentoml._internal.context"
+CONTEXT_FIELDS = ("bento_name", "bento_version", "service_name")
+
+
+def server_context():
+    """BentoML's context of this server process (the names its request series are labelled with)."""
+    return importlib.import_module(CONTEXT).server_context
 
 
 def traffic_metrics_middleware() -> type:
@@ -58,6 +80,20 @@ def broken_assumptions() -> list[str]:
     middleware = getattr(instruments, TRAFFIC_METRICS, None)
     if not inspect.isclass(middleware):
         found.append(f"{INSTRUMENTS}.{TRAFFIC_METRICS} is not a class: request series would be labelled by raw path")
+    else:
+        original = next((c for c in middleware.__mro__ if c.__module__ == INSTRUMENTS), middleware)
+        source = inspect.getsource(original)
+        missing = [name for name in TRAFFIC_ATTRIBUTES if f"self.{name}" not in source and f"def {name}" not in source]
+        if missing:
+            found.append(f"{TRAFFIC_METRICS} no longer has {', '.join(missing)}: request series would not be written")
+    try:
+        context = importlib.import_module(CONTEXT).server_context
+    except (ImportError, AttributeError) as exc:
+        found.append(f"{CONTEXT}.server_context is gone ({exc}): request series cannot be labelled")
+    else:
+        missing = [name for name in CONTEXT_FIELDS if not hasattr(context, name)]
+        if missing:
+            found.append(f"{CONTEXT}.server_context has no {', '.join(missing)}: request series cannot be labelled")
     try:
         factory = inspect.getsource(importlib.import_module(APP_FACTORY))
     except (ImportError, OSError, TypeError) as exc:

@@ -12,6 +12,7 @@ import numpy as np
 from prometheus_client import Counter, Gauge, Histogram
 
 from modelstore.card import ReluCard
+from service.observability.pending import FLUSH_SECONDS, FLUSHER, PendingCounter, PendingHistogram
 from sparsity.contract import ALL_LAYERS
 
 RATIO_BUCKETS = tuple(round(0.05 * i, 2) for i in range(21))  # 0.0, 0.05 .. 1.0 (+Inf implied)
@@ -126,13 +127,9 @@ def inc_by_label(children: list, labels: np.ndarray) -> None:
         children[i].inc(int(counts[i]))
 
 
-FLUSH_SECONDS = 1.0
-"""How often per-unit firing counts go from a worker's memory to its Prometheus counters."""
-
-
 class FiringCounts:
     """Per-unit firing counts, added up in memory per request and written to the counters in one go
-    every FLUSH_SECONDS (and on :meth:`flush`).
+    every FLUSH_SECONDS (and on :meth:`flush`): by a thread of its own, or by its owner (``interval=None``).
 
     One image fires about a hundred units; a multiprocess counter write per unit per request would
     cost about 0.2 ms on a 1 ms one-image request. Added here it costs a NumPy sum. The samples
@@ -143,7 +140,9 @@ class FiringCounts:
     count of units still at zero.
     """
 
-    def __init__(self, samples, units: dict[str, list], interval: float = FLUSH_SECONDS, summary: dict | None = None):
+    def __init__(
+        self, samples, units: dict[str, list], interval: float | None = FLUSH_SECONDS, summary: dict | None = None
+    ):
         self._samples_counter = samples
         self._unit_counters = units
         self._summary = summary or {}  # layer -> (gauge, units)
@@ -157,8 +156,8 @@ class FiringCounts:
         self._stopped = threading.Event()
         for _layer, (gauge, width) in self._summary.items():
             gauge.set(width)
-        self._thread = threading.Thread(target=self._run, name="firing-counts-flush", daemon=True)
-        self._thread.start()
+        if interval is not None:  # None: its owner flushes it (ModelMetrics, with the process's one flusher)
+            threading.Thread(target=self._run, name="firing-counts-flush", daemon=True).start()
 
     def add(self, fired: dict[str, np.ndarray]) -> None:
         """``fired[layer]``: (N, units) bool, one row per sample."""
@@ -204,12 +203,13 @@ class ModelMetrics:
     def __init__(self, runtime, max_unit_series: int) -> None:
         name, card = runtime.name, runtime.card
         self.labels = (name, runtime.version)
-        self.seconds = INFERENCE_SECONDS.labels(*self.labels)
-        self.typicality = TYPICALITY_SCORE.labels(*self.labels)
+        self._lock = threading.Lock()
+        self.seconds = PendingHistogram(INFERENCE_SECONDS.labels(*self.labels))
+        self.typicality = PendingHistogram(TYPICALITY_SCORE.labels(*self.labels))
         TYPICALITY_THRESHOLD.labels(*self.labels).set(card.typicality.threshold)
-        self.atypical = ATYPICAL.labels(*self.labels)
+        self.atypical = PendingCounter(ATYPICAL.labels(*self.labels))
         self.class_names = [str(c) for c in runtime.class_names]
-        self.classes = [PREDICTIONS.labels(*self.labels, c) for c in self.class_names]
+        self.classes = [PendingCounter(PREDICTIONS.labels(*self.labels, c)) for c in self.class_names]
         self.layer_names = list(card.weight_sparsity)
         for layer, ratio in card.weight_sparsity.items():
             WEIGHT_SPARSITY.labels(*self.labels, layer).set(ratio)
@@ -219,7 +219,8 @@ class ModelMetrics:
         self.contributions = None
         if isinstance(card, ReluCard):
             self.layers = {
-                layer: ACTIVATION_SPARSITY.labels(*self.labels, layer) for layer in [*runtime.layers, ALL_LAYERS]
+                layer: PendingHistogram(ACTIVATION_SPARSITY.labels(*self.labels, layer))
+                for layer in [*runtime.layers, ALL_LAYERS]
             }
             for layer in self.layers:
                 BASELINE.labels(*self.labels, layer).set(card.activation_sparsity[layer].mean)
@@ -230,28 +231,57 @@ class ModelMetrics:
                     layer: [UNIT_FIRED.labels(*self.labels, layer, str(unit)) for unit in range(width)]
                     for layer, width in widths.items()
                 }
-                self.firing = FiringCounts(SAMPLES.labels(*self.labels), units)
+                self.firing = FiringCounts(SAMPLES.labels(*self.labels), units, interval=None)
             else:
                 summary = {layer: (NEVER_FIRED.labels(*self.labels, layer), width) for layer, width in widths.items()}
-                self.firing = FiringCounts(SAMPLES.labels(*self.labels), {}, summary=summary)
+                self.firing = FiringCounts(SAMPLES.labels(*self.labels), {}, summary=summary, interval=None)
         else:
-            self.contributions = CONTRIBUTION_SPARSITY.labels(*self.labels)
+            self.contributions = PendingHistogram(CONTRIBUTION_SPARSITY.labels(*self.labels))
+        self._pending = [self.seconds, self.typicality, self.atypical, *self.classes, *self.layers.values()]
+        self._pending += [self.contributions] if self.contributions is not None else []
+        FLUSHER.register(self)
 
     def record(self, prediction, seconds: float) -> None:
-        self.seconds.observe(seconds)
-        observe_many(self.typicality, prediction.scores)
-        self.atypical.inc(int(np.count_nonzero(prediction.atypical)))
-        inc_by_label(self.classes, prediction.labels)
+        """A call's figures, added up in memory (:mod:`service.observability.pending`): one image's are a few
+        list increments."""
+        labels = prediction.labels
+        with self._lock:
+            self.seconds.add(seconds)
+            if len(labels) == 1:
+                self.typicality.add(float(prediction.scores[0]))
+                self.atypical.count += bool(prediction.atypical[0])
+                self.classes[int(labels[0])].count += 1
+                if self.firing is not None:
+                    for layer, values in prediction.layer_sparsity.items():
+                        self.layers[layer].add(float(values[0]))
+                    self.layers[ALL_LAYERS].add(float(prediction.overall[0]))
+            else:
+                self.typicality.add_many(prediction.scores)
+                self.atypical.count += int(np.count_nonzero(prediction.atypical))
+                for label, count in enumerate(np.bincount(np.asarray(labels, dtype=np.int64)).tolist()):
+                    self.classes[label].count += count
+                if self.firing is not None:
+                    for layer, values in prediction.layer_sparsity.items():
+                        self.layers[layer].add_many(values)
+                    self.layers[ALL_LAYERS].add_many(prediction.overall)
+            if self.contributions is not None:
+                self.contributions.add_many(prediction.contributions)
         if self.firing is not None:
-            for layer, values in [*prediction.layer_sparsity.items(), (ALL_LAYERS, prediction.overall)]:
-                observe_many(self.layers[layer], values)
             self.firing.add(prediction.fired)
-        if self.contributions is not None:
-            observe_many(self.contributions, prediction.contributions)
+
+    def flush(self) -> None:
+        """Write what is pending to this process's series."""
+        with self._lock:
+            for pending in self._pending:
+                pending.flush()
+        if self.firing is not None:
+            self.firing.flush()
 
     def forget(self) -> None:
-        """Stop flushing and drop this version's children from this process (the exposition drops the
-        unloaded version's series of every worker: :mod:`service.observability.exposition`)."""
+        """Write what is pending, stop flushing and drop this version's children from this process (the exposition
+        drops the unloaded version's series of every worker: :mod:`service.observability.exposition`)."""
+        self.flush()
+        FLUSHER.unregister(self)
         if self.firing is not None:
             self.firing.stop()
         for metric in PER_MODEL:

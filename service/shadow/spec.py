@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, replace
 
 from service.config import SHADOW_QUEUE_BYTES
 from service.errors import ShadowError
-from service.observability.metrics import FLUSH_SECONDS as METRICS_FLUSH_SECONDS
+from service.observability.pending import FLUSH_SECONDS as METRICS_FLUSH_SECONDS
 from service.protocol import SHADOW_MODES
 
 log = logging.getLogger(__name__)

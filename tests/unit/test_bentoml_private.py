@@ -28,6 +28,18 @@ def test_a_moved_name_is_reported_with_what_it_breaks(monkeypatch):
     ]
 
 
+def test_a_changed_middleware_or_context_is_reported(monkeypatch):
+    import bentoml._internal.context as context
+
+    monkeypatch.setattr(bentoml_private, "TRAFFIC_ATTRIBUTES", (*bentoml_private.TRAFFIC_ATTRIBUTES, "metrics_gone"))
+    monkeypatch.delattr(type(context.server_context), "bento_version")
+    found = bentoml_private.broken_assumptions()
+    assert found == [
+        "RunnerTrafficMetricsMiddleware no longer has metrics_gone: request series would not be written",
+        "bentoml._internal.context.server_context has no bento_version: request series cannot be labelled",
+    ]
+
+
 @pytest.mark.parametrize("package", ["service", "modelstore", "sparsity"])
 def test_no_other_module_names_bentomls_private_modules(package):
     users = [
