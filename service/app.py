@@ -27,12 +27,14 @@ from starlette.routing import Route
 from modelstore.audit import Candidate, NothingToServe, audit, candidates
 from modelstore.kinds import PLUGIN_SETTING, LoadOptions, add_kinds_from
 from service import __version__, routes
+from service.bentoml_private import replace_timeout_middleware
 from service.config import Settings, SettingsError
 from service.dataplane import DataPlane
 from service.observability import exposition, logs, metrics
 from service.openapi import document as openapi
 from service.repository.manager import Manager
 from service.repository.state import STATE_DIR_ENV, SharedState
+from service.rest.deadline import RequestDeadline
 from service.rest.guard import RequestGuard
 from service.rest.keys import KeyFile, KeyRules, RouteGuard
 from service.rest.modelroutes import ModelRoutes
@@ -182,6 +184,7 @@ def serve(cls: type, configuration: Configuration, plane: DataPlane, manager: Ma
     (the Open Inference Protocol's too, with ``manager`` for its repository routes)."""
     settings = configuration.settings
     exposition.install()
+    replace_timeout_middleware(RequestDeadline)  # BentoML's traffic timeout, without a task a request
     app = Starlette(routes=[Route("/docs", lambda request: RedirectResponse("/"), methods=["GET"])])
     # BentoML serves Swagger UI at / and the OpenAPI document at /docs.json; /docs points there
     service = bentoml.asgi_app(app, path="/")(

@@ -15,6 +15,10 @@ series would go back to one per raw path: unbounded); :func:`broken_assumptions`
   server_context`` (``bento_name``, ``bento_version``, ``service_name``): the subclass writes the same series
   through the process's flusher instead of five multiprocess writes a request
   (:class:`service.observability.exposition.TrafficFigures`).
+- ``bentoml._internal.server.http.traffic.TimeoutMiddleware(app, timeout)``: BentoML's request timeout runs
+  every request in a task of its own; the service replaces the class in that module (BentoML's app factory,
+  ``bentoml._internal.server.base_app``, imports it from there when it builds the app) with
+  :class:`service.rest.deadline.RequestDeadline`, the same 504 with one timer a request.
 - the logger ``bentoml._internal.server.http_app`` and its message ``Exception on <path> [<method>]``: BentoML
   logs every refused request there with a traceback; :class:`service.observability.logs.RefusalsAsOneLine` turns
   a refusal (a 4xx) into one line. No setting changes that message.
@@ -46,6 +50,9 @@ TRAFFIC_ATTRIBUTES = (
     "_is_setup",
 )
 """What the subclass reads of BentoML's middleware (set by its ``__init__`` and ``_setup``)."""
+TRAFFIC = "bentoml._internal.server.http.traffic"
+TIMEOUT_MIDDLEWARE = "TimeoutMiddleware"
+BASE_APP = "bentoml._internal.server.base_app"
 CONTEXT = "bentoml._internal.context"
 CONTEXT_FIELDS = ("bento_name", "bento_version", "service_name")
 
@@ -63,6 +70,11 @@ def traffic_metrics_middleware() -> type:
 def replace_traffic_metrics(cls: type) -> None:
     """Make BentoML build its request metrics with ``cls`` (a subclass of its own) in this process."""
     setattr(importlib.import_module(INSTRUMENTS), TRAFFIC_METRICS, cls)
+
+
+def replace_timeout_middleware(cls: type) -> None:
+    """Make BentoML build its request timeout with ``cls`` (called as ``cls(app, timeout=...)``) in this process."""
+    setattr(importlib.import_module(TRAFFIC), TIMEOUT_MIDDLEWARE, cls)
 
 
 def default_index_html() -> str:
@@ -86,6 +98,17 @@ def broken_assumptions() -> list[str]:
         missing = [name for name in TRAFFIC_ATTRIBUTES if f"self.{name}" not in source and f"def {name}" not in source]
         if missing:
             found.append(f"{TRAFFIC_METRICS} no longer has {', '.join(missing)}: request series would not be written")
+    try:
+        base_app = inspect.getsource(importlib.import_module(BASE_APP))
+        timeout = getattr(importlib.import_module(TRAFFIC), TIMEOUT_MIDDLEWARE)
+    except (ImportError, OSError, AttributeError) as exc:
+        found.append(f"{TRAFFIC}.{TIMEOUT_MIDDLEWARE} is gone ({exc}): every request would run in a task of its own")
+    else:
+        if "from .http.traffic import TimeoutMiddleware" not in base_app or "timeout=self.timeout" not in base_app:
+            found.append(f"{BASE_APP} no longer imports {TIMEOUT_MIDDLEWARE} when it builds the app: its "
+                         "replacement would not be used")  # fmt: skip
+        if not inspect.isclass(timeout):
+            found.append(f"{TRAFFIC}.{TIMEOUT_MIDDLEWARE} is not a class")
     try:
         context = importlib.import_module(CONTEXT).server_context
     except (ImportError, AttributeError) as exc:

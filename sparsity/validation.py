@@ -2,9 +2,28 @@
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
 from sparsity.errors import InvalidInputError
+
+_CHECKED: dict[int, tuple[weakref.ref, tuple]] = {}
+"""The batches :func:`check_batch` passed, by identity, with the rules they passed (item shape, low, high)."""
+
+
+def mark_checked(arr: np.ndarray, item_shape: tuple[int, ...], low: float | None, high: float | None) -> np.ndarray:
+    """Remember that ``arr`` (this very array, not a slice or a copy of it) passed these rules: checked again
+    against the same rules it is returned as it is. A request's inputs are checked as the service decodes them and
+    again by the model's probe; the second check cost 10 us of a one-image request."""
+    key = id(arr)
+    _CHECKED[key] = (weakref.ref(arr, lambda _ref, key=key: _CHECKED.pop(key, None)), (tuple(item_shape), low, high))
+    return arr
+
+
+def _passed(x, rules: tuple) -> bool:
+    entry = _CHECKED.get(id(x))
+    return entry is not None and entry[0]() is x and entry[1] == rules
 
 
 def check_batch(
@@ -21,6 +40,8 @@ def check_batch(
     Raises :class:`InvalidInputError` naming ``field`` and the broken rule, so nothing invalid is
     ever counted.
     """
+    if isinstance(x, np.ndarray) and x.dtype == dtype and _passed(x, (tuple(item_shape), low, high)):
+        return x
     arr = np.asarray(x)
     if arr.dtype == object or not np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_:
         raise InvalidInputError(field, "must contain only numbers")
@@ -34,7 +55,7 @@ def check_batch(
     # (measured on 28x28 images: 420 -> 46 us at 256, 14 -> 9 us at one)
     bounded = low is not None and high is not None and np.isfinite(low) and np.isfinite(high)
     if bounded and arr.min() >= low and arr.max() <= high:
-        return arr
+        return mark_checked(arr, item_shape, low, high)
     finite = np.isfinite(arr)
     if not finite.all():
         index = _first_bad(finite)
@@ -49,7 +70,7 @@ def check_batch(
             index = _first_bad(ok)
             bad = float(arr[tuple(np.argwhere(~ok)[0])])
             raise InvalidInputError(f"{field}{index}", f"must be within [{low}, {high}], got {bad}")
-    return arr
+    return mark_checked(arr, item_shape, low, high)
 
 
 def _first_bad(ok: np.ndarray) -> str:

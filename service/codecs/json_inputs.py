@@ -19,7 +19,7 @@ from pydantic_core import from_json
 
 from sparsity.contract import MAX_BATCH
 from sparsity.errors import InvalidInputError
-from sparsity.validation import check_batch
+from sparsity.validation import check_batch, mark_checked
 
 _NUMBER_SYNTAX = b"0123456789.eE+-[],: \t\r\n"
 
@@ -83,6 +83,5 @@ def inputs_from_json(
             raise InvalidInputError(*problem)
         array = np.array(items, dtype=np.float64)
     low, high = value_range if value_range is not None else (None, None)
-    return check_batch(array, field=key, item_shape=tuple(item_shape), low=low, high=high, dtype=np.float64).astype(
-        np.float32
-    )
+    checked = check_batch(array, field=key, item_shape=tuple(item_shape), low=low, high=high, dtype=np.float64)
+    return mark_checked(checked.astype(np.float32), item_shape, low, high)  # (checked in float64, as JSON is read)

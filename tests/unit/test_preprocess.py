@@ -146,3 +146,22 @@ def test_a_grey_picture_channels_first_is_one_plane_and_mnist_digit_takes_grey_2
     assert picture_to_input(_png(_digit()), (1, 28, 28), (0.0, 1.0), "mnist-digit", MAX_PIXELS).shape == (1, 28, 28)
     with pytest.raises(InvalidInputError, match=r"28x28 grey digits; this model takes \(3, 28, 28\)"):
         picture_to_input(_png(_digit()), (3, 28, 28), (0.0, 1.0), "mnist-digit", MAX_PIXELS)
+
+
+def test_a_batch_checked_once_is_not_checked_again_but_a_slice_a_copy_or_other_rules_are():
+    import numpy as np
+    import pytest
+
+    from sparsity.errors import InvalidInputError
+    from sparsity.validation import check_batch
+
+    x = np.random.default_rng(0).random((3, 2, 2)).astype(np.float32)
+    checked = check_batch(x, field="inputs", item_shape=(2, 2), low=0.0, high=1.0)
+    assert check_batch(checked, field="inputs", item_shape=(2, 2), low=0.0, high=1.0) is checked
+    checked[0, 0, 0] = 5.0  # (the service never writes into a checked batch; this shows what is checked again)
+    assert type(checked * 1) is np.ndarray  # what is computed from it is a plain array
+    for again in (checked[:1], checked.copy()):
+        with pytest.raises(InvalidInputError, match="must be within"):
+            check_batch(again, field="inputs", item_shape=(2, 2), low=0.0, high=1.0)
+    with pytest.raises(InvalidInputError, match="must be within"):
+        check_batch(checked, field="inputs", item_shape=(2, 2), low=0.0, high=2.0)  # other rules: checked again
