@@ -160,7 +160,8 @@ def shared_state(configuration: Configuration, in_worker: bool) -> SharedState:
 
 def plane_for(configuration: Configuration) -> DataPlane:
     s = configuration.settings
-    plane = DataPlane(s.max_image_pixels, s.max_unit_series, s.expose_examples, s.shadow_queue_bytes)
+    batching = (s.batch_max_size, s.batch_wait_ms, s.batch_max_queue)
+    plane = DataPlane(s.max_image_pixels, s.max_unit_series, s.expose_examples, s.shadow_queue_bytes, batching)
     plane.shadows.options = configuration.load_options  # the shadow process loads candidates as the worker does
     return plane
 

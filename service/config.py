@@ -17,6 +17,9 @@ from modelstore.kinds import PLUGIN_SETTING, plugin_modules
 
 MiB = 1024 * 1024
 SHADOW_QUEUE_BYTES = MiB
+BATCH_MAX_SIZE, BATCH_MAX_QUEUE = 64, 1024
+"""Batching's defaults: a pass takes at most 64 items (one image a request: 64 clients at once), and 1,024 items may
+wait (a request of the most items allowed, MAX_BATCH, can always queue)."""
 """A worker's shadow queue by default (:mod:`service.shadow.wire`): about 300 one-image requests."""
 
 
@@ -43,8 +46,8 @@ def whole(lo: int, hi: int) -> Callable[[str], int]:
     return parse
 
 
-def seconds(lo: float, hi: float) -> Callable[[str], float]:
-    rule = f"must be a number of seconds from {lo:g} to {hi:g}"
+def seconds(lo: float, hi: float, unit: str = "seconds") -> Callable[[str], float]:
+    rule = f"must be a number of {unit} from {lo:g} to {hi:g}"
 
     def parse(raw: str) -> float:
         try:
@@ -220,6 +223,27 @@ SETTINGS: tuple[Setting, ...] = (
         "canary: answer them with it); PUT /models/NAME/shadow does it while serving",
     ),
     Setting(
+        "BATCH_MAX_SIZE",
+        "batch_max_size",
+        BATCH_MAX_SIZE,
+        whole(1, 1024),
+        "items a forward pass takes from a model version's queue (1: no batching)",
+    ),
+    Setting(
+        "BATCH_WAIT_MS",
+        "batch_wait_ms",
+        0.0,
+        seconds(0, 1000, "milliseconds"),
+        "how long a pass waits to fill (0: never)",
+    ),
+    Setting(
+        "BATCH_MAX_QUEUE",
+        "batch_max_queue",
+        BATCH_MAX_QUEUE,
+        whole(1024, 1_000_000),
+        "items that may wait for a model version; past it, 503 with Retry-After",
+    ),
+    Setting(
         "SHADOW_QUEUE_BYTES",
         "shadow_queue_bytes",
         SHADOW_QUEUE_BYTES,
@@ -274,6 +298,9 @@ class Settings:
     load_timeout: float
     max_unit_series: int
     shadows: tuple[tuple[str, str, float, str], ...]
+    batch_max_size: int
+    batch_wait_ms: float
+    batch_max_queue: int
     shadow_queue_bytes: int
     management_key_file: str | None
     inference_key_file: str | None

@@ -25,6 +25,7 @@ from modelstore.card import ModelCardError
 from modelstore.kinds import LoadOptions, load, prepare
 from modelstore.replay import replay_problem
 from modelstore.runtime import Prediction, Runtime
+from service.batching import MAX_QUEUE, MAX_SIZE, WAIT_MS, Batcher, answers_alone
 from service.codecs.json_inputs import inputs_from_json
 from service.codecs.npy import decode_npy
 from service.codecs.pictures import picture_to_input
@@ -78,6 +79,7 @@ class DataPlane:
         max_unit_series: int = 1024,
         expose_examples: bool = True,
         shadow_queue_bytes: int = QUEUE_BYTES,
+        batching: tuple[int, float, int] = (MAX_SIZE, WAIT_MS, MAX_QUEUE),
     ) -> None:
         self.max_image_pixels = max_image_pixels
         self.expose_examples = expose_examples
@@ -89,6 +91,7 @@ class DataPlane:
         self._lock = threading.Lock()
         self.shadow_specs: dict[str, ShadowSpec] = {}  # name -> its shadow or canary, as the served set says
         self.shadows = ShadowRunner(self, shadow_queue_bytes)
+        self.batcher = Batcher(self.infer, *batching, refused=self.recorder.refused)
 
     def load_one(self, candidate: Candidate, stored, options: LoadOptions) -> Runtime:
         """Load an audited candidate from its stored model, warm it up and replay its card's examples
@@ -149,6 +152,10 @@ class DataPlane:
         runtimes = list(runtimes)
         for runtime in runtimes:
             self.loaded[runtime.tag] = runtime
+            runtime.batchable = answers_alone(runtime)  # (checked once, before it serves)
+            if not runtime.batchable:
+                log.info("%s answers a batch's items otherwise than alone (engine %s): its requests are not batched",
+                         runtime.tag, runtime.engine)  # fmt: skip
         self.switch([*self.serving_tags(), *(r.tag for r in runtimes)])
 
     def switch(self, tags: Iterable[str], shadows: dict[str, ShadowSpec] | None = None) -> None:
@@ -263,19 +270,28 @@ class DataPlane:
 
     # --- inference
 
-    def infer(self, runtime: Runtime, x: np.ndarray) -> Prediction:
-        """One forward pass with its sparsity, recorded in the metrics, and offered to the runtime's shadow if
-        it has one (a queue append). Raises InvalidInput."""
+    def infer(self, runtime: Runtime, x: np.ndarray, waits: list[float] | None = None) -> Prediction:
+        """One forward pass with its sparsity, recorded in the metrics (``waits``: each request's time in the
+        queue, for a batching pass), and offered to the runtime's shadow if it has one (a queue append). Raises
+        InvalidInput."""
         with self.using(runtime):
             start = time.perf_counter()
             try:
                 prediction = predict_in_chunks(runtime, x)
             except InvalidInputError as exc:
                 raise InvalidInput.of(exc) from None
-            self.recorder.record(runtime, prediction, time.perf_counter() - start)
+            self.recorder.record(runtime, prediction, time.perf_counter() - start, waits)
         if self.shadows.mirrors:
             self.shadows.offer(runtime, x, prediction)
         return prediction
+
+    async def infer_batched(self, runtime: Runtime, x: np.ndarray) -> Prediction:
+        """:meth:`infer` on the event loop, its pass shared with the requests queued for the same version
+        (:mod:`service.batching`; with batching off, at once). Raises InvalidInput or Overloaded (503)."""
+        if not self.batcher.on:
+            return self.infer(runtime, x)
+        with self.using(runtime):  # counted in flight while it waits, so its version is not released under it
+            return await self.batcher.infer(runtime, x)
 
     def infer_json(self, runtime: Runtime, x: np.ndarray, detail: str | None = None) -> bytes:
         """:meth:`infer` answered as the JSON body every prediction route gives."""

@@ -24,6 +24,7 @@ class ServiceError(Exception):
 
     status = 400
     kind = "invalid_input"
+    headers: tuple[tuple[bytes, bytes], ...] = ()  # more response headers (a 503's Retry-After)
 
     def __init__(self, message: str, field: str = "body", status: int | None = None) -> None:
         super().__init__(f"{field}: {message}")

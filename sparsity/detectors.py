@@ -157,8 +157,10 @@ class UnitFiring:
         """(N, L): each layer's squared distance to its nearest class centre, divided by the layer's scale and
         less the layer's mean over the fitting data."""
         f = self.fused
-        z = np.asarray(shares, dtype=np.float64) @ f.whiten + f.shift
-        d = np.concatenate([z * z, z], axis=1) @ f.stack + f.bias
+        # one row at a time (a stack of 1-row products): a row's score is the one it gets alone, whatever else is
+        # in its batch (a matrix product over many rows sums in another order: the last bits differed)
+        z = (np.asarray(shares, dtype=np.float64)[:, None, :] @ f.whiten)[:, 0, :] + f.shift
+        d = (np.concatenate([z * z, z], axis=1)[:, None, :] @ f.stack)[:, 0, :] + f.bias
         return d.reshape(len(z), f.layers, f.classes).min(axis=2)
 
     def scores(self, shares: np.ndarray) -> np.ndarray:

@@ -22,8 +22,7 @@ def mark_checked(arr: np.ndarray, item_shape: tuple[int, ...], low: float | None
 
 
 def _passed(x, rules: tuple) -> bool:
-    entry = _CHECKED.get(id(x))
-    return entry is not None and entry[0]() is x and entry[1] == rules
+    return _rules_of(x) == rules
 
 
 def check_batch(
@@ -76,3 +75,18 @@ def check_batch(
 def _first_bad(ok: np.ndarray) -> str:
     """Render the index of the first False in ``ok`` as ``[i][j]...``."""
     return "".join(f"[{i}]" for i in np.argwhere(~ok)[0])
+
+
+def join_checked(parts: list[np.ndarray]) -> np.ndarray:
+    """``parts`` concatenated, carrying their rules when every part passed the same ones (else checked again)."""
+    joined = np.concatenate(parts)
+    rules = {_rules_of(part) for part in parts}
+    if len(rules) == 1 and None not in rules:
+        item_shape, low, high = rules.pop()
+        return mark_checked(joined, item_shape, low, high)
+    return joined
+
+
+def _rules_of(x) -> tuple | None:
+    entry = _CHECKED.get(id(x))
+    return entry[1] if entry is not None and entry[0]() is x else None

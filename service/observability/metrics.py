@@ -12,7 +12,7 @@ import numpy as np
 from prometheus_client import Counter, Gauge, Histogram
 
 from modelstore.card import ReluCard
-from service.observability.pending import FLUSH_SECONDS, FLUSHER, PendingCounter, PendingHistogram
+from service.observability.pending import FLUSHER, FiringCounts, PendingCounter, PendingHistogram
 from sparsity.contract import ALL_LAYERS
 
 RATIO_BUCKETS = tuple(round(0.05 * i, 2) for i in range(21))  # 0.0, 0.05 .. 1.0 (+Inf implied)
@@ -103,6 +103,24 @@ ATYPICAL = Counter(
 )
 
 
+BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128, 256, 512, 1024)
+BATCH_ITEMS = Histogram(
+    "model_batch_items",
+    "Items per forward pass (requests gathered by the data plane's batching, each counted by its items)",
+    ["model", "version"],
+    buckets=BATCH_BUCKETS,
+)
+QUEUE_WAIT_SECONDS = Histogram(
+    "model_queue_wait_seconds",
+    "How long a request waited in its model version's queue before its forward pass started",
+    ["model", "version"],
+    buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
+QUEUE_REFUSALS = Counter(
+    "model_queue_refusals", "Requests refused with 503: the model version's queue was full", ["model", "version"]
+)
+
+
 def observe_many(histogram, values: np.ndarray) -> None:
     """``histogram.observe(v)`` for every ``v`` in ``values``, with one write per non-empty bucket.
 
@@ -127,71 +145,8 @@ def inc_by_label(children: list, labels: np.ndarray) -> None:
         children[i].inc(int(counts[i]))
 
 
-class FiringCounts:
-    """Per-unit firing counts, added up in memory per request and written to the counters in one go
-    every FLUSH_SECONDS (and on :meth:`flush`): by a thread of its own, or by its owner (``interval=None``).
-
-    One image fires about a hundred units; a multiprocess counter write per unit per request would
-    cost about 0.2 ms on a 1 ms one-image request. Added here it costs a NumPy sum. The samples
-    counter is written in the same flush, so samples and unit counts always agree in a scrape.
-
-    ``units`` maps each layer to its unit counters, or, for a model summarised per layer (wider than the
-    series limit), to its :data:`NEVER_FIRED` gauge: then the totals are kept here and the gauge set to the
-    count of units still at zero.
-    """
-
-    def __init__(
-        self, samples, units: dict[str, list], interval: float | None = FLUSH_SECONDS, summary: dict | None = None
-    ):
-        self._samples_counter = samples
-        self._unit_counters = units
-        self._summary = summary or {}  # layer -> (gauge, units)
-        sizes = {layer: len(children) for layer, children in units.items()}
-        sizes |= {layer: width for layer, (_, width) in self._summary.items()}
-        self._pending = {layer: np.zeros(n, dtype=np.int64) for layer, n in sizes.items()}
-        self._totals = {layer: np.zeros(width, dtype=np.int64) for layer, (_, width) in self._summary.items()}
-        self._pending_samples = 0
-        self._lock = threading.Lock()
-        self._interval = interval
-        self._stopped = threading.Event()
-        for _layer, (gauge, width) in self._summary.items():
-            gauge.set(width)
-        if interval is not None:  # None: its owner flushes it (ModelMetrics, with the process's one flusher)
-            threading.Thread(target=self._run, name="firing-counts-flush", daemon=True).start()
-
-    def add(self, fired: dict[str, np.ndarray]) -> None:
-        """``fired[layer]``: (N, units) bool, one row per sample."""
-        with self._lock:
-            for layer, rows in fired.items():
-                self._pending[layer] += rows.sum(axis=0)
-            self._pending_samples += len(next(iter(fired.values())))
-
-    def flush(self) -> None:
-        with self._lock:
-            pending, self._pending = self._pending, {k: np.zeros_like(v) for k, v in self._pending.items()}
-            samples, self._pending_samples = self._pending_samples, 0
-        for layer, counts in pending.items():
-            if layer in self._summary:
-                self._totals[layer] += counts
-                self._summary[layer][0].set(int(np.count_nonzero(self._totals[layer] == 0)))
-                continue
-            children = self._unit_counters[layer]
-            for unit in np.flatnonzero(counts).tolist():
-                children[unit].inc(int(counts[unit]))
-        if samples:
-            self._samples_counter.inc(samples)
-
-    def stop(self) -> None:
-        """Flush what is pending and stop the flushing thread (the version is unloaded)."""
-        self._stopped.set()
-        self.flush()
-
-    def _run(self) -> None:
-        while not self._stopped.wait(self._interval):
-            self.flush()
-
-
-PER_MODEL = (INFERENCE_SECONDS, TYPICALITY_SCORE, TYPICALITY_THRESHOLD, ATYPICAL, SAMPLES, CONTRIBUTION_SPARSITY)
+PER_MODEL = (INFERENCE_SECONDS, TYPICALITY_SCORE, TYPICALITY_THRESHOLD, ATYPICAL, SAMPLES, CONTRIBUTION_SPARSITY,
+             BATCH_ITEMS, QUEUE_WAIT_SECONDS, QUEUE_REFUSALS)  # fmt: skip
 PER_LAYER = (ACTIVATION_SPARSITY, BASELINE, WEIGHT_SPARSITY, NEVER_FIRED)
 
 
@@ -208,6 +163,9 @@ class ModelMetrics:
         self.typicality = PendingHistogram(TYPICALITY_SCORE.labels(*self.labels))
         TYPICALITY_THRESHOLD.labels(*self.labels).set(card.typicality.threshold)
         self.atypical = PendingCounter(ATYPICAL.labels(*self.labels))
+        self.batch_items = PendingHistogram(BATCH_ITEMS.labels(*self.labels))
+        self.queue_wait = PendingHistogram(QUEUE_WAIT_SECONDS.labels(*self.labels))
+        self.refusals = PendingCounter(QUEUE_REFUSALS.labels(*self.labels))
         self.class_names = [str(c) for c in runtime.class_names]
         self.classes = [PendingCounter(PREDICTIONS.labels(*self.labels, c)) for c in self.class_names]
         self.layer_names = list(card.weight_sparsity)
@@ -238,15 +196,20 @@ class ModelMetrics:
         else:
             self.contributions = PendingHistogram(CONTRIBUTION_SPARSITY.labels(*self.labels))
         self._pending = [self.seconds, self.typicality, self.atypical, *self.classes, *self.layers.values()]
+        self._pending += [self.batch_items, self.queue_wait, self.refusals]
         self._pending += [self.contributions] if self.contributions is not None else []
         FLUSHER.register(self)
 
-    def record(self, prediction, seconds: float) -> None:
+    def record(self, prediction, seconds: float, waits: list[float] | None = None) -> None:
         """A call's figures, added up in memory (:mod:`service.observability.pending`): one image's are a few
-        list increments."""
+        list increments. ``waits``: each request's wait in the queue, when the call was a batching pass."""
         labels = prediction.labels
         with self._lock:
             self.seconds.add(seconds)
+            if waits is not None:
+                self.batch_items.add(len(labels))
+                for wait in waits:
+                    self.queue_wait.add(wait)
             if len(labels) == 1:
                 self.typicality.add(float(prediction.scores[0]))
                 self.atypical.count += bool(prediction.atypical[0])
@@ -268,6 +231,10 @@ class ModelMetrics:
                 self.contributions.add_many(prediction.contributions)
         if self.firing is not None:
             self.firing.add(prediction.fired)
+
+    def refused(self) -> None:
+        with self._lock:
+            self.refusals.count += 1
 
     def flush(self) -> None:
         """Write what is pending to this process's series."""
@@ -324,7 +291,13 @@ class Recorder:
         if metrics is not None:
             metrics.forget()
 
-    def record(self, runtime, prediction, seconds: float) -> None:
+    def record(self, runtime, prediction, seconds: float, waits: list[float] | None = None) -> None:
         metrics = self.models.get(runtime.tag)
         if metrics is not None:  # None: a request that outlived its version's drain
-            metrics.record(prediction, seconds)
+            metrics.record(prediction, seconds, waits)
+
+    def refused(self, runtime) -> None:
+        """A request refused because ``runtime``'s queue was full."""
+        metrics = self.models.get(runtime.tag)
+        if metrics is not None:
+            metrics.refused()

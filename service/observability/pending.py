@@ -115,3 +115,67 @@ FLUSHER = Flusher()
 def flush_all() -> None:
     """Write every pending figure of this process now (before it answers ``/metrics``)."""
     FLUSHER.flush_all()
+
+
+class FiringCounts:
+    """Per-unit firing counts, added up in memory per request and written to the counters in one go
+    every FLUSH_SECONDS (and on :meth:`flush`): by a thread of its own, or by its owner (``interval=None``).
+
+    One image fires about a hundred units; a multiprocess counter write per unit per request would
+    cost about 0.2 ms on a 1 ms one-image request. Added here it costs a NumPy sum. The samples
+    counter is written in the same flush, so samples and unit counts always agree in a scrape.
+
+    ``units`` maps each layer to its unit counters, or, for a model summarised per layer (wider than the
+    series limit), to its :data:`NEVER_FIRED` gauge: then the totals are kept here and the gauge set to the
+    count of units still at zero.
+    """
+
+    def __init__(
+        self, samples, units: dict[str, list], interval: float | None = FLUSH_SECONDS, summary: dict | None = None
+    ):
+        self._samples_counter = samples
+        self._unit_counters = units
+        self._summary = summary or {}  # layer -> (gauge, units)
+        sizes = {layer: len(children) for layer, children in units.items()}
+        sizes |= {layer: width for layer, (_, width) in self._summary.items()}
+        self._pending = {layer: np.zeros(n, dtype=np.int64) for layer, n in sizes.items()}
+        self._totals = {layer: np.zeros(width, dtype=np.int64) for layer, (_, width) in self._summary.items()}
+        self._pending_samples = 0
+        self._lock = threading.Lock()
+        self._interval = interval
+        self._stopped = threading.Event()
+        for _layer, (gauge, width) in self._summary.items():
+            gauge.set(width)
+        if interval is not None:  # None: its owner flushes it (ModelMetrics, with the process's one flusher)
+            threading.Thread(target=self._run, name="firing-counts-flush", daemon=True).start()
+
+    def add(self, fired: dict[str, np.ndarray]) -> None:
+        """``fired[layer]``: (N, units) bool, one row per sample."""
+        with self._lock:
+            for layer, rows in fired.items():
+                self._pending[layer] += rows.sum(axis=0)
+            self._pending_samples += len(next(iter(fired.values())))
+
+    def flush(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, {k: np.zeros_like(v) for k, v in self._pending.items()}
+            samples, self._pending_samples = self._pending_samples, 0
+        for layer, counts in pending.items():
+            if layer in self._summary:
+                self._totals[layer] += counts
+                self._summary[layer][0].set(int(np.count_nonzero(self._totals[layer] == 0)))
+                continue
+            children = self._unit_counters[layer]
+            for unit in np.flatnonzero(counts).tolist():
+                children[unit].inc(int(counts[unit]))
+        if samples:
+            self._samples_counter.inc(samples)
+
+    def stop(self) -> None:
+        """Flush what is pending and stop the flushing thread (the version is unloaded)."""
+        self._stopped.set()
+        self.flush()
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self._interval):
+            self.flush()

@@ -23,6 +23,7 @@ import anyio
 from service import errors, routes
 from service.asgi import read_body, replay_body, respond
 from service.codecs.pictures import FIELD as IMAGE_FIELD
+from service.codecs.responses import predict_json
 from service.dataplane import DataPlane
 from service.errors import InvalidInput, NotAPictureModel, ServiceError
 from service.shadow.spec import canary_key
@@ -70,12 +71,13 @@ class ModelRoutes:
             detail = None if route.bentoml_api else detail_of(scope)
             if route.action == "predict_image":
                 answer = await self._picture(scope, body, runtime, detail)
-            elif len(body) <= INLINE_MAX_BYTES:
-                answer = self._answer(runtime, route, body, detail)
+            elif len(body) <= INLINE_MAX_BYTES:  # decoded here, its pass shared with what is queued with it
+                x = self._decode(runtime, route, body)
+                answer = None if x is None else await self._batched(runtime, x, detail)
             else:
                 answer = await anyio.to_thread.run_sync(self._answer, runtime, route, body, detail)
         except ServiceError as exc:
-            answer = errors.answer(exc)
+            answer, headers = errors.answer(exc), (*headers, *exc.headers)
         if answer is None:  # an alias body that is not plain: BentoML's endpoint validates it
             await self.app(scope, replay_body(body, receive), send)
         else:
@@ -105,19 +107,27 @@ class ModelRoutes:
         finally:
             await form.close()
         batch = await anyio.to_thread.run_sync(self.plane.decode_picture, runtime, data)
-        return 200, self.plane.infer_json(runtime, batch, detail)
+        return await self._batched(runtime, batch, detail)
 
-    def _answer(self, runtime, route: routes.RouteSpec, body: bytes, detail: str | None) -> tuple[int, bytes] | None:
-        """Decode, predict and encode one body (run inline or in a thread): ``(status, JSON body)``, or
-        ``None`` for an alias body that its BentoML endpoint is to validate."""
+    async def _batched(self, runtime, x, detail: str | None) -> tuple[int, bytes]:
+        return 200, predict_json(runtime, await self.plane.infer_batched(runtime, x), detail)
+
+    def _decode(self, runtime, route: routes.RouteSpec, body: bytes):
+        """One body as the model's input batch, or ``None`` for an alias body that its BentoML endpoint is to
+        validate."""
         codec = "npy" if route.action == "predict_batch" else "json"
         try:
-            x = self.plane.decode(runtime, body, codec, json_key=route.json_key)
+            return self.plane.decode(runtime, body, codec, json_key=route.json_key)
         except ServiceError:
             if route.bentoml_api:
                 return None
             raise
-        return 200, self.plane.infer_json(runtime, x, detail)
+
+    def _answer(self, runtime, route: routes.RouteSpec, body: bytes, detail: str | None) -> tuple[int, bytes] | None:
+        """Decode, predict and encode one large body in a thread (its pass not shared): ``(status, JSON body)``, or
+        ``None`` for an alias body that its BentoML endpoint is to validate."""
+        x = self._decode(runtime, route, body)
+        return None if x is None else (200, self.plane.infer_json(runtime, x, detail))
 
 
 def version_of(scope) -> str | None:

@@ -65,7 +65,7 @@ class OipRoutes:
             key = canary_key(scope["headers"])
             name, version = params["name"], params.get("version")
             if len(body) <= INLINE_MAX_BYTES:
-                answer = self._infer(name, version, body, length, key)
+                answer = await self._infer_inline(name, version, body, length, key)
             else:
                 answer = await anyio.to_thread.run_sync(self._infer, name, version, body, length, key)
             await self._send(send, *answer)
@@ -89,18 +89,35 @@ class OipRoutes:
             return 200, orjson.dumps({"name": name, "version": runtime.version, "ready": True})
         return 200, orjson.dumps(oip.metadata(runtime, self.plane.versions(name)))
 
-    def _infer(self, name: str, version: str | None, body: bytes, length: str | None, key: bytes | None = None):
-        """``(status, body, binary header length, headers)``; an unversioned request goes where a canary says."""
+    def _parse(self, name: str, version: str | None, body: bytes, length: str | None, key: bytes | None):
+        """``(runtime, request, headers)``: an unversioned request goes where a canary says. Raises ServiceError."""
+        headers = ()
+        if version is None:
+            runtime, headers = self.plane.choose(name, key)
+        else:
+            runtime = self.plane.model(name, version)
+        try:
+            return runtime, oip.parse_infer(body, length, runtime), headers
+        except InvalidInputError as exc:
+            raise InvalidInput.of(exc) from None
+
+    async def _infer_inline(self, name: str, version: str | None, body: bytes, length: str | None, key):
+        """``(status, body, binary header length, headers)`` of a small body, its pass shared with what is queued
+        with it (:mod:`service.batching`)."""
         headers = ()
         try:
-            if version is None:
-                runtime, headers = self.plane.choose(name, key)
-            else:
-                runtime = self.plane.model(name, version)
-            try:
-                request = oip.parse_infer(body, length, runtime)
-            except InvalidInputError as exc:
-                raise InvalidInput.of(exc) from None
+            runtime, request, headers = self._parse(name, version, body, length, key)
+            prediction = await self.plane.infer_batched(runtime, request.x)
+        except ServiceError as exc:
+            return (*errors.oip_answer(exc), None, (*headers, *exc.headers))
+        answer, header = oip.infer_response(runtime, prediction, request)
+        return 200, answer, header, headers
+
+    def _infer(self, name: str, version: str | None, body: bytes, length: str | None, key: bytes | None = None):
+        """The same for a large body, in a thread (its pass not shared)."""
+        headers = ()
+        try:
+            runtime, request, headers = self._parse(name, version, body, length, key)
             prediction = self.plane.infer(runtime, request.x)
         except ServiceError as exc:
             return (*errors.oip_answer(exc), None, headers)

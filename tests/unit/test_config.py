@@ -29,6 +29,9 @@ BAD = {
     "EXPOSE_EXAMPLES": ["hidden"],
     "SHADOW": ["mnist_cnn:v2", "mnist_cnn:v2:1.5", "mnist_cnn:v2:-0.1", "mnist_cnn:v2:x", "a:v:1,a:w:1", "a:v:1:tee"],
     "SHADOW_QUEUE_BYTES": ["0", "4095", "lots"],
+    "BATCH_MAX_SIZE": ["0", "1025", "many"],
+    "BATCH_WAIT_MS": ["-1", "1001", "nan", "soon"],
+    "BATCH_MAX_QUEUE": ["1023", "10000000", "lots"],
 }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from service.observability.metrics import FiringCounts
+from service.observability.pending import FiringCounts
 
 
 class FakeCounter:

@@ -24,6 +24,7 @@ SERVICE_LEVELS = (
     ),
     ("service.codecs", "service.observability"),
     ("service.shadow",),
+    ("service.batching",),
     ("service.dataplane",),
     ("service.repository",),
     ("service.openapi",),
