@@ -127,6 +127,47 @@ PANELS: list[tuple[str, str, str, int, int, str, list[tuple[str, str]]]] = [
         ],
     ),
     (
+        "Batching: items per forward pass p50 / p99",
+        "timeseries",
+        "short",
+        8,
+        8,
+        "Items each forward pass took from the model version's queue (requests that arrived together share a "
+        "pass; BATCH_MAX_SIZE caps it).",
+        [
+            (
+                f"histogram_quantile({q}, sum by (le) (rate(model_batch_items_bucket{{{M}}}[$__rate_interval])))",
+                f"p{round(q * 100)}",
+            )
+            for q in (0.5, 0.99)
+        ],
+    ),
+    (
+        "Batching: queue wait p50 / p99",
+        "timeseries",
+        "s",
+        8,
+        8,
+        "How long a request waited for its forward pass to start (BATCH_WAIT_MS adds to it).",
+        [
+            (
+                f"histogram_quantile({q}, sum by (le) "
+                f"(rate(model_queue_wait_seconds_bucket{{{M}}}[$__rate_interval])))",
+                f"p{round(q * 100)}",
+            )
+            for q in (0.5, 0.99)
+        ],
+    ),
+    (
+        "Batching: requests refused, queue full (503)",
+        "timeseries",
+        "reqps",
+        8,
+        8,
+        "Requests answered 503 with Retry-After because more than BATCH_MAX_QUEUE items were waiting.",
+        [(f"sum(rate(model_queue_refusals_total{{{M}}}[$__rate_interval]))", "refused")],
+    ),
+    (
         "Weight sparsity",
         "bargauge",
         "percentunit",

@@ -193,3 +193,24 @@ def test_batching_off_calls_the_pass_directly(runtimes):
         asyncio.run(plane.infer_batched(runtimes[0], x)).probabilities, runtimes[0].predict(x).probabilities
     )
     assert isinstance(Batcher(lambda *a: None, max_size=1), Batcher)
+
+
+def test_one_client_at_a_time_runs_at_once_and_company_turns_batching_back_on(runtimes):
+    plane = _plane(runtimes)
+    passes = _passes(plane)
+    xs = _inputs([1] * 43)
+
+    async def main():
+        alone = [await plane.infer_batched(runtimes[0], x) for x in xs[:3]]  # one at a time
+        queue = plane.batcher.queues[runtimes[0].tag]
+        assert queue.alone >= 2
+        task = asyncio.ensure_future(plane.infer_batched(runtimes[0], xs[3]))
+        await asyncio.sleep(0)
+        assert task.done()  # ran at once: no turn of the loop waited for company
+        together = await asyncio.gather(*(plane.infer_batched(runtimes[0], x) for x in xs[4:]))
+        return [*alone, task.result(), *together]
+
+    answers = asyncio.run(main())
+    assert max(passes[4:]) > 1  # with company (40 at once), passes are shared again
+    for x, prediction in zip(xs, answers, strict=True):
+        np.testing.assert_array_equal(prediction.probabilities, runtimes[0].predict(x).probabilities)
