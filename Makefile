@@ -19,7 +19,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export TF_ENABLE_ONEDNN_OPTS ?= 0
 export BENTOML_DO_NOT_TRACK := true
 
-.PHONY: help profile bench-batching docs docs-serve docs-facts setup setup-dev models train examples sweep depth every-layer extra-digits resnet prune serve k8s-manifests test test-fast test-container soak system-deps lint format bench bench-compare bench-live bench-peers bench-engines bench-typicality build monitor clean
+.PHONY: help profile bench-batching bench-memory docs docs-serve docs-facts setup setup-dev models train examples sweep depth every-layer extra-digits resnet prune serve k8s-manifests test test-fast test-container soak system-deps lint format bench bench-compare bench-live bench-peers bench-engines bench-typicality build monitor clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -152,6 +152,9 @@ profile: setup-dev system-deps models ## where a one-image request's time goes: 
 
 bench-batching: setup-dev system-deps models ## batching on against off, one worker, one image at 1, 8 and 32 connections, mnist_cnn (and mnist_resnet): reports/batching.json
 	$(BIN)/python -m benchmarks.batching_bench $(ARGS)
+
+bench-memory: setup-dev system-deps models ## a worker's memory at its worst (the largest requests allowed, two workers): reports/memory.json, where the Kubernetes limits come from
+	$(BIN)/python -m benchmarks.memory_bench $(ARGS)
 
 bench-peers: setup-dev system-deps models ## this service against MLServer, KServe and plain BentoML on the same ONNX file, each in its own venv: reports/peers.{json,png}
 	$(BIN)/python -m benchmarks.peers_bench $(ARGS)
