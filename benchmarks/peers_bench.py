@@ -46,7 +46,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from benchmarks.load import JSON, NPY, wrk
+from benchmarks.load import JSON, NPY, client_latency, wrk
 from benchmarks.server import free_port, private_home
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,8 +58,12 @@ BATCH = 64
 CASES = (
     ("1 image, 1 conn", "one", 1, 1),
     ("1 image, 8 conn", "one", 1, 8),
+    ("1 image, 32 conn", "one", 1, 32),
     ("JSON batch of 64, 2 conn", "batch", 64, 2),
 )
+MLSERVER_BATCHING = {"max_batch_size": 32, "max_batch_time": 0.005}
+"""MLServer's adaptive batching (off by default), as its model settings name it: at most 32 requests a batch,
+waiting at most 5 ms for them (``docs/user-guide/adaptive-batching.md``)."""
 
 
 @dataclass
@@ -96,9 +100,9 @@ def _venv_bin(venv: str, program: str) -> str:
     return str(VENVS / venv / "bin" / program)
 
 
-def _mlserver(parallel: bool) -> Callable[[int, Path], tuple[list[str], dict, Path]]:
+def _mlserver(parallel: bool, batching: bool = False) -> Callable[[int, Path], tuple[list[str], dict, Path]]:
     def command(port: int, work: Path) -> tuple[list[str], dict, Path]:
-        folder = work / ("mlserver-parallel" if parallel else "mlserver")
+        folder = work / ("mlserver-parallel" if parallel else "mlserver-batching" if batching else "mlserver")
         (folder / "mnist").mkdir(parents=True, exist_ok=True)
         settings = {
             "host": "127.0.0.1",
@@ -113,6 +117,7 @@ def _mlserver(parallel: bool) -> Callable[[int, Path], tuple[list[str], dict, Pa
             "name": "mnist",
             "implementation": "mlserver_model.OnnxDigits",
             "parameters": {"uri": os.environ["PEER_ONNX_FILE"]},
+            **(MLSERVER_BATCHING if batching else {}),
         }
         (folder / "mnist" / "model-settings.json").write_text(json.dumps(model))
         return [_venv_bin("mlserver", "mlserver"), "start", str(folder)], {"PYTHONPATH": str(PEERS)}, folder
@@ -161,12 +166,13 @@ PEER_V2 = Route("V2", "/v2/models/mnist/infer", v2_body, v2_probabilities)
 """The peers' Open Inference Protocol route (KServe V2, MLServer)."""
 
 
-def _mlserver_system(parallel: bool) -> System:
-    label = "parallel workers (default)" if parallel else "one process"
-    name = "mlserver-parallel" if parallel else "mlserver"
-    return System(
-        name, f"MLServer 1.7.1, {label}", "mlserver", "/v2/models/mnist/ready", [PEER_V2], _mlserver(parallel)
+def _mlserver_system(parallel: bool, batching: bool = False) -> System:
+    label = (
+        "parallel workers (default)" if parallel else "one process, adaptive batching" if batching else "one process"
     )
+    name = "mlserver-parallel" if parallel else "mlserver-batching" if batching else "mlserver"
+    command = _mlserver(parallel, batching)
+    return System(name, f"MLServer 1.7.1, {label}", "mlserver", "/v2/models/mnist/ready", [PEER_V2], command)
 
 
 OIP = Route("Open Inference Protocol", f"/v2/models/{MODEL}/infer", v2_body, v2_probabilities)
@@ -188,6 +194,7 @@ SYSTEMS = [
         _kserve,
     ),
     _mlserver_system(parallel=False),
+    _mlserver_system(parallel=False, batching=True),
     _mlserver_system(parallel=True),
     System(
         "bentoml",
@@ -365,13 +372,16 @@ def measure(system: System, x: np.ndarray, expected: np.ndarray, seconds: int, w
             for label, path, body, images, conns in cases:
                 wrk(url + path, body, 2, conns, work)  # warm-up, not reported
                 r = wrk(url + path, body, seconds, conns, work)
+                if not r["latency_consistent"]:  # wrk's percentiles do not hold up: a second client's instead
+                    r |= client_latency(url + path, body, min(seconds, 5), conns)
                 r["images_per_second"] = r["requests_per_second"] * images
                 r["body_bytes"] = body[0].stat().st_size
                 entry[label] = r
                 errors = r["non_2xx"] + r["socket_errors"]
                 print(
                     f"  {system.label} {route.label:<24} {label:<26} {r['requests_per_second']:8.1f} req/s "
-                    f"{r['images_per_second']:8.0f} img/s  p50 {r['p50_ms']:6.2f} ms  errors {errors}",
+                    f"{r['images_per_second']:8.0f} img/s  p50 {r['p50_ms']:6.2f} ms  p99 {r['p99_ms']:6.2f} ms  "
+                    f"errors {errors}",
                     flush=True,
                 )
             answer = httpx.post(url + route.path, json=route.body(x), timeout=30)
@@ -410,22 +420,31 @@ def best_rows(results: dict) -> list[dict]:
 
 
 def table(results: dict) -> str:
-    head = "| system | route | 1 image, 1 conn | 1 image, 8 conn | JSON batch of 64, 2 conn (img/s) | ready | RSS |"
-    lines = [head, "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    """Every system at 1, 8 and 32 connections of one image (requests/s, p50 / p99 ms) and JSON batches of 64."""
+    ones = [label for label, key, *_ in CASES if key == "one"]
+    head = "| system | route | " + " | ".join(f"{c.replace('1 image, ', '')}: req/s, p50 / p99 ms" for c in ones)
+    lines = [
+        head + " | JSON batch of 64, 2 conn (img/s) | ready | RSS |",
+        "| --- | --- |" + " ---: |" * (len(ones) + 3),
+    ]
     for r in results.values():
         if "error" in r:
-            lines.append(f"| {r['label']} | failed to start | | | | | |")
+            lines.append(f"| {r['label']} | failed to start |" + " |" * (len(ones) + 3))
             continue
         for route_label, entry in r["routes"].items():
             if "error" in entry:
-                lines.append(f"| {r['label']} | {route_label}: wrong answers | | | | | |")
+                lines.append(f"| {r['label']} | {route_label}: wrong answers |" + " |" * (len(ones) + 3))
                 continue
-            cells = [f"{entry[label]['requests_per_second']:,.0f} req/s" for label, *_ in CASES[:2]]
-            batch = f"{entry[CASES[2][0]]['images_per_second']:,.0f}"
+            cells = [
+                f"{entry[c]['requests_per_second']:,.0f}, {entry[c]['p50_ms']:.2f} / {entry[c]['p99_ms']:.2f}"
+                if c in entry else ""
+                for c in ones
+            ]  # fmt: skip
+            batch = f"{entry[CASES[-1][0]]['images_per_second']:,.0f}"
             if "npy batch of 64, 2 conn" in entry:
                 batch += f" (.npy {entry['npy batch of 64, 2 conn']['images_per_second']:,.0f})"
             lines.append(
-                f"| {r['label']} | {route_label} | {cells[0]} | {cells[1]} | {batch} | "
+                f"| {r['label']} | {route_label} | {' | '.join(cells)} | {batch} | "
                 f"{r['ready_seconds']:.1f} s | {r['rss_mb']:,.0f} MB |"
             )
     return "\n".join(lines)
@@ -444,7 +463,7 @@ def plot(results: dict, path: Path) -> None:
         for route_label, entry in r["routes"].items()
         if "error" not in entry
     ]
-    figure, axes = plt.subplots(1, 3, figsize=(16, 0.5 * len(bars) + 2), sharey=True)
+    figure, axes = plt.subplots(1, len(CASES), figsize=(5.5 * len(CASES), 0.5 * len(bars) + 2), sharey=True)
     for ax, (label, _, images, _) in zip(axes, CASES, strict=True):
         values = [entry[label]["requests_per_second"] * images for _, entry in bars]
         colours = ["tab:orange" if "this service" in name else "tab:blue" for name, _ in bars]

@@ -50,7 +50,31 @@ def table(name: str) -> str:
         path = REPORTS / "engines.json"
         report = json.loads(path.read_text())
         return engines_table(report) + "\n\n" + _measured(report, path, "make bench-engines")
-    raise ValueError(f"no table named {name!r} (peers, engines)")
+    if name == "memory":
+        path = REPORTS / "memory.json"
+        report = json.loads(path.read_text())
+        rows = ["| after | supervisor | workers | whole tree |", "| --- | ---: | ---: | ---: |"]
+        rows += [
+            f"| {s['after']} | {s['supervisor_mb']} MB | {', '.join(str(w) for w in s['worker_mb'])} MB | "
+            f"{s['tree_mb']} MB |"
+            for s in report["steps"]
+        ]
+        return "\n".join(rows) + "\n\n" + _measured(report, path, "make bench-memory")
+    if name == "batching":
+        path = REPORTS / "batching.json"
+        report = json.loads(path.read_text())
+        rows = [
+            "| case | batching off: req/s, p50 / p99 ms | on (the defaults) | on / off |",
+            "| --- | ---: | ---: | ---: |",
+        ]
+        for label, case in report["cases"].items():
+            off, on = case["off"], case["on"]
+            cells = [
+                f"{side['requests_per_second']:,.0f}, {side['p50_ms']:.2f} / {side['p99_ms']:.2f}" for side in (off, on)
+            ]
+            rows.append(f"| {label} | {cells[0]} | {cells[1]} | {case['ratio']:.2f}x |")
+        return "\n".join(rows) + "\n\n" + _measured(report, path, "make bench-batching")
+    raise ValueError(f"no table named {name!r} (peers, engines, memory, batching)")
 
 
 def fact(field: str, style: str | None, facts: dict) -> str:
