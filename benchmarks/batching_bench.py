@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import tempfile
 import time
@@ -42,10 +43,43 @@ def digit_bodies(work: Path, models: list[str]) -> dict[str, tuple[Path, str]]:
     return bodies
 
 
+def statuses(server: Server, model: str) -> dict[str, float]:
+    """The answers of the generic prediction route so far, by status (BentoML's request series)."""
+    text = httpx.get(f"{server.url}/metrics", timeout=30).text
+    found: dict[str, float] = {}
+    pattern = r"bentoml_service_request_total\{([^}]*)\} ([0-9.e+]+)"
+    for labels, value in re.findall(pattern, text):
+        if 'endpoint="/models/{name}/predict"' in labels:
+            code = re.search(r'http_response_code="(\d+)"', labels).group(1)
+            found[code] = found.get(code, 0.0) + float(value)
+    return found
+
+
+def overloaded(server: Server, body, model: str, seconds: int, work: Path) -> dict | None:
+    """``seconds`` of one-image requests at 64 connections, then how long the next answers take: what a worker
+    answers under overload (the queue's 503s, never a 5xx) and how soon it is itself again."""
+    if seconds <= 0:
+        return None
+    before = statuses(server, model)
+    url = f"{server.url}/models/{model}/predict"
+    load = wrk(url, body, seconds, 64, work)
+    after_ms = []
+    for _ in range(5):
+        start = time.perf_counter()
+        answer = httpx.post(url, content=body[0].read_bytes(), headers={"content-type": JSON}, timeout=30)
+        after_ms.append(round((time.perf_counter() - start) * 1000, 2))
+        assert answer.status_code == 200, answer.text[:300]
+    counts = {code: n - before.get(code, 0.0) for code, n in statuses(server, model).items()}
+    return {"seconds": seconds, "connections": 64, "requests_per_second": load["requests_per_second"],
+            "statuses": {code: int(n) for code, n in sorted(counts.items()) if n}, "after_ms": after_ms,
+            "socket_errors": load["socket_errors"]}  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--overload-seconds", type=int, default=60, help="64 connections at once (0: skip)")
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "batching.json")
     args = parser.parse_args(argv)
     from modelstore.audit import latest_tag
@@ -79,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
                         if not result["latency_consistent"]:  # wrk's percentiles do not hold up: a second client's
                             result |= client_latency(url, bodies[name], args.seconds, connections)
                         runs.setdefault(label, {"off": [], "on": []})[side].append(result)
+        overload = overloaded(servers["on"], bodies[models[0]], models[0], args.overload_seconds, work)
     finally:
         for server in servers.values():
             server.stop()
@@ -99,7 +134,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{label:<34}{cells[0]:>10,.0f}{cells[1]:>10,.0f}{ratio:>10.3f}{off['p50_ms']:>10.2f}{on['p50_ms']:>10.2f}"
               f"{off['p99_ms']:>10.2f}{on['p99_ms']:>10.2f}")  # fmt: skip
     report = {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "seconds": args.seconds,
-              "rounds": args.rounds, "cases": cases}  # fmt: skip
+              "rounds": args.rounds, "cases": cases, "overload": overload}  # fmt: skip
+    if overload:
+        print(f"overload, {overload['seconds']} s at {overload['connections']} connections: "
+              f"{overload['requests_per_second']:,.0f} req/s, answers by status {overload['statuses']}; after it "
+              f"stopped, the next answers took {overload['after_ms']} ms")  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
     print(f"written to {args.out}")

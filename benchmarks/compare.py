@@ -24,6 +24,7 @@ CASES = (
     ("one image, 1 conn", "/mnist/predict", "json1", 1, 1),
     ("one image, generic route, 1 conn", "/models/mnist_cnn/predict", "inputs1", 1, 1),
     ("one image, 8 conn", "/mnist/predict", "json1", 1, 8),
+    ("JSON 64, 2 conn", "/models/mnist_cnn/predict", "inputs64", 64, 2),
     ("JSON 256, 2 conn", "/models/mnist_cnn/predict", "inputs256", 256, 2),
     (".npy 1024, 2 conn", "/mnist/predict_batch", "npy1024", 1024, 2),
 )

@@ -46,7 +46,7 @@ class Case:
 def make_bodies(work: Path) -> dict[str, tuple[Path, str]]:
     rng = np.random.default_rng(0)
     bodies = {}
-    for n in (1, 32, 256):
+    for n in (1, 32, 64, 256):
         images = rng.random((n, 28, 28)).round(4).tolist()
         path = work / f"images-{n}.json"
         path.write_text(json.dumps({"images": images}))

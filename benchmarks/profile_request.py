@@ -24,6 +24,7 @@ from pathlib import Path
 import psutil
 
 from benchmarks.load import JSON, wrk
+from benchmarks.peers_bench import machine
 from benchmarks.server import PROJECT_MODELS, ROOT, Server
 
 PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -141,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="profile-"))
     report = profile(args.seconds, args.connections, work)
-    report["date"] = time.strftime("%Y-%m-%d")
+    report["date"], report["machine"] = time.strftime("%Y-%m-%d"), machine()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
     print(

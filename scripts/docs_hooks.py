@@ -60,6 +60,16 @@ def table(name: str) -> str:
             for s in report["steps"]
         ]
         return "\n".join(rows) + "\n\n" + _measured(report, path, "make bench-memory")
+    if name == "profile":
+        from benchmarks.profile_request import table as profile_table
+
+        path = REPORTS / "profile.json"
+        report = json.loads(path.read_text())
+        figures = (
+            f"{report['requests_per_second']:,.0f} requests/s at {report['connections']} connection, "
+            f"{report['microseconds_per_request']:.0f} us of CPU a request."
+        )
+        return figures + "\n\n" + profile_table(report) + "\n\n" + _measured(report, path, "make profile")
     if name == "batching":
         path = REPORTS / "batching.json"
         report = json.loads(path.read_text())
@@ -74,7 +84,7 @@ def table(name: str) -> str:
             ]
             rows.append(f"| {label} | {cells[0]} | {cells[1]} | {case['ratio']:.2f}x |")
         return "\n".join(rows) + "\n\n" + _measured(report, path, "make bench-batching")
-    raise ValueError(f"no table named {name!r} (peers, engines, memory, batching)")
+    raise ValueError(f"no table named {name!r} (peers, engines, memory, batching, profile)")
 
 
 def fact(field: str, style: str | None, facts: dict) -> str:
