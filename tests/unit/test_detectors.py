@@ -127,3 +127,17 @@ def test_a_card_of_the_profile_detector_scores_from_the_card_itself():
     detector = load_detector(card, None)
     assert isinstance(detector, ProfileMahalanobis)
     np.testing.assert_allclose(detector.scores(np.array([[1.0, 2.0], [4.0, 2.0], [1.0, 3.0]])), [0.0, 3.0, 2.0])
+
+
+def test_a_rows_score_is_the_same_alone_and_among_up_to_row_by_row_rows(fixture_shares, monkeypatch):
+    """What batching needs: an item's score does not depend on the rows scored with it, up to the largest pass
+    (ROW_BY_ROW_UP_TO); past it one matrix product is used (faster; its last bits may differ)."""
+    import sparsity.detectors as detectors
+
+    shares, labels, _ = fixture_shares
+    detector = UnitFiring.fit(shares, UNITS, labels)
+    monkeypatch.setattr(detectors, "ROW_BY_ROW_UP_TO", 40)
+    together = detector.scores(shares[:40])
+    alone = np.concatenate([detector.scores(shares[i : i + 1]) for i in range(40)])
+    np.testing.assert_array_equal(together, alone)
+    np.testing.assert_allclose(detector.scores(shares[:41])[:40], alone, rtol=1e-12)  # one product: close
