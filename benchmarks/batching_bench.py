@@ -47,8 +47,8 @@ def statuses(server: Server, model: str) -> dict[str, float]:
     """The answers of the generic prediction route so far, by status (BentoML's request series)."""
     text = httpx.get(f"{server.url}/metrics", timeout=30).text
     found: dict[str, float] = {}
-    pattern = r"bentoml_service_request_total\{([^}]*)\} ([0-9.e+]+)"
-    for labels, value in re.findall(pattern, text):
+    pattern = r"^bentoml_service_request_total\{(.*)\} ([0-9.e+]+)$"  # (a label value holds braces: {name})
+    for labels, value in re.findall(pattern, text, re.M):
         if 'endpoint="/models/{name}/predict"' in labels:
             code = re.search(r'http_response_code="(\d+)"', labels).group(1)
             found[code] = found.get(code, 0.0) + float(value)
@@ -72,7 +72,7 @@ def overloaded(server: Server, body, model: str, seconds: int, work: Path) -> di
     counts = {code: n - before.get(code, 0.0) for code, n in statuses(server, model).items()}
     return {"seconds": seconds, "connections": 64, "requests_per_second": load["requests_per_second"],
             "statuses": {code: int(n) for code, n in sorted(counts.items()) if n}, "after_ms": after_ms,
-            "socket_errors": load["socket_errors"]}  # fmt: skip
+            "non_2xx": load["non_2xx"], "socket_errors": load["socket_errors"]}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -83,7 +83,17 @@ def table(name: str) -> str:
                 f"{side['requests_per_second']:,.0f}, {side['p50_ms']:.2f} / {side['p99_ms']:.2f}" for side in (off, on)
             ]
             rows.append(f"| {label} | {cells[0]} | {cells[1]} | {case['ratio']:.2f}x |")
-        return "\n".join(rows) + "\n\n" + _measured(report, path, "make bench-batching")
+        text = "\n".join(rows)
+        if report.get("overload"):
+            o = report["overload"]
+            statuses = ", ".join(f"{n:,} x {code}" for code, n in o["statuses"].items())
+            text += (
+                f"\n\nOverload, {o['seconds']} s at {o['connections']} connections (batching on): "
+                f"{o['requests_per_second']:,.0f} requests/s, answered {statuses} ({o['non_2xx']} not 2xx, "
+                f"{o['socket_errors']} socket errors); the next answers after it stopped took "
+                f"{', '.join(f'{ms:g}' for ms in o['after_ms'])} ms (a new connection each)."
+            )
+        return text + "\n\n" + _measured(report, path, "make bench-batching")
     raise ValueError(f"no table named {name!r} (peers, engines, memory, batching, profile)")
 
 

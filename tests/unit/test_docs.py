@@ -80,7 +80,8 @@ def test_every_page_renders_its_generated_tables_and_figures():
     speed = rendered[DOCS / "speed.md"]
     peers = json.loads((DOCS / "sparsity-lab" / "engines" / "peers.json").read_text())
     assert peers["date"] in speed and peers["machine"] in speed
-    assert f"{peers['systems']['kserve']['routes']['V1']['1 image, 1 conn']['requests_per_second']:,.0f} req/s" in speed
+    kserve = peers["systems"]["kserve"]["routes"]["V1"]["1 image, 1 conn"]
+    assert f"| {kserve['requests_per_second']:,.0f}, {kserve['p50_ms']:.2f} / {kserve['p99_ms']:.2f} |" in speed
     index = rendered[DOCS / "index.md"]
     assert f"{FACTS['layers']['conv1']:.2f} /" in index and f"{FACTS['overall']:.3f} overall" in index
     with pytest.raises(ValueError, match="no table named"):
