@@ -230,6 +230,12 @@ def of(scope) -> Found | None:
     return found
 
 
+def handled_by(scope, handler: str) -> Found | None:
+    """The route of an ASGI HTTP request when ``handler`` answers it, else None (the request goes on)."""
+    found = of(scope) if scope["type"] == "http" else None
+    return found if found is not None and found.route is not None and found.route.handler == handler else None
+
+
 def refusal(method: str, path: str) -> tuple[int, str, str] | None:
     """``(404 or 405, the rule, the Allow header)`` for a request no route takes, else None: the one place a path
     the service does not have is refused."""
@@ -253,19 +259,9 @@ def match(path: str) -> tuple[RouteSpec, str] | None:
     return spec, spec.model or found.params["name"]
 
 
-def model_card_name(path: str) -> tuple[str | None, str | None]:
-    """``(name, "card")`` for ``GET /models/{name}``, ``(name, "examples")`` for ``GET /models/{name}/examples``,
-    else ``(None, None)``."""
-    found = resolve("GET", path)
-    if found is None or found.route is None or found.route.handler != MODELS or found.route.action == "list":
-        return None, None
-    return found.params["name"], found.route.action
-
-
 UNMATCHED = "/{unmatched}"
 
 
-@lru_cache(maxsize=4096)
 def endpoint_label(path: str) -> str:
     """The route a request path is for, as the request metrics' ``endpoint`` label: its template (the path itself
     for a route without parameters), and :data:`UNMATCHED` for a path no route answers. So the number of series

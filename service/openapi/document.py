@@ -144,8 +144,8 @@ class OpenAPIDocument:
         self.body: bytes | None = None
 
     async def __call__(self, scope, receive, send) -> None:
-        found = routes.of(scope) if scope["type"] == "http" else None
-        if found is None or found.route is None or found.route.handler != routes.DOCUMENT:
+        found = routes.handled_by(scope, routes.DOCUMENT)
+        if found is None:
             await self.app(scope, receive, send)
             return
         if self.body is None:

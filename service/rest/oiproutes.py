@@ -41,8 +41,8 @@ class OipRoutes:
         self.app, self.plane, self.manager = app, plane, manager
 
     async def __call__(self, scope, receive, send) -> None:
-        found = routes.of(scope) if scope["type"] == "http" else None
-        if found is None or found.route is None or found.route.handler != routes.OIP:
+        found = routes.handled_by(scope, routes.OIP)
+        if found is None:
             await self.app(scope, receive, send)  # a path no route has was refused before (service.rest.keys)
             return
         try:

@@ -59,7 +59,7 @@ def ui_file(name: str) -> bytes:
 
 def page_for(found: routes.Found | None) -> tuple[bytes, str, list[tuple[bytes, bytes]]] | None:
     """``(body, content type, extra headers)`` of a page route, or None."""
-    if found is None or found.route is None or found.route.handler != routes.PAGES:
+    if found is None:
         return None
     if found.route.action == "index":
         return index_html(), "text/html; charset=utf-8", []
@@ -76,7 +76,7 @@ class Pages:
         self.app = app
 
     async def __call__(self, scope, receive, send) -> None:
-        found = page_for(routes.of(scope)) if scope["type"] == "http" else None
+        found = page_for(routes.handled_by(scope, routes.PAGES))
         if found is None:
             await self.app(scope, receive, send)
             return

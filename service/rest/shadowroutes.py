@@ -81,8 +81,8 @@ class ShadowRoutes:
         self.app, self.plane, self.manager = app, plane, manager
 
     async def __call__(self, scope, receive, send) -> None:
-        found = routes.of(scope) if scope["type"] == "http" else None
-        if found is None or found.route is None or found.route.handler != routes.SHADOW:
+        found = routes.handled_by(scope, routes.SHADOW)
+        if found is None:
             await self.app(scope, receive, send)  # a method no route takes was refused before (service.rest.keys)
             return
         name, method = found.name, scope.get("method")

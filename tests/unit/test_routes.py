@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from service import routes
-from service.routes import ALIASES, MODEL_ROUTES, ROUTES, match, model_card_name
+from service.routes import ALIASES, MODEL_ROUTES, ROUTES, match
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +66,14 @@ def test_prediction_paths_name_their_route_and_model(path, action, model):
 @pytest.mark.parametrize("path", ["/models", "/models/x", "/models//predict", "/models/x/train", "/models/x/y/predict"])
 def test_other_paths_are_no_prediction_route(path):
     assert match(path) is None
+
+
+def model_card_name(path: str) -> tuple[str | None, str | None]:
+    """What the table says of ``GET path``: ``(name, "card" | "examples")`` for a model's card routes."""
+    found = routes.resolve("GET", path)
+    if found is None or found.route is None or found.route.action not in ("card", "examples"):
+        return None, None
+    return found.params["name"], found.route.action
 
 
 def test_card_paths():
