@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 
 from service.errors import ServiceError
+from sparsity.result import rows
 from sparsity.validation import join_checked
 
 log = logging.getLogger(__name__)
@@ -70,21 +71,6 @@ class _Queue:
     items: int = 0
     handle: asyncio.Handle | asyncio.TimerHandle | None = None
     alone: int = 0  # passes in a row that found one request: no company arrives, so the next runs at once
-
-
-def rows(result, start: int, stop: int):
-    """Items ``start:stop`` of a dataclass of per-item arrays (a prediction); a field that is not per item (a
-    model-wide figure) is kept as it is."""
-    n = len(result.probabilities)
-
-    def cut(value):
-        if isinstance(value, np.ndarray) and value.ndim and len(value) == n:
-            return value[start:stop]
-        if isinstance(value, dict):
-            return {key: cut(item) for key, item in value.items()}
-        return value
-
-    return type(result)(**{f.name: cut(getattr(result, f.name)) for f in fields(result)})
 
 
 def answers_alone(runtime, count: int = 6) -> bool:

@@ -86,6 +86,21 @@ def concatenate(parts: list):
     return type(first)(**{field.name: joined(field.name) for field in fields(first)})
 
 
+def rows(result, start: int, stop: int):
+    """Items ``start:stop`` of any dataclass of per-item arrays (a :class:`ProbeResult`, the store's
+    ``Prediction``): :func:`concatenate` undone; a field that is not per item (a model-wide figure) is kept."""
+    n = len(result.probabilities)
+
+    def cut(value):
+        if isinstance(value, np.ndarray) and value.ndim and len(value) == n:
+            return value[start:stop]
+        if isinstance(value, dict):
+            return {key: cut(item) for key, item in value.items()}
+        return value
+
+    return type(result)(**{f.name: cut(getattr(result, f.name)) for f in fields(result)})
+
+
 def in_chunks(run, x: np.ndarray, batch_size: int = 512) -> ProbeResult:
     """A probe's ``run`` over a large array, ``batch_size`` inputs at a time, as one result."""
     return concatenate([run(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 from modelstore.register import Calibration, relu_card
-from service.batching import Batcher, Overloaded, rows
+from service.batching import Batcher, Overloaded
 from service.codecs.responses import predict_json
 from service.dataplane import DataPlane
 from sparsity.detectors import STATE_FILE
-from sparsity.result import concatenate
+from sparsity.result import concatenate, rows
 from tests import toy_kind
 
 
