@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics
 import tempfile
 import time
@@ -21,37 +20,23 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks.load import JSON, client_latency, wrk
+from benchmarks.load import JSON, client_latency, digit_body, wrk
 from benchmarks.peers_bench import machine
 from benchmarks.server import ROOT, Server
 
 CONNECTIONS = (1, 8, 32)
 
 
-def digit_bodies(work: Path, models: list[str]) -> dict[str, tuple[Path, str]]:
-    """One real held-back digit per model, as the body of ``/models/{name}/predict``."""
-    import bentoml
-
-    from modelstore.audit import latest_tag
-
-    bodies = {}
-    for name in models:
-        card = bentoml.models.get(latest_tag(name)).info.metadata
-        path = work / f"{name}.json"
-        path.write_text(json.dumps({"inputs": [card["examples"][0]]}))
-        bodies[name] = (path, JSON)
-    return bodies
-
-
-def statuses(server: Server, model: str) -> dict[str, float]:
+def statuses(server: Server) -> dict[str, float]:
     """The answers of the generic prediction route so far, by status (BentoML's request series)."""
-    text = httpx.get(f"{server.url}/metrics", timeout=30).text
+    from prometheus_client.parser import text_string_to_metric_families
+
     found: dict[str, float] = {}
-    pattern = r"^bentoml_service_request_total\{(.*)\} ([0-9.e+]+)$"  # (a label value holds braces: {name})
-    for labels, value in re.findall(pattern, text, re.M):
-        if 'endpoint="/models/{name}/predict"' in labels:
-            code = re.search(r'http_response_code="(\d+)"', labels).group(1)
-            found[code] = found.get(code, 0.0) + float(value)
+    for family in text_string_to_metric_families(httpx.get(f"{server.url}/metrics", timeout=30).text):
+        for sample in family.samples:
+            if sample.name == "bentoml_service_request_total" and sample.labels["endpoint"] == "/models/{name}/predict":
+                code = sample.labels["http_response_code"]
+                found[code] = found.get(code, 0.0) + sample.value
     return found
 
 
@@ -60,7 +45,7 @@ def overloaded(server: Server, body, model: str, seconds: int, work: Path) -> di
     answers under overload (the queue's 503s, never a 5xx) and how soon it is itself again."""
     if seconds <= 0:
         return None
-    before = statuses(server, model)
+    before = statuses(server)
     url = f"{server.url}/models/{model}/predict"
     load = wrk(url, body, seconds, 64, work)
     after_ms = []
@@ -69,7 +54,7 @@ def overloaded(server: Server, body, model: str, seconds: int, work: Path) -> di
         answer = httpx.post(url, content=body[0].read_bytes(), headers={"content-type": JSON}, timeout=30)
         after_ms.append(round((time.perf_counter() - start) * 1000, 2))
         assert answer.status_code == 200, answer.text[:300]
-    counts = {code: n - before.get(code, 0.0) for code, n in statuses(server, model).items()}
+    counts = {code: n - before.get(code, 0.0) for code, n in statuses(server).items()}
     return {"seconds": seconds, "connections": 64, "requests_per_second": load["requests_per_second"],
             "statuses": {code: int(n) for code, n in sorted(counts.items()) if n}, "after_ms": after_ms,
             "non_2xx": load["non_2xx"], "socket_errors": load["socket_errors"]}  # fmt: skip
@@ -86,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
 
     models = [name for name in ("mnist_cnn", "mnist_resnet") if latest_tag(name)]
     work = Path(tempfile.mkdtemp(prefix="bench-batching-"))
-    bodies = digit_bodies(work, models)
+    bodies = {name: digit_body(work, name) for name in models}
     served = {"SERVED_MODELS": ",".join(models)}
     servers = {
         "off": Server(work / "off.log", env={**served, "BATCH_MAX_SIZE": "1"}),

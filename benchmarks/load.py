@@ -43,6 +43,18 @@ class Case:
     connections: int
 
 
+def digit_body(work: Path, model: str = "mnist_cnn", key: str = "inputs") -> tuple[Path, str]:
+    """One real held-back digit (the first of the model's card examples) as a JSON body ``{key: [digit]}``."""
+    import bentoml
+
+    from modelstore.audit import latest_tag
+
+    card = bentoml.models.get(latest_tag(model)).info.metadata
+    path = work / f"{model}-{key}.json"
+    path.write_text(json.dumps({key: [card["examples"][0]]}))
+    return path, JSON
+
+
 def make_bodies(work: Path) -> dict[str, tuple[Path, str]]:
     rng = np.random.default_rng(0)
     bodies = {}

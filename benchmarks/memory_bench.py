@@ -22,23 +22,20 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import psutil
 
-from benchmarks.load import JSON, wrk
-from benchmarks.peers_bench import machine
+from benchmarks.load import JSON, memory, wrk
+from benchmarks.peers_bench import machine, tree_rss_mb
 from benchmarks.server import PROJECT_MODELS, ROOT, Server
 from sparsity.contract import MAX_BATCH, MAX_NPY_ITEMS
 
 
 def tree_mb(server: Server) -> dict:
-    parent = psutil.Process(server.proc.pid)
-    children = parent.children(recursive=True)
-    workers = [p for p in children if "_bentoml_impl.worker" in " ".join(p.cmdline())]
-    rss = lambda p: p.memory_info().rss / 2**20  # noqa: E731
+    """The supervisor's, each worker's and the whole process tree's resident MB."""
+    figures = memory(server)
     return {
-        "supervisor_mb": round(rss(parent)),
-        "worker_mb": [round(rss(p)) for p in workers],
-        "tree_mb": round(rss(parent) + sum(rss(p) for p in children)),
+        "supervisor_mb": round(figures["supervisor_rss_mb"]),
+        "worker_mb": [round(mb) for mb in figures["worker_rss_mb"]],
+        "tree_mb": round(tree_rss_mb(server.proc.pid)[0]),
     }
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import psutil
 
-from benchmarks.load import JSON, wrk
+from benchmarks.load import digit_body, wrk
 from benchmarks.peers_bench import machine
 from benchmarks.server import PROJECT_MODELS, ROOT, Server
 
@@ -43,18 +43,6 @@ PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 LOOP = "Runner.run (asyncio/runners.py"
 LOOP_PART = "uvloop's C code (HTTP parsing, socket reads and writes)"
-
-
-def digit_body(work: Path) -> tuple[Path, str]:
-    """One real held-back digit as the body of ``/mnist/predict`` (the first of the card's examples)."""
-    import bentoml
-
-    from modelstore.audit import latest_tag
-
-    card = bentoml.models.get(latest_tag("mnist_cnn")).info.metadata
-    path = work / "digit.json"
-    path.write_text(json.dumps({"images": [card["examples"][0]]}))
-    return path, JSON
 
 
 def worker_pid(server: Server) -> int:
@@ -79,7 +67,7 @@ def part_of(stack: str) -> str:
 def profile(seconds: int, connections: int, work: Path) -> dict:
     env = {**PROJECT_MODELS}
     with Server(work / "serve.log", env=env) as server:
-        body = digit_body(work)
+        body = digit_body(work, "mnist_cnn", "images")
         url = f"{server.url}/mnist/predict"
         wrk(url, body, 2, connections, work)  # warm-up
         pid = worker_pid(server)

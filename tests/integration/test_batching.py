@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -41,13 +40,19 @@ def _post(server, request) -> httpx.Response:
 
 def _batch_passes(server) -> dict[str, float]:
     """model -> passes of more than one item so far (from /metrics: the batch-size histogram)."""
-    text = httpx.get(f"{server.url}/metrics", timeout=30).text
-    found = {}
-    for model in ("mnist_cnn", "iris_l1"):
-        count = re.search(rf'model_batch_items_count{{model="{model}",version="[^"]+"}} ([0-9.e+]+)', text)
-        single = re.search(rf'model_batch_items_bucket{{le="1.0",model="{model}",version="[^"]+"}} ([0-9.e+]+)', text)
-        found[model] = float(count.group(1)) - float(single.group(1)) if count and single else 0.0
-    return found
+    from prometheus_client.parser import text_string_to_metric_families
+
+    passes, single = {"mnist_cnn": 0.0, "iris_l1": 0.0}, {}
+    for family in text_string_to_metric_families(httpx.get(f"{server.url}/metrics", timeout=30).text):
+        for sample in family.samples:
+            model = sample.labels.get("model")
+            if model not in passes:
+                continue
+            if sample.name == "model_batch_items_count":
+                passes[model] += sample.value
+            elif sample.name == "model_batch_items_bucket" and float(sample.labels["le"]) == 1.0:
+                single[model] = single.get(model, 0.0) + sample.value
+    return {model: n - single.get(model, 0.0) for model, n in passes.items()}
 
 
 def test_requests_sent_at_once_get_the_answers_they_get_alone(server, test_images):
