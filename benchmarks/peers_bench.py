@@ -454,10 +454,12 @@ def plot(results: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
+    import textwrap
+
     import matplotlib.pyplot as plt
 
     bars = [
-        (f"{r['label']}\n{route_label}", entry)
+        ("\n".join([*textwrap.wrap(r["label"], 34), route_label]), entry)  # wrapped: the long labels were clipped
         for r in results.values()
         if "error" not in r
         for route_label, entry in r["routes"].items()
@@ -477,7 +479,7 @@ def plot(results: dict, path: Path) -> None:
         "(this service on the engine it chose)"
     )
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=110, bbox_inches="tight")
 
 
 def machine() -> str:
