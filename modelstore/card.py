@@ -163,6 +163,11 @@ class ReluCard(ModelCard):
         default=[], description="each engine's check against the reference and its time, at registration"
     )
     sparse: SparseCard | None = Field(default=None, description="the sparse engine's program, when it passed")
+    drift_baseline: dict[str, dict[str, list[float]]] | None = Field(
+        default=None,
+        description="per signal (each layer's zero share, the typicality score), the calibration items' quantile "
+        "bins: edges and shares (sparsity.drift); the service's drift windows compare served items with them",
+    )
 
     def summary_lines(self) -> list[str]:
         """The registration summary's lines of a ReLU-family model: output, layers, baselines, dead units."""

@@ -36,6 +36,7 @@ from modelstore.versions import library_versions
 from sparsity.contract import PREPROCESSING, image_shaped, step_makes
 from sparsity.detectors import STATE_FILE, UnitFiring
 from sparsity.detectors import sha256 as detector_sha256
+from sparsity.drift import SCORE, baseline_of
 from sparsity.summary import summarize
 from sparsity.typicality import UNIT_FIRING, TypicalityModel
 
@@ -150,7 +151,7 @@ def out_of_fold(fit, profiles: np.ndarray, parts: Parts):
     first, second = parts.baseline, parts.typicality
     served, twin = fit(first), fit(second)
     unseen = np.concatenate([served.scores(profiles[second]), twin.scores(profiles[first])])
-    return served, float(np.quantile(unseen, 1.0 - FALSE_ALARM_RATE, method="higher")), len(unseen)
+    return served, float(np.quantile(unseen, 1.0 - FALSE_ALARM_RATE, method="higher")), unseen
 
 
 def accuracy_on(labels_pred: np.ndarray, calibration: Calibration, parts: Parts) -> float | None:
@@ -160,7 +161,9 @@ def accuracy_on(labels_pred: np.ndarray, calibration: Calibration, parts: Parts)
     return float(np.mean(labels_pred[parts.measured] == calibration.labels[parts.measured]))
 
 
-def unit_firing_typicality(result, parts: Parts, layers: list[str], units: list[int]) -> tuple[TypicalityModel, bytes]:
+def unit_firing_typicality(
+    result, parts: Parts, layers: list[str], units: list[int]
+) -> tuple[TypicalityModel, bytes, np.ndarray]:
     """The ``unit-firing`` detector (:mod:`sparsity.detectors`), fitted on the first part's per-unit firing
     shares with the classes the model predicts; its false-alarm rate measured on the third part.
 
@@ -169,8 +172,9 @@ def unit_firing_typicality(result, parts: Parts, layers: list[str], units: list[
     and thresholding on the same items would set it too low (measured on MNIST: 8% false alarms on unseen
     digits for a 1% target); thresholding on the second part alone is right on average but noisy. Over 30
     splits of the 1,000 held-back MNIST digits, false alarms on the third part: 1.30% +/- 0.86% (6 of 30 above
-    2%) on the second part alone, 0.93% +/- 0.56% (2 of 30) with the twin."""
-    detector, threshold, scored = out_of_fold(
+    2%) on the second part alone, 0.93% +/- 0.56% (2 of 30) with the twin. Also returns the out-of-fold scores
+    (the drift baseline's score signal: scores of items the scoring detector did not see, as served ones are)."""
+    detector, threshold, unseen = out_of_fold(
         lambda rows: UnitFiring.fit(result.shares[rows], units, result.labels[rows]), result.shares, parts
     )
     state = detector.to_bytes()
@@ -182,12 +186,20 @@ def unit_firing_typicality(result, parts: Parts, layers: list[str], units: list[
         fit_size=len(parts.baseline),
         threshold=threshold,
         false_alarm_rate=FALSE_ALARM_RATE,
-        calibration=f"{scored} out-of-fold scores of calibration items (per-unit firing shares)",
-        calibration_size=scored,
+        calibration=f"{len(unseen)} out-of-fold scores of calibration items (per-unit firing shares)",
+        calibration_size=len(unseen),
         measured_false_alarm_rate=float(np.mean(detector.scores(result.shares[parts.measured]) > threshold)),
         measured_on=f"{len(parts.measured)} other calibration items",
     )
-    return typicality, state
+    return typicality, state, unseen
+
+
+def drift_baseline(result, layers: list[str], scores: np.ndarray) -> dict:
+    """The card's drift baseline (:mod:`sparsity.drift`): each layer's zero share over every calibration item, and
+    the typicality score over the out-of-fold scores."""
+    baseline = {name: baseline_of(result.layer_sparsity[name]).to_dict() for name in layers}
+    baseline[SCORE] = baseline_of(scores).to_dict()
+    return baseline
 
 
 EXAMPLES = 8
@@ -283,7 +295,7 @@ def relu_card(
     if opened.engines is not None:
         fields = {**fields, **opened.engines(inputs, result, (low, high))}
     names = [layer.name for layer in probe.layers]
-    typicality, state = unit_firing_typicality(result, parts, names, probe.units)
+    typicality, state, unseen = unit_firing_typicality(result, parts, names, probe.units)
     accuracy = accuracy_on(result.labels, calibration, parts)
     card = {
         "input_shape": list(probe.item_shape),
@@ -300,6 +312,7 @@ def relu_card(
         },
         **shown_facts(calibration, parts, probe.item_shape),
         "typicality": typicality.to_dict(),
+        "drift_baseline": drift_baseline(result, names, unseen),
         "test_accuracy": accuracy,
         "accuracy_on": None if accuracy is None else f"{len(parts.measured)} measured calibration items",
         "calibration": calibration_facts(calibration, parts, seed),

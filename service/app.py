@@ -26,10 +26,13 @@ from starlette.routing import Route
 
 from modelstore.audit import Candidate, NothingToServe, audit, candidates
 from modelstore.kinds import PLUGIN_SETTING, LoadOptions, add_kinds_from
+from predlog.store import StoreError, describe, open_store
 from service import __version__, routes
 from service.bentoml_private import replace_timeout_middleware
 from service.config import Settings, SettingsError
 from service.dataplane import DataPlane
+from service.logbook.drift import DriftMonitors
+from service.logbook.writer import LogWriter
 from service.observability import exposition, logs, metrics
 from service.openapi import document as openapi
 from service.repository.manager import Manager
@@ -37,6 +40,7 @@ from service.repository.state import STATE_DIR_ENV, SharedState
 from service.rest.deadline import RequestDeadline
 from service.rest.guard import RequestGuard
 from service.rest.keys import KeyFile, KeyRules, RouteGuard
+from service.rest.logroutes import LogRoutes
 from service.rest.modelroutes import ModelRoutes
 from service.rest.oiproutes import OipRoutes
 from service.rest.pages import Pages
@@ -115,6 +119,8 @@ def configure_or_exit(in_worker: bool) -> Configuration:
     logs.configure()
     try:
         configuration = configure()
+        if not in_worker:
+            check_log(configuration.settings)
     except (SettingsError, NothingToServe) as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
@@ -159,11 +165,39 @@ def shared_state(configuration: Configuration, in_worker: bool) -> SharedState:
     return state
 
 
+def check_log(settings: Settings) -> None:
+    """Open the prediction log once before any worker starts (its schema migrated): SettingsError names the
+    setting when it cannot be opened."""
+    if not settings.log:
+        return
+    where = settings.log_location()
+    try:
+        open_store(where).close()
+    except StoreError as exc:
+        raise SettingsError("PREDICTION_LOG_URL", settings.log_url or where, str(exc)) from None
+    log.info("prediction log: %s", describe(where))
+
+
+def logbook_for(settings: Settings) -> LogWriter:
+    """The worker's prediction log writer and drift windows (the thread starts in the worker)."""
+    where = settings.log_location()
+    opener = (lambda: open_store(where)) if settings.log else None
+    return LogWriter(
+        opener,
+        sample=settings.log_sample,
+        inputs=settings.log_inputs,
+        retention_days=settings.log_retention_days,
+        monitors=DriftMonitors(settings.drift_window),
+    )
+
+
 def plane_for(configuration: Configuration) -> DataPlane:
     s = configuration.settings
     batching = (s.batch_max_size, s.batch_wait_ms, s.batch_max_queue)
     detectors.ROW_BY_ROW_UP_TO = s.batch_max_size  # an item's score is the same alone as in any shared pass
-    plane = DataPlane(s.max_image_pixels, s.max_unit_series, s.expose_examples, s.shadow_queue_bytes, batching)
+    plane = DataPlane(
+        s.max_image_pixels, s.max_unit_series, s.expose_examples, s.shadow_queue_bytes, batching, logbook_for(s)
+    )
     plane.shadows.options = configuration.load_options  # the shadow process loads candidates as the worker does
     return plane
 
@@ -228,6 +262,9 @@ def serve(cls: type, configuration: Configuration, plane: DataPlane, manager: Ma
     service.add_asgi_middleware(RouteGuard, rules=rules)  # 404, 401/403, 405: the requests the guard did not see
     service.add_asgi_middleware(OipRoutes, plane=plane, manager=manager)
     service.add_asgi_middleware(ShadowRoutes, plane=plane, manager=manager)
+    where = settings.log_location()
+    reader = (lambda: open_store(where)) if settings.log else None
+    service.add_asgi_middleware(LogRoutes, plane=plane, open_store=reader)  # the log's reads: their own connection
     service.add_asgi_middleware(ModelRoutes, plane=plane)  # inside the guard: 415 and 413 are answered before it
     service.add_asgi_middleware(Pages)  # / without BentoML's tracker, and the introspection page /ui
     service.add_asgi_middleware(

@@ -44,3 +44,15 @@ async def respond(
         headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": b"" if head else body})
+
+
+MAX_REQUEST_ID = 128
+
+
+def request_id_of(scope) -> str | None:
+    """The client's ``X-Request-ID`` header (at most 128 characters, printable ASCII), else None."""
+    for name, value in scope.get("headers", ()):
+        if name == b"x-request-id":
+            text = value[:MAX_REQUEST_ID].decode("latin-1")
+            return text if text.isprintable() and text.isascii() and text else None
+    return None

@@ -7,13 +7,15 @@ Every setting, its default and its rule are in :data:`SETTINGS`; the README's ta
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from modelstore.engines import SETTINGS as ENGINES
 from modelstore.kinds import PLUGIN_SETTING, plugin_modules
+from predlog.rows import INPUTS
+from service.rules import SettingsError, boolean, key_file, log_location, model_tags, one_of, seconds, shadows, whole
+from sparsity.drift import WINDOW as DRIFT_WINDOW
 
 MiB = 1024 * 1024
 SHADOW_QUEUE_BYTES = MiB
@@ -21,115 +23,6 @@ BATCH_MAX_SIZE, BATCH_MAX_QUEUE = 64, 1024
 """Batching's defaults: a pass takes at most 64 items (one image a request: 64 clients at once), and 1,024 items may
 wait (a request of the most items allowed, MAX_BATCH, can always queue)."""
 """A worker's shadow queue by default (:mod:`service.shadow.wire`): about 300 one-image requests."""
-
-
-class SettingsError(ValueError):
-    """One environment setting has a value outside its rule."""
-
-    def __init__(self, name: str, raw: str, rule: str) -> None:
-        super().__init__(f"environment variable {name}={raw!r} is invalid: {rule}")
-        self.name, self.raw, self.rule = name, raw, rule
-
-
-def whole(lo: int, hi: int) -> Callable[[str], int]:
-    rule = f"must be a whole number from {lo} to {hi}"
-
-    def parse(raw: str) -> int:
-        try:
-            value = int(raw.strip().replace("_", ""))
-        except ValueError:
-            raise ValueError(rule) from None
-        if not lo <= value <= hi:
-            raise ValueError(rule)
-        return value
-
-    return parse
-
-
-def seconds(lo: float, hi: float, unit: str = "seconds") -> Callable[[str], float]:
-    rule = f"must be a number of {unit} from {lo:g} to {hi:g}"
-
-    def parse(raw: str) -> float:
-        try:
-            value = float(raw)
-        except ValueError:
-            raise ValueError(rule) from None
-        if not lo <= value <= hi:  # also refuses nan
-            raise ValueError(rule)
-        return value
-
-    return parse
-
-
-def boolean(raw: str) -> bool:
-    text = raw.strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ValueError("must be one of true, false, 1, 0, yes, no, on, off")
-
-
-_TAG = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?(?::[A-Za-z0-9](?:[A-Za-z0-9._-]{0,127}))?$")
-
-
-def one_of(*choices: str) -> Callable[[str], str]:
-    def parse(raw: str) -> str:
-        value = raw.strip().lower()
-        if value not in choices:
-            raise ValueError(f"must be one of {', '.join(choices)}")
-        return value
-
-    return parse
-
-
-def model_tags(raw: str) -> tuple[str, ...]:
-    """``name[:version],...``: each a BentoML model tag, each at most once (several versions of a name are
-    served side by side; an unversioned name means its latest)."""
-    rule = (
-        "must be comma-separated model tags name[:version], lower-case names, each tag once "
-        "(e.g. mnist_cnn,iris_l1:latest or mnist_cnn:v1,mnist_cnn:v2)"
-    )
-    tags = tuple(part.strip() for part in raw.split(","))
-    if any(not _TAG.match(tag) for tag in tags):
-        raise ValueError(rule)
-    full = [tag if ":" in tag else f"{tag}:latest" for tag in tags]
-    if len(set(full)) != len(full):
-        raise ValueError(rule)
-    return tags
-
-
-def shadows(raw: str) -> tuple[tuple[str, str, float, str], ...]:
-    """``name:version:share[:mode],...``: a shadow (mode mirror, the default) or canary per name, at start."""
-    rule = (
-        "must be comma-separated name:version:share[:mode], a share from 0 to 1, mode mirror or canary, "
-        "each name once (e.g. mnist_cnn:v2:0.25)"
-    )
-    specs = []
-    for part in raw.split(","):
-        fields = [f.strip() for f in part.strip().split(":")]
-        if len(fields) == 3:
-            fields.append("mirror")
-        if len(fields) != 4 or not _TAG.match(f"{fields[0]}:{fields[1]}") or fields[3] not in ("mirror", "canary"):
-            raise ValueError(rule)
-        try:
-            share = float(fields[2])
-        except ValueError:
-            raise ValueError(rule) from None
-        if not 0 <= share <= 1:  # also refuses nan
-            raise ValueError(rule)
-        specs.append((fields[0], fields[1], share, fields[3]))
-    if len({name for name, *_ in specs}) != len(specs):
-        raise ValueError(rule)
-    return tuple(specs)
-
-
-def key_file(raw: str) -> str:
-    """A readable file of keys (one per line)."""
-    path = raw.strip()
-    if not os.path.isfile(path) or not os.access(path, os.R_OK):
-        raise ValueError("must be a readable file holding one key per line")
-    return path
 
 
 @dataclass(frozen=True)
@@ -272,6 +165,48 @@ SETTINGS: tuple[Setting, ...] = (
         boolean,
         "false hides the cards' calibration examples from the API and the page",
     ),
+    Setting(
+        "PREDICTION_LOG",
+        "log",
+        True,
+        boolean,
+        "keep a row for each answered item (GET /models/NAME/log); false: no rows (drift is still measured)",
+    ),
+    Setting(
+        "PREDICTION_LOG_URL",
+        "log_url",
+        "",
+        log_location,
+        "where the log is: a postgresql:// URL, or a SQLite file; unset: prediction-log.sqlite3 in the model store",
+    ),
+    Setting(
+        "PREDICTION_LOG_SAMPLE",
+        "log_sample",
+        1.0,
+        seconds(0, 1, "share"),
+        "the share of typical items logged (atypical items always are)",
+    ),
+    Setting(
+        "PREDICTION_LOG_INPUTS",
+        "log_inputs",
+        "atypical",
+        one_of(*INPUTS),
+        "whose inputs the log keeps (compressed): atypical items', every item's, or none",
+    ),
+    Setting(
+        "PREDICTION_LOG_RETENTION_DAYS",
+        "log_retention_days",
+        30.0,
+        seconds(0, 36500, "days"),
+        "rows older than this are deleted (0: kept)",
+    ),
+    Setting(
+        "DRIFT_WINDOW",
+        "drift_window",
+        DRIFT_WINDOW,
+        whole(50, 1_000_000),
+        "served items a drift window holds (per worker and model version) before its index is computed",
+    ),
 )
 
 
@@ -305,6 +240,19 @@ class Settings:
     management_key_file: str | None
     inference_key_file: str | None
     expose_examples: bool
+    log: bool
+    log_url: str
+    log_sample: float
+    log_inputs: str
+    log_retention_days: float
+    drift_window: int
+
+    def log_location(self) -> str:
+        """PREDICTION_LOG_URL, or the SQLite file beside the model store."""
+        if self.log_url:
+            return self.log_url
+        home = os.environ.get("BENTOML_HOME") or os.path.expanduser("~/bentoml")
+        return os.path.join(home, "prediction-log.sqlite3")
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:

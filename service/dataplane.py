@@ -25,12 +25,14 @@ from modelstore.card import ModelCardError
 from modelstore.kinds import LoadOptions, load, prepare
 from modelstore.replay import replay_problem
 from modelstore.runtime import Prediction, Runtime
+from predlog.rows import Entry
 from service.batching import MAX_QUEUE, MAX_SIZE, WAIT_MS, Batcher, answers_alone
 from service.codecs.json_inputs import inputs_from_json
 from service.codecs.npy import decode_npy
 from service.codecs.pictures import picture_to_input
 from service.codecs.responses import DETAILS, predict_json
 from service.errors import ExamplesHidden, InvalidInput, ModelNotFound, NotAPictureModel
+from service.logbook.writer import LogWriter
 from service.observability import metrics
 from service.shadow.runner import ShadowRunner
 from service.shadow.spec import QUEUE_BYTES, ShadowSpec, role_headers
@@ -80,6 +82,7 @@ class DataPlane:
         expose_examples: bool = True,
         shadow_queue_bytes: int = QUEUE_BYTES,
         batching: tuple[int, float, int] = (MAX_SIZE, WAIT_MS, MAX_QUEUE),
+        logbook: LogWriter | None = None,
     ) -> None:
         self.max_image_pixels = max_image_pixels
         self.expose_examples = expose_examples
@@ -92,6 +95,8 @@ class DataPlane:
         self.shadow_specs: dict[str, ShadowSpec] = {}  # name -> its shadow or canary, as the served set says
         self.shadows = ShadowRunner(self, shadow_queue_bytes)
         self.batcher = Batcher(self.infer, *batching, refused=self.recorder.refused)
+        self.logbook = logbook if logbook is not None else LogWriter(None)
+        """The prediction log and the drift windows (:mod:`service.logbook`): every answered request is offered."""
 
     def load_one(self, candidate: Candidate, stored, options: LoadOptions) -> Runtime:
         """Load an audited candidate from its stored model, warm it up and replay its card's examples
@@ -153,6 +158,7 @@ class DataPlane:
         for runtime in runtimes:
             self.loaded[runtime.tag] = runtime
             runtime.batchable = answers_alone(runtime)  # (checked once, before it serves)
+            self.logbook.monitors.watch(runtime)
             if not runtime.batchable:
                 log.info("%s answers a batch's items otherwise than alone (engine %s): its requests are not batched",
                          runtime.tag, runtime.engine)  # fmt: skip
@@ -270,10 +276,12 @@ class DataPlane:
 
     # --- inference
 
-    def infer(self, runtime: Runtime, x: np.ndarray, waits: list[float] | None = None) -> Prediction:
+    def infer(
+        self, runtime: Runtime, x: np.ndarray, waits: list[float] | None = None, origin: tuple | None = None
+    ) -> Prediction:
         """One forward pass with its sparsity, recorded in the metrics (``waits``: each request's time in the
-        queue, for a batching pass), and offered to the runtime's shadow if it has one (a queue append). Raises
-        InvalidInput."""
+        queue, for a batching pass), and offered to the runtime's shadow if it has one (a queue append). With
+        ``origin`` (a request's route and id, :meth:`keep`), offered to the prediction log. Raises InvalidInput."""
         with self.using(runtime):
             start = time.perf_counter()
             try:
@@ -283,19 +291,38 @@ class DataPlane:
             self.recorder.record(runtime, prediction, time.perf_counter() - start, waits)
         if self.shadows.mirrors:
             self.shadows.offer(runtime, x, prediction)
+        if origin is not None:
+            self.keep(runtime, x, prediction, time.perf_counter() - start, origin)
         return prediction
 
-    async def infer_batched(self, runtime: Runtime, x: np.ndarray) -> Prediction:
+    async def infer_batched(self, runtime: Runtime, x: np.ndarray, origin: tuple | None = None) -> Prediction:
         """:meth:`infer` on the event loop, its pass shared with the requests queued for the same version
         (:mod:`service.batching`; with batching off, at once). Raises InvalidInput or Overloaded (503)."""
         if not self.batcher.on:
-            return self.infer(runtime, x)
+            return self.infer(runtime, x, origin=origin)
+        start = time.perf_counter()
         with self.using(runtime):  # counted in flight while it waits, so its version is not released under it
-            return await self.batcher.infer(runtime, x)
+            prediction = await self.batcher.infer(runtime, x)
+        if origin is not None:
+            self.keep(runtime, x, prediction, time.perf_counter() - start, origin)
+        return prediction
 
-    def infer_json(self, runtime: Runtime, x: np.ndarray, detail: str | None = None) -> bytes:
+    def keep(self, runtime: Runtime, x: np.ndarray, prediction: Prediction, latency: float, origin: tuple) -> None:
+        """Offer an answered request to the prediction log: ``origin`` is ``(route family, request id or None)``;
+        the role is the canary's candidate when this version is its name's canary, else the primary."""
+        route, request_id = origin
+        spec = self.shadow_specs.get(runtime.name)
+        role = "canary" if spec is not None and spec.candidate_tag == runtime.tag else "primary"
+        book = self.logbook
+        entry = Entry(time.time(), request_id or book.request_id(), runtime.name, runtime.version, role, route, x,
+                      prediction, latency)  # fmt: skip
+        book.offer(entry)
+
+    def infer_json(
+        self, runtime: Runtime, x: np.ndarray, detail: str | None = None, origin: tuple | None = None
+    ) -> bytes:
         """:meth:`infer` answered as the JSON body every prediction route gives."""
-        return predict_json(runtime, self.infer(runtime, x), detail)
+        return predict_json(runtime, self.infer(runtime, x, origin=origin), detail)
 
     @staticmethod
     def check_detail(values: list[str]) -> str | None:

@@ -74,6 +74,7 @@ OIP = "oip"  # service.rest.oiproutes (the Open Inference Protocol)
 SHADOW = "shadow"  # service.rest.shadowroutes
 PAGES = "pages"  # service.rest.pages
 DOCUMENT = "document"  # service.openapi.document
+LOG = "log"  # service.rest.logroutes (the prediction log and drift)
 
 OIP_PREFIX = "/v2"
 GET = ("GET", "HEAD")
@@ -132,10 +133,14 @@ TABLE: tuple[Route, ...] = (
     Route(GET, MODELS_PATH + "/{name}/examples", INFERENCE, MODELS, "examples"),
     *(Route(POST, spec.path, INFERENCE, MODELS, spec.action, spec) for spec in MODEL_ROUTES.values()),
     Route(GET, MODELS_PATH + "/{name}/shadow", INFERENCE, SHADOW, "get"),
+    Route(GET, MODELS_PATH + "/{name}/log", INFERENCE, LOG, "page"),
+    Route(GET, MODELS_PATH + "/{name}/log/{id}", INFERENCE, LOG, "row"),
+    Route(GET, MODELS_PATH + "/{name}/drift", INFERENCE, LOG, "drift"),
     Route(GET, "/v2", INFERENCE, OIP, "server"),
     *_oip_model_routes(),
     # management: the repository's routes, setting and removing a shadow
     Route(("PUT", "DELETE"), MODELS_PATH + "/{name}/shadow", MANAGEMENT, SHADOW, "set"),
+    Route(("PUT",), MODELS_PATH + "/{name}/log/{id}/review", MANAGEMENT, LOG, "review"),
     Route(POST, "/v2/repository/index", MANAGEMENT, OIP, "index"),
     Route(POST, "/v2/repository/models/{name}/load", MANAGEMENT, OIP, "load"),
     Route(POST, "/v2/repository/models/{name}/unload", MANAGEMENT, OIP, "unload"),

@@ -67,6 +67,8 @@ class SparsityService:
         self.sync = WorkerSync(STATE, PLANE, worker, self._load)
         self.sync.apply()  # acknowledges this worker's start (and loads a version another worker is loading)
         self.sync.start()
+        if IN_WORKER:
+            PLANE.logbook.start()
         if CONFIGURATION.settings.poll_seconds and worker == 1:
             Poller(MANAGER, CONFIGURATION.settings.poll_seconds).start()
         self._ready = True
@@ -92,7 +94,7 @@ class SparsityService:
     def _answer(self, route: routes.RouteSpec, x: np.ndarray) -> PredictResponse:
         with refusing():  # service.rest.modelroutes answers an unknown model's 404 before an alias endpoint
             runtime, _ = self.plane.choose(route.model)  # a canary's split at random: no header reaches here
-            return predict_response(runtime, self.plane.infer(runtime, x))
+            return predict_response(runtime, self.plane.infer(runtime, x, origin=(route.path, None)))
 
     @bentoml.api(route=routes.MNIST_PREDICT.path)
     async def mnist_predict(self, images: Images) -> PredictResponse:

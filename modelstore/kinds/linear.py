@@ -123,7 +123,8 @@ def typicality_and_accuracy(profiles, labels_pred, calibration: Calibration, par
             shrinkage=min(1.0, max(TYPICALITY_SHRINKAGE, ledoit_wolf_shrinkage(part))),
         )
 
-    served, threshold, scored = out_of_fold(fit, profiles, parts)
+    served, threshold, unseen = out_of_fold(fit, profiles, parts)
+    scored = len(unseen)
     typicality = served.model_copy(
         update={
             "threshold": threshold,

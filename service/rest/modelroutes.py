@@ -21,7 +21,7 @@ from urllib.parse import parse_qs
 import anyio
 
 from service import errors, routes
-from service.asgi import read_body, replay_body, respond
+from service.asgi import read_body, replay_body, request_id_of, respond
 from service.codecs.pictures import FIELD as IMAGE_FIELD
 from service.codecs.responses import predict_json
 from service.dataplane import DataPlane
@@ -69,13 +69,14 @@ class ModelRoutes:
         body = await read_body(receive)
         try:
             detail = None if route.bentoml_api else detail_of(scope)
+            origin = (route.path, request_id_of(scope))
             if route.action == "predict_image":
-                answer = await self._picture(scope, body, runtime, detail)
+                answer = await self._picture(scope, body, runtime, detail, origin)
             elif len(body) <= INLINE_MAX_BYTES:  # decoded here, its pass shared with what is queued with it
                 x = self._decode(runtime, route, body)
-                answer = None if x is None else await self._batched(runtime, x, detail)
+                answer = None if x is None else await self._batched(runtime, x, detail, origin)
             else:
-                answer = await anyio.to_thread.run_sync(self._answer, runtime, route, body, detail)
+                answer = await anyio.to_thread.run_sync(self._answer, runtime, route, body, detail, origin)
         except ServiceError as exc:
             answer, headers = errors.answer(exc), (*headers, *exc.headers)
         if answer is None:  # an alias body that is not plain: BentoML's endpoint validates it
@@ -93,7 +94,7 @@ class ModelRoutes:
         except ServiceError as exc:
             return errors.answer(exc)
 
-    async def _picture(self, scope, body: bytes, runtime, detail: str | None) -> tuple[int, bytes]:
+    async def _picture(self, scope, body: bytes, runtime, detail: str | None, origin) -> tuple[int, bytes]:
         from starlette.requests import Request
 
         async def once():
@@ -107,10 +108,10 @@ class ModelRoutes:
         finally:
             await form.close()
         batch = await anyio.to_thread.run_sync(self.plane.decode_picture, runtime, data)
-        return await self._batched(runtime, batch, detail)
+        return await self._batched(runtime, batch, detail, origin)
 
-    async def _batched(self, runtime, x, detail: str | None) -> tuple[int, bytes]:
-        return 200, predict_json(runtime, await self.plane.infer_batched(runtime, x), detail)
+    async def _batched(self, runtime, x, detail: str | None, origin) -> tuple[int, bytes]:
+        return 200, predict_json(runtime, await self.plane.infer_batched(runtime, x, origin), detail)
 
     def _decode(self, runtime, route: routes.RouteSpec, body: bytes):
         """One body as the model's input batch, or ``None`` for an alias body that its BentoML endpoint is to
@@ -123,11 +124,13 @@ class ModelRoutes:
                 return None
             raise
 
-    def _answer(self, runtime, route: routes.RouteSpec, body: bytes, detail: str | None) -> tuple[int, bytes] | None:
+    def _answer(
+        self, runtime, route: routes.RouteSpec, body: bytes, detail: str | None, origin
+    ) -> tuple[int, bytes] | None:
         """Decode, predict and encode one large body in a thread (its pass not shared): ``(status, JSON body)``, or
         ``None`` for an alias body that its BentoML endpoint is to validate."""
         x = self._decode(runtime, route, body)
-        return None if x is None else (200, self.plane.infer_json(runtime, x, detail))
+        return None if x is None else (200, self.plane.infer_json(runtime, x, detail, origin))
 
 
 def version_of(scope) -> str | None:

@@ -34,6 +34,10 @@ EXTENSIONS = ["model_repository", "binary_tensor_data", "activation_sparsity"]
 SERVER_NAME = "sparsity-service"
 
 
+INFER_ROUTE = "/v2/models/{name}/infer"
+"""The route family the prediction log names for the protocol's inference (the request's ``id`` is its id)."""
+
+
 class OipRoutes:
     """An ASGI middleware answering ``/v2/...``; anything else goes on to ``app``."""
 
@@ -107,7 +111,7 @@ class OipRoutes:
         headers = ()
         try:
             runtime, request, headers = self._parse(name, version, body, length, key)
-            prediction = await self.plane.infer_batched(runtime, request.x)
+            prediction = await self.plane.infer_batched(runtime, request.x, (INFER_ROUTE, request.id))
         except ServiceError as exc:
             return (*errors.oip_answer(exc), None, (*headers, *exc.headers))
         answer, header = oip.infer_response(runtime, prediction, request)
@@ -118,7 +122,7 @@ class OipRoutes:
         headers = ()
         try:
             runtime, request, headers = self._parse(name, version, body, length, key)
-            prediction = self.plane.infer(runtime, request.x)
+            prediction = self.plane.infer(runtime, request.x, origin=(INFER_ROUTE, request.id))
         except ServiceError as exc:
             return (*errors.oip_answer(exc), None, headers)
         answer, header = oip.infer_response(runtime, prediction, request)

@@ -32,6 +32,12 @@ BAD = {
     "BATCH_MAX_SIZE": ["0", "1025", "many"],
     "BATCH_WAIT_MS": ["-1", "1001", "nan", "soon"],
     "BATCH_MAX_QUEUE": ["1023", "10000000", "lots"],
+    "PREDICTION_LOG": ["sometimes"],
+    "PREDICTION_LOG_URL": ["mysql://db/log", "postgresql://", "postgresql://host", "/tmp"],
+    "PREDICTION_LOG_SAMPLE": ["-0.1", "1.5", "half", "nan"],
+    "PREDICTION_LOG_INPUTS": ["some", "typical"],
+    "PREDICTION_LOG_RETENTION_DAYS": ["-1", "forever", "36501"],
+    "DRIFT_WINDOW": ["49", "0", "big"],
 }
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PROJECT = ("sparsity", "modelstore", "service", "training", "lab", "benchmarks", "examples", "tests")
+PROJECT = ("sparsity", "modelstore", "predlog", "service", "training", "lab", "benchmarks", "examples", "tests")
 SERVICE_LEVELS = (
     (
         "service.errors",
@@ -20,11 +20,12 @@ SERVICE_LEVELS = (
         "service.schemas",
         "service.protocol",
         "service.config",
+        "service.rules",
         "service.bentoml_private",
     ),
     ("service.codecs", "service.observability"),
     ("service.shadow",),
-    ("service.batching",),
+    ("service.batching", "service.logbook"),
     ("service.dataplane",),
     ("service.repository",),
     ("service.openapi",),
@@ -67,7 +68,11 @@ def _graph() -> dict[str, set[str]]:
 @pytest.mark.parametrize(
     ("package", "forbidden"),
     [
-        ("sparsity", {"modelstore", "service", "training", "lab", "bentoml", "benchmarks", "tests", "examples"}),
+        (
+            "sparsity",
+            {"modelstore", "service", "training", "lab", "bentoml", "benchmarks", "tests", "examples", "predlog"},
+        ),
+        ("predlog", {"sparsity", "modelstore", "service", "training", "lab", "bentoml", "benchmarks", "tests"}),
         ("modelstore", {"service", "training", "lab", "benchmarks", "tests", "examples", "mlxtend"}),
         ("service", {"training", "lab", "mlxtend", "benchmarks", "tests", "examples"}),
         ("training", {"service", "lab", "benchmarks", "tests", "examples"}),
@@ -192,7 +197,7 @@ def test_the_bento_includes_every_package_of_the_service_and_the_core(bentofile)
     include = yaml.safe_load((ROOT / bentofile).read_text())["include"]
     sources = [
         p.relative_to(ROOT).as_posix()
-        for pkg in ("service", "sparsity", "modelstore")
+        for pkg in ("service", "sparsity", "modelstore", "predlog")
         for p in (ROOT / pkg).rglob("*.py")
     ]
     sources = [s for s in sources if "/_build/" not in s and not s.startswith("sparsity/lab")]
