@@ -142,6 +142,55 @@ def run_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_dataset_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("name", help="the model whose logged items to export (its classes come from NAME:latest)")
+    parser.add_argument(
+        "--reviewed",
+        action="store_true",
+        required=True,
+        help="the items a reviewer labelled on the page (PUT /models/NAME/log/ID/review) and whose input the log kept",
+    )
+    parser.add_argument("--version", help="only the items this version answered (default: every version)")
+    parser.add_argument(
+        "--log",
+        help="the prediction log: a postgresql:// URL or a SQLite file (default: $PREDICTION_LOG_URL, else "
+        "prediction-log.sqlite3 in the model store)",
+    )
+    parser.add_argument("--out", type=Path, required=True, help="the .npz to write: x (inputs), y (class indices), ids")
+    return parser
+
+
+def run_dataset(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from modelstore.audit import audit
+    from predlog.dataset import reviewed_dataset
+    from predlog.store import StoreError, default_location, describe, open_store
+
+    where = args.log or default_location()
+    candidate = audit(args.name if ":" in args.name else f"{args.name}:latest")
+    if not candidate.accepted:
+        print(f"error: {candidate.problem}", file=sys.stderr, flush=True)
+        return 2
+    try:
+        store = open_store(where)
+        found = reviewed_dataset(store, candidate.name, list(candidate.card.class_names), args.version)
+    except (StoreError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    if len(found.y) == 0:
+        print(f"error: {describe(where)} holds no reviewed item of {candidate.name} with its input "
+              f"({found.invalid} labelled invalid)", file=sys.stderr, flush=True)  # fmt: skip
+        return 2
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(args.out, x=found.x, y=found.y, ids=found.ids)
+    classes, numbers = np.unique(found.y, return_counts=True)
+    counts = ", ".join(f"{candidate.card.class_names[c]} {n}" for c, n in zip(classes, numbers, strict=True))
+    print(f"wrote {len(found.y)} reviewed items of {candidate.name} to {args.out} ({counts}; "
+          f"{found.invalid} labelled invalid left out)", flush=True)  # fmt: skip
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from sparsity import logs
 
@@ -154,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     add_arguments(register).set_defaults(run=run)
     compare = commands.add_parser("compare", help="compare two stored versions on a data set")
     add_compare_arguments(compare).set_defaults(run=run_compare)
+    dataset = commands.add_parser("dataset", help="write the prediction log's reviewed items as a training set")
+    add_dataset_arguments(dataset).set_defaults(run=run_dataset)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     logs.configure(logging.INFO)
     return args.run(args)

@@ -25,6 +25,20 @@ class StoreError(RuntimeError):
     """The log's database cannot be opened or used: one line saying which and why."""
 
 
+LOG_URL_SETTING = "PREDICTION_LOG_URL"
+FILE_NAME = "prediction-log.sqlite3"
+
+
+def default_location(environ=None) -> str:
+    """Where the log is unless told: ``PREDICTION_LOG_URL``, else ``prediction-log.sqlite3`` beside the model
+    store (``$BENTOML_HOME``, default ``~/bentoml``)."""
+    environ = os.environ if environ is None else environ
+    if environ.get(LOG_URL_SETTING, "").strip():
+        return environ[LOG_URL_SETTING].strip()
+    home = environ.get("BENTOML_HOME") or os.path.expanduser("~/bentoml")
+    return os.path.join(home, FILE_NAME)
+
+
 def open_store(where: str) -> Store:
     """The store at ``where``: a ``postgresql://`` (or ``postgres://``) URL, else a SQLite file path (its
     directory made if missing). Migrated to the current schema."""

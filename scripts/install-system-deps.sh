@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the tests use, when missing: prometheus (server + promtool),
+# Installs the Debian packages the tests use, when missing: prometheus (server + promtool), postgresql,
 # docker-compose (only for `docker-compose config -q`), wrk (benchmarks), kubectl (its kustomize
 # renders deploy/k8s), Node.js with npm (the Kubernetes schema validator in tests/k8s) and a few font
 # packages (letters rendered in many typefaces for the typicality study, benchmarks/ood_sets.py), and
@@ -16,6 +16,8 @@ command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v chromedriver >/dev/null || missing+=(chromium-driver)
+# PostgreSQL's server (the prediction log's tests run the same suite on SQLite and on a real PostgreSQL)
+compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || missing+=(postgresql)
 for font in fonts-liberation fonts-freefont-ttf fonts-urw-base35 fonts-dejavu-extra; do
   [ -d "/usr/share/doc/$font" ] || missing+=("$font")
 done

@@ -14,6 +14,7 @@ from typing import Any
 from modelstore.engines import SETTINGS as ENGINES
 from modelstore.kinds import PLUGIN_SETTING, plugin_modules
 from predlog.rows import INPUTS
+from predlog.store import LOG_URL_SETTING, default_location
 from service.rules import SettingsError, boolean, key_file, log_location, model_tags, one_of, seconds, shadows, whole
 from sparsity.drift import WINDOW as DRIFT_WINDOW
 
@@ -249,10 +250,7 @@ class Settings:
 
     def log_location(self) -> str:
         """PREDICTION_LOG_URL, or the SQLite file beside the model store."""
-        if self.log_url:
-            return self.log_url
-        home = os.environ.get("BENTOML_HOME") or os.path.expanduser("~/bentoml")
-        return os.path.join(home, "prediction-log.sqlite3")
+        return self.log_url or default_location({k: v for k, v in os.environ.items() if k != LOG_URL_SETTING})
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:

@@ -1,6 +1,6 @@
 """Option choices, importable without loading TensorFlow or scikit-learn (the CLI answers fast)."""
 
-DATASETS = ("auto", "mnist", "mnist-5k")
+DATASETS = ("auto", "mnist", "mnist-10k", "mnist-5k")
 ARCHS = ("cnn", "seed")
 INITS = ("glorot", "he", "normal")
 """Kernel initialisers of the ReLU layers: Glorot/Xavier uniform, He normal, plain N(0, 0.01)."""

@@ -19,7 +19,7 @@ from sparsity import SparsityProbe
 from sparsity.contract import DEFAULT_DENSITY, DEFAULT_THRESHOLD
 from sparsity.summary import summarize
 from training import data, models
-from training.datasets import MNIST_CLASS_NAMES, MNIST_DIGIT, MNIST_MODEL_NAME, MNIST_RANGE
+from training.datasets import MNIST_CLASS_NAMES, MNIST_DIGIT, MNIST_MODEL_NAME, MNIST_RANGE, MNIST_SHAPE
 from training.progress import duration
 
 log = logging.getLogger(__name__)
@@ -163,13 +163,43 @@ def save_mnist(
         )
 
 
-def train_mnist(opts: MnistOptions, report_dir: Path | None = None, provenance: dict | None = None) -> dict:
+def load_extra(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Extra labelled digits (``python -m modelstore dataset mnist_cnn --reviewed --out FILE``): an ``.npz`` with
+    ``x`` (N, 28, 28) in [0, 1] and ``y`` (N,) digits. ValueError names the file and the rule."""
+    try:
+        stored = np.load(path, allow_pickle=False)
+        x, y = np.asarray(stored["x"], dtype=np.float32), np.asarray(stored["y"])
+    except (OSError, KeyError, ValueError) as exc:
+        raise ValueError(f"--extra {path}: must be an .npz with arrays x and y ({exc})") from None
+    x = x.reshape(len(x), *MNIST_SHAPE) if x.ndim >= 2 and x[0].size == MNIST_SHAPE[0] * MNIST_SHAPE[1] else x
+    if x.shape[1:] != MNIST_SHAPE or len(x) != len(y) or len(x) == 0:
+        raise ValueError(f"--extra {path}: x must be (N, 28, 28) with one label in y an item; got {x.shape}, {y.shape}")
+    if not np.all(np.isfinite(x)) or x.min() < 0 or x.max() > 1:
+        raise ValueError(f"--extra {path}: x must hold values in [0, 1]")
+    if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() > 9:
+        raise ValueError(f"--extra {path}: y must hold digits 0-9")
+    return x, y.astype(np.int64)
+
+
+def train_mnist(
+    opts: MnistOptions,
+    report_dir: Path | None = None,
+    provenance: dict | None = None,
+    extra: Path | None = None,
+) -> dict:
     """Train, evaluate and save ``mnist_cnn``; returns the report that was saved with it.
 
-    ``provenance`` (where this configuration came from, e.g. the sweep that chose it) is stored as is.
+    ``provenance`` (where this configuration came from, e.g. the sweep that chose it) is stored as is. ``extra``:
+    more labelled digits (:func:`load_extra`) added to the training part only, never to the held-back digits.
     """
     start = time.perf_counter()
     split = data.load_mnist(opts.dataset, opts.seed)
+    if extra is not None:
+        more_x, more_y = load_extra(extra)
+        split.x_train = np.concatenate([split.x_train, more_x])
+        split.y_train = np.concatenate([split.y_train, more_y])
+        provenance = {**(provenance or {}), "extra": {"file": extra.name, "items": len(more_y)}}
+        log.info("extra labelled digits: %d from %s, added to the training part", len(more_y), extra)
     log.info("MNIST data: %s, %d train / %d test", split.name, len(split.x_train), len(split.x_test))
     model = fit(split, opts)
     train_seconds = time.perf_counter() - start
