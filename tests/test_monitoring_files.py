@@ -34,7 +34,7 @@ def test_promtool_check_config():
 
 
 @pytest.mark.system
-def test_promtool_check_rules_finds_the_five_alerts():
+def test_promtool_check_rules_finds_the_six_alerts():
     out = _run(need_tool("promtool"), "check", "rules", str(PROM / "alerts.yml"))
     assert out.returncode == 0, out.stdout + out.stderr
     groups = {g["name"]: g["rules"] for g in yaml.safe_load((PROM / "alerts.yml").read_text())["groups"]}
@@ -49,6 +49,7 @@ def test_promtool_check_rules_finds_the_five_alerts():
         "DeadUnitsHigh",
         "LatencyHigh",
         "AtypicalInputsHigh",
+        "ModelInputsDrifted",
     }
 
 
@@ -57,7 +58,7 @@ def test_promtool_unit_tests_of_every_alert():
     out = _run(need_tool("promtool"), "test", "rules", str(PROM / "tests" / "alerts_test.yml"))
     assert out.returncode == 0, out.stdout + out.stderr
     tests = yaml.safe_load((PROM / "tests" / "alerts_test.yml").read_text())["tests"]
-    for alert in ("ServiceDown", "SparsityDrift", "DeadUnitsHigh", "LatencyHigh", "AtypicalInputsHigh"):
+    for alert in ("ServiceDown", "SparsityDrift", "DeadUnitsHigh", "LatencyHigh", "AtypicalInputsHigh", "ModelInputsDrifted"):
         checks = [c for t in tests for c in t["alert_rule_test"] if c["alertname"] == alert]
         assert any(c["exp_alerts"] for c in checks), f"{alert}: no firing case"
         assert any(not c["exp_alerts"] for c in checks), f"{alert}: no quiet case"

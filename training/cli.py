@@ -126,7 +126,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         default="cnn",
         help="cnn: two conv blocks + ReLU dense layer; seed: the original Conv32-Flatten-Dense10 (default cnn)",
     )
-    mnist.add_argument("--epochs", type=positive_int, default=15, help="training epochs (default 15)")
+    mnist.add_argument(
+        "--epochs",
+        type=positive_int,
+        default=25,
+        help="training epochs (default 25: on mnist-10k, 98.85%% held-back accuracy against 98.65%% at 15)",
+    )
     mnist.add_argument("--batch-size", type=positive_int, default=32, help="batch size (default 32)")
     mnist.add_argument(
         "--preset",

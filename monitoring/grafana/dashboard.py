@@ -208,6 +208,27 @@ PANELS: list[tuple[str, str, str, int, int, str, list[tuple[str, str]]]] = [
         ],
     ),
     (
+        "Drift: PSI of the last window against the calibration data",
+        "timeseries",
+        "short",
+        12,
+        8,
+        "Population stability index of each version's last closed drift window (DRIFT_WINDOW items) against the "
+        "calibration baseline, per signal (each layer's zero share, the typicality score); ModelInputsDrifted "
+        "fires over 0.25.",
+        [(f"max by (model, version, signal) (model_drift_psi{{{M}}})", "{{model}} {{version}} {{signal}}")],
+    ),
+    (
+        "Prediction log: rows written, dropped, failed",
+        "timeseries",
+        "cps",
+        12,
+        8,
+        "Rows of the prediction log a second: written, dropped (a worker's queue was full) or failed (the database "
+        "refused them). Answers never wait for the log.",
+        [("sum by (outcome) (rate(prediction_log_rows_total[$__rate_interval]))", "{{outcome}}")],
+    ),
+    (
         "Typicality score p50 / p99 against the threshold",
         "timeseries",
         "short",

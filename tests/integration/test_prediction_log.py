@@ -28,7 +28,7 @@ def logged(request, trained, tmp_path_factory):
     (root / "inference.keys").write_text(f"{INFERENCE_KEY}\n")
     (root / "management.keys").write_text(f"{MANAGEMENT_KEY}\n")
     if request.param == "postgresql":
-        from tests.postgres import postgres_server
+        from benchmarks.postgres import postgres_server
 
         context = postgres_server()
         where = context.__enter__()

@@ -21,7 +21,7 @@ CLASSES = [str(d) for d in range(10)]
 
 @pytest.fixture(scope="module")
 def postgres_url():
-    from tests.postgres import postgres_server
+    from benchmarks.postgres import postgres_server
 
     with postgres_server() as url:
         yield url
@@ -32,7 +32,7 @@ def store(request, tmp_path):
     if request.param == "sqlite":
         opened = open_store(str(tmp_path / "log.sqlite3"))
     else:
-        from tests.postgres import fresh_database
+        from benchmarks.postgres import fresh_database
 
         url = request.getfixturevalue("postgres_url")
         opened = open_store(fresh_database(url, f"t_{abs(hash(request.node.name)) % 10**9}"))

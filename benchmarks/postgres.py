@@ -1,6 +1,7 @@
-"""A real PostgreSQL server for the tests (Debian's ``postgresql``, installed by ``make system-deps``): a cluster
-made in a temporary directory, listening on 127.0.0.1 on a free port, with trust authentication, stopped at the
-end. As root, the server runs as the ``postgres`` user (PostgreSQL refuses to run as root)."""
+"""A real PostgreSQL server for the tests and the benchmarks (Debian's ``postgresql``, installed by ``make
+system-deps``): a cluster made in a temporary directory, listening on 127.0.0.1 on a free port, with trust
+authentication, stopped at the end. As root, the server runs as the ``postgres`` user (PostgreSQL refuses to run
+as root)."""
 
 from __future__ import annotations
 
