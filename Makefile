@@ -105,7 +105,7 @@ tests/k8s/node_modules/.installed: tests/k8s/package.json tests/k8s/package-lock
 k8s-manifests: setup ## regenerate deploy/k8s/prometheusrule.yaml and grafana-dashboard.yaml from monitoring/
 	$(BIN)/python -m deploy.k8s.generate
 
-test: setup-dev system-deps tests/k8s/node_modules/.installed ## lint, the docs built strictly, then the whole suite (slow and integration tests included)
+test: setup-dev system-deps extra-digits tests/k8s/node_modules/.installed ## lint, the docs built strictly, then the whole suite (slow and integration tests included)
 	$(BIN)/ruff check .
 	$(BIN)/mkdocs build --strict --quiet
 	$(BIN)/pytest

@@ -89,8 +89,14 @@ def throughput(args, work: Path, pg_url: str) -> dict:
             side: statistics.median(r["requests_per_second"] for r in results) for side, results in sides.items()
         }
         p99 = {side: statistics.median(r["p99_ms"] for r in results) for side, results in sides.items()}
-        ratios = {side: figures[side] / figures["off"] for side in ("sqlite", "postgresql")}
-        cases[label] = {"requests_per_second": figures, "p99_ms": p99, "ratio": ratios}
+        # each round's ratio against the log-off run next to it in time, then their median: this machine's speed
+        # drifts over a run by more than the difference measured
+        per_round = {}
+        for side in ("sqlite", "postgresql"):
+            pairs = zip(sides[side], sides["off"], strict=True)
+            per_round[side] = [a["requests_per_second"] / b["requests_per_second"] for a, b in pairs]
+        ratios = {side: statistics.median(values) for side, values in per_round.items()}
+        cases[label] = {"requests_per_second": figures, "p99_ms": p99, "ratio": ratios, "round_ratios": per_round}
         print(f"{label:<22}{figures['off']:>12,.0f}{figures['sqlite']:>12,.0f}{ratios['sqlite']:>12.3f}"
               f"{figures['postgresql']:>12,.0f}{ratios['postgresql']:>12.3f}")  # fmt: skip
     for side, check in checks.items():
@@ -140,18 +146,20 @@ def killed(args, work: Path, side: str, where: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--kill-seconds", type=int, default=8)
+    parser.add_argument("--seconds", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--kill-seconds", type=int, default=8, help="0: no kill -9 runs")
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "prediction-log.json")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="bench-log-"))
     with postgres_server() as pg_url:
         speed = throughput(args, work, pg_url)
-        kills = {
-            "sqlite": killed(args, work, "sqlite", str(work / "kill.sqlite3")),
-            "postgresql": killed(args, work, "postgresql", fresh_database(pg_url, "bench_kill")),
-        }
+        kills = {}
+        if args.kill_seconds:
+            kills = {
+                "sqlite": killed(args, work, "sqlite", str(work / "kill.sqlite3")),
+                "postgresql": killed(args, work, "postgresql", fresh_database(pg_url, "bench_kill")),
+            }
     report = {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "seconds": args.seconds,
               "rounds": args.rounds, **speed, "kill": kills}  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import io
 import zlib
-from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import NamedTuple
 
 import numpy as np
 import orjson
@@ -18,12 +19,12 @@ import orjson
 INPUTS = ("atypical", "all", "none")
 
 
-@dataclass(frozen=True)
-class Entry:
-    """What the service hands the log for one answered request (taken as is on the request's path)."""
+class Entry(NamedTuple):
+    """What the service hands the log for one answered request (made on the request's path: a tuple, nothing
+    computed; ``request_id`` None: the writer gives it one)."""
 
     at: float
-    request_id: str
+    request_id: str | None
     model: str
     version: str
     role: str
@@ -43,16 +44,45 @@ def decode_input(data: bytes) -> np.ndarray:
     return np.load(io.BytesIO(zlib.decompress(data)), allow_pickle=False)
 
 
+def joined(entries: list[Entry]) -> SimpleNamespace:
+    """The predictions of several entries of one model version as one: each array concatenated in entry order
+    (the work on them is then done once a flush, not once a request)."""
+    first = entries[0].prediction
+    if len(entries) == 1:
+        return first
+    predictions = [e.prediction for e in entries]
+    contributions = first.contributions
+    return SimpleNamespace(
+        probabilities=np.concatenate([p.probabilities for p in predictions]),
+        layer_sparsity={
+            name: np.concatenate([p.layer_sparsity[name] for p in predictions]) for name in first.layer_sparsity
+        },
+        overall=np.concatenate([np.asarray(p.overall) for p in predictions]),
+        scores=np.concatenate([np.asarray(p.scores, dtype=np.float64) for p in predictions]),
+        atypical=np.concatenate([np.asarray(p.atypical, dtype=bool) for p in predictions]),
+        contributions=None if contributions is None else np.concatenate([p.contributions for p in predictions]),
+    )
+
+
 def rows_of(entry: Entry, sample: float, inputs: str, rng: np.random.Generator) -> list[tuple]:
     """The rows to write for ``entry``."""
-    p = entry.prediction
+    return rows_of_group([entry], joined([entry]), sample, inputs, rng)
+
+
+def rows_of_group(
+    entries: list[Entry], p, sample: float, inputs: str, rng: np.random.Generator, ids=None
+) -> list[tuple]:
+    """The rows to write for ``entries`` (one model version) whose predictions joined are ``p``; ``ids``: gives a
+    request without one its id."""
     n = len(p.probabilities)
     atypical = np.asarray(p.atypical, dtype=bool)
     keep = atypical if sample <= 0 else (atypical | (rng.random(n) < sample) if sample < 1 else np.ones(n, bool))
     chosen = np.flatnonzero(keep)
     if len(chosen) == 0:
         return []
-    labels = p.labels[chosen].tolist()
+    owner = np.repeat(np.arange(len(entries)), [len(e.x) for e in entries])[chosen].tolist()
+    starts = np.cumsum([0] + [len(e.x) for e in entries])[:-1].tolist()
+    labels = np.argmax(p.probabilities[chosen], axis=1).tolist()
     top = p.probabilities[chosen].max(axis=1).tolist()
     layers = list(p.layer_sparsity)
     zeros = np.stack([p.layer_sparsity[name][chosen] for name in layers], axis=1).tolist() if layers else None
@@ -62,13 +92,15 @@ def rows_of(entry: Entry, sample: float, inputs: str, rng: np.random.Generator) 
     scores = np.asarray(p.scores, dtype=np.float64)[chosen]
     scores = [None if not np.isfinite(s) else s for s in scores.tolist()]
     flags = atypical[chosen].tolist()
-    latency_ms = round(entry.latency * 1000.0, 4)
+    named = [e.request_id or (ids() if ids is not None else "") for e in entries]
     rows = []
     for k, i in enumerate(chosen.tolist()):
+        e = entries[owner[k]]
+        item = i - starts[owner[k]]
         kept = inputs == "all" or (inputs == "atypical" and flags[k])
         rows.append((
-            entry.at, entry.request_id, i, entry.model, entry.version, entry.role, entry.route, labels[k], top[k],
+            e.at, named[owner[k]], item, e.model, e.version, e.role, e.route, labels[k], top[k],
             orjson.dumps(dict(zip(layers, zeros[k], strict=True))).decode() if zeros is not None else "{}",
-            overall[k], scores[k], flags[k], latency_ms, encode_input(entry.x[i]) if kept else None,
+            overall[k], scores[k], flags[k], round(e.latency * 1000.0, 4), encode_input(e.x[item]) if kept else None,
         ))  # fmt: skip
     return rows

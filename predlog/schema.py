@@ -34,15 +34,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             latency_ms {real} NOT NULL,
             input {blob}
         )""",
+        # two indexes only: each costs every insert (pages by id, time filters and the purge by time, per model)
         "CREATE INDEX predictions_model_id ON predictions (model, id)",
         "CREATE INDEX predictions_model_at ON predictions (model, at)",
-        "CREATE INDEX predictions_at ON predictions (at)",
     ),
     # 2: a reviewer's label for an item (a class name, or "invalid": not a valid input)
     (
         "ALTER TABLE predictions ADD COLUMN review TEXT",
         "ALTER TABLE predictions ADD COLUMN reviewed_at {real}",
-        "CREATE INDEX predictions_model_review ON predictions (model, review)",
     ),
 )
 """Every migration, oldest first; the schema's version is their number. Never edit one that shipped: add one."""

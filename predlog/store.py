@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -166,9 +167,13 @@ class Store:
 
     def purge(self, before: float) -> int:
         """Delete the rows written before ``before`` (seconds since the epoch); returns how many."""
-        with self.transaction() as cursor:
-            cursor.execute(self._sql("DELETE FROM predictions WHERE at < ?"), (before,))
-            return max(cursor.rowcount, 0)
+        models = [row[0] for row in self._execute("SELECT DISTINCT model FROM predictions")]
+        removed = 0
+        for model in models:  # by (model, at): the index every insert keeps anyway
+            with self.transaction() as cursor:
+                cursor.execute(self._sql("DELETE FROM predictions WHERE model = ? AND at < ?"), (model, before))
+                removed += max(cursor.rowcount, 0)
+        return removed
 
     def count(self, model: str | None = None) -> int:
         if model is None:
@@ -182,6 +187,7 @@ class Store:
 
 class SqliteStore(Store):
     dialect = "sqlite"
+    CHUNK = 256
 
     def __init__(self, path: Path, busy_seconds: float = 10.0) -> None:
         super().__init__()
@@ -202,7 +208,9 @@ class SqliteStore(Store):
     def insert(self, rows: Sequence[tuple]) -> None:
         sql = f"INSERT INTO predictions ({', '.join(schema.COLUMNS)}) VALUES ({', '.join('?' * len(schema.COLUMNS))})"
         with self.transaction() as cursor:
-            cursor.executemany(sql, rows)
+            for start in range(0, len(rows), self.CHUNK):
+                cursor.executemany(sql, rows[start : start + self.CHUNK])
+                time.sleep(0)  # a writer thread beside an event loop: let it run between chunks
 
 
 class PostgresStore(Store):

@@ -94,7 +94,61 @@ def table(name: str) -> str:
                 f"{', '.join(f'{ms:g}' for ms in o['after_ms'])} ms (a new connection each)."
             )
         return text + "\n\n" + _measured(report, path, "make bench-batching")
-    raise ValueError(f"no table named {name!r} (peers, engines, memory, batching, profile)")
+    if name == "log":
+        return _log_table()
+    if name == "drift":
+        return _drift_table()
+    raise ValueError(f"no table named {name!r} (peers, engines, memory, batching, profile, log, drift)")
+
+
+def _log_table() -> str:
+    path = REPORTS / "prediction-log.json"
+    report = json.loads(path.read_text())
+    rows = [
+        "| case | log off: req/s | SQLite | SQLite / off | PostgreSQL | PostgreSQL / off |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for label, case in report["cases"].items():
+        rps, ratio = case["requests_per_second"], case["ratio"]
+        rows.append(
+            f"| {label} | {rps['off']:,.0f} | {rps['sqlite']:,.0f} | {ratio['sqlite']:.3f} | "
+            f"{rps['postgresql']:,.0f} | {ratio['postgresql']:.3f} |"
+        )
+    text = "\n".join(rows)
+    checks = report["checks"]
+    text += "\n\n" + " ".join(
+        f"{side}: {c['answered']:,} items answered, {c['rows']:,} rows in the log "
+        f"({c.get('metric_dropped', 0):.0f} dropped, {c.get('metric_failed', 0):.0f} failed)."
+        for side, c in checks.items()
+    )
+    for side, kill in report.get("kill", {}).items():
+        text += (
+            f"\n\n`kill -9` of a worker under load ({side}, two workers, 8 connections): {kill['answered']:,} "
+            f"answers, {kill['rows']:,} rows, **{kill['lost']} lost** (a worker answers about "
+            f"{kill['worker_answers_a_second']:,} a second); the database afterwards: {kill['database']}."
+        )
+    return text + "\n\n" + _measured(report, path, "make bench-log")
+
+
+def _drift_table() -> str:
+    path = REPORTS / "drift.json"
+    report = json.loads(path.read_text())
+    clean, drifted = report["clean"], report["drifted"]
+    until = drifted["requests_until_alarm"]
+    rows = [
+        "| stream | windows of 500 items | alarmed | largest PSI a window (median / p99 / max) |",
+        "| --- | ---: | ---: | ---: |",
+        f"| clean held-back digits | {clean['windows']} | {clean['drifted']} ({100 * clean['alarm_share']:.1f}%) | "
+        f"{clean['psi_median']:.3f} / {clean['psi_p99']:.3f} / {clean['psi_max']:.3f} |",
+    ]
+    psi = ", ".join(f"{k} {v:.2f}" for k, v in (drifted["psi"] or {}).items())
+    text = "\n".join(rows) + (
+        f"\n\n{100 * drifted['share_rotated']:.0f}% of the digits rotated by 90 degrees: the alert's condition held "
+        f"after **{until:,} requests** (PSI then: {psi})."
+        if until
+        else f"\n\n{100 * drifted['share_rotated']:.0f}% rotated: the condition never held."
+    )
+    return text + "\n\n" + _measured(report, path, "make bench-drift")
 
 
 def fact(field: str, style: str | None, facts: dict) -> str:

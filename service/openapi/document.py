@@ -35,6 +35,7 @@ from collections.abc import Callable
 from typing import Any
 
 from service import routes
+from service.openapi import log as openapi_log
 from service.openapi import oip as openapi_oip
 from service.openapi import shadow as openapi_shadow
 from service.openapi.project import (
@@ -112,7 +113,9 @@ def fix_document(generated: dict, *, version: str) -> dict:
         for operation in path_item.values():
             if isinstance(operation, dict) and "x-bentoml-name" in operation:
                 _name_operation(operation, schemas)
-    doc["paths"] |= extra_paths() | openapi_oip.paths() | openapi_shadow.paths(NAME_PARAMETER)
+    doc["paths"] |= (
+        extra_paths() | openapi_oip.paths() | openapi_shadow.paths(NAME_PARAMETER) | openapi_log.paths(NAME_PARAMETER)
+    )
     infrastructure = [tag for tag in doc.get("tags", []) if tag.get("name") != "Service APIs"]
     doc["tags"] = [{"name": API_TAG, "description": "Predictions with their sparsity, and the served models"}]
     doc["tags"] += [
@@ -122,11 +125,14 @@ def fix_document(generated: dict, *, version: str) -> dict:
         },
         {"name": openapi_oip.MANAGEMENT_TAG, "description": "Load and unload models while serving"},
         {"name": openapi_shadow.TAG, "description": "A candidate version beside the one answering a name"},
+        {"name": openapi_log.TAG, "description": "What was answered, kept: review it, train on it, watch drift"},
     ]
     doc["tags"] += infrastructure
     kept = {name: schema for name, schema in generated_schemas.items() if name not in REPLACED_COMPONENTS}
     kept = {name: schema for name, schema in kept.items() if not name.endswith(("__Input", "IODescriptor"))}
-    doc["components"]["schemas"] = kept | schemas | openapi_oip.schemas() | openapi_shadow.schemas()
+    doc["components"]["schemas"] = (
+        kept | schemas | openapi_oip.schemas() | openapi_shadow.schemas() | openapi_log.schemas()
+    )
     doc["components"]["securitySchemes"] = {
         "bearer": {"type": "http", "scheme": "bearer", "description": "INFERENCE_KEY_FILE / MANAGEMENT_KEY_FILE keys"}
     }

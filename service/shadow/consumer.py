@@ -12,6 +12,8 @@ import numpy as np
 
 from modelstore.compare import Compared, compare
 from modelstore.runtime import Prediction
+from predlog.rows import Entry
+from service.logbook.writer import LogWriter
 from service.shadow.series import PairMetrics
 from service.shadow.spec import FLUSH_SECONDS, QUEUE_BYTES, ShadowSpec
 from service.shadow.wire import CONFIG, ITEM, decode_item, item_id, joined, read_messages
@@ -25,8 +27,11 @@ class ShadowConsumer:
     whenever the queue runs dry. ``load(tag)``: the candidate's runtime (the shadow process loads it from the
     store; in process, the worker's own)."""
 
-    def __init__(self, load: Callable[[str], object], flush_seconds: float = FLUSH_SECONDS) -> None:
+    def __init__(
+        self, load: Callable[[str], object], flush_seconds: float = FLUSH_SECONDS, logbook: LogWriter | None = None
+    ) -> None:
         self.load = load
+        self.logbook = logbook  # the prediction log: each candidate answer, role "shadow"
         self.flush_seconds = flush_seconds
         self.pairs: dict[str, tuple[ShadowSpec, object, PairMetrics]] = {}  # shadow id ->
         self._pending: dict[str, list[Compared]] = {}
@@ -55,7 +60,12 @@ class ShadowConsumer:
             return  # removed or replaced since it was queued
         spec, candidate, metrics = pair
         try:
+            start = time.perf_counter()
             answer = candidate.predict(x)
+            if self.logbook is not None:
+                entry = Entry(time.time(), None, spec.name, spec.candidate, "shadow", "shadow", x, answer,
+                              time.perf_counter() - start)  # fmt: skip
+                self.logbook.offer(entry)
         except InvalidInputError as exc:
             metrics.items["failed"].inc(len(x))
             log.warning("shadow %s refused a request the primary answered: %s", spec.candidate_tag, exc)

@@ -19,6 +19,23 @@ from service.shadow.spec import QUEUE_BYTES, SHADOW_NICE
 log = logging.getLogger("service.shadow")
 
 
+def shadow_logbook():
+    """The prediction log's writer of this process (the candidates' answers, role ``shadow``), as the worker's
+    settings say (inherited through the environment); None with the log off."""
+    from predlog.store import open_store
+    from service.config import Settings
+    from service.logbook.writer import LogWriter
+
+    settings = Settings.from_env()
+    if not settings.log:
+        return None
+    where = settings.log_location()
+    # the workers purge old rows: retention 0 here
+    writer = LogWriter(lambda: open_store(where), settings.log_sample, settings.log_inputs, retention_days=0)
+    writer.start()
+    return writer
+
+
 def main() -> int:
     from sparsity.logs import quiet_tensorflow
 
@@ -53,7 +70,7 @@ def main() -> int:
     import socket
 
     sock = socket.socket(fileno=os.dup(sys.stdin.fileno()))  # the worker's socket pair (SOCK_SEQPACKET)
-    ShadowConsumer(load).run(sock, int(os.environ.get("SHADOW_MESSAGE_BYTES") or QUEUE_BYTES))
+    ShadowConsumer(load, logbook=shadow_logbook()).run(sock, int(os.environ.get("SHADOW_MESSAGE_BYTES") or QUEUE_BYTES))
     return 0
 
 

@@ -2,7 +2,9 @@
 //   GET /models, GET /models/{name}/examples,
 //   POST /models/{name}/predict?detail=units (JSON), POST /models/{name}/predict_image?detail=units (an upload),
 //   each with &version= when a second version of the name serves (GET /models/{name}/shadow says which one is
-//   the shadow's or the canary's candidate): then both versions answer the same input, shown side by side.
+//   the shadow's or the canary's candidate): then both versions answer the same input, shown side by side;
+//   GET /models/{name}/log?atypical=true and GET /models/{name}/log/{id} (the review view: stored atypical
+//   inputs, each sent again on a click) and PUT /models/{name}/log/{id}/review (a label, the management key).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -36,7 +38,7 @@ const KEY_ITEM = "sparsity-inference-key";
 
 function withKey(headers = {}) {
   const key = sessionStorage.getItem(KEY_ITEM);
-  return key ? { ...headers, authorization: `Bearer ${key}` } : headers;
+  return key && !headers.authorization ? { ...headers, authorization: `Bearer ${key}` } : headers;
 }
 
 async function api(path, options = {}) {
@@ -570,9 +572,103 @@ function renderCompare(card, answer, beside, second) {
   $("compare-table").replaceChildren(table);
 }
 
+// ---- review: the stored atypical inputs of the prediction log ----------------------------------------------
+
+const MANAGEMENT_ITEM = "sparsity-management-key";
+let reviewing = null; // the log row being reviewed
+
+function showInput(input) {
+  if (isImage(current)) {
+    const small = exampleToCanvas(input);
+    ctx.imageSmoothingEnabled = false;
+    ctx.drawImage(small, 0, 0, pad.width, pad.height);
+  } else {
+    document.querySelectorAll("#fields input").forEach((field, i) => { field.value = input[i]; });
+  }
+}
+
+async function loadReview() {
+  const list = $("review-list");
+  list.replaceChildren();
+  $("review-form").hidden = true;
+  if (!current) return;
+  const params = new URLSearchParams({ atypical: "true", limit: "24" });
+  const version = $("review-version").value;
+  if (version) params.set("version", version);
+  const since = $("review-since").value;
+  if (since) params.set("since", String(Math.floor(Date.now() / 1000) - Number(since)));
+  let page;
+  try {
+    page = await api(`/models/${encodeURIComponent(current.name)}/log?${params}`);
+  } catch (error) {
+    $("review-empty").hidden = false;
+    $("review-empty").textContent = `The prediction log cannot be read: ${error.message}`;
+    return;
+  }
+  const rows = page.rows.filter((row) => row.has_input);
+  $("review-empty").hidden = rows.length > 0;
+  $("review-empty").textContent = "No atypical input with its input kept in this range.";
+  for (const row of rows) {
+    const item = await api(`/models/${encodeURIComponent(current.name)}/log/${row.id}`);
+    const title = `#${row.id}: ${row.label}, score ${fmt(row.typicality_score, 1)}, ${row.at}` +
+      (row.review ? `, labelled ${row.review.label}` : "");
+    const face = isImage(current)
+      ? el("img", { src: exampleToCanvas(item.input).toDataURL(), alt: "" })
+      : el("span", { text: item.input.map((v) => fmt(v, 2)).join(", ") });
+    const button = el("button", { type: "button", title, "aria-label": title, "data-id": String(row.id) }, face);
+    button.addEventListener("click", () => review(item));
+    list.append(button);
+  }
+}
+
+function review(item) {
+  reviewing = item;
+  showInput(item.input);
+  predictJSON([item.input]);
+  $("review-item").textContent = `#${item.id} (${item.version}, answered ${item.label})`;
+  const select = $("review-label");
+  select.replaceChildren(...current.class_names.map((name) => el("option", { value: name, text: name })),
+    el("option", { value: "invalid", text: "not a valid input" }));
+  if (item.review) select.value = item.review.label;
+  $("review-key").value = sessionStorage.getItem(MANAGEMENT_ITEM) || "";
+  $("review-status").textContent = item.review ? `labelled ${item.review.label} at ${item.review.at}` : "";
+  $("review-form").hidden = false;
+}
+
+$("review-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  if (!reviewing) return;
+  const key = $("review-key").value.trim();
+  sessionStorage.setItem(MANAGEMENT_ITEM, key);
+  try {
+    const done = await api(`/models/${encodeURIComponent(current.name)}/log/${reviewing.id}/review`, {
+      method: "PUT",
+      headers: { "content-type": "application/json", authorization: `Bearer ${key}` },
+      body: JSON.stringify({ label: $("review-label").value }),
+    });
+    reviewing = done;
+    $("review-status").textContent = `labelled ${done.review.label} at ${done.review.at}`;
+  } catch (error) {
+    $("review-status").textContent = `not saved: ${error.message}`;
+  }
+});
+$("review-refresh").addEventListener("click", loadReview);
+$("review-version").addEventListener("change", loadReview);
+$("review-since").addEventListener("change", loadReview);
+
+function reviewVersions(name) {
+  const select = $("review-version");
+  select.replaceChildren(el("option", { value: "", text: "every version" }),
+    ...(versionsOf[name] || []).map((card) => el("option", { value: versionOf(card), text: versionOf(card) })));
+}
+
 // ---- start -----------------------------------------------------------------------------------------------
 
-$("model-select").addEventListener("change", (event) => selectModel(event.target.value));
+$("model-select").addEventListener("change", async (event) => {
+  await selectModel(event.target.value);
+  reviewVersions(event.target.value);
+  await loadReview();
+});
 $("key-form").addEventListener("submit", (event) => {
   event.preventDefault();
   sessionStorage.setItem(KEY_ITEM, $("key-input").value.trim());
@@ -598,6 +694,8 @@ $("key-form").addEventListener("submit", (event) => {
   if (first) {
     select.value = first.name;
     await selectModel(first.name);
+    reviewVersions(first.name);
+    await loadReview();
   }
   if (document.body.dataset.state === undefined) setState("idle");
   document.body.setAttribute("data-ready", "true");

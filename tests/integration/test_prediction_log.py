@@ -224,3 +224,39 @@ def test_reviewed_items_go_back_to_training_and_the_new_version_is_shadowed_and_
     # the later tests serve the same store: the new version goes
     gone = run_in_project([sys.executable, "-m", "bentoml", "models", "delete", tag, "-y"])
     assert gone.returncode == 0, gone.stderr[-2000:]
+
+
+def test_the_page_shows_the_stored_atypical_inputs_replays_one_and_labels_it(logged, browser):
+    """The review view of /ui in Chromium: the stored atypical inputs listed, one clicked shows the full
+    introspection of that input (as the API answers it), and a label saved with the management key."""
+    from tests.integration.test_page import SCREENSHOTS, settled, shown, wait_for
+
+    if logged["kind"] != "sqlite":
+        pytest.skip("the page reads the log through the API: one database is enough")
+    url = logged["url"]
+    noise = np.random.default_rng(7).uniform(0, 1, (3, 28, 28)).astype(np.float32)
+    _predict(url, noise, "for-the-page")
+    stored = _rows(url, 1, atypical="true", reviewed="false")
+    assert stored
+    browser.get(url + "/ui")
+    browser.execute_script(f"sessionStorage.setItem('sparsity-inference-key', '{INFERENCE_KEY}')")
+    browser.get(url + "/ui")
+    wait_for(browser, "document.body.dataset.ready === 'true'")
+    wait_for(browser, "document.querySelectorAll('#review-list button').length > 0")
+    listed = browser.execute_script(
+        "return [...document.querySelectorAll('#review-list button')].map(b => +b.dataset.id)"
+    )
+    assert listed[0] == max(r["id"] for r in _rows(url, 1, atypical="true") if r["has_input"])
+    before = int(browser.execute_script("return Number(document.body.dataset.answers || 0)"))
+    browser.find_element("css selector", f"#review-list button[data-id='{listed[0]}']").click()
+    settled(browser, before)
+    row = _get(url, f"/models/mnist_cnn/log/{listed[0]}").json()
+    page = shown(browser)
+    assert page["atypical"] is True and page["layers"] == pytest.approx(row["layer_sparsity"], abs=1e-9)
+    assert str(page["label"]) == row["label"]
+    browser.find_element("id", "review-key").send_keys(MANAGEMENT_KEY)
+    browser.execute_script("document.getElementById('review-label').value = '5'")
+    browser.find_element("id", "review-save").click()
+    wait_for(browser, "document.getElementById('review-status').textContent.startsWith('labelled 5')")
+    assert _get(url, f"/models/mnist_cnn/log/{listed[0]}").json()["review"]["label"] == "5"
+    browser.save_screenshot(str(SCREENSHOTS / "review.png"))

@@ -12,6 +12,7 @@ import pytest
 from openapi_spec_validator import validate
 from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
 
+from predlog.query import PARAMETERS
 from service import __version__
 from service.openapi.document import OpenAPIDocument, fix_document
 from service.openapi.project import REFUSALS
@@ -143,8 +144,21 @@ def test_operations_get_named_schemas_ids_tags_and_examples():
         "Open Inference Protocol (KServe V2)",
         "Model repository (management key)",
         "Shadows and canaries",
+        "Prediction log and drift",
         "Infrastructure",
     ]
+
+
+def test_the_log_routes_are_described_with_their_filters_keys_and_refusals():
+    doc = fix_document(_generated(), version="9.9.9")
+    page = doc["paths"]["/models/{name}/log"]["get"]
+    assert {p["name"] for p in page["parameters"]} == {"name", *PARAMETERS}
+    assert set(page["responses"]) == {"200", "400", "401", "404"}
+    review = doc["paths"]["/models/{name}/log/{id}/review"]["put"]
+    assert review["security"] == [{"bearer": []}] and set(review["responses"]) >= {"400", "401", "403", "404"}
+    row = doc["components"]["schemas"]["LogRow"]
+    assert {"typicality_score", "layer_sparsity", "atypical", "review", "has_input"} <= set(row["properties"])
+    assert doc["components"]["schemas"]["ReviewRequest"]["required"] == ["label"]
 
 
 def test_the_shadow_route_is_described_with_its_keys_and_refusals():
