@@ -184,6 +184,8 @@ def test_drift_windows_close_and_are_exported(logged, test_images):
 
 def test_reviewed_items_go_back_to_training_and_the_new_version_is_shadowed_and_compared(logged, test_images):
     url, root = logged["url"], logged["root"]
+    _predict(url, np.random.default_rng(11).uniform(0, 1, (3, 28, 28)).astype(np.float32), "to-review")
+    _rows(url, 3, atypical="true", reviewed="false")
     kept = [r for r in _rows(url, 1, atypical="true") if r["review"] is None][:3]
     for row in kept:
         answer = httpx.put(f"{url}/models/mnist_cnn/log/{row['id']}/review", json={"label": "3"},
@@ -217,6 +219,8 @@ def test_reviewed_items_go_back_to_training_and_the_new_version_is_shadowed_and_
             break
         time.sleep(0.2)
     assert compared["candidate"] == version and compared["inputs"]["compared"] >= 40
+    shadowed = _rows(url, 40, role="shadow")  # the shadow process logs the candidate's answers too
+    assert len(shadowed) >= 40 and {r["version"] for r in shadowed} == {version}
     assert 0 <= compared["comparison"]["label_agreement"]["share"] <= 1
     removed = httpx.delete(f"{url}/models/mnist_cnn/shadow", headers={"Authorization": f"Bearer {MANAGEMENT_KEY}"},
                            timeout=180)  # fmt: skip
