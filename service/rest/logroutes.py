@@ -180,13 +180,15 @@ class LogRoutes:
         versions = []
         for version in self.plane.versions(name):
             state = monitors.state(name, version)
+            counts = {k: windows.get(version, {}).get(k, 0) for k in ("clean", "drifted")}
+            signals = psi.get(version, {}) if sum(counts.values()) else {}  # none closed yet: no index to show
             versions.append({
                 "version": version,
                 "baseline": state is not None,
                 "window": None if state is None else state["window"],
                 "alarm": monitors.alarm,
-                "psi": psi.get(version, {}),
-                "drifted": any(v > monitors.alarm for v in psi.get(version, {}).values()),
-                "windows": {k: windows.get(version, {}).get(k, 0) for k in ("clean", "drifted")},
+                "psi": signals,
+                "drifted": any(v > monitors.alarm for v in signals.values()),
+                "windows": counts,
             })  # fmt: skip
         return {"model": name, "versions": versions}

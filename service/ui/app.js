@@ -587,11 +587,33 @@ function showInput(input) {
   }
 }
 
+async function showDrift() {
+  // GET /models/{name}/drift: each serving version's last drift window against its calibration data
+  const box = $("drift");
+  try {
+    const drift = await api(`/models/${encodeURIComponent(current.name)}/drift`);
+    box.replaceChildren(...drift.versions.map((v) => {
+      const psi = Object.values(v.psi);
+      const worst = psi.length ? Math.max(...psi) : null;
+      const text = !v.baseline
+        ? `${v.version}: no drift baseline in its card (registered before the prediction log)`
+        : worst === null
+          ? `${v.version}: no drift window closed yet (${v.window} items a window)`
+          : `${v.version}: ${v.drifted ? "drifted" : "no drift"}, largest PSI of the last window ${fmt(worst, 3)} ` +
+            `(alarm over ${v.alarm}); windows so far ${v.windows.clean} clean, ${v.windows.drifted} drifted`;
+      return el("span", { class: v.drifted ? "drifted" : "", "data-version": v.version, text: text + ". " });
+    }));
+  } catch (error) {
+    box.textContent = `Drift cannot be read: ${error.message}`;
+  }
+}
+
 async function loadReview() {
   const list = $("review-list");
   list.replaceChildren();
   $("review-form").hidden = true;
   if (!current) return;
+  await showDrift();
   const params = new URLSearchParams({ atypical: "true", limit: "24" });
   const version = $("review-version").value;
   if (version) params.set("version", version);

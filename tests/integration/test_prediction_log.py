@@ -263,4 +263,7 @@ def test_the_page_shows_the_stored_atypical_inputs_replays_one_and_labels_it(log
     browser.find_element("id", "review-save").click()
     wait_for(browser, "document.getElementById('review-status').textContent.startsWith('labelled 5')")
     assert _get(url, f"/models/mnist_cnn/log/{listed[0]}").json()["review"]["label"] == "5"
+    drift = browser.find_element("id", "drift").text
+    (version,) = _get(url, "/models/mnist_cnn/drift").json()["versions"]
+    assert drift.startswith(version["version"]) and ("drifted" in drift or "no drift" in drift), drift
     browser.save_screenshot(str(SCREENSHOTS / "review.png"))
