@@ -12,7 +12,6 @@ Usage: ``python -m benchmarks.batching_bench --seconds 5 --rounds 3``.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
@@ -21,7 +20,7 @@ from pathlib import Path
 import httpx
 
 from benchmarks.load import JSON, client_latency, digit_body, wrk
-from benchmarks.peers_bench import machine
+from benchmarks.reports import write_report
 from benchmarks.server import ROOT, Server
 
 CONNECTIONS = (1, 8, 32)
@@ -118,15 +117,13 @@ def main(argv: list[str] | None = None) -> int:
         cells = (off["requests_per_second"], on["requests_per_second"])
         print(f"{label:<34}{cells[0]:>10,.0f}{cells[1]:>10,.0f}{ratio:>10.3f}{off['p50_ms']:>10.2f}{on['p50_ms']:>10.2f}"
               f"{off['p99_ms']:>10.2f}{on['p99_ms']:>10.2f}")  # fmt: skip
-    report = {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "seconds": args.seconds,
+    report = {"seconds": args.seconds,
               "rounds": args.rounds, "cases": cases, "overload": overload}  # fmt: skip
     if overload:
         print(f"overload, {overload['seconds']} s at {overload['connections']} connections: "
               f"{overload['requests_per_second']:,.0f} req/s, answers by status {overload['statuses']}; after it "
               f"stopped, the next answers took {overload['after_ms']} ms")  # fmt: skip
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
-    print(f"written to {args.out}")
+    write_report(args.out, **report)
     return 0
 
 

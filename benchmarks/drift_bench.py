@@ -22,7 +22,7 @@ import httpx
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
-from benchmarks.peers_bench import machine
+from benchmarks.reports import write_report
 from benchmarks.server import ROOT, Server
 from sparsity.drift import ALARM
 
@@ -108,11 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{100 * args.share:.0f}% rotated digits: the alert's condition held after "
               f"{held_until if held_until else 'more than ' + str(args.drift_requests)} requests; PSI then "
               f"{json.dumps({k: round(v, 3) for k, v in (first_psi or {}).items()})}")  # fmt: skip
-    report = {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "model": tag, "window": WINDOW,
-              "alarm": ALARM, "clean": clean, "drifted": drifted}  # fmt: skip
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
-    print(f"written to {args.out}")
+    write_report(args.out, model=tag, window=WINDOW, alarm=ALARM, clean=clean, drifted=drifted)
     return 0
 
 

@@ -14,7 +14,6 @@ Writes ``reports/prediction-log.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import statistics
@@ -27,8 +26,8 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.load import digit_body, wrk
-from benchmarks.peers_bench import machine
 from benchmarks.postgres import fresh_database, postgres_server
+from benchmarks.reports import write_report
 from benchmarks.server import ROOT, Server
 from predlog.store import open_store
 
@@ -160,11 +159,7 @@ def main(argv: list[str] | None = None) -> int:
                 "sqlite": killed(args, work, "sqlite", str(work / "kill.sqlite3")),
                 "postgresql": killed(args, work, "postgresql", fresh_database(pg_url, "bench_kill")),
             }
-    report = {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "seconds": args.seconds,
-              "rounds": args.rounds, **speed, "kill": kills}  # fmt: skip
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
-    print(f"written to {args.out}")
+    write_report(args.out, seconds=args.seconds, rounds=args.rounds, **speed, kill=kills)
     return 0
 
 
