@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             for k in range(0, WINDOW, 20):
                 post(client, url, window[k : k + 20])
             deadline = time.monotonic() + 10
-            while True:  # the window is closed by the log's thread at its next flush (a quarter second)
+            while True:  # the window is closed by the log's thread at its next flush (every half second)
                 psi, windows = drift_figures(url)
                 if sum(windows.values()) > index or time.monotonic() > deadline:
                     break

@@ -65,7 +65,7 @@ def _predict(url: str, x: np.ndarray, request_id: str) -> dict:
 
 def _rows(url: str, want: int, **params) -> list[dict]:
     """Every row of mnist_cnn matching ``params``, once at least ``want`` are there (the writer flushes every
-    quarter second)."""
+    half second)."""
     deadline = time.monotonic() + 20
     while True:
         rows, cursor = [], None
