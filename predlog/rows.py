@@ -29,8 +29,8 @@ class Entry(NamedTuple):
     version: str
     role: str
     route: str
-    x: np.ndarray
-    prediction: object  # modelstore.runtime.Prediction
+    x: np.ndarray | None  # None when no input of it is to be kept
+    prediction: object  # modelstore.runtime.Prediction, or the part of it the log reads
     latency: float  # seconds
 
 
@@ -80,8 +80,9 @@ def rows_of_group(
     chosen = np.flatnonzero(keep)
     if len(chosen) == 0:
         return []
-    owner = np.repeat(np.arange(len(entries)), [len(e.x) for e in entries])[chosen].tolist()
-    starts = np.cumsum([0] + [len(e.x) for e in entries])[:-1].tolist()
+    sizes = [len(e.prediction.probabilities) for e in entries]
+    owner = np.repeat(np.arange(len(entries)), sizes)[chosen].tolist()
+    starts = np.cumsum([0, *sizes])[:-1].tolist()
     labels = np.argmax(p.probabilities[chosen], axis=1).tolist()
     top = p.probabilities[chosen].max(axis=1).tolist()
     layers = list(p.layer_sparsity)
@@ -97,7 +98,7 @@ def rows_of_group(
     for k, i in enumerate(chosen.tolist()):
         e = entries[owner[k]]
         item = i - starts[owner[k]]
-        kept = inputs == "all" or (inputs == "atypical" and flags[k])
+        kept = e.x is not None and (inputs == "all" or (inputs == "atypical" and flags[k]))
         rows.append((
             e.at, named[owner[k]], item, e.model, e.version, e.role, e.route, labels[k], top[k],
             orjson.dumps(dict(zip(layers, zeros[k], strict=True))).decode() if zeros is not None else "{}",

@@ -312,9 +312,9 @@ class DataPlane:
         the role is the canary's candidate when this version is its name's canary, else the primary."""
         spec = self.shadow_specs.get(runtime.name) if self.shadow_specs else None
         role = "canary" if spec is not None and spec.candidate_tag == runtime.tag else "primary"
-        self.logbook.offer(
-            Entry(time.time(), origin[1], runtime.name, runtime.version, role, origin[0], x, prediction, latency)
-        )
+        book = self.logbook
+        x, kept = book.kept(x, prediction)
+        book.offer(Entry(time.time(), origin[1], runtime.name, runtime.version, role, origin[0], x, kept, latency))
 
     def infer_json(
         self, runtime: Runtime, x: np.ndarray, detail: str | None = None, origin: tuple | None = None

@@ -19,6 +19,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from types import SimpleNamespace
 
 import numpy as np
 from prometheus_client import Counter
@@ -33,8 +34,8 @@ FLUSH_SECONDS = 0.5
 CHUNK = 1024
 """Entries handled between two yields of the interpreter lock: a flush never holds the event loop back for more
 than one chunk's work (about a millisecond)."""
-ENTRY_BYTES = 1024
-"""What an entry costs besides its input, roughly (the prediction's arrays), for the queue's bound."""
+ENTRY_BYTES, ITEM_BYTES = 512, 256
+"""What an entry costs besides its inputs, roughly (the tuple, the prediction's arrays), for the queue's bound."""
 PURGE_SECONDS = 600.0
 LOG_ROWS = Counter(
     "prediction_log_rows",
@@ -43,6 +44,11 @@ LOG_ROWS = Counter(
 )
 for _outcome in ("written", "dropped", "failed"):
     LOG_ROWS.labels(_outcome)
+
+
+def size_of(entry: Entry) -> int:
+    """The bytes an entry is counted for in the queue's bound."""
+    return (0 if entry.x is None else entry.x.nbytes) + ENTRY_BYTES + ITEM_BYTES * len(entry.prediction.probabilities)
 
 
 class LogWriter:
@@ -54,7 +60,7 @@ class LogWriter:
         open_store: Callable[[], Store] | None,
         sample: float = 1.0,
         inputs: str = "atypical",
-        max_queue_bytes: int = 64 * 1024 * 1024,
+        max_queue_bytes: int = 16 * 1024 * 1024,
         retention_days: float = 30.0,
         monitors: DriftMonitors | None = None,
     ) -> None:
@@ -79,14 +85,25 @@ class LogWriter:
         """An id for a request that came without one: unique per worker start."""
         return self._prefix + str(next(self._ids))
 
+    def kept(self, x: np.ndarray, prediction) -> tuple[np.ndarray | None, SimpleNamespace]:
+        """What an entry holds of a request: its inputs only when some will be stored (``inputs`` all, or atypical
+        and one item is), and of its prediction only the arrays the rows and the drift read (not the per-unit
+        ones, which for a large batch are megabytes): the queue holds no more than it needs."""
+        if self.inputs == "none" or (self.inputs == "atypical" and not prediction.atypical.any()):
+            x = None
+        slim = SimpleNamespace(probabilities=prediction.probabilities, layer_sparsity=prediction.layer_sparsity,
+                               overall=prediction.overall, scores=prediction.scores, atypical=prediction.atypical,
+                               contributions=prediction.contributions)  # fmt: skip
+        return x, slim
+
     def offer(self, entry: Entry) -> None:
         """Queue ``entry``, or count its items as dropped when the queue holds ``max_queue_bytes`` already."""
         if self._thread is None:  # not started (a data plane outside a worker): nothing is kept
             return
-        size = entry.x.nbytes + ENTRY_BYTES
+        items, size = len(entry.prediction.probabilities), size_of(entry)
         with self._lock:
             if self._queued + size > self.max_queue_bytes:
-                self._dropped += len(entry.x)
+                self._dropped += items
                 return
             self._queued += size
         self._queue.append(entry)
@@ -115,7 +132,7 @@ class LogWriter:
         count = len(self._queue)
         entries = [self._queue.popleft() for _ in range(count)]
         with self._lock:
-            self._queued -= sum(entry.x.nbytes + ENTRY_BYTES for entry in entries)
+            self._queued -= sum(size_of(entry) for entry in entries)
             dropped, self._dropped = self._dropped, 0
         if dropped:
             LOG_ROWS.labels("dropped").inc(dropped)

@@ -63,7 +63,8 @@ class ShadowConsumer:
             start = time.perf_counter()
             answer = candidate.predict(x)
             if self.logbook is not None:
-                entry = Entry(time.time(), None, spec.name, spec.candidate, "shadow", "shadow", x, answer,
+                kept_x, kept = self.logbook.kept(x, answer)
+                entry = Entry(time.time(), None, spec.name, spec.candidate, "shadow", "shadow", kept_x, kept,
                               time.perf_counter() - start)  # fmt: skip
                 self.logbook.offer(entry)
         except InvalidInputError as exc:

@@ -119,9 +119,14 @@ async function otherVersion(name) {
   return all.length > 1 ? { card: all[1], role: "also serving" } : null;
 }
 
+let selection = 0; // a newer choice of model makes the answers to an older one moot
+
 async function selectModel(name) {
+  const mine = ++selection;
   current = models.find((m) => m.name === name);
-  other = await otherVersion(name);
+  const beside = await otherVersion(name);
+  if (mine !== selection) return false;
+  other = beside;
   pending += 1;
   showError("");
   $("result").hidden = true;
@@ -138,8 +143,10 @@ async function selectModel(name) {
     // EXPOSE_EXAMPLES=false hides them on purpose: no error, only no examples
     if (!error.message.startsWith("examples:")) showError(error.message);
   }
+  if (mine !== selection) return false; // another model was chosen meanwhile: its own call draws the form
   if (image) renderImageExamples(examples);
   else renderFields(examples);
+  return true;
 }
 
 // ---- image input: the drawing pad, uploads, examples -------------------------------------------------
@@ -609,11 +616,13 @@ async function showDrift() {
 }
 
 async function loadReview() {
+  const mine = selection;
   const list = $("review-list");
   list.replaceChildren();
   $("review-form").hidden = true;
   if (!current) return;
   await showDrift();
+  if (mine !== selection) return;
   const params = new URLSearchParams({ atypical: "true", limit: "24" });
   const version = $("review-version").value;
   if (version) params.set("version", version);
@@ -622,16 +631,19 @@ async function loadReview() {
   let page;
   try {
     page = await api(`/models/${encodeURIComponent(current.name)}/log?${params}`);
+    if (mine !== selection) return;
   } catch (error) {
     $("review-empty").hidden = false;
     $("review-empty").textContent = `The prediction log cannot be read: ${error.message}`;
     return;
   }
   const rows = page.rows.filter((row) => row.has_input);
+  const items = await Promise.all(rows.map((row) => api(`/models/${encodeURIComponent(current.name)}/log/${row.id}`)));
+  if (mine !== selection) return;
   $("review-empty").hidden = rows.length > 0;
   $("review-empty").textContent = "No atypical input with its input kept in this range.";
-  for (const row of rows) {
-    const item = await api(`/models/${encodeURIComponent(current.name)}/log/${row.id}`);
+  for (const [k, row] of rows.entries()) {
+    const item = items[k];
     const title = `#${row.id}: ${row.label}, score ${fmt(row.typicality_score, 1)}, ${row.at}` +
       (row.review ? `, labelled ${row.review.label}` : "");
     const face = isImage(current)
@@ -687,7 +699,7 @@ function reviewVersions(name) {
 // ---- start -----------------------------------------------------------------------------------------------
 
 $("model-select").addEventListener("change", async (event) => {
-  await selectModel(event.target.value);
+  if (!(await selectModel(event.target.value))) return;
   reviewVersions(event.target.value);
   await loadReview();
 });

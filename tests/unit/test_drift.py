@@ -11,7 +11,7 @@ import pytest
 from predlog.rows import Entry
 from predlog.store import open_store
 from service.logbook.drift import DriftMonitors
-from service.logbook.writer import LogWriter
+from service.logbook.writer import LogWriter, size_of
 from sparsity.drift import ALARM, SCORE, Bins, Window, baseline_of, psi
 
 
@@ -104,10 +104,11 @@ def test_the_writer_writes_what_is_queued_and_counts_the_drift(tmp_path):
 
 def test_a_full_queue_drops_and_counts_and_a_failing_database_costs_rows_not_answers(tmp_path):
     rng = np.random.default_rng(6)
-    writer = LogWriter(lambda: open_store(str(tmp_path / "x.sqlite3")), max_queue_bytes=3 * (1024 + 96))
+    entries = [entry_of(3, rng) for _ in range(5)]
+    writer = LogWriter(lambda: open_store(str(tmp_path / "x.sqlite3")), max_queue_bytes=3 * size_of(entries[0]))
     writer._thread = object()
-    for _ in range(5):
-        writer.offer(entry_of(3, rng))  # 96 bytes of input and 1 KiB for the rest each: 3 fit
+    for entry in entries:
+        writer.offer(entry)  # 3 fit
     assert len(writer._queue) == 3 and writer._dropped == 6
     assert writer.flush() == 9 and writer._dropped == 0
 
@@ -118,3 +119,17 @@ def test_a_full_queue_drops_and_counts_and_a_failing_database_costs_rows_not_ans
     failing._thread = object()
     failing.offer(entry_of(4, rng))
     assert failing.flush() == 4 and failing.failed == 4 and failing.written == 0
+
+
+def test_an_entry_holds_the_inputs_only_when_one_will_be_stored_and_no_per_unit_arrays():
+    rng = np.random.default_rng(7)
+    prediction = entry_of(3, rng).prediction
+    prediction.fired, prediction.shares = {"conv1": np.ones((3, 32), bool)}, {"conv1": np.ones((3, 32))}
+    x = rng.uniform(0, 1, (3, 4))
+    writer = LogWriter(None)  # inputs of atypical items (the default)
+    kept_x, kept = writer.kept(x, prediction)
+    assert kept_x is None and not hasattr(kept, "fired") and not hasattr(kept, "shares")
+    prediction.atypical = np.array([False, True, False])
+    assert writer.kept(x, prediction)[0] is x
+    assert LogWriter(None, inputs="none").kept(x, prediction)[0] is None
+    assert LogWriter(None, inputs="all").kept(x, entry_of(3, rng).prediction)[0] is x
