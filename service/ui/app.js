@@ -124,6 +124,7 @@ let selection = 0; // a newer choice of model makes the answers to an older one 
 async function selectModel(name) {
   const mine = ++selection;
   current = models.find((m) => m.name === name);
+  $("fields").replaceChildren(); // the previous model's form goes at once, not when this one's examples arrive
   const beside = await otherVersion(name);
   if (mine !== selection) return false;
   other = beside;
@@ -374,6 +375,10 @@ function renderFields(examples) {
 }
 
 function predictFields() {
+  if (isImage(current) || !$("feature-0")) { // the form of another model, gone or not drawn yet
+    setState("idle");
+    return;
+  }
   const values = featureNames(current).map((_, i) => $(`feature-${i}`).value);
   const bad = values.findIndex((v) => v === "" || !Number.isFinite(Number(v)));
   if (bad >= 0) {
