@@ -240,8 +240,13 @@ def test_the_page_shows_the_stored_atypical_inputs_replays_one_and_labels_it(log
     url = logged["url"]
     noise = np.random.default_rng(7).uniform(0, 1, (3, 28, 28)).astype(np.float32)
     _predict(url, noise, "for-the-page")
-    stored = _rows(url, 1, atypical="true", reviewed="false")
-    assert stored
+    deadline = time.monotonic() + 20
+    while True:  # these rows written (the writer flushes every half second) before the page reads the log
+        newest = _get(url, "/models/mnist_cnn/log", atypical="true", limit="10").json()["rows"]
+        if any(r["request_id"] == "for-the-page" for r in newest) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert any(r["request_id"] == "for-the-page" and r["has_input"] for r in newest)
     browser.get(url + "/ui")
     browser.execute_script(f"sessionStorage.setItem('sparsity-inference-key', '{INFERENCE_KEY}')")
     browser.get(url + "/ui")
