@@ -44,6 +44,15 @@ def decode_input(data: bytes) -> np.ndarray:
     return np.load(io.BytesIO(zlib.decompress(data)), allow_pickle=False)
 
 
+LOGGED = ("probabilities", "layer_sparsity", "overall", "scores", "atypical", "contributions")
+"""The arrays of a prediction the log's rows and the drift windows read (not the per-unit ones)."""
+
+
+def logged_part(prediction) -> SimpleNamespace:
+    """The part of ``prediction`` an entry keeps (:data:`LOGGED`: references, nothing copied)."""
+    return SimpleNamespace(**{name: getattr(prediction, name) for name in LOGGED})
+
+
 def joined(entries: list[Entry]) -> SimpleNamespace:
     """The predictions of several entries of one model version as one: each array concatenated in entry order
     (the work on them is then done once a flush, not once a request)."""

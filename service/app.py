@@ -180,10 +180,8 @@ def check_log(settings: Settings) -> None:
 
 def logbook_for(settings: Settings) -> LogWriter:
     """The worker's prediction log writer and drift windows (the thread starts in the worker)."""
-    where = settings.log_location()
-    opener = (lambda: open_store(where)) if settings.log else None
     return LogWriter(
-        opener,
+        settings.log_opener(),
         sample=settings.log_sample,
         inputs=settings.log_inputs,
         retention_days=settings.log_retention_days,
@@ -262,9 +260,8 @@ def serve(cls: type, configuration: Configuration, plane: DataPlane, manager: Ma
     service.add_asgi_middleware(RouteGuard, rules=rules)  # 404, 401/403, 405: the requests the guard did not see
     service.add_asgi_middleware(OipRoutes, plane=plane, manager=manager)
     service.add_asgi_middleware(ShadowRoutes, plane=plane, manager=manager)
-    where = settings.log_location()
-    reader = (lambda: open_store(where)) if settings.log else None
-    service.add_asgi_middleware(LogRoutes, plane=plane, open_store=reader)  # the log's reads: their own connection
+    # the log's reads: their own connection
+    service.add_asgi_middleware(LogRoutes, plane=plane, open_store=settings.log_opener())
     service.add_asgi_middleware(ModelRoutes, plane=plane)  # inside the guard: 415 and 413 are answered before it
     service.add_asgi_middleware(Pages)  # / without BentoML's tracker, and the introspection page /ui
     service.add_asgi_middleware(

@@ -14,7 +14,7 @@ from typing import Any
 from modelstore.engines import SETTINGS as ENGINES
 from modelstore.kinds import PLUGIN_SETTING, plugin_modules
 from predlog.rows import INPUTS
-from predlog.store import LOG_URL_SETTING, default_location
+from predlog.store import LOG_URL_SETTING, Store, default_location, open_store
 from service.rules import SettingsError, boolean, key_file, log_location, model_tags, one_of, seconds, shadows, whole
 from sparsity.drift import WINDOW as DRIFT_WINDOW
 
@@ -251,6 +251,13 @@ class Settings:
     def log_location(self) -> str:
         """PREDICTION_LOG_URL, or the SQLite file beside the model store."""
         return self.log_url or default_location({k: v for k, v in os.environ.items() if k != LOG_URL_SETTING})
+
+    def log_opener(self) -> Callable[[], Store] | None:
+        """What opens the prediction log (each caller its own connection), or None with the log off."""
+        if not self.log:
+            return None
+        where = self.log_location()
+        return lambda: open_store(where)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:

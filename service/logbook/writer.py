@@ -19,12 +19,11 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from types import SimpleNamespace
 
 import numpy as np
 from prometheus_client import Counter
 
-from predlog.rows import Entry, joined, rows_of_group
+from predlog.rows import Entry, joined, logged_part, rows_of_group
 from predlog.store import Store
 from service.logbook.drift import DriftMonitors
 
@@ -85,16 +84,13 @@ class LogWriter:
         """An id for a request that came without one: unique per worker start."""
         return self._prefix + str(next(self._ids))
 
-    def kept(self, x: np.ndarray, prediction) -> tuple[np.ndarray | None, SimpleNamespace]:
+    def kept(self, x: np.ndarray, prediction) -> tuple[np.ndarray | None, object]:
         """What an entry holds of a request: its inputs only when some will be stored (``inputs`` all, or atypical
         and one item is), and of its prediction only the arrays the rows and the drift read (not the per-unit
         ones, which for a large batch are megabytes): the queue holds no more than it needs."""
         if self.inputs == "none" or (self.inputs == "atypical" and not prediction.atypical.any()):
             x = None
-        slim = SimpleNamespace(probabilities=prediction.probabilities, layer_sparsity=prediction.layer_sparsity,
-                               overall=prediction.overall, scores=prediction.scores, atypical=prediction.atypical,
-                               contributions=prediction.contributions)  # fmt: skip
-        return x, slim
+        return x, logged_part(prediction)
 
     def offer(self, entry: Entry) -> None:
         """Queue ``entry``, or count its items as dropped when the queue holds ``max_queue_bytes`` already."""

@@ -22,16 +22,15 @@ log = logging.getLogger("service.shadow")
 def shadow_logbook():
     """The prediction log's writer of this process (the candidates' answers, role ``shadow``), as the worker's
     settings say (inherited through the environment); None with the log off."""
-    from predlog.store import open_store
     from service.config import Settings
     from service.logbook.writer import LogWriter
 
     settings = Settings.from_env()
-    if not settings.log:
+    opener = settings.log_opener()
+    if opener is None:
         return None
-    where = settings.log_location()
     # the workers purge old rows: retention 0 here
-    writer = LogWriter(lambda: open_store(where), settings.log_sample, settings.log_inputs, retention_days=0)
+    writer = LogWriter(opener, settings.log_sample, settings.log_inputs, retention_days=0)
     writer.start()
     return writer
 
