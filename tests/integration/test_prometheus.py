@@ -139,11 +139,11 @@ def test_counts_match_exactly_over_two_workers(stack):
     assert prom.scalar('sum(model_input_contribution_sparsity_ratio_count{model="iris_l1"})') == N_IRIS
     # requests that arrive together share a forward pass (service.batching): every request is one pass, less the
     # requests that queued (each counted in model_queue_wait_seconds) plus the passes they shared (model_batch_items)
-    passes = prom.scalar('sum(model_inference_duration_seconds_count{model="mnist_cnn"})')
-    queued = prom.scalar('sum(model_queue_wait_seconds_count{model="mnist_cnn"})')
-    shared = prom.scalar('sum(model_batch_items_count{model="mnist_cnn"})')
-    assert passes == N_MNIST_CALLS - queued + shared and 1 <= passes <= N_MNIST_CALLS
-    assert prom.scalar('sum(model_inference_duration_seconds_count{model="iris_l1"})') == len(IRIS_BATCHES)
+    for model, calls in (("mnist_cnn", N_MNIST_CALLS), ("iris_l1", len(IRIS_BATCHES))):
+        passes = prom.scalar(f'sum(model_inference_duration_seconds_count{{model="{model}"}})')
+        queued = prom.scalar(f'sum(model_queue_wait_seconds_count{{model="{model}"}})')
+        shared = prom.scalar(f'sum(model_batch_items_count{{model="{model}"}})')
+        assert passes == calls - queued + shared and 1 <= passes <= calls, model
     mean = prom.scalar(
         'sum(activation_sparsity_ratio_sum{model="mnist_cnn", layer="all"}) '
         '/ sum(activation_sparsity_ratio_count{model="mnist_cnn", layer="all"})'
